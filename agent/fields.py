@@ -1,0 +1,217 @@
+"""What a source declares: its fields, their types and argument kinds, and how to extract them.
+
+A field value is one of: ``None`` (not available: every check on it is false), a ``str``, an
+``int``, a ``float``, a ``bool``, ``bytes``, or, for list-valued fields, a non-empty ``tuple`` of
+those. An extractor never returns an empty tuple: an empty list is "not available".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum, Flag, auto
+from typing import Any
+
+from agent.event import Event
+
+Value = Any
+Extractor = Callable[[Event], Value]
+#: Builds an extractor for one argument (None when the field is used without one). It raises
+#: ValueError with a user-facing message when the argument is invalid.
+ExtractorFactory = Callable[[str | None], Extractor]
+
+
+class FieldType(Enum):
+    """Field value types, with Falco's names; `kind` groups them for operator checks."""
+
+    STRING = "string"
+    CHARBUF = "CHARBUF"
+    BOOL = "bool"
+    UINT64 = "uint64"
+    UINT32 = "UINT32"
+    INT64 = "INT64"
+    INT32 = "INT32"
+    INT16 = "INT16"
+    DOUBLE = "DOUBLE"
+    ABSTIME = "abstime"
+    RELTIME = "reltime"
+    PORT = "PORT"
+    IPADDR = "IPADDR"
+    IPNET = "IPNET"
+    BYTEBUF = "BYTEBUF"
+    DYN = "DYN"
+
+    @property
+    def kind(self) -> str:
+        """One of ``string``, ``number``, ``bool``, ``bytes``, ``ipaddr``, ``ipnet``, ``dyn``."""
+        return _KINDS[self]
+
+    @classmethod
+    def parse(cls, text: str) -> FieldType:
+        """Map a type name of the reference tables (`string`, `UINT64`, `abstime`...) to a type."""
+        key = text.strip().upper()
+        aliases = {"STRING": cls.STRING, "CHARBUF": cls.CHARBUF, "UINT64": cls.UINT64,
+                   "BOOL": cls.BOOL, "ABSTIME": cls.ABSTIME, "RELTIME": cls.RELTIME}
+        if key in aliases:
+            return aliases[key]
+        return cls[key]
+
+
+_KINDS = {
+    FieldType.STRING: "string",
+    FieldType.CHARBUF: "string",
+    FieldType.BOOL: "bool",
+    FieldType.UINT64: "number",
+    FieldType.UINT32: "number",
+    FieldType.INT64: "number",
+    FieldType.INT32: "number",
+    FieldType.INT16: "number",
+    FieldType.DOUBLE: "number",
+    FieldType.ABSTIME: "number",
+    FieldType.RELTIME: "number",
+    FieldType.PORT: "number",
+    FieldType.IPADDR: "ipaddr",
+    FieldType.IPNET: "ipnet",
+    FieldType.BYTEBUF: "bytes",
+    FieldType.DYN: "dyn",
+}
+
+
+class ArgKind(Flag):
+    """Which argument a field takes in brackets: ``NONE``, an ``INDEX``, a ``KEY``, or both;
+    ``REQUIRED`` when it cannot be used without one."""
+
+    NONE = 0
+    INDEX = auto()
+    KEY = auto()
+    REQUIRED = auto()
+
+    @property
+    def accepts_arg(self) -> bool:
+        return bool(self & (ArgKind.INDEX | ArgKind.KEY))
+
+    @property
+    def label(self) -> str:
+        if not self.accepts_arg:
+            return "none"
+        parts = [name for flag, name in ((ArgKind.INDEX, "index"), (ArgKind.KEY, "key")) if flag in self]
+        parts.append("required" if ArgKind.REQUIRED in self else "optional")
+        return ", ".join(parts)
+
+
+class FieldFlag(Flag):
+    """Restrictions on where a field may appear (Falco's EPF_* flags that matter to rules)."""
+
+    NONE = 0
+    FILTER_ONLY = auto()
+    PRINT_ONLY = auto()
+    NO_RHS = auto()
+    NO_TRANSFORMER = auto()
+    DEPRECATED = auto()
+
+
+def _never(_arg: str | None) -> Extractor:
+    return _not_available
+
+
+def _not_available(_event: Event) -> Value:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field a source can extract.
+
+    `extractor` builds the extraction function for an argument; a field declared for rule
+    compatibility whose extraction is not implemented yet uses the default, which is always
+    "not available". `dot_arg` lets the argument be written after a dot (`evt.arg.flags`).
+    """
+
+    name: str
+    type: FieldType
+    description: str
+    extractor: ExtractorFactory = _never
+    is_list: bool = False
+    arg: ArgKind = ArgKind.NONE
+    flags: FieldFlag = FieldFlag.NONE
+    dot_arg: bool = False
+
+    @property
+    def is_implemented(self) -> bool:
+        return self.extractor is not _never
+
+    def bind(self, arg: str | None) -> Extractor:
+        """Return a caching extractor for `arg`; ValueError names what is wrong with the argument."""
+        if arg is None and ArgKind.REQUIRED in self.arg:
+            raise ValueError(f"field '{self.name}' requires an argument")
+        if arg is not None:
+            if not self.arg.accepts_arg:
+                raise ValueError(f"field '{self.name}' does not take an argument")
+            if self.arg & (ArgKind.INDEX | ArgKind.KEY) == ArgKind.INDEX and not _INDEX_RE.fullmatch(arg):
+                raise ValueError(f"field '{self.name}' takes a numeric index argument, not '{arg}'")
+        return _cached(field_key(self.name, arg), self.extractor(arg))
+
+
+_INDEX_RE = re.compile(r"0|[1-9][0-9]*")
+_MISS = object()
+
+
+def field_key(name: str, arg: str | None) -> str:
+    """The text that identifies a field use: ``name`` or ``name[arg]``, as Falco re-renders it."""
+    if arg is None:
+        return name
+    if re.fullmatch(r"[^\]\[\"' \t\r\n]+", arg):
+        return f"{name}[{arg}]"
+    return f'{name}["{arg}"]' if '"' not in arg else f"{name}['{arg}']"
+
+
+def _cached(key: str, extract: Extractor) -> Extractor:
+    def get(event: Event) -> Value:
+        cache = event.cache
+        value = cache.get(key, _MISS)
+        if value is _MISS:
+            value = cache[key] = extract(event)
+        return value
+
+    get.__name__ = f"extract<{key}>"
+    return get
+
+
+class FieldTable:
+    """The fields one source declares, by name; later specs of the same name replace earlier ones."""
+
+    def __init__(self, specs: Iterable[FieldSpec]) -> None:
+        self._by_name: dict[str, FieldSpec] = {}
+        for spec in specs:
+            self._by_name[spec.name] = spec
+        self._dot_arg_names = sorted(
+            (name for name, spec in self._by_name.items() if spec.dot_arg), key=len, reverse=True
+        )
+
+    def __iter__(self) -> Iterator[FieldSpec]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def get(self, name: str) -> FieldSpec | None:
+        return self._by_name.get(name)
+
+    def resolve(self, name: str, arg: str | None) -> tuple[FieldSpec, str | None] | None:
+        """Find the field for a lexed name, splitting a dot argument off when the table allows one."""
+        spec = self._by_name.get(name)
+        if spec is not None:
+            return spec, arg
+        if arg is None:
+            for base in self._dot_arg_names:
+                if name.startswith(base + ".") and len(name) > len(base) + 1:
+                    return self._by_name[base], name[len(base) + 1 :]
+        return None
+
+    def with_fields(self, specs: Iterable[FieldSpec]) -> FieldTable:
+        """A new table holding these fields plus `specs`, which win on a name clash."""
+        return FieldTable([*self._by_name.values(), *specs])

@@ -1,0 +1,41 @@
+"""How a source is known to the rest of the agent: as data, never by name in the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.errors import DecodeError
+from agent.event import Event
+from agent.fields import FieldTable
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """A source as the engine sees it.
+
+    `index_fields` are scalar fields, in order of preference, whose value a rule may pin with
+    `=`/`in` so that the engine evaluates the rule only on events with those values.
+    `plugins` are the (name, version) pairs this built-in source stands in for when a rules
+    file lists `required_plugin_versions`.
+    """
+
+    name: str
+    fields: FieldTable
+    index_fields: tuple[str, ...] = ()
+    plugins: tuple[tuple[str, str], ...] = field(default=())
+
+
+class RecordDecoder(Protocol):
+    """Turns parsed JSON documents of recorded input into events of one source."""
+
+    source: str
+
+    def matches(self, document: Any) -> bool:
+        """Whether a parsed JSON document looks like this source's input."""
+        ...
+
+    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
+        """Yield an event per record; a bad record yields a DecodeError naming origin and index."""
+        ...

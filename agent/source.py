@@ -25,6 +25,8 @@ class SourceSpec:
     fields: FieldTable
     index_fields: tuple[str, ...] = ()
     plugins: tuple[tuple[str, str], ...] = field(default=())
+    #: Warn (LOAD_NO_EVTTYPE) about rules that no index field narrows down, as Falco does for syscalls.
+    warn_unindexed: bool = False
 
 
 class RecordDecoder(Protocol):

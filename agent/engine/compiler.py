@@ -1,0 +1,238 @@
+"""Compiles an expanded condition tree into one predicate over events, checked against a field table.
+
+All decisions are made here, once: fields resolve to caching extractors, constants are converted
+to the field's type, operators become closures, `in` lists become frozensets. Evaluation then
+runs nested closures with no lookups by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, MacroRef, Not, Operand, Or, Pos, StrLit, Transform
+from agent.engine.operators import (
+    LIST_OPS,
+    NUM_OPS,
+    OperatorError,
+    check_operator,
+    convert,
+    dynamic_pred,
+    modifier_pred,
+    scalar_pred,
+    set_pred,
+)
+from agent.engine.transformers import TransformerError, Typed, build_transformer
+from agent.event import Event
+from agent.fields import ArgKind, FieldFlag, FieldTable
+
+Predicate = Callable[[Event], bool]
+_UNSAFE_NA_PREFIXES = ("ka.", "jevt.")
+_UNSAFE_NA_OPS = frozenset({"=", "==", "!=", "in", "intersects", "pmatch"})
+
+
+class CompileError(ValueError):
+    """A condition that does not compile; `unknown_filter` marks errors `skip-if-unknown-filter` may skip."""
+
+    def __init__(self, message: str, pos: Pos, *, unknown_filter: bool = False) -> None:
+        super().__init__(f"{message} at {pos.line}:{pos.column}")
+        self.message = message
+        self.pos = pos
+        self.unknown_filter = unknown_filter
+
+
+@dataclass(slots=True)
+class ConditionCompiler:
+    """Compiles conditions for one source; caches compiled checks shared through macros."""
+
+    table: FieldTable
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    _cache: dict[Check, Predicate] = field(default_factory=dict)
+
+    def compile(self, expr: Expr) -> Predicate:
+        if isinstance(expr, Check):
+            cached = self._cache.get(expr)
+            if cached is None:
+                cached = self._cache[expr] = self._check(expr)
+            return cached
+        if isinstance(expr, Not):
+            child = self.compile(expr.child)
+            return lambda ev: not child(ev)
+        if isinstance(expr, (And, Or)):
+            return _chain([self.compile(c) for c in expr.children], conjunction=isinstance(expr, And))
+        assert isinstance(expr, MacroRef)
+        raise CompileError(f"Undefined macro '{expr.name}' used in filter.", expr.pos)
+
+    # ----- operands ---------------------------------------------------------------------------
+    def field(self, ref: FieldRef, *, in_transformer: bool = False, on_rhs: bool = False) -> Typed:
+        resolved = self.table.resolve(ref.name, ref.arg)
+        if resolved is None:
+            raise CompileError(f"filter_check called with nonexistent field {ref}", ref.pos, unknown_filter=True)
+        spec, arg = resolved
+        if FieldFlag.PRINT_ONLY in spec.flags:
+            raise CompileError(f"field '{spec.name}' can only be used in outputs", ref.pos)
+        if on_rhs and FieldFlag.NO_RHS in spec.flags:
+            raise CompileError(f"field '{spec.name}' cannot be used on the right-hand side", ref.pos)
+        if in_transformer and FieldFlag.NO_TRANSFORMER in spec.flags:
+            raise CompileError(f"field '{spec.name}' cannot be used in a transformer", ref.pos)
+        try:
+            getter = spec.bind(arg)
+        except ValueError as exc:
+            raise CompileError(str(exc), ref.pos) from None
+        indexed = arg is not None and arg.isdigit() and ArgKind.INDEX in spec.arg
+        return Typed(getter, spec.type.kind, spec.is_list and not indexed)
+
+    def operand(self, node: Operand, *, on_rhs: bool = False) -> Typed:
+        if isinstance(node, FieldRef):
+            return self.field(node, on_rhs=on_rhs)
+        if isinstance(node, Transform):
+            return self.transform(node, on_rhs=on_rhs)
+        if isinstance(node, StrLit):
+            value = node.value
+            return Typed(lambda _ev: value, "number" if node.is_number else "string", False)
+        assert isinstance(node, ListLit)
+        parts = [self.operand(item, on_rhs=on_rhs) for item in node.items]
+        getters = tuple(p.get for p in parts)
+
+        def gather(ev: Event) -> Any:
+            out: list[Any] = []
+            for get in getters:
+                value = get(ev)
+                if isinstance(value, tuple):
+                    out.extend(value)
+                elif value is not None:
+                    out.append(value)
+            return tuple(out) or None
+
+        kind = parts[0].kind if parts and all(p.kind == parts[0].kind for p in parts) else "string"
+        return Typed(gather, kind, True)
+
+    def transform(self, node: Transform, *, on_rhs: bool = False) -> Typed:
+        if node.name == "val":
+            ref = node.args[0]
+            assert isinstance(ref, FieldRef)
+            return self.field(ref, on_rhs=on_rhs)
+        args = []
+        for arg in node.args:
+            if isinstance(arg, FieldRef):
+                args.append(self.field(arg, in_transformer=True, on_rhs=on_rhs))
+            else:
+                args.append(self.operand(arg, on_rhs=on_rhs))
+        try:
+            return build_transformer(node.name, args, node.arg)
+        except TransformerError as exc:
+            raise CompileError(str(exc), node.pos) from None
+
+    # ----- checks -----------------------------------------------------------------------------
+    def _check(self, check: Check) -> Predicate:
+        lhs = self.operand(check.lhs) if isinstance(check.lhs, Transform) else self.field(check.lhs)
+        op = check.op
+        try:
+            check_operator(op, lhs.kind, is_list=lhs.is_list, modifier=check.modifier)
+            return self._check_pred(check, lhs)
+        except (OperatorError, TransformerError) as exc:
+            raise CompileError(str(exc), check.pos) from None
+
+    def _check_pred(self, check: Check, lhs: Typed) -> Predicate:
+        op, rhs, get = check.op, check.rhs, lhs.get
+        if op == "exists":
+            return lambda ev: get(ev) is not None
+        if isinstance(rhs, (Transform, FieldRef)):
+            if op in ("pmatch", "regex"):
+                raise OperatorError(f"operator '{op}' cannot compare with another field")
+            other = self.operand(rhs, on_rhs=True).get
+            compare = dynamic_pred(op, check.modifier)
+
+            def dynamic(ev: Event) -> bool:
+                a = get(ev)
+                if a is None:
+                    return False
+                b = other(ev)
+                return b is not None and compare(a, b)
+
+            return dynamic
+        self._lint(check, lhs)
+        kind = lhs.kind
+        if isinstance(rhs, ListLit):
+            consts = [convert(_const_text(item), kind, op) for item in rhs.items]
+            if check.modifier is not None:
+                return _guard(get, modifier_pred(op, check.modifier, consts))
+            if op not in LIST_OPS:
+                raise OperatorError(f"operator '{op}' needs a single value, not a list")
+            if not lhs.is_list and op != "pmatch":
+                members = frozenset(consts)
+                return lambda ev: get(ev) in members
+            return _guard(get, set_pred(op, consts, is_list=lhs.is_list))
+        assert isinstance(rhs, StrLit)
+        if op in LIST_OPS:
+            raise OperatorError(f"operator '{op}' needs a list of values")
+        if op in NUM_OPS and kind == "string":
+            const: Any = rhs.value
+        else:
+            const = convert(rhs.value, kind, op)
+        if op in ("=", "==") and not isinstance(const, (int, float)) and kind in ("string", "bytes", "bool"):
+            return lambda ev: get(ev) == const
+        return _guard(get, scalar_pred(op, const))
+
+    def _lint(self, check: Check, lhs: Typed) -> None:
+        lhs_name = check.lhs.name if isinstance(check.lhs, FieldRef) else ""
+        values = check.rhs.items if isinstance(check.rhs, ListLit) else (check.rhs,)
+        for value in values:
+            if not isinstance(value, StrLit) or value.quoted:
+                continue
+            if (value.value == "<NA>" and check.op in _UNSAFE_NA_OPS
+                    and lhs_name.startswith(_UNSAFE_NA_PREFIXES)):
+                self.warnings.append(("LOAD_UNSAFE_NA_CHECK",
+                                      f"comparing {lhs_name} with '<NA>' is unsafe: a missing value never "
+                                      "equals it; use 'exists'"))
+            elif "." in value.value and self.table.resolve(value.value, None) is not None:
+                self.warnings.append(("LOAD_COMPILE_CONDITION",
+                                      f"string '{value.value}' may be a field; use val({value.value}) "
+                                      "to compare with its value"))
+        if check.op == "regex" and isinstance(check.rhs, StrLit) and _is_plain(check.rhs.value):
+            self.warnings.append(("LOAD_COMPILE_CONDITION",
+                                  f"regex '{check.rhs.value}' has no special characters: use '=' instead"))
+
+
+def _const_text(item: Operand) -> str:
+    if isinstance(item, StrLit):
+        return item.value
+    raise OperatorError("a list of values may not contain fields")
+
+
+def _is_plain(pattern: str) -> bool:
+    return not any(ch in pattern for ch in ".^$*+?{}[]\\|()")
+
+
+def _guard(get: Callable[[Event], Any], pred: Callable[[Any], bool]) -> Predicate:
+    def check(ev: Event) -> bool:
+        value = get(ev)
+        return value is not None and pred(value)
+
+    return check
+
+
+def _chain(preds: list[Predicate], *, conjunction: bool) -> Predicate:
+    if len(preds) == 2:
+        a, b = preds
+        return (lambda ev: a(ev) and b(ev)) if conjunction else (lambda ev: a(ev) or b(ev))
+    if len(preds) == 3:
+        a, b, c = preds
+        return (lambda ev: a(ev) and b(ev) and c(ev)) if conjunction else (lambda ev: a(ev) or b(ev) or c(ev))
+    chain = tuple(preds)
+    if conjunction:
+        def all_of(ev: Event) -> bool:
+            for pred in chain:
+                if not pred(ev):
+                    return False
+            return True
+        return all_of
+
+    def any_of(ev: Event) -> bool:
+        for pred in chain:
+            if pred(ev):
+                return True
+        return False
+
+    return any_of

@@ -1,0 +1,181 @@
+"""The engine: sources registered as data, rules loaded into per-source rule sets, events in, alerts out."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from agent.alert import Alert
+from agent.engine.ast import Expr
+from agent.engine.collector import Collector
+from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
+from agent.engine.reader import read_items
+from agent.engine.requirements import loaded_plugins
+from agent.engine.rule_compiler import compile_rules, unused_warnings
+from agent.engine.ruleset import CompiledRule, RuleSet
+from agent.event import Event
+from agent.location import Location
+from agent.priority import Priority
+from agent.source import SourceSpec
+
+
+class RuleMatching(Enum):
+    FIRST = "first"
+    ALL = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class RulesText:
+    """Rules content with the name it is reported under (a path, or a label for in-memory text)."""
+
+    name: str
+    text: str
+
+
+@dataclass(slots=True)
+class EngineStats:
+    events: int = 0
+    alerts: int = 0
+    rule_errors: int = 0
+
+
+class Engine:
+    """Evaluates loaded rules on events of registered sources.
+
+    Loading is all-or-nothing: a load that reports an error leaves the running rules untouched.
+    """
+
+    def __init__(self, *, rule_matching: RuleMatching = RuleMatching.FIRST,
+                 min_priority: Priority = Priority.DEBUG, hostname: str = "") -> None:
+        self.rule_matching = rule_matching
+        self.min_priority = min_priority
+        self.hostname = hostname
+        self.stats = EngineStats()
+        self._sources: dict[str, SourceSpec] = {}
+        self._rules: list[CompiledRule] = []
+        self._rulesets: dict[str, RuleSet] = {}
+        self._parse_cache: dict[str, Expr] = {}
+
+    # ----- sources ----------------------------------------------------------------------------
+    def add_source(self, spec: SourceSpec) -> None:
+        self._sources[spec.name] = spec
+
+    @property
+    def sources(self) -> dict[str, SourceSpec]:
+        return dict(self._sources)
+
+    # ----- rules ------------------------------------------------------------------------------
+    def load_rules_files(self, paths: Iterable[str | Path]) -> LoadResult:
+        contents = []
+        result = LoadResult()
+        for path in paths:
+            try:
+                contents.append(RulesText(str(path), Path(path).read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as exc:
+                result.error(ErrorCode.LOAD_ERR_FILE_READ, f"cannot read rules file: {exc}", Location(str(path)))
+                return result
+        return self.load_rules(contents)
+
+    def load_rules(self, contents: Iterable[RulesText]) -> LoadResult:
+        """Read, collect and compile files in order; on success swap the new rules in."""
+        result = LoadResult()
+        collector = Collector(known_sources=frozenset(self._sources), result=result)
+        compiled: list[CompiledRule] = []
+        try:
+            for content in contents:
+                for item in read_items(content.text, content.name, result):
+                    collector.collect(item)
+                compiled = compile_rules(collector, self._sources, result, parse_cache=self._parse_cache)
+            self._check_plugins(collector, result)
+        except LoadAborted:
+            return result
+        if result.successful:
+            unused_warnings(collector, result)
+            self._rules = compiled
+            self._rebuild()
+        return result
+
+    def _check_plugins(self, collector: Collector, result: LoadResult) -> None:
+        loaded = loaded_plugins(p for spec in self._sources.values() for p in spec.plugins)
+        known_names = set(loaded)
+        for requirement in collector.plugin_requirements:
+            problem = requirement.check(loaded)
+            if problem is None:
+                continue
+            if any(name in known_names for name, _ in requirement.members):
+                raise result.error(ErrorCode.LOAD_ERR_VALIDATE, problem, requirement.location)
+            result.warn(WarningCode.LOAD_WARNING_EXTENSION, f"{problem}; rules that need it will not load",
+                        requirement.location)
+
+    @property
+    def rules(self) -> list[CompiledRule]:
+        return list(self._rules)
+
+    def set_enabled(self, *, name: str | None = None, tag: str | None = None, enabled: bool) -> int:
+        """Enable or disable rules by name or tag (shell wildcards); returns how many changed."""
+        changed = 0
+        for rule in self._rules:
+            hit = (name is not None and fnmatch.fnmatchcase(rule.name, name)) or (
+                tag is not None and any(fnmatch.fnmatchcase(t, tag) for t in rule.tags))
+            if hit and rule.enabled != enabled:
+                rule.enabled = enabled
+                changed += 1
+        self._rebuild()
+        return changed
+
+    def _rebuild(self) -> None:
+        by_source: dict[str, list[CompiledRule]] = {}
+        for rule in self._rules:
+            if rule.enabled and rule.priority <= self.min_priority:
+                by_source.setdefault(rule.source, []).append(rule)
+        rulesets = {}
+        for name, spec in self._sources.items():
+            getters = {}
+            for field in spec.index_fields:
+                resolved = spec.fields.resolve(field, None)
+                if resolved is not None:
+                    getters[field] = resolved[0].bind(None)
+            rulesets[name] = RuleSet(by_source.get(name, []), getters)
+        self._rulesets = rulesets
+
+    def ruleset(self, source: str) -> RuleSet | None:
+        return self._rulesets.get(source)
+
+    # ----- evaluation -------------------------------------------------------------------------
+    def process(self, event: Event) -> list[Alert]:
+        """Alerts for one event: the first matching rule, or all of them with `rule_matching: all`."""
+        ruleset = self._rulesets.get(event.source)
+        self.stats.events += 1
+        if ruleset is None:
+            return []
+        alerts: list[Alert] = []
+        first_only = self.rule_matching is RuleMatching.FIRST
+        for rule in ruleset.candidates(event):
+            try:
+                matched = rule.predicate(event)
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+                # An extractor met an input shape it did not expect: the rule cannot match this
+                # event, and the agent goes on with the next rule.
+                self.stats.rule_errors += 1
+                continue
+            if matched:
+                alerts.append(self._alert(rule, event))
+                if first_only:
+                    break
+        self.stats.alerts += len(alerts)
+        return alerts
+
+    def _alert(self, rule: CompiledRule, event: Event) -> Alert:
+        return Alert(
+            rule=rule.name,
+            priority=rule.priority,
+            source=event.source,
+            ts_ns=event.ts_ns,
+            output=rule.output.render(event),
+            output_fields=rule.output.field_values(event),
+            hostname=event.hostname or self.hostname,
+            tags=rule.tags,
+        )

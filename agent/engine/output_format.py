@@ -1,0 +1,160 @@
+"""Rule output strings (`%ka.verb by %12ka.user.name`): parsed once, rendered per alert."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.engine.ast import FieldRef
+from agent.engine.compiler import CompileError, ConditionCompiler
+from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
+from agent.engine.transformers import Getter
+from agent.event import Event
+from agent.fields import FieldTable, field_key
+
+NA = "<NA>"
+_DEPRECATED_TOKENS = frozenset({"container.info"})
+
+
+def render_value(value: Any) -> str:
+    """A field value as output text: `<NA>` when missing, lists as `(a,b)`."""
+    if value is None:
+        return NA
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "(" + ",".join(render_value(v) for v in value) + ")"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def json_value(value: Any) -> Any:
+    """A field value as a typed JSON value for `output_fields`."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    get: Getter
+    width: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """A compiled output: literal text interleaved with field tokens, and the keys for output_fields."""
+
+    parts: tuple[str | _Token, ...]
+    fields: tuple[tuple[str, Getter], ...]
+
+    def render(self, event: Event) -> str:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            text = render_value(part.get(event))
+            if part.width:
+                text = text[: part.width].ljust(part.width)
+            out.append(text)
+        return "".join(out)
+
+    def field_values(self, event: Event) -> dict[str, Any]:
+        return {key: json_value(get(event)) for key, get in self.fields}
+
+
+def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] | None = None) -> OutputFormat:
+    """Parse an output format against a source's fields; CompileError names the bad token."""
+    compiler = ConditionCompiler(table)
+    parser = Parser(fmt)
+    parts: list[str | _Token] = []
+    fields: dict[str, Getter] = {}
+    literal: list[str] = []
+    i = 0
+    while i < len(fmt):
+        ch = fmt[i]
+        if ch != "%":
+            literal.append(ch)
+            i += 1
+            continue
+        start = i
+        i += 1
+        width_end = i
+        while width_end < len(fmt) and fmt[width_end].isdigit():
+            width_end += 1
+        width = int(fmt[i:width_end]) if width_end > i else 0
+        i = width_end
+        parser.i = i
+        token = _parse_token(parser, table, compiler, fields)
+        if token is None:
+            raise CompileError("invalid formatting token: '%' must be followed by a field", parser.pos(start),
+                               unknown_filter=True)
+        name, getter = token
+        i = parser.i
+        if name in _DEPRECATED_TOKENS:
+            if warn is not None:
+                warn(f"%{name} is deprecated and removed from the output")
+            continue
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(_Token(getter, width))
+    if literal:
+        parts.append("".join(literal))
+    return OutputFormat(tuple(parts), tuple(fields.items()))
+
+
+def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
+                 fields: dict[str, Getter]) -> tuple[str, Getter] | None:
+    text = parser.text
+    ident = IDENT_RE.match(text, parser.i)
+    try:
+        if ident is not None and ident.group() in TRANSFORMERS and text.startswith("(", ident.end()):
+            node = parser.parse_transformer()
+            for ref in _field_refs(node):
+                fields.setdefault(str(ref), compiler.field(ref).get)
+            return node.name, compiler.transform(node).get
+    except ConditionSyntaxError as exc:
+        raise CompileError(exc.message, exc.pos) from None
+    match = FIELD_RE.match(text, parser.i)
+    if match is None:
+        return None
+    name = match.group()
+    if name in _DEPRECATED_TOKENS:
+        parser.i = match.end()
+        return name, lambda _ev: None
+    # The token is the longest dotted prefix that names a field of this source.
+    while table.resolve(name, None) is None:
+        cut = name.rfind(".")
+        if cut < 0 or "." not in name[:cut]:
+            raise CompileError(f"invalid formatting token %{match.group()}: unknown field",
+                               parser.pos(parser.i), unknown_filter=True)
+        name = name[:cut]
+    parser.i += len(name)
+    try:
+        arg = parser.parse_field_arg() if name == match.group() else None
+    except ConditionSyntaxError as exc:
+        raise CompileError(exc.message, exc.pos) from None
+    ref = FieldRef(name, arg, parser.pos(parser.i))
+    getter = compiler.field(ref).get
+    fields.setdefault(field_key(name, arg), getter)
+    return name, getter
+
+
+def _field_refs(node: Any) -> list[FieldRef]:
+    if isinstance(node, FieldRef):
+        return [node]
+    out: list[FieldRef] = []
+    for child in getattr(node, "args", ()) or getattr(node, "items", ()):
+        out += _field_refs(child)
+    return out
+
+
+

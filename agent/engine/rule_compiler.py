@@ -1,0 +1,173 @@
+"""Turns everything collected so far into compiled rules: lists, then macros, then rules.
+
+Runs after each rules file over all definitions seen until then, and stops at the first error,
+as Falco's compiler does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.engine.ast import Check, Expr, FieldRef, walk
+from agent.engine.collector import Collector
+from agent.engine.compiler import CompileError, ConditionCompiler
+from agent.engine.infos import RuleDef
+from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
+from agent.engine.macros import ListExpander, MacroError, MacroExpander
+from agent.engine.output_format import compile_output
+from agent.engine.parser import ConditionSyntaxError, parse_condition
+from agent.engine.rule_exceptions import ExceptionShapeError, condition_with_exceptions
+from agent.engine.ruleset import CompiledRule, possible_values
+from agent.fields import FieldFlag
+from agent.location import Location
+from agent.source import SourceSpec
+
+#: Falco warns about a rule of an indexed source that matches more than this many index values.
+MAX_INDEXED_VALUES = 100
+
+
+@dataclass(slots=True)
+class _Context:
+    collector: Collector
+    sources: dict[str, SourceSpec]
+    result: LoadResult
+    lists: ListExpander
+    macros: MacroExpander
+    compilers: dict[str, ConditionCompiler]
+
+
+def compile_rules(collector: Collector, sources: dict[str, SourceSpec], result: LoadResult,
+                  *, parse_cache: dict[str, Expr]) -> list[CompiledRule]:
+    """Compile all collected rules of known sources; raises LoadAborted after recording an error."""
+    for definition in (*collector.lists.values(), *collector.macros.values()):
+        definition.used = False
+    lists = ListExpander(collector.lists)
+    trees: dict[str, Expr] = {}
+    for macro in sorted(collector.macros.values(), key=lambda m: m.index):
+        trees[macro.name] = _parse(lists.substitute(macro.condition), macro.location, result, parse_cache,
+                                   item=("macro", macro.name))
+    expander = MacroExpander(collector.macros, trees)
+    for macro in sorted(collector.macros.values(), key=lambda m: m.index):
+        try:
+            expander.resolve_macro(macro.name)
+        except MacroError as exc:
+            raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
+                               _at(macro.location, "macro", macro.name, exc.ref.pos.column)) from None
+    ctx = _Context(collector, sources, result, lists, expander,
+                   {name: ConditionCompiler(spec.fields) for name, spec in sources.items()})
+    compiled = []
+    for rule in sorted(collector.rules.values(), key=lambda r: r.index):
+        if not rule.source_known:
+            continue
+        built = _compile_rule(rule, ctx, parse_cache)
+        if built is not None:
+            compiled.append(built)
+    return compiled
+
+
+def unused_warnings(collector: Collector, result: LoadResult) -> None:
+    """After a successful load: lists and macros that no rule, macro or list refers to."""
+    for definition in collector.lists.values():
+        if not definition.used:
+            result.warn(WarningCode.LOAD_UNUSED_LIST, "list not referred to by any other rule/macro",
+                        _at(definition.location, "list", definition.name))
+    for macro in collector.macros.values():
+        if not macro.used:
+            result.warn(WarningCode.LOAD_UNUSED_MACRO, "macro not referred to by any other rule/macro",
+                        _at(macro.location, "macro", macro.name))
+
+
+def _compile_rule(rule: RuleDef, ctx: _Context, parse_cache: dict[str, Expr]) -> CompiledRule | None:
+    result = ctx.result
+    source = ctx.sources[rule.source]
+    compiler = ctx.compilers[rule.source]
+    loc = _at(rule.location, "rule", rule.name)
+    for ex in rule.exceptions:
+        for field in ([ex.fields] if isinstance(ex.fields, str) else ex.fields or []):
+            _check_exception_field(field, ex.name, rule, ctx, loc)
+    try:
+        text = condition_with_exceptions(rule.condition, rule.exceptions)
+    except ExceptionShapeError as exc:
+        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), loc) from None
+    tree = _parse(ctx.lists.substitute(text), rule.location, result, parse_cache, item=("rule", rule.name))
+    try:
+        expanded = ctx.macros.expand(tree)
+    except MacroError as exc:
+        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), loc) from None
+    warnings: list[str] = []
+    try:
+        output = compile_output(rule.output, source.fields, warn=warnings.append)
+        compiler.warnings.clear()
+        predicate = compiler.compile(expanded)
+    except CompileError as exc:
+        if exc.unknown_filter and rule.skip_if_unknown_filter:
+            result.warn(WarningCode.LOAD_UNKNOWN_FILTER, f"rule skipped: {exc}", loc)
+            return None
+        code = ErrorCode.LOAD_ERR_COMPILE_CONDITION
+        if "formatting token" in exc.message or "output" in exc.message:
+            code = ErrorCode.LOAD_ERR_COMPILE_OUTPUT
+        raise result.error(code, str(exc), loc) from None
+    for message in warnings:
+        result.warn(WarningCode.LOAD_DEPRECATED_ITEM, message, loc)
+    for code, message in dict.fromkeys(compiler.warnings):
+        result.warn(WarningCode[code], message, loc)
+    _deprecated_fields(expanded, source, result, loc)
+    if source.warn_unindexed and rule.warn_evttypes:
+        _warn_unindexed(expanded, source, result, loc)
+    return CompiledRule(
+        name=rule.name, priority=rule.priority, source=rule.source, tags=tuple(sorted(rule.tags)),
+        description=rule.desc, predicate=predicate, output=output, index=rule.index, condition=expanded,
+        enabled=rule.enabled, capture=rule.capture,
+    )
+
+
+def _check_exception_field(field: str, name: str, rule: RuleDef, ctx: _Context, loc: Location) -> None:
+    try:
+        probe = parse_condition(f"{field} exists")
+        ctx.compilers[rule.source].compile(probe)
+    except (ConditionSyntaxError, CompileError) as exc:
+        raise ctx.result.error(ErrorCode.LOAD_ERR_COMPILE_CONDITION,
+                               f"exception '{name}': '{field}' is not a valid field: {exc}", loc) from None
+
+
+def _parse(text: str, location: Location, result: LoadResult, cache: dict[str, Expr],
+           *, item: tuple[str, str]) -> Expr:
+    tree = cache.get(text)
+    if tree is not None:
+        return tree
+    try:
+        tree = parse_condition(text)
+    except ConditionSyntaxError as exc:
+        snippet = text.strip().replace("\n", " ")
+        if len(snippet) > 120:
+            snippet = snippet[:117] + "..."
+        raise result.error(ErrorCode.LOAD_ERR_COMPILE_CONDITION,
+                           f"{exc} of the condition: {snippet}",
+                           _at(location, item[0], item[1], exc.pos.column)) from None
+    cache[text] = tree
+    return tree
+
+
+def _deprecated_fields(expr: Expr, source: SourceSpec, result: LoadResult, loc: Location) -> None:
+    seen = set()
+    for node in walk(expr):
+        if isinstance(node, Check) and isinstance(node.lhs, FieldRef):
+            resolved = source.fields.resolve(node.lhs.name, node.lhs.arg)
+            if resolved and FieldFlag.DEPRECATED in resolved[0].flags and resolved[0].name not in seen:
+                seen.add(resolved[0].name)
+                result.warn(WarningCode.LOAD_DEPRECATED_ITEM, f"field '{resolved[0].name}' is deprecated", loc)
+
+
+def _warn_unindexed(expr: Expr, source: SourceSpec, result: LoadResult, loc: Location) -> None:
+    field = source.index_fields[0] if source.index_fields else None
+    if field is None:
+        return
+    values = possible_values(expr, field)
+    if values.cofinite or len(values.values) > MAX_INDEXED_VALUES:
+        result.warn(WarningCode.LOAD_NO_EVTTYPE,
+                    f"rule matches too many values of {field}: it is evaluated on every event of its source; "
+                    f"add a condition on {field}", loc)
+
+
+def _at(location: Location, kind: str, name: str, column: int = 0) -> Location:
+    return Location(location.file, location.line, column, kind, name)

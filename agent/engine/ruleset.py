@@ -1,0 +1,155 @@
+"""Compiled rules of one source, indexed by a pinned field so that an event meets only rules that can match.
+
+For each rule the index field is the first of the source's `index_fields` whose possible values
+the condition bounds to a finite set (`ka.verb in (create, update) and ...`). The analysis keeps
+an over- and an under-approximation of the values for which the condition can be true, so
+negations (`not evt.type in (...)`) are handled soundly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Not, Or, StrLit
+from agent.engine.compiler import Predicate
+from agent.engine.output_format import OutputFormat
+from agent.event import Event
+from agent.priority import Priority
+
+#: Stands for "the field has no value" among the index values.
+MISSING = None
+_MEMO_LIMIT = 4096
+
+
+@dataclass(slots=True, eq=False)
+class CompiledRule:
+    """A rule ready to run; compared by identity."""
+
+    name: str
+    priority: Priority
+    source: str
+    tags: tuple[str, ...]
+    description: str
+    predicate: Predicate
+    output: OutputFormat
+    index: int
+    condition: Expr
+    enabled: bool = True
+    capture: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSet:
+    """A finite set of values, or (when `cofinite`) everything except `values`."""
+
+    values: frozenset[Any]
+    cofinite: bool
+
+    def union(self, other: ValueSet) -> ValueSet:
+        if self.cofinite and other.cofinite:
+            return ValueSet(self.values & other.values, True)
+        if self.cofinite:
+            return ValueSet(self.values - other.values, True)
+        if other.cofinite:
+            return ValueSet(other.values - self.values, True)
+        return ValueSet(self.values | other.values, False)
+
+    def intersection(self, other: ValueSet) -> ValueSet:
+        if self.cofinite and other.cofinite:
+            return ValueSet(self.values | other.values, True)
+        if self.cofinite:
+            return ValueSet(other.values - self.values, False)
+        if other.cofinite:
+            return ValueSet(self.values - other.values, False)
+        return ValueSet(self.values & other.values, False)
+
+    def complement(self) -> ValueSet:
+        return ValueSet(self.values, not self.cofinite)
+
+
+ALL = ValueSet(frozenset(), True)
+NONE = ValueSet(frozenset(), False)
+
+
+def possible_values(expr: Expr, field: str) -> ValueSet:
+    """Over-approximation of the values of `field` for which `expr` can be true."""
+    return _bounds(expr, field)[0]
+
+
+def _bounds(expr: Expr, field: str) -> tuple[ValueSet, ValueSet]:
+    """(over, under): values for which expr may be true / is surely true whatever else holds."""
+    if isinstance(expr, Check):
+        exact = _exact(expr, field)
+        return (exact, exact) if exact is not None else (ALL, NONE)
+    if isinstance(expr, Not):
+        over, under = _bounds(expr.child, field)
+        return under.complement(), over.complement()
+    assert isinstance(expr, (And, Or))
+    parts = [_bounds(c, field) for c in expr.children]
+    over, under = parts[0]
+    for o, u in parts[1:]:
+        if isinstance(expr, And):
+            over, under = over.intersection(o), under.intersection(u)
+        else:
+            over, under = over.union(o), under.union(u)
+    return over, under
+
+
+def _exact(check: Check, field: str) -> ValueSet | None:
+    lhs = check.lhs
+    if not isinstance(lhs, FieldRef) or lhs.name != field or lhs.arg is not None or check.modifier:
+        return None
+    rhs = check.rhs
+    if check.op == "exists":
+        return ValueSet(frozenset({MISSING}), True)
+    if check.op in ("=", "==", "!=") and isinstance(rhs, StrLit):
+        values = frozenset({rhs.value})
+        return ValueSet(values, False) if check.op != "!=" else ValueSet(values | {MISSING}, True)
+    if check.op in ("in", "intersects") and isinstance(rhs, ListLit) and all(
+            isinstance(i, StrLit) for i in rhs.items):
+        return ValueSet(frozenset(i.value for i in rhs.items if isinstance(i, StrLit)), False)
+    return None
+
+
+class RuleSet:
+    """The enabled rules of one source in evaluation order, with the per-event candidate lookup."""
+
+    def __init__(self, rules: list[CompiledRule], index_getters: dict[str, Callable[[Event], Any]]) -> None:
+        self.rules = sorted(rules, key=lambda r: r.index)
+        self._fields = tuple(index_getters)
+        self._getters = tuple(index_getters.values())
+        self._buckets: tuple[dict[Any, list[CompiledRule]], ...] = tuple({} for _ in self._fields)
+        self._always: list[CompiledRule] = []
+        self.bucket_of: dict[str, str | None] = {}
+        for rule in self.rules:
+            self._place(rule)
+        self._memo: dict[tuple[Any, ...], tuple[CompiledRule, ...]] = {}
+
+    def _place(self, rule: CompiledRule) -> None:
+        for position, field in enumerate(self._fields):
+            values = possible_values(rule.condition, field)
+            if not values.cofinite:
+                for value in values.values:
+                    self._buckets[position].setdefault(value, []).append(rule)
+                self.bucket_of[rule.name] = field
+                return
+        self.bucket_of[rule.name] = None
+        self._always.append(rule)
+
+    def candidates(self, event: Event) -> tuple[CompiledRule, ...]:
+        """Rules that can match this event, in evaluation order."""
+        key = tuple(get(event) for get in self._getters)
+        found = self._memo.get(key)
+        if found is None:
+            picked = list(self._always)
+            for position, value in enumerate(key):
+                if isinstance(value, tuple):  # list-valued: no single bucket applies
+                    value = MISSING
+                picked.extend(self._buckets[position].get(value, ()))
+            found = tuple(sorted(set(picked), key=lambda r: r.index)) if len(picked) > 1 else tuple(picked)
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = found
+        return found

@@ -1,0 +1,170 @@
+"""`falco-agent` command line: run the agent, validate rules, replay recorded events, list fields."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+import orjson
+import structlog
+
+from agent import __version__
+from agent.builtin_sources import builtin_source_specs, recorded_decoders
+from agent.engine.engine import Engine, RuleMatching
+from agent.engine.load_result import LoadResult
+from agent.errors import DecodeError
+from agent.logging import configure_logging
+from agent.priority import Priority
+from agent.recorded import recorded_events
+
+log = structlog.get_logger("agent.cli")
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _priority(text: str) -> Priority:
+    try:
+        return Priority.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="falco-agent",
+        description="Falco-language threat detection over kernel syscalls, Kubernetes audit logs and AWS CloudTrail.",
+    )
+    parser.add_argument("--version", action="version", version=f"falco-agent {__version__}")
+    parser.add_argument("-c", "--config", metavar="AGENT_YAML", help="agent configuration file")
+    parser.add_argument("-r", "--rules", action="append", default=[], metavar="RULES",
+                        help="rules file or directory; repeat to load several, in order")
+    parser.add_argument("--enable-source", action="append", default=[], metavar="NAME",
+                        help="run only these sources (syscall, k8s_audit, aws_cloudtrail)")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration key")
+    parser.add_argument("--json", action="store_true", help="alerts as JSON lines")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    rules = sub.add_parser("rules", help="work with rules files")
+    rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    validate = rules_sub.add_parser("validate", help="check rules files; exit 1 on any error")
+    validate.add_argument("--json", action="store_true", dest="as_json", help='print {"errors": [...], "warnings": [...]}')
+    validate.add_argument("files", nargs="+", metavar="FILE", help="loaded together, in order")
+
+    replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit or CloudTrail files")
+    replay.add_argument("-r", "--rules", action="append", required=True, dest="replay_rules", metavar="RULES",
+                        help="rules file, once per file, loaded in order")
+    replay.add_argument("--source", choices=["k8s_audit", "aws_cloudtrail"],
+                        help="decode every input as this source instead of recognising it")
+    replay.add_argument("--rule-matching", choices=["first", "all"], default="first")
+    replay.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="PRIORITY")
+    replay.add_argument("--iso8601", action="store_true", help="time prefix in ISO 8601 (UTC)")
+    replay.add_argument("--text", action="store_true", help="print text lines instead of JSON alerts")
+    replay.add_argument("inputs", nargs="+", metavar="INPUT", help=".json, .json.gz, JSON lines, or a directory")
+
+    fields = sub.add_parser("fields", help="list the fields rules can use")
+    fields.add_argument("--source", help="only this source")
+    fields.add_argument("--json", action="store_true", dest="as_json")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(level=args.log_level)
+    if args.command == "rules":
+        return validate_rules(args.files, as_json=args.as_json)
+    if args.command == "replay":
+        return replay(args)
+    if args.command == "fields":
+        return list_fields(args.source, as_json=args.as_json)
+    from agent.runtime import run_agent
+
+    return run_agent(args)
+
+
+def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priority.DEBUG) -> Engine:
+    engine = Engine(rule_matching=RuleMatching(rule_matching), min_priority=min_priority,
+                    hostname=socket.gethostname())
+    for spec in builtin_source_specs():
+        engine.add_source(spec)
+    return engine
+
+
+def print_load_result(result: LoadResult, *, stream: object = sys.stderr) -> None:
+    for problem in result.problems:
+        print(problem.as_text(), file=stream)  # type: ignore[call-overload]
+
+
+def validate_rules(files: list[str], *, as_json: bool) -> int:
+    result = new_engine().load_rules_files(files)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print_load_result(result, stream=sys.stdout)
+        status = "Ok" if result.successful else "Invalid"
+        print(f"{', '.join(files)}: {status} ({len(result.errors)} errors, {len(result.warnings)} warnings)")
+    return EXIT_OK if result.successful else EXIT_FAILURE
+
+
+def replay(args: argparse.Namespace) -> int:
+    engine = new_engine(rule_matching=args.rule_matching, min_priority=args.min_priority)
+    result = engine.load_rules_files(args.replay_rules)
+    print_load_result(result)
+    if not result.successful:
+        return EXIT_FAILURE
+    decoders = recorded_decoders(hostname=engine.hostname)
+    forced = next((d for d in decoders if d.source == args.source), None) if args.source else None
+    out = sys.stdout.buffer
+    events = skipped = alerts = 0
+    started = time.perf_counter()
+    for item in recorded_events(args.inputs, decoders, forced=forced):
+        if isinstance(item, DecodeError):
+            skipped += 1
+            log.warning("record_skipped", where=str(item.location), reason=item.message)
+            continue
+        events += 1
+        item.num = events
+        for alert in engine.process(item):
+            alerts += 1
+            if args.text:
+                out.write(alert.text_line(iso8601=args.iso8601).encode() + b"\n")
+            else:
+                out.write(alert.falco_json_line(iso8601=args.iso8601) + b"\n")
+    out.flush()
+    elapsed = time.perf_counter() - started
+    print(f"replay: {events} events, {alerts} alerts, {skipped} records skipped, "
+          f"{engine.stats.rule_errors} rule evaluation errors, {elapsed:.3f}s", file=sys.stderr)
+    return EXIT_OK
+
+
+def list_fields(source: str | None, *, as_json: bool) -> int:
+    specs = builtin_source_specs()
+    if source is not None:
+        specs = [s for s in specs if s.name == source]
+        if not specs:
+            print(f"unknown source '{source}'; known: syscall, k8s_audit, aws_cloudtrail", file=sys.stderr)
+            return EXIT_USAGE
+    rows = [
+        {"source": spec.name, "name": f.name, "type": f.type.value, "list": f.is_list, "arg": f.arg.label,
+         "implemented": f.is_implemented, "description": f.description}
+        for spec in specs for f in spec.fields
+    ]
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        return EXIT_OK
+    current = None
+    for row in rows:
+        if row["source"] != current:
+            current = row["source"]
+            print(f"\n# source: {current}")
+        kind = str(row["type"]) + (" (list)" if row["list"] else "")
+        arg = "" if row["arg"] == "none" else f" [arg: {row['arg']}]"
+        print(f"{row['name']:<48} {kind:<16}{arg} {row['description']}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

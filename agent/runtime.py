@@ -1,0 +1,1 @@
+"""Placeholder wiring for live mode until the runtime issue lands."""

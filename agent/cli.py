@@ -126,7 +126,6 @@ def replay(args: argparse.Namespace) -> int:
             log.warning("record_skipped", where=str(item.location), reason=item.message)
             continue
         events += 1
-        item.num = events
         for alert in engine.process(item):
             alerts += 1
             if args.text:

@@ -149,6 +149,8 @@ class Engine:
         """Alerts for one event: the first matching rule, or all of them with `rule_matching: all`."""
         ruleset = self._rulesets.get(event.source)
         self.stats.events += 1
+        if not event.num:
+            event.num = self.stats.events  # sources leave numbering to the engine (evt.num)
         if ruleset is None:
             return []
         alerts: list[Alert] = []

@@ -1,0 +1,149 @@
+"""Engine benchmark: JSON parse alone vs parse plus rule evaluation, per JSON source, and rules load time.
+
+Replays the reference sample events (repeated to at least --events per source) through the full
+upstream rules file of each source on one core. Prints readable lines; with --json the last line
+is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.cli import new_engine  # noqa: E402
+from agent.engine.engine import Engine  # noqa: E402
+from agent.event import Event  # noqa: E402
+from agent.source import RecordDecoder  # noqa: E402
+from agent.builtin_sources import recorded_decoders  # noqa: E402
+
+REFERENCE = ROOT.parent / "shared" / "reference"
+STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
+
+
+def k8s_samples() -> list[bytes]:
+    """One JSON text per sample audit event (the regression traces are JSON lines)."""
+    folder = REFERENCE / "samples" / "k8s_audit" / "falco-regression"
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("expected"):
+            continue
+        for line in path.read_bytes().splitlines():
+            if line.strip() and b'"auditID"' in line:
+                out.append(line)
+    return out
+
+
+def cloudtrail_samples() -> list[bytes]:
+    """One JSON text per sample CloudTrail record (Stratus files and the regression files)."""
+    out = []
+    for path in sorted((REFERENCE / "samples" / "cloudtrail").rglob("*.json")):
+        if path.name == "expected.json":
+            continue
+        document = orjson.loads(path.read_bytes())
+        records = document.get("Records", []) if isinstance(document, dict) else document
+        out.extend(orjson.dumps(r) for r in records if isinstance(r, dict))
+    return out
+
+
+def repeat(samples: list[bytes], count: int) -> list[bytes]:
+    return (samples * (count // len(samples) + 1))[:count]
+
+
+def time_parse(texts: list[bytes]) -> float:
+    loads = orjson.loads
+    start = time.perf_counter()
+    for text in texts:
+        loads(text)
+    return time.perf_counter() - start
+
+
+def time_pipeline(texts: list[bytes], decoder: RecordDecoder, engine: Engine) -> tuple[float, int]:
+    """Parse, decode into events and evaluate every rule of the source; returns (seconds, alerts)."""
+    loads = orjson.loads
+    process = engine.process
+    events = decoder.events
+    alerts = 0
+    start = time.perf_counter()
+    for text in texts:
+        for event in events(loads(text), origin="bench"):
+            if isinstance(event, Event):
+                alerts += len(process(event))
+    return time.perf_counter() - start, alerts
+
+
+def time_load(files: list[Path], repeats: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        engine = new_engine()
+        start = time.perf_counter()
+        result = engine.load_rules_files(files)
+        best = min(best, time.perf_counter() - start)
+        if not result.successful:
+            raise SystemExit(f"rules failed to load: {result.as_text()}")
+    return best
+
+
+def bench_source(name: str, rules_file: str, texts: list[bytes], decoder_source: str,
+                 rule_matching: str) -> dict[str, float]:
+    engine = new_engine(rule_matching=rule_matching)
+    result = engine.load_rules_files([REFERENCE / "rules" / rules_file])
+    if not result.successful:
+        raise SystemExit(result.as_text())
+    decoder = next(d for d in recorded_decoders(hostname="bench") if d.source == decoder_source)
+    gc.collect()
+    parse_s = min(time_parse(texts) for _ in range(3))
+    pipeline_s, alerts = min(time_pipeline(texts, decoder, engine) for _ in range(3))
+    n = len(texts)
+    return {
+        f"{name}_events": n,
+        f"{name}_parse_events_per_s": round(n / parse_s),
+        f"{name}_parse_us_per_event": round(parse_s / n * 1e6, 3),
+        f"{name}_events_per_s": round(n / pipeline_s),
+        f"{name}_us_per_event": round(pipeline_s / n * 1e6, 3),
+        f"{name}_ratio_vs_parse": round(pipeline_s / parse_s, 2),
+        f"{name}_alerts": alerts,
+        f"{name}_rule_errors": engine.stats.rule_errors,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="events per source (default 200000)")
+    parser.add_argument("--rule-matching", choices=["first", "all"], default="first")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
+    args = parser.parse_args()
+    if not REFERENCE.is_dir():
+        print(f"reference data not found at {REFERENCE}", file=sys.stderr)
+        return 2
+    figures: dict[str, float] = {}
+    load_s = time_load([REFERENCE / "rules" / f for f in STABLE_RULES])
+    figures["load_three_stable_files_s"] = round(load_s, 4)
+    print(f"load+compile {', '.join(STABLE_RULES)}: {load_s * 1000:.1f} ms")
+    for name, rules, texts, source in (
+        ("k8s_audit", "k8s_audit_rules.yaml", repeat(k8s_samples(), args.events), "k8s_audit"),
+        ("cloudtrail", "aws_cloudtrail_rules.yaml", repeat(cloudtrail_samples(), args.events), "aws_cloudtrail"),
+    ):
+        result = bench_source(name, rules, texts, source, args.rule_matching)
+        figures.update(result)
+        print(f"{name}: {result[f'{name}_events']} events | orjson.loads alone "
+              f"{result[f'{name}_parse_events_per_s']:,} ev/s ({result[f'{name}_parse_us_per_event']} µs) | "
+              f"parse+evaluate {result[f'{name}_events_per_s']:,} ev/s ({result[f'{name}_us_per_event']} µs) | "
+              f"{result[f'{name}_ratio_vs_parse']}x parse | {result[f'{name}_alerts']} alerts")
+    figures["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(f"max RSS {figures['rss_mb']} MiB")
+    if args.json:
+        print(orjson.dumps(figures).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

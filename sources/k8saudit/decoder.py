@@ -1,0 +1,183 @@
+"""Turn parsed Kubernetes audit JSON (one Event, an EventList or an array) into `k8s_audit` events."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from agent.errors import DecodeError
+from agent.event import Event
+from agent.location import Location
+
+SOURCE_NAME = "k8s_audit"
+
+# Fallback for every RFC 3339 form the fast path does not take: 1-9 fractional digits or none,
+# `Z` or a numeric offset, lowercase separators.
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
+_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_SHOWN_MAX = 60
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def _epoch_ns(
+    year: int, month: int, day: int, hour: int, minute: int, second: int, nanos: int, offset_s: int
+) -> int:
+    """Nanoseconds since the epoch; ValueError names the out-of-range part."""
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {month} out of range")
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= (_DAYS_IN_MONTH[month] if month != 2 or leap else 28):
+        raise ValueError(f"day {day} out of range")
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError("time of day out of range")
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_s
+    return seconds * 1_000_000_000 + nanos
+
+
+def parse_timestamp_ns(stamp: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time; ValueError says what is wrong.
+
+    The apiserver writes `YYYY-MM-DDTHH:MM:SS.ffffffZ`; for exactly that shape the C-coded
+    `datetime.fromisoformat` checks and converts it (microseconds are all it holds, exactly).
+    """
+    if (
+        len(stamp) == 27 and stamp[26] == "Z" and stamp[19] == "." and stamp[10] == "T"
+        and stamp[4] == "-" and stamp[7] == "-" and stamp[13] == ":" and stamp[16] == ":"
+    ):
+        try:
+            return (datetime.fromisoformat(stamp) - _EPOCH) // _MICROSECOND * 1000
+        except ValueError:
+            pass  # the general parser below explains what is wrong
+    match = _RFC3339.fullmatch(stamp)
+    if match is None:
+        raise ValueError("expected an RFC 3339 time such as 2024-01-31T12:00:00.000000Z")
+    year, month, day, hour, minute, second, fraction, _zulu, sign, off_h, off_m = match.groups()
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    offset_s = 0
+    if sign is not None:
+        offset_s = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
+    return _epoch_ns(int(year), int(month), int(day), int(hour), int(minute), int(second), nanos, offset_s)
+
+
+def _shown(value: Any) -> str:
+    """A JSON value for an error message: strings quoted, the rest as compact JSON, cut short."""
+    if isinstance(value, str):
+        shown = repr(value)
+    else:
+        try:
+            shown = orjson.dumps(value).decode()
+        except TypeError:
+            shown = repr(value)
+    return shown if len(shown) <= _SHOWN_MAX else shown[: _SHOWN_MAX - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__
+
+
+def _is_cloudtrail_record(item: Any) -> bool:
+    return isinstance(item, dict) and ("eventVersion" in item or "eventSource" in item)
+
+
+def _looks_like_audit_event(item: Any) -> bool:
+    return isinstance(item, dict) and ("kind" in item or "auditID" in item or "stageTimestamp" in item)
+
+
+class K8sAuditDecoder:
+    """Decoder of recorded audit logs: one event per audit `Event`, a DecodeError per bad item."""
+
+    source = SOURCE_NAME
+
+    def __init__(self, *, hostname: str = "") -> None:
+        self.hostname = hostname
+
+    def matches(self, document: Any) -> bool:
+        """Whether the document is an audit Event, an EventList or an array of events.
+
+        Any object with a `kind` matches, so that a malformed one is rejected with a reason
+        rather than reported as unrecognised; CloudTrail logs never match.
+        """
+        if isinstance(document, dict):
+            if "Records" in document:
+                return False
+            return "kind" in document or ("auditID" in document and "stageTimestamp" in document)
+        if isinstance(document, list):
+            if any(_is_cloudtrail_record(item) for item in document):
+                return False
+            return any(_looks_like_audit_event(item) for item in document)
+        return False
+
+    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
+        """Yield an event per audit event of the document, or a DecodeError naming its index."""
+        if isinstance(document, dict) and document.get("kind") == "EventList":
+            items = document.get("items")
+            if not isinstance(items, list):
+                yield DecodeError(
+                    f"not a Kubernetes audit EventList: 'items' is {_shown(items)}, expected an array",
+                    Location(file=origin, item_kind="document"),
+                )
+                return
+        elif isinstance(document, list):
+            items = document
+        else:
+            items = [document]
+        for index, item in enumerate(items):
+            yield self._event(item, origin, index)
+
+    def _event(self, item: Any, origin: str, index: int) -> Event | DecodeError:
+        problem = _problem(item)
+        if problem is None:
+            try:
+                ts_ns = parse_timestamp_ns(item["stageTimestamp"])
+            except ValueError as err:
+                problem = f"malformed stageTimestamp {_shown(item['stageTimestamp'])}: {err}"
+            else:
+                verb = item.get("verb")
+                return Event(
+                    source=SOURCE_NAME,
+                    ts_ns=ts_ns,
+                    payload=item,
+                    type=verb if isinstance(verb, str) else "",
+                    hostname=self.hostname,
+                )
+        return DecodeError(problem, Location(file=origin, item_kind="record", item_name=str(index)))
+
+
+def _problem(item: Any) -> str | None:
+    """Why an item cannot be an audit event, or None when its shape is right."""
+    if not isinstance(item, dict):
+        return f"not a Kubernetes audit event: expected a JSON object, got {_json_type(item)}"
+    kind = item.get("kind", "Event")
+    if kind != "Event":
+        return f"not a Kubernetes audit event: 'kind' is {_shown(kind)}, expected 'Event'"
+    if "stageTimestamp" not in item:
+        return "missing stageTimestamp"
+    if not isinstance(item["stageTimestamp"], str):
+        return f"malformed stageTimestamp {_shown(item['stageTimestamp'])}: expected a string"
+    return None

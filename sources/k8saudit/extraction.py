@@ -1,0 +1,213 @@
+"""Builders of `ka.*` extractors: walk a key path into an audit event and shape what is found.
+
+Every extractor built here first checks the event's top-level `auditID`: without it the payload
+is not an audit event and every `ka.*` field is not available, as in the k8saudit plugin.
+
+Walking follows the plugin's rule for key paths: when the walk meets an array, it either visits
+every element with the rest of the path or, when the field was given an `[N]` argument, only
+element N. Elements lacking the rest of the path leave a `MISSING` placeholder, so that each
+field can decide whether a gap is skipped, defaulted or makes the whole field unavailable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agent.event import Event
+from agent.fields import Extractor, ExtractorFactory, Value
+from agent.json_fields import json_text
+
+#: Marks "this element has no value at the rest of the path".
+MISSING: Any = object()
+#: A path step that keeps the element itself (after the array fan-out), whatever its type.
+SELF = ""
+
+#: Turns the values found (MISSING included) into the field's strings; None means "not available".
+Shaper = Callable[[list[Any]], list[str] | None]
+
+
+def walk(node: Any, keys: tuple[str, ...], start: int, index: int | None) -> list[Any] | None:
+    """Values at `keys[start:]` below `node`, one per array element visited; None when absent."""
+    for position in range(start, len(keys)):
+        if node.__class__ is list:
+            if index is None:
+                return _each(node, keys, position)
+            if index >= len(node):
+                return None
+            node = node[index]
+        key = keys[position]
+        if key:
+            if node.__class__ is not dict:
+                return None
+            node = node.get(key, MISSING)
+            if node is MISSING:
+                return None
+    return [node]
+
+
+def _each(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
+    """`walk` over every element of an array, inlined for the usual one-array path."""
+    found: list[Any] = []
+    rest = keys[position:]
+    for item in items:
+        node = item
+        for key in rest:
+            if node.__class__ is list:
+                break
+            if key:
+                if node.__class__ is not dict:
+                    node = MISSING
+                    break
+                node = node.get(key, MISSING)
+                if node is MISSING:
+                    break
+        else:
+            found.append(node)
+            continue
+        if node is MISSING:
+            found.append(MISSING)
+        else:
+            # An array inside the array (rare): walk this element again, fanning out below.
+            below = walk(item, keys, position, None)
+            if below is None:
+                found.append(MISSING)
+            else:
+                found += below
+    return found
+
+
+def text(value: Any) -> str:
+    """A JSON value as field text; strings stay unquoted."""
+    return value if value.__class__ is str else json_text(value)
+
+
+def is_audit_event(payload: Any) -> bool:
+    """Whether the payload carries the `auditID` key that every `ka.*` field requires."""
+    return payload.__class__ is dict and "auditID" in payload
+
+
+def value_at(node: Any, keys: tuple[str, ...]) -> Any:
+    """The value at a key path through objects only, or `MISSING`."""
+    for key in keys:
+        if node.__class__ is not dict:
+            return MISSING
+        node = node.get(key, MISSING)
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+def scalar_at(*keys: str) -> ExtractorFactory:
+    """A single value at a fixed key path: strings unquoted, other JSON as compact text."""
+
+    def factory(_arg: str | None) -> Extractor:
+        def extract(event: Event) -> Value:
+            payload = event.payload
+            if payload.__class__ is not dict or "auditID" not in payload:
+                return None
+            node = payload
+            for key in keys:
+                node = node.get(key, MISSING) if node.__class__ is dict else MISSING
+                if node is MISSING:
+                    return None
+            return node if node.__class__ is str else json_text(node)
+
+        return extract
+
+    return factory
+
+
+def list_at(*keys: str) -> ExtractorFactory:
+    """Every element of the array at a fixed key path; a non-array or empty array is unavailable."""
+
+    def factory(_arg: str | None) -> Extractor:
+        def extract(event: Event) -> Value:
+            payload = event.payload
+            if payload.__class__ is not dict or "auditID" not in payload:
+                return None
+            node = value_at(payload, keys)
+            if node.__class__ is not list or not node:
+                return None
+            return tuple([item if item.__class__ is str else json_text(item) for item in node])
+
+        return extract
+
+    return factory
+
+
+def collected(keys: tuple[str, ...], shape: Shaper) -> ExtractorFactory:
+    """A list field gathered by `walk` and shaped by `shape`; an `[N]` argument narrows the walk.
+
+    With an index the result is one string: the chosen element's value, or its first value when
+    it holds several (a container's ports, a role rule's verbs), since the engine treats an
+    indexed list field as a scalar; the plugin would return them all.
+    """
+
+    def factory(arg: str | None) -> Extractor:
+        index = None if arg is None else int(arg)
+
+        def extract(event: Event) -> Value:
+            payload = event.payload
+            if payload.__class__ is not dict or "auditID" not in payload:
+                return None
+            found = walk(payload, keys, 0, index)
+            return None if found is None else finish(shape(found), index)
+
+        return extract
+
+    return factory
+
+
+def finish(values: list[str] | None, index: int | None) -> Value:
+    """The field value for the strings found: None if none, one string under an index."""
+    if not values:
+        return None
+    if index is not None:
+        return values[0]
+    return tuple(values)
+
+
+def present_texts(found: list[Any]) -> list[str]:
+    """Shaper: the values that exist, as text; gaps are skipped."""
+    return [text(value) for value in found if value is not MISSING]
+
+
+def all_texts(found: list[Any]) -> list[str] | None:
+    """Shaper: every value as text, or unavailable as soon as one element lacks it."""
+    if MISSING in found:
+        return None
+    return [text(value) for value in found]
+
+
+def flattened_texts(found: list[Any]) -> list[str]:
+    """Shaper: the elements of every array found, concatenated; non-arrays are ignored."""
+    values: list[str] = []
+    for value in found:
+        if value.__class__ is list:
+            values += [text(item) for item in value]
+    return values
+
+
+def constant(value: str) -> ExtractorFactory:
+    """A field that is always `value` on audit events (kept for old rules)."""
+
+    def factory(_arg: str | None) -> Extractor:
+        return lambda event: value if is_audit_event(event.payload) else None
+
+    return factory
+
+
+def computed(compute: Callable[[dict[str, Any], str | None], Value]) -> ExtractorFactory:
+    """A field with its own logic; `compute` gets the audit event dict and the field argument."""
+
+    def factory(arg: str | None) -> Extractor:
+        def extract(event: Event) -> Value:
+            payload = event.payload
+            if payload.__class__ is not dict or "auditID" not in payload:
+                return None
+            return compute(payload, arg)
+
+        return extract
+
+    return factory

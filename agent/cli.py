@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="work with rules files")
     rules_sub = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
     validate = rules_sub.add_parser("validate", help="check rules files; exit 1 on any error")
-    validate.add_argument("--json", action="store_true", dest="as_json", help='print {"errors": [...], "warnings": [...]}')
+    validate.add_argument("--json", action="store_true", dest="as_json",
+                          help='print {"errors": [...], "warnings": [...]}')
     validate.add_argument("files", nargs="+", metavar="FILE", help="loaded together, in order")
 
     replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit or CloudTrail files")

@@ -13,6 +13,7 @@ from agent.builtin_sources import recorded_decoders
 from agent.cli import new_engine
 from agent.errors import DecodeError
 from agent.recorded import recorded_events
+
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 
 K8S_DIR = REFERENCE / "samples" / "k8s_audit" / "falco-regression"

@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from typing import TextIO
 
 import orjson
 import structlog
@@ -94,9 +95,9 @@ def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priorit
     return engine
 
 
-def print_load_result(result: LoadResult, *, stream: object = sys.stderr) -> None:
+def print_load_result(result: LoadResult, *, stream: TextIO | None = None) -> None:
     for problem in result.problems:
-        print(problem.as_text(), file=stream)  # type: ignore[call-overload]
+        print(problem.as_text(), file=stream or sys.stderr)
 
 
 def validate_rules(files: list[str], *, as_json: bool) -> int:

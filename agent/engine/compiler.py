@@ -48,14 +48,19 @@ class ConditionCompiler:
 
     table: FieldTable
     warnings: list[tuple[str, str]] = field(default_factory=list)
-    _cache: dict[Check, Predicate] = field(default_factory=dict)
+    _cache: dict[Check, tuple[Predicate, list[tuple[str, str]]]] = field(default_factory=dict)
 
     def compile(self, expr: Expr) -> Predicate:
         if isinstance(expr, Check):
             cached = self._cache.get(expr)
             if cached is None:
-                cached = self._cache[expr] = self._check(expr)
-            return cached
+                before = len(self.warnings)
+                predicate = self._check(expr)
+                # Keep the check's lint warnings so that every rule sharing it (through a macro) reports them.
+                cached = self._cache[expr] = (predicate, self.warnings[before:])
+            else:
+                self.warnings.extend(cached[1])
+            return cached[0]
         if isinstance(expr, Not):
             child = self.compile(expr.child)
             return lambda ev: not child(ev)
@@ -160,7 +165,7 @@ class ConditionCompiler:
                 return _guard(get, modifier_pred(op, check.modifier, consts))
             if op not in LIST_OPS:
                 raise OperatorError(f"operator '{op}' needs a single value, not a list")
-            if not lhs.is_list and op != "pmatch":
+            if not lhs.is_list and op != "pmatch" and kind not in ("ipaddr", "ipnet"):
                 members = frozenset(consts)
                 return lambda ev: get(ev) in members
             return _guard(get, set_pred(op, consts, is_list=lhs.is_list))
@@ -179,14 +184,15 @@ class ConditionCompiler:
         lhs_name = check.lhs.name if isinstance(check.lhs, FieldRef) else ""
         values = check.rhs.items if isinstance(check.rhs, ListLit) else (check.rhs,)
         for value in values:
-            if not isinstance(value, StrLit) or value.quoted:
+            if not isinstance(value, StrLit):
                 continue
+            # Quoting does not matter here: `"<NA>"` is as unsafe as `<NA>`.
             if (value.value == "<NA>" and check.op in _UNSAFE_NA_OPS
                     and lhs_name.startswith(_UNSAFE_NA_PREFIXES)):
                 self.warnings.append(("LOAD_UNSAFE_NA_CHECK",
                                       f"comparing {lhs_name} with '<NA>' is unsafe: a missing value never "
                                       "equals it; use 'exists'"))
-            elif "." in value.value and self.table.resolve(value.value, None) is not None:
+            elif not value.quoted and "." in value.value and self.table.resolve(value.value, None) is not None:
                 self.warnings.append(("LOAD_COMPILE_CONDITION",
                                       f"string '{value.value}' may be a field; use val({value.value}) "
                                       "to compare with its value"))

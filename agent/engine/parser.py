@@ -135,10 +135,11 @@ class Parser:
             raise self.fail("unexpected token after condition")
         return expr
 
-    def enter(self) -> None:
+    def enter(self, index: int) -> None:
+        """One nesting level more, opened at `index`; past MAX_DEPTH the error points there."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise self.fail(f"condition nests deeper than {MAX_DEPTH} levels")
+            raise self.fail(f"condition nests deeper than {MAX_DEPTH} levels", index)
 
     def parse_or(self) -> Expr:
         start = self.pos()
@@ -193,7 +194,7 @@ class Parser:
         self.skip_blanks()
         if not self.eat("("):
             raise self.fail("expected '('")
-        self.enter()
+        self.enter(self.i - 1)
         expr = self.parse_or()
         self.depth -= 1
         self.expect(")", "')'")
@@ -250,7 +251,7 @@ class Parser:
         start = self.i
         name = IDENT_RE.match(self.text, self.i).group()  # type: ignore[union-attr]
         self.i += len(name) + 1
-        self.enter()
+        self.enter(start)
         args = [self.parse_transformer_arg()]
         while True:
             self.skip_blanks()

@@ -217,21 +217,26 @@ def _exceptions(item: Item, result: LoadResult, *, defining: bool) -> list[Excep
 def _exception(entry: dict[str, Any], name: str, item: Item, result: LoadResult, *, defining: bool) -> ExceptionDef:
     loc = item.at("exceptions")
 
-    def bad(message: str) -> LoadAborted:
-        return result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE, f"exception '{name}': {message}", loc)
+    def bad(message: str, code: ErrorCode = ErrorCode.LOAD_ERR_YAML_VALIDATE) -> LoadAborted:
+        return result.error(code, f"exception '{name}': {message}", loc)
 
+    # Wrong YAML types are LOAD_ERR_YAML_VALIDATE; shapes that do not fit together, as Falco's
+    # collector checks them, are LOAD_ERR_VALIDATE.
+    shape = ErrorCode.LOAD_ERR_VALIDATE
     fields = entry.get("fields")
     comps = entry.get("comps")
     values = entry.get("values")
     if defining and fields is None:
-        raise bad("'fields' is required")
+        raise bad("'fields' is required", shape)
     if isinstance(fields, list):
         if any(not isinstance(f, str) or not f for f in fields):
             raise bad("'fields' must hold field names")
         if comps is None:
             comps = ["="] * len(fields)
-        if not isinstance(comps, list) or len(comps) != len(fields):
-            raise bad("'comps' must be a sequence as long as 'fields'")
+        if not isinstance(comps, list):
+            raise bad("'comps' must be a sequence when 'fields' is one")
+        if len(comps) != len(fields):
+            raise bad("'comps' must be as long as 'fields'", shape)
         comps = [str(c).strip() for c in comps]
     elif fields is not None:
         if not isinstance(fields, str):
@@ -239,13 +244,13 @@ def _exception(entry: dict[str, Any], name: str, item: Item, result: LoadResult,
         comps = "in" if comps is None else str(comps).strip()
         if comps not in _LIST_COMPS and len(comps.split()) != 2:
             raise bad(f"comparison '{comps}' needs a list: use in, pmatch, intersects or an operator with a "
-                      "modifier")
+                      "modifier", shape)
     if values is None:
         values = []
     if not isinstance(values, list):
         raise bad("'values' must be a sequence")
     if isinstance(fields, str) and any(isinstance(v, (list, dict)) for v in values):
-        raise bad("values of a single-field exception must be scalars")
+        raise bad("values of a single-field exception must be scalars", shape)
     return ExceptionDef(name, fields, comps, values, loc)
 
 

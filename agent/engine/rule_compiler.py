@@ -84,28 +84,29 @@ def _compile_rule(rule: RuleDef, ctx: _Context, parse_cache: dict[str, Expr]) ->
     loc = _at(rule.location, "rule", rule.name)
     for ex in rule.exceptions:
         for field in ([ex.fields] if isinstance(ex.fields, str) else ex.fields or []):
-            _check_exception_field(field, ex.name, rule, ctx, loc)
+            _check_exception_field(field, ex.name, rule, ctx, _at(ex.location, "rule", rule.name))
     try:
         text = condition_with_exceptions(rule.condition, rule.exceptions)
     except ExceptionShapeError as exc:
-        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), loc) from None
+        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
+                           _at(exc.exception.location, "rule", rule.name)) from None
     tree = _parse(ctx.lists.substitute(text), rule.location, result, parse_cache, item=("rule", rule.name))
     try:
         expanded = ctx.macros.expand(tree)
     except MacroError as exc:
         raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), loc) from None
     warnings: list[str] = []
+    # The output is validated first, then the condition; the step that fails decides the code.
+    code = ErrorCode.LOAD_ERR_COMPILE_OUTPUT
     try:
         output = compile_output(rule.output, source.fields, warn=warnings.append)
+        code = ErrorCode.LOAD_ERR_COMPILE_CONDITION
         compiler.warnings.clear()
         predicate = compiler.compile(expanded)
     except CompileError as exc:
         if exc.unknown_filter and rule.skip_if_unknown_filter:
             result.warn(WarningCode.LOAD_UNKNOWN_FILTER, f"rule skipped: {exc}", loc)
             return None
-        code = ErrorCode.LOAD_ERR_COMPILE_CONDITION
-        if "formatting token" in exc.message or "output" in exc.message:
-            code = ErrorCode.LOAD_ERR_COMPILE_OUTPUT
         raise result.error(code, str(exc), loc) from None
     for message in warnings:
         result.warn(WarningCode.LOAD_DEPRECATED_ITEM, message, loc)

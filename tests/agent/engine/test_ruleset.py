@@ -1,0 +1,92 @@
+"""Index analysis: an event meets only rules that can match it, and negations stay sound."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.engine.ruleset import MISSING, possible_values
+from agent.rules import parse_condition
+
+
+class TestPossibleValues:
+    @pytest.mark.parametrize(("condition", "values", "cofinite"), [
+        ("t.type = open", {"open"}, False),
+        ("t.type in (open, close)", {"open", "close"}, False),
+        ("t.type = open and t.name = x", {"open"}, False),
+        ("t.type = open or t.type = close", {"open", "close"}, False),
+        ("t.type = open or t.name = x", set(), True),
+        ("t.type in (a, b) and not t.type = b", {"a"}, False),
+        ("not t.type = open", {"open"}, True),
+        ("t.type != open", {"open", MISSING}, True),
+        ("not t.type != open", {"open", MISSING}, False),
+        ("not (t.type = a or t.name = x)", {"a"}, True),
+        ("t.type exists", {MISSING}, True),
+        ("not t.type exists", {MISSING}, False),
+        ("t.type startswith o", set(), True),
+        ("t.type[1] = a", set(), True),
+        ("t.type = anyof (a, b)", set(), True),
+        ("t.type = val(t.name)", set(), True),
+    ])
+    def test_over_approximation(self, condition: str, values: set, cofinite: bool) -> None:
+        """The values of the index field for which a condition may hold, complement-aware."""
+        found = possible_values(parse_condition(condition), "t.type")
+        assert (set(found.values), found.cofinite) == (values, cofinite)
+
+
+class TestCandidates:
+    RULES = (
+        ("pinned", "t.type = open"),
+        ("either", "t.type in (open, close) and t.name = x"),
+        ("negated", "not t.type = open"),
+        ("unpinned", "t.name = x"),
+        ("missing", "not t.type exists"),
+    )
+
+    @pytest.fixture
+    def engine(self, lab):
+        return lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
+
+    @pytest.mark.parametrize(("payload", "candidates"), [
+        ({"type": "open"}, ["pinned", "either", "negated", "unpinned"]),
+        ({"type": "close"}, ["either", "negated", "unpinned"]),
+        ({"type": "other"}, ["negated", "unpinned"]),
+        ({}, ["negated", "unpinned", "missing"]),
+    ])
+    def test_candidates_in_evaluation_order(self, engine, lab, payload: dict, candidates: list[str]) -> None:
+        """Pinned rules meet only their values; unpinned (cofinite) rules meet every event; order is kept."""
+        ruleset = engine.ruleset("test")
+        assert [r.name for r in ruleset.candidates(lab.event(**payload))] == candidates
+
+    @pytest.mark.parametrize("payload", [
+        {"type": "open", "name": "x"}, {"type": "close", "name": "x"}, {"type": "zzz", "name": "x"}, {"name": "x"},
+        {"type": "open"}, {},
+    ])
+    def test_index_never_changes_results(self, engine, lab, payload: dict) -> None:
+        """Alerts with the index equal a brute-force evaluation of every rule."""
+        event = lab.event(**payload)
+        expected = [r.name for r in engine.rules if r.predicate(lab.event(**payload))]
+        assert [a.rule for a in engine.process(event)] == expected
+
+    def test_bucket_of(self, engine) -> None:
+        """Rules pinned by the index field are bucketed; the rest are always evaluated."""
+        assert engine.ruleset("test").bucket_of == {
+            "pinned": "t.type", "either": "t.type", "negated": None, "unpinned": None, "missing": "t.type"}
+
+    def test_list_valued_index_value_reaches_unbucketed_rules_only(self, lab) -> None:
+        """An event whose index value is a list only meets rules that no bucket holds."""
+        engine = lab.loaded(lab.rule("t.type = open", name="a") + lab.rule("t.name = x", name="b"),
+                            rule_matching="all")
+        assert lab.fired(engine, type=("open",), name="x") == ["b"]
+
+    def test_no_evttype_warning(self, lab) -> None:
+        """With warn_unindexed, a rule the index cannot narrow warns unless warn_evttypes is false."""
+        from agent.engine.engine import Engine, RulesText
+
+        engine = Engine()
+        spec = lab.engine().sources["test"]
+        engine.add_source(type(spec)(spec.name, spec.fields, spec.index_fields, warn_unindexed=True))
+        result = engine.load_rules([RulesText("f.yaml", lab.rule("t.name = x", name="a")
+                                              + lab.rule("t.name = y", name="b", extra="  warn_evttypes: false")
+                                              + lab.rule("t.type = open", name="c"))])
+        assert [(p.code.value, p.location.item_name, p.location.line) for p in result.problems] == [
+            ("LOAD_NO_EVTTYPE", "a", 4)]

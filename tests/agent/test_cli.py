@@ -1,0 +1,81 @@
+"""The command line: `rules validate --json` and `replay` over real files, with exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.cli import main
+
+GOOD = """\
+- rule: Secret Deleted
+  desc: someone deleted a secret
+  condition: ka.verb = delete and ka.target.resource = secrets
+  output: deleted by %ka.user.name
+  priority: WARNING
+  source: k8s_audit
+  tags: [k8s, secrets]
+"""
+
+AUDIT = {
+    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a-1",
+    "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/secrets/s", "verb": "delete",
+    "user": {"username": "alice"}, "objectRef": {"resource": "secrets", "namespace": "default", "name": "s"},
+    "responseStatus": {"code": 200},
+    "requestReceivedTimestamp": "2024-05-01T10:00:00.000000Z", "stageTimestamp": "2024-05-01T10:00:00.123456Z",
+}
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    def write(text: str, name: str = "rules.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+class TestValidate:
+    def test_valid_file(self, rules_file, capsys) -> None:
+        """A valid file prints an empty result and exits 0."""
+        assert main(["rules", "validate", "--json", rules_file(GOOD)]) == 0
+        assert json.loads(capsys.readouterr().out) == {"errors": [], "warnings": []}
+
+    def test_invalid_file(self, rules_file, capsys) -> None:
+        """An invalid file prints its error with file, line and code, and exits 1."""
+        path = rules_file(GOOD.replace("ka.verb = delete", "ka.verb = delete and"))
+        assert main(["rules", "validate", "--json", path]) == 1
+        errors = json.loads(capsys.readouterr().out)["errors"]
+        assert [(e["file"], e["line"], e["code"], e["item"]) for e in errors] == [
+            (path, 3, "LOAD_ERR_COMPILE_CONDITION", "rule 'Secret Deleted'")]
+
+    def test_warnings_do_not_fail(self, rules_file, capsys) -> None:
+        """Warnings are listed but the exit code stays 0."""
+        assert main(["rules", "validate", "--json", rules_file("- list: unused\n  items: [a]\n" + GOOD)]) == 0
+        warnings = json.loads(capsys.readouterr().out)["warnings"]
+        assert [(w["code"], w["line"]) for w in warnings] == [("LOAD_UNUSED_LIST", 1)]
+
+
+class TestReplay:
+    def test_alerts_as_json_lines(self, rules_file, tmp_path, capsys) -> None:
+        """Replaying an audit file prints one Falco JSON alert per match and exits 0."""
+        events = tmp_path / "audit.jsonl"
+        events.write_text(json.dumps(AUDIT) + "\n" + json.dumps({**AUDIT, "verb": "get", "auditID": "a-2"}) + "\n")
+        assert main(["replay", "-r", rules_file(GOOD), str(events)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1
+        alert = json.loads(lines[0])
+        assert (alert["rule"], alert["priority"], alert["source"], alert["tags"]) == (
+            "Secret Deleted", "Warning", "k8s_audit", ["k8s", "secrets"])
+        assert alert["output_fields"]["ka.user.name"] == "alice"
+        assert alert["output"].endswith(": Warning deleted by alice")
+
+    def test_bad_rules_exit_1(self, rules_file, tmp_path, capsys) -> None:
+        """Replay refuses to run with rules that do not load, and says why on stderr."""
+        events = tmp_path / "audit.json"
+        events.write_text(json.dumps(AUDIT))
+        assert main(["replay", "-r", rules_file("- rule: x\n"), str(events)]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "" and "LOAD_ERR_YAML_VALIDATE" in captured.err

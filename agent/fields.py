@@ -143,6 +143,10 @@ class FieldSpec:
 
     def bind(self, arg: str | None) -> Extractor:
         """Return a caching extractor for `arg`; ValueError names what is wrong with the argument."""
+        return cached_extractor(field_key(self.name, arg), self.bind_uncached(arg))
+
+    def bind_uncached(self, arg: str | None) -> Extractor:
+        """The extractor for `arg` without the per-event cache (for callers that cache inline)."""
         if arg is None and ArgKind.REQUIRED in self.arg:
             raise ValueError(f"field '{self.name}' requires an argument")
         if arg is not None:
@@ -150,7 +154,7 @@ class FieldSpec:
                 raise ValueError(f"field '{self.name}' does not take an argument")
             if self.arg & (ArgKind.INDEX | ArgKind.KEY) == ArgKind.INDEX and not _INDEX_RE.fullmatch(arg):
                 raise ValueError(f"field '{self.name}' takes a numeric index argument, not '{arg}'")
-        return _cached(field_key(self.name, arg), self.extractor(arg))
+        return self.extractor(arg)
 
 
 _INDEX_RE = re.compile(r"0|[1-9][0-9]*")
@@ -166,7 +170,9 @@ def field_key(name: str, arg: str | None) -> str:
     return f'{name}["{arg}"]' if '"' not in arg else f"{name}['{arg}']"
 
 
-def _cached(key: str, extract: Extractor) -> Extractor:
+def cached_extractor(key: str, extract: Extractor) -> Extractor:
+    """Wrap an extractor so that its value is stored in, and read from, the event's cache under `key`."""
+
     def get(event: Event) -> Value:
         cache = event.cache
         value = cache.get(key, _MISS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from agent.event import Event
 from agent.fields import Extractor, FieldFlag, FieldSpec, FieldType, Value
@@ -17,29 +18,38 @@ def _simple(fn: Extractor) -> Callable[[str | None], Extractor]:
     return lambda _arg: fn
 
 
-def _local(ts_ns: int) -> datetime:
-    return datetime.fromtimestamp(ts_ns // 1_000_000_000).astimezone()
+@lru_cache(maxsize=4096)
+def _local_seconds(seconds: int, fmt: str) -> str:
+    return datetime.fromtimestamp(seconds).astimezone().strftime(fmt)
 
 
+@lru_cache(maxsize=4096)
+def _utc_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# Alerts of one burst share their second: the per-second text is cached, nanoseconds appended.
 def format_time(ts_ns: int) -> str:
     """Local wall-clock time with nanoseconds, as `%evt.time` prints it."""
-    return f"{_local(ts_ns):%H:%M:%S}.{ts_ns % 1_000_000_000:09d}"
+    return f"{_local_seconds(ts_ns // 1_000_000_000, '%H:%M:%S')}.{ts_ns % 1_000_000_000:09d}"
 
 
 def format_iso8601(ts_ns: int) -> str:
     """UTC time with nanoseconds and a numeric offset, as `%evt.time.iso8601` prints it."""
-    moment = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{ts_ns % 1_000_000_000:09d}+0000"
+    return f"{_utc_seconds(ts_ns // 1_000_000_000)}.{ts_ns % 1_000_000_000:09d}+0000"
 
 
 def format_json_time(ts_ns: int) -> str:
     """UTC time with exactly nine fractional digits and `Z`, as the JSON alert's `time` key."""
-    moment = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{ts_ns % 1_000_000_000:09d}Z"
+    return f"{_utc_seconds(ts_ns // 1_000_000_000)}.{ts_ns % 1_000_000_000:09d}Z"
+
+
+def _local_text(ts_ns: int, fmt: str) -> str:
+    return _local_seconds(ts_ns // 1_000_000_000, fmt)
 
 
 def _datetime(ts_ns: int) -> str:
-    return f"{_local(ts_ns):%Y-%m-%d %H:%M:%S}.{ts_ns % 1_000_000_000:09d}"
+    return f"{_local_text(ts_ns, '%Y-%m-%d %H:%M:%S')}.{ts_ns % 1_000_000_000:09d}"
 
 
 def generic_fields(
@@ -55,13 +65,13 @@ def generic_fields(
         ("evt.time", FieldType.CHARBUF, "event time as local HH:MM:SS with nanoseconds",
          lambda ev: format_time(ev.ts_ns)),
         ("evt.time.s", FieldType.CHARBUF, "event time as local HH:MM:SS",
-         lambda ev: f"{_local(ev.ts_ns):%H:%M:%S}"),
+         lambda ev: _local_text(ev.ts_ns, "%H:%M:%S")),
         ("evt.time.iso8601", FieldType.CHARBUF, "event time in ISO 8601, UTC, with nanoseconds",
          lambda ev: format_iso8601(ev.ts_ns)),
         ("evt.datetime", FieldType.CHARBUF, "local date and time with nanoseconds",
          lambda ev: _datetime(ev.ts_ns)),
         ("evt.datetime.s", FieldType.CHARBUF, "local date and time to the second",
-         lambda ev: f"{_local(ev.ts_ns):%Y-%m-%d %H:%M:%S}"),
+         lambda ev: _local_text(ev.ts_ns, "%Y-%m-%d %H:%M:%S")),
         ("evt.rawtime", FieldType.ABSTIME, "event time in nanoseconds since the epoch", lambda ev: ev.ts_ns),
         ("evt.rawtime.s", FieldType.ABSTIME, "whole seconds of the event time",
          lambda ev: ev.ts_ns // 1_000_000_000),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, MacroRef, Not, Operand, Or, Pos, StrLit, Transform
+from agent.engine.codegen import generate_predicate
 from agent.engine.operators import (
     LIST_OPS,
     NUM_OPS,
@@ -25,7 +26,7 @@ from agent.engine.operators import (
 )
 from agent.engine.transformers import TransformerError, Typed, build_transformer
 from agent.event import Event
-from agent.fields import ArgKind, FieldFlag, FieldTable
+from agent.fields import ArgKind, FieldFlag, FieldTable, cached_extractor, field_key
 
 Predicate = Callable[[Event], bool]
 _UNSAFE_NA_PREFIXES = ("ka.", "jevt.")
@@ -42,30 +43,64 @@ class CompileError(ValueError):
         self.unknown_filter = unknown_filter
 
 
+@dataclass(frozen=True, slots=True)
+class CheckPlan:
+    """How one check runs once compiled.
+
+    `kind` is ``exists`` (value present), ``eq`` (value == `value`), ``in`` (value in the frozenset
+    `value`), ``pred`` (present and `value(v)`), or ``call`` (`value(event)` decides alone).
+    """
+
+    kind: str
+    lhs: Typed
+    value: Any
+
+    def closure(self) -> Predicate:
+        get, value = self.lhs.get, self.value
+        if self.kind == "exists":
+            return lambda ev: get(ev) is not None
+        if self.kind == "eq":
+            return lambda ev: get(ev) == value
+        if self.kind == "in":
+            return lambda ev: get(ev) in value
+        if self.kind == "pred":
+            return _guard(get, value)
+        return value  # type: ignore[no-any-return]
+
+
 @dataclass(slots=True)
 class ConditionCompiler:
     """Compiles conditions for one source; caches compiled checks shared through macros."""
 
     table: FieldTable
     warnings: list[tuple[str, str]] = field(default_factory=list)
-    _cache: dict[Check, tuple[Predicate, list[tuple[str, str]]]] = field(default_factory=dict)
+    _cache: dict[Check, tuple[CheckPlan, list[tuple[str, str]]]] = field(default_factory=dict)
 
     def compile(self, expr: Expr) -> Predicate:
+        """One predicate for a whole condition: generated code when possible, else nested closures."""
+        generated = generate_predicate(expr, self.plan)
+        return generated if generated is not None else self.closure(expr)
+
+    def plan(self, check: Check) -> CheckPlan:
+        """The compiled plan of one check, shared by every rule that reaches it through a macro."""
+        cached = self._cache.get(check)
+        if cached is None:
+            before = len(self.warnings)
+            plan = self._check(check)
+            # Keep the check's lint warnings so that every rule sharing it (through a macro) reports them.
+            cached = self._cache[check] = (plan, self.warnings[before:])
+        else:
+            self.warnings.extend(cached[1])
+        return cached[0]
+
+    def closure(self, expr: Expr) -> Predicate:
         if isinstance(expr, Check):
-            cached = self._cache.get(expr)
-            if cached is None:
-                before = len(self.warnings)
-                predicate = self._check(expr)
-                # Keep the check's lint warnings so that every rule sharing it (through a macro) reports them.
-                cached = self._cache[expr] = (predicate, self.warnings[before:])
-            else:
-                self.warnings.extend(cached[1])
-            return cached[0]
+            return self.plan(expr).closure()
         if isinstance(expr, Not):
-            child = self.compile(expr.child)
+            child = self.closure(expr.child)
             return lambda ev: not child(ev)
         if isinstance(expr, (And, Or)):
-            return _chain([self.compile(c) for c in expr.children], conjunction=isinstance(expr, And))
+            return _chain([self.closure(c) for c in expr.children], conjunction=isinstance(expr, And))
         assert isinstance(expr, MacroRef)
         raise CompileError(f"Undefined macro '{expr.name}' used in filter.", expr.pos)
 
@@ -82,11 +117,12 @@ class ConditionCompiler:
         if in_transformer and FieldFlag.NO_TRANSFORMER in spec.flags:
             raise CompileError(f"field '{spec.name}' cannot be used in a transformer", ref.pos)
         try:
-            getter = spec.bind(arg)
+            extract = spec.bind_uncached(arg)
         except ValueError as exc:
             raise CompileError(str(exc), ref.pos) from None
+        key = field_key(spec.name, arg)
         indexed = arg is not None and arg.isdigit() and ArgKind.INDEX in spec.arg
-        return Typed(getter, spec.type.kind, spec.is_list and not indexed)
+        return Typed(cached_extractor(key, extract), spec.type.kind, spec.is_list and not indexed, key, extract)
 
     def operand(self, node: Operand, *, on_rhs: bool = False) -> Typed:
         if isinstance(node, FieldRef):
@@ -130,7 +166,7 @@ class ConditionCompiler:
             raise CompileError(str(exc), node.pos) from None
 
     # ----- checks -----------------------------------------------------------------------------
-    def _check(self, check: Check) -> Predicate:
+    def _check(self, check: Check) -> CheckPlan:
         lhs = self.operand(check.lhs) if isinstance(check.lhs, Transform) else self.field(check.lhs)
         op = check.op
         try:
@@ -139,10 +175,10 @@ class ConditionCompiler:
         except (OperatorError, TransformerError) as exc:
             raise CompileError(str(exc), check.pos) from None
 
-    def _check_pred(self, check: Check, lhs: Typed) -> Predicate:
+    def _check_pred(self, check: Check, lhs: Typed) -> CheckPlan:
         op, rhs, get = check.op, check.rhs, lhs.get
         if op == "exists":
-            return lambda ev: get(ev) is not None
+            return CheckPlan("exists", lhs, None)
         if isinstance(rhs, (Transform, FieldRef)):
             if op in ("pmatch", "regex"):
                 raise OperatorError(f"operator '{op}' cannot compare with another field")
@@ -156,19 +192,18 @@ class ConditionCompiler:
                 b = other(ev)
                 return b is not None and compare(a, b)
 
-            return dynamic
+            return CheckPlan("call", lhs, dynamic)
         self._lint(check, lhs)
         kind = lhs.kind
         if isinstance(rhs, ListLit):
             consts = [convert(_const_text(item), kind, op) for item in rhs.items]
             if check.modifier is not None:
-                return _guard(get, modifier_pred(op, check.modifier, consts))
+                return CheckPlan("pred", lhs, modifier_pred(op, check.modifier, consts))
             if op not in LIST_OPS:
                 raise OperatorError(f"operator '{op}' needs a single value, not a list")
             if not lhs.is_list and op != "pmatch" and kind not in ("ipaddr", "ipnet"):
-                members = frozenset(consts)
-                return lambda ev: get(ev) in members
-            return _guard(get, set_pred(op, consts, is_list=lhs.is_list))
+                return CheckPlan("in", lhs, frozenset(consts))
+            return CheckPlan("pred", lhs, set_pred(op, consts, is_list=lhs.is_list))
         assert isinstance(rhs, StrLit)
         if op in LIST_OPS:
             raise OperatorError(f"operator '{op}' needs a list of values")
@@ -177,8 +212,8 @@ class ConditionCompiler:
         else:
             const = convert(rhs.value, kind, op)
         if op in ("=", "==") and not isinstance(const, (int, float)) and kind in ("string", "bytes", "bool"):
-            return lambda ev: get(ev) == const
-        return _guard(get, scalar_pred(op, const))
+            return CheckPlan("eq", lhs, const)
+        return CheckPlan("pred", lhs, scalar_pred(op, const))
 
     def _lint(self, check: Check, lhs: Typed) -> None:
         lhs_name = check.lhs.name if isinstance(check.lhs, FieldRef) else ""

@@ -57,17 +57,22 @@ class OutputFormat:
     def render(self, event: Event) -> str:
         out = []
         for part in self.parts:
-            if isinstance(part, str):
+            if part.__class__ is str:
                 out.append(part)
                 continue
-            text = render_value(part.get(event))
-            if part.width:
-                text = text[: part.width].ljust(part.width)
+            value = part.get(event)  # type: ignore[union-attr]
+            text = value if value.__class__ is str else render_value(value)
+            if part.width:  # type: ignore[union-attr]
+                text = text[: part.width].ljust(part.width)  # type: ignore[union-attr]
             out.append(text)
         return "".join(out)
 
     def field_values(self, event: Event) -> dict[str, Any]:
-        return {key: json_value(get(event)) for key, get in self.fields}
+        out = {}
+        for key, get in self.fields:
+            value = get(event)
+            out[key] = value if value.__class__ is str else json_value(value)
+        return out
 
 
 def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] | None = None) -> OutputFormat:

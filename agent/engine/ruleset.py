@@ -114,42 +114,37 @@ def _exact(check: Check, field: str) -> ValueSet | None:
 
 
 class RuleSet:
-    """The enabled rules of one source in evaluation order, with the per-event candidate lookup."""
+    """The enabled rules of one source in evaluation order, with the per-event candidate lookup.
+
+    Each rule keeps, per index field, the values of that field for which it can match. An event's
+    index values select the rules that admit all of them; the selection is memoised per distinct
+    combination of index values, so the per-event cost is one tuple build and one dict lookup.
+    """
 
     def __init__(self, rules: list[CompiledRule], index_getters: dict[str, Callable[[Event], Any]]) -> None:
         self.rules = sorted(rules, key=lambda r: r.index)
-        self._fields = tuple(index_getters)
         self._getters = tuple(index_getters.values())
-        self._buckets: tuple[dict[Any, list[CompiledRule]], ...] = tuple({} for _ in self._fields)
-        self._always: list[CompiledRule] = []
-        self.bucket_of: dict[str, str | None] = {}
-        for rule in self.rules:
-            self._place(rule)
+        self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters)) for rule in self.rules]
+        #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
+        self.narrowed_by = {
+            rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
+            for rule, sets in self._admits
+        }
         self._memo: dict[tuple[Any, ...], tuple[CompiledRule, ...]] = {}
-
-    def _place(self, rule: CompiledRule) -> None:
-        for position, field in enumerate(self._fields):
-            values = possible_values(rule.condition, field)
-            if not values.cofinite:
-                for value in values.values:
-                    self._buckets[position].setdefault(value, []).append(rule)
-                self.bucket_of[rule.name] = field
-                return
-        self.bucket_of[rule.name] = None
-        self._always.append(rule)
 
     def candidates(self, event: Event) -> tuple[CompiledRule, ...]:
         """Rules that can match this event, in evaluation order."""
-        key = tuple(get(event) for get in self._getters)
+        key = tuple([get(event) for get in self._getters])
         found = self._memo.get(key)
         if found is None:
-            picked = list(self._always)
-            for position, value in enumerate(key):
-                if isinstance(value, tuple):  # list-valued: no single bucket applies
-                    value = MISSING
-                picked.extend(self._buckets[position].get(value, ()))
-            found = tuple(sorted(set(picked), key=lambda r: r.index)) if len(picked) > 1 else tuple(picked)
+            values = [MISSING if isinstance(v, tuple) else v for v in key]
+            found = tuple(rule for rule, sets in self._admits if all(
+                _admits(s, v) for s, v in zip(sets, values, strict=True)))
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
             self._memo[key] = found
         return found
+
+
+def _admits(values: ValueSet, value: Any) -> bool:
+    return (value not in values.values) if values.cofinite else (value in values.values)

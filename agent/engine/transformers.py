@@ -15,11 +15,17 @@ Getter = Callable[[Event], Any]
 
 @dataclass(frozen=True, slots=True)
 class Typed:
-    """A compiled value source: how to get it from an event, its kind, and whether it is a list."""
+    """A compiled value source: how to get it from an event, its kind, and whether it is a list.
+
+    `key` is the per-event cache key when the value is a plain field: `get` then caches by
+    itself, and `extract` is the same extraction without the cache.
+    """
 
     get: Getter
     kind: str
     is_list: bool
+    key: str | None = None
+    extract: Getter | None = None
 
 
 class TransformerError(ValueError):

@@ -190,6 +190,6 @@ def k8s_audit_source() -> SourceSpec:
     return SourceSpec(
         name=SOURCE_NAME,
         fields=table,
-        index_fields=("ka.verb", "ka.target.resource"),
+        index_fields=("ka.verb", "ka.target.resource", "ka.target.subresource"),
         plugins=PLUGIN_VERSIONS,
     )

@@ -47,13 +47,13 @@ class TestCandidates:
         return lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
 
     @pytest.mark.parametrize(("payload", "candidates"), [
-        ({"type": "open"}, ["pinned", "either", "negated", "unpinned"]),
+        ({"type": "open"}, ["pinned", "either", "unpinned"]),
         ({"type": "close"}, ["either", "negated", "unpinned"]),
         ({"type": "other"}, ["negated", "unpinned"]),
         ({}, ["negated", "unpinned", "missing"]),
     ])
     def test_candidates_in_evaluation_order(self, engine, lab, payload: dict, candidates: list[str]) -> None:
-        """Pinned rules meet only their values; unpinned (cofinite) rules meet every event; order is kept."""
+        """Pinned rules meet only their values, negated ones all but theirs, unpinned ones every event; order kept."""
         ruleset = engine.ruleset("test")
         assert [r.name for r in ruleset.candidates(lab.event(**payload))] == candidates
 
@@ -67,13 +67,14 @@ class TestCandidates:
         expected = [r.name for r in engine.rules if r.predicate(lab.event(**payload))]
         assert [a.rule for a in engine.process(event)] == expected
 
-    def test_bucket_of(self, engine) -> None:
-        """Rules pinned by the index field are bucketed; the rest are always evaluated."""
-        assert engine.ruleset("test").bucket_of == {
-            "pinned": "t.type", "either": "t.type", "negated": None, "unpinned": None, "missing": "t.type"}
+    def test_narrowed_by(self, engine) -> None:
+        """Rules that bound the index field, even by negation, are narrowed by it; the rest meet every event."""
+        assert engine.ruleset("test").narrowed_by == {
+            "pinned": ("t.type",), "either": ("t.type",), "negated": ("t.type",), "unpinned": (),
+            "missing": ("t.type",)}
 
     def test_list_valued_index_value_reaches_unbucketed_rules_only(self, lab) -> None:
-        """An event whose index value is a list only meets rules that no bucket holds."""
+        """An event whose index value is a list counts as missing that value for the index."""
         engine = lab.loaded(lab.rule("t.type = open", name="a") + lab.rule("t.name = x", name="b"),
                             rule_matching="all")
         assert lab.fired(engine, type=("open",), name="x") == ["b"]

@@ -88,7 +88,7 @@ class TestRegistration:
         """The source is k8s_audit, indexed by verb then resource, standing in for k8saudit and json."""
         spec = k8s_audit_source()
         assert spec.name == "k8s_audit"
-        assert spec.index_fields == ("ka.verb", "ka.target.resource")
+        assert spec.index_fields == ("ka.verb", "ka.target.resource", "ka.target.subresource")
         assert spec.plugins == (("k8saudit", "0.18.0"), ("json", "0.7.4"))
         for name in ("evt.time", "evt.hostname", "json.value", "jevt.rawtime"):
             assert name in spec.fields

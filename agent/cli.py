@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -14,8 +13,7 @@ import orjson
 import structlog
 
 from agent import __version__
-from agent.builtin_sources import builtin_source_specs, recorded_decoders
-from agent.engine.engine import Engine, RuleMatching
+from agent.builtin_sources import builtin_source_specs, new_engine, recorded_decoders
 from agent.engine.load_result import LoadResult
 from agent.errors import DecodeError
 from agent.logging import configure_logging
@@ -95,14 +93,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     from agent.runtime import run_agent
 
     return run_agent(args)
-
-
-def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priority.DEBUG) -> Engine:
-    engine = Engine(rule_matching=RuleMatching(rule_matching), min_priority=min_priority,
-                    hostname=socket.gethostname())
-    for spec in builtin_source_specs():
-        engine.add_source(spec)
-    return engine
 
 
 def print_load_result(result: LoadResult, *, stream: TextIO | None = None) -> None:

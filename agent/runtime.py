@@ -1,1 +1,140 @@
-"""Placeholder wiring for live mode until the runtime issue lands."""
+"""Live mode: reads the configuration, starts the live sources, runs the engine loop, stops without loss.
+
+Sources feed one bounded EventQueue; the main thread takes batches, evaluates them and hands the
+alerts to the outputs, then acknowledges each batch so that sources may checkpoint. SIGTERM and
+SIGINT stop the sources first, then drain what was queued, flush the outputs and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.builtin_sources import live_sources, new_engine
+from agent.config import AgentConfig, load_config
+from agent.engine.engine import Engine
+from agent.errors import AgentError, ConfigError
+from agent.event_queue import EventQueue
+from agent.logging import configure_logging
+from agent.outputs.base import Output
+from agent.outputs.stdout import StdoutOutput
+from agent.priority import Priority
+from agent.source import LiveSource
+
+log = structlog.get_logger(__name__)
+DEFAULT_RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_POLL_S = 0.2
+
+
+def rules_paths(entries: Iterable[str]) -> list[Path]:
+    """Files as given; a directory stands for its `*.yaml` files in name order."""
+    out: list[Path] = []
+    for entry in entries:
+        path = Path(entry)
+        out += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    return out
+
+
+class AgentRuntime:
+    """The running agent: sources → queue → engine → outputs."""
+
+    def __init__(self, engine: Engine, sources: list[LiveSource], outputs: list[Output], queue: EventQueue) -> None:
+        self.engine = engine
+        self.sources = sources
+        self.outputs = outputs
+        self.queue = queue
+        self._stop = threading.Event()
+        self.running: list[LiveSource] = []
+
+    def start_sources(self) -> None:
+        """Start every source; one that cannot start is reported and the others run."""
+        for source in self.sources:
+            try:
+                source.start(self.queue)
+            except AgentError as exc:
+                log.error("source_start_failed", source=source.name, error=str(exc))
+                continue
+            self.running.append(source)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Evaluate batches until asked to stop, then drain: every accepted event reaches the outputs."""
+        while not self._stop.is_set():
+            batch = self.queue.get(timeout_s=_POLL_S)
+            if batch is not None:
+                self._process(batch.events, batch.on_done)
+        for source in self.running:
+            source.stop()
+        self.queue.close()
+        while (batch := self.queue.get(timeout_s=0)) is not None:
+            self._process(batch.events, batch.on_done)
+        for output in self.outputs:
+            output.close()
+        log.info("agent_stopped", events=self.engine.stats.events, alerts=self.engine.stats.alerts)
+
+    def _process(self, events: Any, on_done: Any) -> None:
+        process = self.engine.process
+        for event in events:
+            for alert in process(event):
+                for output in self.outputs:
+                    output.emit(alert)
+        for output in self.outputs:
+            output.flush()
+        if on_done is not None:
+            on_done()
+
+
+def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: list[str],
+                  json_alerts: bool) -> AgentRuntime:
+    """Engine with rules loaded, the enabled sources and the outputs, from the configuration."""
+    engine = new_engine(rule_matching=config.rule_matching, min_priority=Priority.parse(config.priority),
+                        hostname=config.hostname)
+    files = rules_paths([*config.rules_files, *extra_rules] or [str(DEFAULT_RULES_DIR)])
+    result = engine.load_rules_files(files)
+    for problem in result.problems:
+        (log.error if problem.is_error else log.warning)("rules_problem", problem=problem.as_text())
+    if not result.successful:
+        raise ConfigError(f"rules did not load ({len(result.errors)} errors); fix them and start again")
+    log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules))
+    sources = [s for s in live_sources(config, hostname=engine.hostname) if not only_sources or s.name in only_sources]
+    outputs: list[Output] = []
+    if config.outputs.stdout.enabled:
+        outputs.append(StdoutOutput(as_json=json_alerts or config.outputs.stdout.format == "json",
+                                    iso8601=config.time_format_iso_8601))
+    return AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events))
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    """`falco-agent [-c agent.yaml] ...`: run until SIGTERM or SIGINT."""
+    try:
+        config = load_config(args.config, overrides=args.option)
+    except ConfigError as exc:
+        print(f"falco-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log_format = config.logging.format
+    configure_logging(level=config.logging.level, json=None if log_format == "auto" else log_format == "json")
+    try:
+        runtime = build_runtime(config, extra_rules=args.rules, only_sources=args.enable_source,
+                                json_alerts=args.json)
+    except ConfigError as exc:
+        print(f"falco-agent: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    runtime.start_sources()
+    if not runtime.running:
+        print("falco-agent: no source could start (see the errors above); nothing to do", file=sys.stderr)
+        return EXIT_FAILURE
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runtime.request_stop())
+    log.info("agent_started", sources=[s.name for s in runtime.running])
+    runtime.run()
+    return EXIT_OK

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +27,37 @@ class SourceSpec:
     plugins: tuple[tuple[str, str], ...] = field(default=())
     #: Warn (LOAD_NO_EVTTYPE) about rules that no index field narrows down, as Falco does for syscalls.
     warn_unindexed: bool = False
+
+
+class EventSink(Protocol):
+    """Where a live source hands its events: see agent.event_queue.EventQueue."""
+
+    def offer(self, events: Sequence[Event], on_done: Callable[[], None] | None = None) -> bool:
+        """Queue the whole batch now or return False; never waits."""
+        ...
+
+    def put(self, events: Sequence[Event], on_done: Callable[[], None] | None = None, *,
+            timeout_s: float | None = None) -> bool:
+        """Queue the whole batch, waiting for room; False on timeout."""
+        ...
+
+
+class LiveSource(Protocol):
+    """A running input: it starts its own threads, feeds the sink, and stops when asked."""
+
+    name: str
+
+    def start(self, sink: EventSink) -> None:
+        """Begin reading; raise AgentError with a clear reason when the source cannot start."""
+        ...
+
+    def stop(self) -> None:
+        """Stop taking input and return once the source's threads have ended."""
+        ...
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and gauges of this source, flat, for the metrics endpoint."""
+        ...
 
 
 class RecordDecoder(Protocol):

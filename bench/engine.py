@@ -18,15 +18,12 @@ from pathlib import Path
 
 import orjson
 
+from agent.builtin_sources import new_engine, recorded_decoders
+from agent.engine.engine import Engine
+from agent.event import Event
+from agent.source import RecordDecoder
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from agent.builtin_sources import recorded_decoders  # noqa: E402
-from agent.cli import new_engine  # noqa: E402
-from agent.engine.engine import Engine  # noqa: E402
-from agent.event import Event  # noqa: E402
-from agent.source import RecordDecoder  # noqa: E402
-
 REFERENCE = ROOT.parent / "shared" / "reference"
 STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.alert import Alert
-from agent.builtin_sources import recorded_decoders
-from agent.cli import new_engine
+from agent.builtin_sources import new_engine, recorded_decoders
 from agent.errors import DecodeError
 from agent.recorded import recorded_events
 

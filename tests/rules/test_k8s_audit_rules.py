@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.builtin_sources import recorded_decoders
-from agent.cli import new_engine
+from agent.builtin_sources import new_engine, recorded_decoders
 from agent.engine.engine import Engine
 from agent.errors import DecodeError
 from agent.event import Event

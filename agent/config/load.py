@@ -1,0 +1,193 @@
+"""Loads `agent.yaml` plus `-o key=value` overrides into a frozen AgentConfig, rejecting what it does not know.
+
+Every error names the dotted key and where it came from (`sources.k8s_audit.webhok: agent.yaml:12`).
+String values may use `${NAME}` or `${NAME:-default}` to take secrets from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agent.config.schema import AgentConfig
+from agent.errors import ConfigError
+from agent.location import Location
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclasses.dataclass(slots=True)
+class _Value:
+    """A raw value with where it was written."""
+
+    value: Any
+    where: str
+
+
+def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = (),
+                environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """The configuration from a file (or the defaults) with overrides applied; ConfigError on any mistake."""
+    env = os.environ if environ is None else environ
+    tree: dict[str, _Value] = {}
+    if path is not None:
+        tree = _read_yaml(Path(path))
+    for override in overrides:
+        _apply_override(tree, override)
+    return _build(AgentConfig, tree, "", env)
+
+
+def _read_yaml(path: Path) -> dict[str, _Value]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration: {exc.strerror}", Location(str(path))) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"invalid YAML: {exc.problem}",
+                          Location(str(path), mark.line + 1 if mark else 0)) from None
+    if node is None:
+        return {}
+    value = _from_node(node, str(path))
+    if not isinstance(value.value, dict):
+        raise ConfigError("the configuration must be a mapping of keys", Location(str(path), 1))
+    return value.value  # type: ignore[no-any-return]
+
+
+def _from_node(node: yaml.Node, file: str) -> _Value:
+    where = f"{file}:{node.start_mark.line + 1}"
+    if isinstance(node, yaml.MappingNode):
+        return _Value({str(k.value): _from_node(v, file) for k, v in node.value}, where)
+    if isinstance(node, yaml.SequenceNode):
+        return _Value([_from_node(child, file) for child in node.value], where)
+    return _Value(_scalar(node), where)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node)
+    finally:
+        loader.dispose()
+
+
+def _apply_override(tree: dict[str, _Value], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{override}' must look like KEY=VALUE (for example rule_matching=all)")
+    where = f"-o {override}"
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None or not isinstance(child.value, dict):
+            child = node[part] = _Value({}, where)
+        node = child.value
+    node[parts[-1]] = _wrap(value, where)
+
+
+def _wrap(value: Any, where: str) -> _Value:
+    if isinstance(value, dict):
+        return _Value({str(k): _wrap(v, where) for k, v in value.items()}, where)
+    if isinstance(value, list):
+        return _Value([_wrap(v, where) for v in value], where)
+    return _Value(value, where)
+
+
+def _build(cls: type, tree: dict[str, _Value], prefix: str, env: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, raw in tree.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            choices = ", ".join(sorted(known))
+            raise ConfigError(f"{dotted}: unknown key ({raw.where}); known keys here: {choices}")
+        kwargs[key] = _convert(hints[key], raw, dotted, env)
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any:
+    origin = typing.get_origin(hint)
+    value = raw.value
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{dotted}: expected {expected}, got {_describe(value)} ({raw.where})")
+
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(options[0], raw, dotted, env)
+    if dataclasses.is_dataclass(hint):
+        if value is None:
+            return hint()  # type: ignore[operator]
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return _build(hint, value, dotted + ".", env)  # type: ignore[arg-type]
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        text = _interpolate(value, dotted, raw.where, env) if isinstance(value, str) else value
+        if text not in choices:
+            raise bad("one of " + ", ".join(map(str, choices)))
+        return text
+    if origin is tuple:
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else None
+        if items is None:
+            raise bad("a list")
+        item_hint = typing.get_args(hint)[0]
+        return tuple(_convert(item_hint, item, f"{dotted}[{i}]", env) for i, item in enumerate(items))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise bad("a string")
+        return _interpolate(str(value), dotted, raw.where, env)
+    raise ConfigError(f"{dotted}: unsupported configuration type {hint}")
+
+
+def _interpolate(text: str, dotted: str, where: str, env: Mapping[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{dotted}: environment variable {name} is not set ({where})")
+
+    return _ENV_RE.sub(replace, text)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value.value if isinstance(value, _Value) else value)

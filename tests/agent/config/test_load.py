@@ -1,0 +1,66 @@
+"""Loading agent.yaml: defaults, overrides, environment interpolation and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+class TestLoad:
+    def test_defaults_without_a_file(self) -> None:
+        """With no file the agent gets its built-in defaults: webhook on 127.0.0.1:9765, text alerts."""
+        config = load_config()
+        assert config.sources.k8s_audit.webhook.listen == "127.0.0.1:9765"
+        assert (config.rule_matching, config.outputs.stdout.format) == ("first", "text")
+
+    def test_file_and_override(self, tmp_path: Path) -> None:
+        """`-o key=value` overrides what the file says, with YAML typing of the value."""
+        path = write(tmp_path, "rule_matching: all\nsources:\n  k8s_audit:\n    files:\n      follow: false\n")
+        config = load_config(path, overrides=["sources.k8s_audit.files.paths=[/var/log/a, /var/log/b]",
+                                              "rule_matching=first"])
+        assert config.rule_matching == "first"
+        assert config.sources.k8s_audit.files.paths == ("/var/log/a", "/var/log/b")
+        assert config.sources.k8s_audit.files.follow is False
+
+    def test_environment_interpolation(self, tmp_path: Path) -> None:
+        """`${NAME}` takes a value from the environment and `${NAME:-x}` falls back to x."""
+        path = write(tmp_path, "hostname: ${NODE_NAME}\nsources:\n  k8s_audit:\n    webhook:\n"
+                               "      tls: {cert_file: '${CERT:-/etc/tls/server.crt}'}\n")
+        config = load_config(path, environ={"NODE_NAME": "node-7"})
+        assert config.hostname == "node-7"
+        assert config.sources.k8s_audit.webhook.tls is not None
+        assert config.sources.k8s_audit.webhook.tls.cert_file == "/etc/tls/server.crt"
+
+
+class TestErrors:
+    @pytest.mark.parametrize(("text", "needle"), [
+        ("rule_matchin: all\n", "rule_matchin: unknown key"),
+        ("sources:\n  k8s_audit:\n    webhook:\n      max_body_bytes: lots\n",
+         "sources.k8s_audit.webhook.max_body_bytes: expected a whole number, got 'lots'"),
+        ("rule_matching: most\n", "rule_matching: expected one of first, all"),
+        ("outputs: [stdout]\n", "outputs: expected a mapping"),
+        ("hostname: ${MISSING_VAR}\n", "hostname: environment variable MISSING_VAR is not set"),
+        ("rules_files: [a\n", "invalid YAML"),
+    ])
+    def test_mistakes_name_the_key_and_line(self, tmp_path: Path, text: str, needle: str) -> None:
+        """Each mistake is refused with the dotted key, the reason and the file line."""
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, text), environ={})
+        assert needle in str(caught.value)
+        if "YAML" not in needle:
+            assert f"agent.yaml:{text.count(chr(10))}" in str(caught.value)
+
+    def test_bad_override(self) -> None:
+        """An override without '=' is refused with an example of the right form."""
+        with pytest.raises(ConfigError, match="KEY=VALUE"):
+            load_config(overrides=["rule_matching"])

@@ -1,0 +1,128 @@
+"""The agent as an operator runs it: a real subprocess, its webhook on 127.0.0.1, alerts on stdout."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.server
+
+
+def exec_event(n: int) -> dict[str, Any]:
+    """An exec into a pod as kubectl sends it, which the shipped rules report."""
+    return {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "auditID": f"exec-{n}",
+        "stage": "ResponseStarted", "verb": "create", "user": {"username": "alice@example.com", "groups": ["dev"]},
+        "requestURI": f"/api/v1/namespaces/shop/pods/cart-{n}/exec?command=sh&container=cart",
+        "objectRef": {"resource": "pods", "namespace": "shop", "name": f"cart-{n}", "subresource": "exec",
+                      "apiVersion": "v1"},
+        "responseStatus": {"code": 101}, "sourceIPs": ["192.0.2.10"], "userAgent": "kubectl/v1.30.2",
+        "requestReceivedTimestamp": "2026-11-29T10:00:00.000000Z", "stageTimestamp": "2026-11-29T10:00:00.010000Z",
+    }
+
+
+class Agent:
+    """`falco-agent` started with the given arguments; stderr log lines are parsed as they come."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.logs: Queue[dict[str, Any]] = Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.startswith("{"):
+                self.logs.put(json.loads(line))
+
+    def wait_for_log(self, event: str, timeout_s: float = 20) -> dict[str, Any]:
+        while True:
+            try:
+                entry = self.logs.get(timeout=timeout_s)
+            except Empty:
+                raise AssertionError(f"no '{event}' log; stderr: {''.join(self.stderr)}") from None
+            if entry.get("event") == event:
+                return entry
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=20)
+        return self.proc.returncode, out
+
+
+def post(url: str, body: Any) -> int:
+    host_port = url.split("//")[1].split("/")[0]
+    host, port = host_port.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("POST", "/k8s-audit", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_webhook_events_become_alerts_and_sigterm_delivers_everything() -> None:
+    """Events posted to the running agent's webhook come out as JSON alerts, all of them, after SIGTERM."""
+    agent = Agent("-o", "sources.k8s_audit.webhook.listen=127.0.0.1:0", "--json")
+    try:
+        url = agent.wait_for_log("webhook_listening")["url"]
+        batch = {"kind": "EventList", "items": [exec_event(n) for n in range(50)]}
+        assert post(url, batch) == 200
+    finally:
+        code, out = agent.stop()
+    alerts = [json.loads(line) for line in out.splitlines()]
+    assert code == 0
+    assert len(alerts) == 50 and {a["source"] for a in alerts} == {"k8s_audit"}
+    assert {a["output_fields"]["ka.target.name"] for a in alerts} == {f"cart-{n}" for n in range(50)}
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["-o", "sources.k8s_audit.webhok.listen=127.0.0.1:0"], "sources.k8s_audit.webhok: unknown key"),
+    (["-o", "queue_capacity_events=many"], "queue_capacity_events: expected a whole number"),
+    (["-c", "/nonexistent/agent.yaml"], "cannot read configuration"),
+])
+def test_config_mistakes_fail_fast_naming_the_key(args: list[str], needle: str) -> None:
+    """A configuration mistake stops the agent at once with exit 2 and a message naming the key."""
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2 and needle in proc.stderr
+
+
+def test_broken_rules_stop_the_start(tmp_path: Path) -> None:
+    """Rules that do not load keep the agent from starting, with exit 1 and the rules error on stderr."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- rule: broken\n  condition: ka.verb =\n  output: x\n  desc: x\n  priority: INFO\n"
+                   "  source: k8s_audit\n")
+    proc = subprocess.run([sys.executable, "-m", "agent.cli", "-r", str(bad),
+                           "-o", "sources.k8s_audit.webhook.listen=127.0.0.1:0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "LOAD_ERR_COMPILE_CONDITION" in proc.stderr
+
+
+def test_port_in_use_is_reported_and_nothing_runs(tmp_path: Path) -> None:
+    """When the only source cannot listen, the agent says why and exits 1 instead of idling."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "-o",
+                               f"sources.k8s_audit.webhook.listen=127.0.0.1:{port}"],
+                              cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "cannot listen" in proc.stderr

@@ -17,6 +17,7 @@ from agent.builtin_sources import builtin_source_specs, new_engine, recorded_dec
 from agent.engine.load_result import LoadResult
 from agent.errors import DecodeError
 from agent.logging import configure_logging
+from agent.outputs.stdout import StdoutOutput
 from agent.priority import Priority
 from agent.recorded import recorded_events
 
@@ -119,7 +120,7 @@ def replay(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     decoders = recorded_decoders(hostname=engine.hostname)
     forced = next((d for d in decoders if d.source == args.source), None) if args.source else None
-    out = sys.stdout.buffer
+    out = StdoutOutput(as_json=not args.text, iso8601=args.iso8601)
     events = skipped = alerts = 0
     started = time.perf_counter()
     for item in recorded_events(args.inputs, decoders, forced=forced):
@@ -130,11 +131,8 @@ def replay(args: argparse.Namespace) -> int:
         events += 1
         for alert in engine.process(item):
             alerts += 1
-            if args.text:
-                out.write(alert.text_line(iso8601=args.iso8601).encode() + b"\n")
-            else:
-                out.write(alert.falco_json_line(iso8601=args.iso8601) + b"\n")
-    out.flush()
+            out.emit(alert)
+    out.close()
     elapsed = time.perf_counter() - started
     print(f"replay: {events} events, {alerts} alerts, {skipped} records skipped, "
           f"{engine.stats.rule_errors} rule evaluation errors, {elapsed:.3f}s", file=sys.stderr)

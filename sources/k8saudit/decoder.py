@@ -1,4 +1,4 @@
-"""Turn parsed Kubernetes audit JSON (one Event, an EventList or an array) into `k8s_audit` events."""
+"""Turn parsed Kubernetes audit JSON (one Event, an EventList, an array, an AKS export) into `k8s_audit` events."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import orjson
 from agent.errors import DecodeError
 from agent.event import Event
 from agent.location import Location
+from sources.k8saudit.envelope import audit_event_of, envelope_records, is_envelope, is_record
 
 SOURCE_NAME = "k8s_audit"
 
@@ -118,24 +119,39 @@ class K8sAuditDecoder:
         self.hostname = hostname
 
     def matches(self, document: Any) -> bool:
-        """Whether the document is an audit Event, an EventList or an array of events.
+        """Whether the document is an audit Event, an EventList, an array of events or an AKS export.
 
         Any object with a `kind` matches, so that a malformed one is rejected with a reason
-        rather than reported as unrecognised; CloudTrail logs never match.
+        rather than reported as unrecognised; CloudTrail logs (`{"Records": [...]}`) never match.
         """
         if isinstance(document, dict):
             if "Records" in document:
                 return False
-            return "kind" in document or ("auditID" in document and "stageTimestamp" in document)
+            return (
+                "kind" in document
+                or ("auditID" in document and "stageTimestamp" in document)
+                or is_envelope(document)
+            )
         if isinstance(document, list):
             if any(_is_cloudtrail_record(item) for item in document):
                 return False
-            return any(_looks_like_audit_event(item) for item in document)
+            return any(_looks_like_audit_event(item) for item in document) or is_envelope(document)
         return False
 
     def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
-        """Yield an event per audit event of the document, or a DecodeError naming its index."""
-        if isinstance(document, dict) and document.get("kind") == "EventList":
+        """Yield an event per audit event of the document, or a DecodeError naming its index.
+
+        AKS diagnostic records (alone, in a `records` batch or in an array) are unwrapped first;
+        records of other diagnostic categories yield nothing.
+        """
+        records = envelope_records(document)
+        if isinstance(records, DecodeError):
+            yield DecodeError(records.message, Location(file=origin, item_kind="document"))
+            return
+        if records is not None:
+            items = records
+            is_batch = True
+        elif isinstance(document, dict) and document.get("kind") == "EventList":
             items = document.get("items")
             if not isinstance(items, list):
                 yield DecodeError(
@@ -143,11 +159,22 @@ class K8sAuditDecoder:
                     Location(file=origin, item_kind="document"),
                 )
                 return
+            is_batch = False
         elif isinstance(document, list):
             items = document
+            is_batch = False
         else:
             items = [document]
+            is_batch = False
         for index, item in enumerate(items):
+            if is_batch or is_record(item):
+                unwrapped = audit_event_of(item, origin=origin, index=index)
+                if unwrapped is None:
+                    continue
+                if isinstance(unwrapped, DecodeError):
+                    yield unwrapped
+                    continue
+                item = unwrapped
             yield self._event(item, origin, index)
 
     def _event(self, item: Any, origin: str, index: int) -> Event | DecodeError:

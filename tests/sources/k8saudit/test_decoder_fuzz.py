@@ -1,0 +1,165 @@
+"""Property-based tests for sources/k8saudit/decoder.py: no input makes the decoder raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.errors import DecodeError
+from agent.event import Event
+from sources.k8saudit.decoder import K8sAuditDecoder
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5), st.dictionaries(st.text(max_size=12), children, max_size=5),
+    ),
+    max_leaves=10,
+)
+
+
+
+@st.composite
+def valid_timestamps(draw: st.DrawFn) -> str:
+    """A well-formed RFC 3339 time: 0-9 fractional digits, `Z` or a numeric offset, either letter case."""
+    stamp = "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}".format(
+        draw(st.integers(0, 9999)), draw(st.integers(1, 12)), draw(st.integers(1, 28)), draw(st.sampled_from("Tt")),
+        draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59)),
+    )
+    digits = draw(st.integers(0, 9))
+    if digits:
+        stamp += "." + draw(st.text("0123456789", min_size=digits, max_size=digits))
+    if draw(st.booleans()):
+        return stamp + draw(st.sampled_from("Zz"))
+    return stamp + "{}{:02d}:{:02d}".format(draw(st.sampled_from("+-")), draw(st.integers(0, 23)),
+                                           draw(st.integers(0, 59)))
+
+
+# Strings that are, or nearly are, RFC 3339 times: right shape with any digits, stray separators, odd offsets.
+timestamps = st.one_of(
+    valid_timestamps(),
+    st.text(max_size=40),
+    st.from_regex(
+        r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,11})?([Zz]|[+-][0-9]{2}:[0-9]{2})?\Z"
+    ),
+    st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z"),
+)
+
+AUDIT_KEYS = ("kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "user", "impersonatedUser",
+              "sourceIPs", "userAgent", "objectRef", "responseStatus", "requestObject", "responseObject",
+              "annotations", "requestReceivedTimestamp")
+
+
+@st.composite
+def near_audit_events(draw: st.DrawFn) -> dict[str, Any]:
+    """An audit-Event-like object: known keys with values of any JSON type, a plausible or random stageTimestamp."""
+    event: dict[str, Any] = {}
+    if draw(st.integers(0, 3)):
+        event["kind"] = draw(st.just("Event") | st.sampled_from(["EventList", "event", ""]) | json_values)
+    for key in draw(st.lists(st.sampled_from(AUDIT_KEYS), unique=True, max_size=6)):
+        event[key] = draw(json_values)
+    if draw(st.integers(0, 3)):
+        event["stageTimestamp"] = draw(timestamps | json_values)
+    return event
+
+
+def _log_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers past 64 bits, nesting past orjson's limit
+        return repr(value)
+
+
+log_strings = st.one_of(st.text(max_size=60), near_audit_events().map(_log_text), json_values.map(_log_text))
+
+
+@st.composite
+def aks_records(draw: st.DrawFn) -> Any:
+    """An AKS diagnostic record, its category, properties and properties.log each possibly broken."""
+    record: dict[str, Any] = {}
+    category = draw(st.sampled_from(["kube-audit", "kube-audit-admin", "kube-apiserver", "guard"]) | json_values)
+    if draw(st.booleans()):
+        record["category"] = category
+    properties: Any = {"log": draw(log_strings | json_values), "stream": "stdout"}
+    record["properties"] = draw(st.just(properties) | st.just({}) | json_values)
+    if draw(st.booleans()):
+        record["time"] = draw(timestamps)
+    return record
+
+
+aks_envelopes = st.one_of(
+    st.builds(lambda records: {"records": records}, st.lists(aks_records() | near_audit_events(), max_size=4)),
+    aks_records(),
+    st.lists(aks_records() | near_audit_events(), max_size=4),
+    st.builds(lambda records: {"records": records}, json_values),
+)
+
+documents = st.one_of(
+    json_values,
+    near_audit_events(),
+    st.lists(near_audit_events() | json_values, max_size=4),
+    st.builds(lambda items: {"kind": "EventList", "items": items}, st.lists(near_audit_events(), max_size=4)),
+    st.builds(lambda items: {"kind": "EventList", "items": items}, json_values),
+    aks_envelopes,
+)
+
+
+def assert_decodes_without_raising(document: Any) -> None:
+    decoder = K8sAuditDecoder(hostname="fuzz-host")
+    assert isinstance(decoder.matches(document), bool)
+    for result in decoder.events(document, origin="fuzz"):
+        assert isinstance(result, Event | DecodeError)
+        if isinstance(result, Event):
+            assert type(result.ts_ns) is int
+            assert isinstance(result.payload, dict)
+            assert isinstance(result.type, str)
+        else:
+            assert result.location is not None and result.location.file == "fuzz"
+            assert isinstance(str(result), str)
+
+
+class TestFuzz:
+    @FUZZ
+    @given(documents)
+    def test_any_document_yields_only_events_or_errors(self, document: Any) -> None:
+        """Whatever JSON value arrives, decoding yields events with an int time and a dict payload, or errors."""
+        assert_decodes_without_raising(document)
+
+    @FUZZ
+    @given(st.binary(max_size=200) | json_values.map(_log_text).map(str.encode))
+    def test_raw_bytes_either_fail_to_parse_or_decode(self, data: bytes) -> None:
+        """Arbitrary bytes are either rejected by the JSON parser or decoded without an exception."""
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        assert_decodes_without_raising(document)
+
+
+    @FUZZ
+    @given(valid_timestamps(), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
+    def test_well_formed_event_always_decodes(self, stamp: str, category: str | None) -> None:
+        """A minimal audit Event with any well-formed RFC 3339 stageTimestamp becomes an event, bare or in AKS."""
+        event = {"kind": "Event", "verb": "get", "stageTimestamp": stamp}
+        document: Any = event if category is None else {
+            "records": [{"category": category, "properties": {"log": orjson.dumps(event).decode()}}]}
+        [result] = K8sAuditDecoder().events(document, origin="fuzz")
+        assert isinstance(result, Event), result
+        assert type(result.ts_ns) is int and result.type == "get"
+
+
+class TestRegressions:
+    def test_unhashable_category_is_not_a_crash(self) -> None:
+        """A diagnostic record whose category is an array or object is handled, not raised on (found by fuzzing)."""
+        assert_decodes_without_raising({"category": [], "properties": {"log": "", "stream": "stdout"}})
+        for category in ([], {"a": 1}):
+            assert_decodes_without_raising({"records": [{"category": category, "properties": {"log": "{}"}}]})
+            assert_decodes_without_raising([{"category": category}])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from agent.config.schema import AgentConfig
 from agent.engine.engine import Engine, RuleMatching
@@ -13,6 +14,7 @@ from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.fields import cloudtrail_source
 from sources.k8saudit.decoder import K8sAuditDecoder
 from sources.k8saudit.fields import k8s_audit_source
+from sources.k8saudit.files import AuditLogFiles
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings, parse_listen
 from sources.kernel.fields import syscall_source
 
@@ -53,4 +55,10 @@ def live_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
             cert_file=tls.cert_file if tls else "", key_file=tls.key_file if tls else "",
             client_ca_file=tls.client_ca_file if tls else "",
         )))
+    files = k8s.files
+    if k8s.enabled and files.paths:
+        out.append(AuditLogFiles(
+            paths=files.paths, follow=files.follow, poll_interval_s=files.poll_interval_s, hostname=hostname,
+            checkpoint_path=Path(files.checkpoint_path) if files.checkpoint_path else None,
+        ))
     return out

@@ -40,8 +40,27 @@ class Agent:
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.logs: Queue[dict[str, Any]] = Queue()
+        self.alerts: Queue[dict[str, Any]] = Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def read_alerts(self) -> None:
+        """Collect JSON alerts from stdout as they come (instead of at exit)."""
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.alerts.put(json.loads(line))
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
+    def wait_for_alerts(self, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
+        got = []
+        for _ in range(count):
+            try:
+                got.append(self.alerts.get(timeout=timeout_s))
+            except Empty:
+                raise AssertionError(f"{len(got)} of {count} alerts; stderr: {''.join(self.stderr)}") from None
+        return got
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -61,6 +80,11 @@ class Agent:
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            self.proc.wait(timeout=20)
+            reader.join(timeout=10)  # every line the agent wrote is now in self.alerts
+            return self.proc.returncode, ""
         out, _ = self.proc.communicate(timeout=20)
         return self.proc.returncode, out
 
@@ -126,3 +150,39 @@ def test_port_in_use_is_reported_and_nothing_runs(tmp_path: Path) -> None:
                                f"sources.k8s_audit.webhook.listen=127.0.0.1:{port}"],
                               cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot listen" in proc.stderr
+
+
+def test_audit_log_followed_across_rotation_and_restart_exactly_once(tmp_path: Path) -> None:
+    """Audit log lines become alerts once each, across a log rotation and an agent restart."""
+    logs = tmp_path / "audit"
+    logs.mkdir()
+    live = logs / "audit.log"
+    checkpoint = tmp_path / "checkpoint.json"
+
+    def write(path: Path, first: int, count: int) -> None:
+        with path.open("a") as handle:
+            for n in range(first, first + count):
+                handle.write(json.dumps(exec_event(n)) + "\n")
+
+    def run_until(count: int) -> list[dict[str, Any]]:
+        agent = Agent("--json", "-o", "sources.k8s_audit.webhook.enabled=false",
+                      "-o", f"sources.k8s_audit.files.paths=[{logs}]",
+                      "-o", f"sources.k8s_audit.files.checkpoint_path={checkpoint}",
+                      "-o", "sources.k8s_audit.files.poll_interval_s=0.05")
+        agent.read_alerts()
+        try:
+            got = agent.wait_for_alerts(count)
+        finally:
+            code, _ = agent.stop()
+        assert code == 0
+        assert agent.alerts.empty(), "more alerts than events"
+        return got
+
+    write(live, 0, 20)
+    first = run_until(20)
+    live.rename(logs / "audit-2026-11-29T10-00-00.log")   # rotated while the agent is down
+    write(logs / "audit-2026-11-29T10-00-00.log", 20, 5)  # the last lines written before rotation
+    write(live, 25, 15)
+    second = run_until(20)
+    names = [a["output_fields"]["ka.target.name"] for a in first + second]
+    assert sorted(names) == sorted(f"cart-{n}" for n in range(40))

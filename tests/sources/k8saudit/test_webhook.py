@@ -252,3 +252,35 @@ class TestTls:
         hook = AuditWebhook(WebhookSettings(host="127.0.0.1", port=0, cert_file=str(tmp_path / "nope.pem")))
         with pytest.raises(Exception, match="cert_file"):
             hook.start(queue)
+
+
+class TestAlertsThroughTheWebhook:
+    @pytest.mark.parametrize("scheme", ["http", "https"])
+    def test_regression_cases_fire_the_expected_rules(self, serve, queue, pki, reference: Path, scheme) -> None:
+        """Falco's regression traces posted as batches give the expected alerts of the upstream rules."""
+        from agent.builtin_sources import new_engine
+
+        cases = json.loads((reference / "samples/k8s_audit/falco-regression/expected-current.json").read_text())
+        # fal_01_003 is the malformed trace, refused with a reason in TestRefusing.
+        cases = [c for c in cases if c["rules_files"] == ["rules/k8s_audit_rules.yaml"]
+                 and c["trace"] != "fal_01_003.json"]
+        assert cases
+        engine = new_engine()
+        assert engine.load_rules_files([reference / "rules/k8s_audit_rules.yaml"]).successful
+        tls = {"cert_file": str(pki["files"]["cert"]), "key_file": str(pki["files"]["key"])}
+        hook = serve(**(tls if scheme == "https" else {}))
+        client = Client(hook, client_context(pki, None) if scheme == "https" else None)
+        for case in cases:
+            trace = reference / "samples/k8s_audit/falco-regression" / case["trace"]
+            items = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+            status, answer = client.request({"kind": "EventList", "items": items})
+            assert status == 200, (case["trace"], answer)
+            fired: dict[str, int] = {}
+            while (batch := queue.get(timeout_s=0)) is not None:
+                for event in batch.events:
+                    for alert in engine.process(event):
+                        fired[alert.rule] = fired.get(alert.rule, 0) + 1
+            for rule, count in case["detect_counts"].items():
+                assert fired.get(rule) == count, (case["test"], fired)
+            if not case["detect"]:
+                assert not fired, (case["test"], fired)

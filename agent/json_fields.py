@@ -17,6 +17,19 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def json_type_name(value: Any) -> str:
+    """The JSON type of a parsed value with its article, for error messages (`a string`, `an array`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def parse_pointer(pointer: str) -> tuple[str | int, ...]:
     """Split a JSON pointer (leading `/` optional) into keys; decimal segments may index arrays."""
     if pointer == "":

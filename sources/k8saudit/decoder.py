@@ -11,6 +11,7 @@ import orjson
 
 from agent.errors import DecodeError
 from agent.event import Event
+from agent.json_fields import json_type_name
 from agent.location import Location
 from sources.k8saudit.envelope import audit_event_of, envelope_records, is_envelope, is_record
 
@@ -88,18 +89,6 @@ def _shown(value: Any) -> str:
         except TypeError:
             shown = repr(value)
     return shown if len(shown) <= _SHOWN_MAX else shown[: _SHOWN_MAX - 3] + "..."
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else type(value).__name__
 
 
 def _is_cloudtrail_record(item: Any) -> bool:
@@ -199,7 +188,7 @@ class K8sAuditDecoder:
 def _problem(item: Any) -> str | None:
     """Why an item cannot be an audit event, or None when its shape is right."""
     if not isinstance(item, dict):
-        return f"not a Kubernetes audit event: expected a JSON object, got {_json_type(item)}"
+        return f"not a Kubernetes audit event: expected a JSON object, got {json_type_name(item)}"
     kind = item.get("kind", "Event")
     if kind != "Event":
         return f"not a Kubernetes audit event: 'kind' is {_shown(kind)}, expected 'Event'"

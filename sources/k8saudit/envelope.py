@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from agent.errors import DecodeError
+from agent.json_fields import json_type_name
 from agent.location import Location
 
 #: Diagnostic categories whose records carry one Kubernetes audit Event each.
@@ -51,7 +52,7 @@ def envelope_records(document: Any) -> list[Any] | DecodeError | None:
     if "records" in document:
         records = document["records"]
         if not isinstance(records, list):
-            return DecodeError(f"not an AKS diagnostic log: 'records' is {_type_name(records)}, expected an array")
+            return DecodeError(f"not an AKS diagnostic log: 'records' is {json_type_name(records)}, expected an array")
         return records
     return [document] if is_record(document) else None
 
@@ -82,13 +83,13 @@ def audit_event_of(record: Any, *, origin: str, index: int) -> dict[str, Any] | 
         return None
     problem: str
     if not isinstance(record, dict):
-        problem = f"not an AKS diagnostic record: expected a JSON object, got {_type_name(record)}"
+        problem = f"not an AKS diagnostic record: expected a JSON object, got {json_type_name(record)}"
     elif not isinstance(record.get("properties"), dict):
         problem = "AKS diagnostic record has no 'properties' object"
     elif "log" not in record["properties"]:
         problem = "AKS diagnostic record has no 'properties.log'"
     elif not isinstance(record["properties"]["log"], str):
-        problem = f"AKS 'properties.log' is {_type_name(record['properties']['log'])}, expected a JSON string"
+        problem = f"AKS 'properties.log' is {json_type_name(record['properties']['log'])}, expected a JSON string"
     else:
         try:
             event = orjson.loads(record["properties"]["log"])
@@ -97,7 +98,7 @@ def audit_event_of(record: Any, *, origin: str, index: int) -> dict[str, Any] | 
         else:
             if isinstance(event, dict):
                 return event
-            problem = f"AKS 'properties.log' holds {_type_name(event)}, expected a JSON object"
+            problem = f"AKS 'properties.log' holds {json_type_name(event)}, expected a JSON object"
     return DecodeError(problem, Location(file=origin, item_kind="record", item_name=str(index)))
 
 
@@ -115,13 +116,3 @@ def unwrap_envelope(document: Any, *, origin: str) -> Iterator[dict[str, Any] | 
             yield event
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import date
 from pathlib import Path
 
 from agent.config.schema import AgentConfig
@@ -10,8 +11,12 @@ from agent.engine.engine import Engine, RuleMatching
 from agent.errors import ConfigError
 from agent.priority import Priority
 from agent.source import LiveSource, RecordDecoder, SourceSpec
+from sources.cloudtrail.aws import AwsSettings
 from sources.cloudtrail.decoder import CloudTrailDecoder
+from sources.cloudtrail.directory import CloudTrailDirectory
 from sources.cloudtrail.fields import cloudtrail_source
+from sources.cloudtrail.s3 import S3TrailPoller
+from sources.cloudtrail.sqs import SqsTrailConsumer
 from sources.k8saudit.decoder import K8sAuditDecoder
 from sources.k8saudit.fields import k8s_audit_source
 from sources.k8saudit.files import AuditLogFiles
@@ -59,6 +64,41 @@ def live_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
     if k8s.enabled and files.paths:
         out.append(AuditLogFiles(
             paths=files.paths, follow=files.follow, poll_interval_s=files.poll_interval_s, hostname=hostname,
-            checkpoint_path=Path(files.checkpoint_path) if files.checkpoint_path else None,
+            checkpoint_path=_path(files.checkpoint_path),
         ))
+    out += _cloudtrail_sources(config, hostname=hostname)
     return out
+
+
+def _cloudtrail_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
+    trail = config.sources.aws_cloudtrail
+    if not trail.enabled:
+        return []
+    aws = AwsSettings(region=trail.aws.region, profile=trail.aws.profile, role_arn=trail.aws.role_arn,
+                      endpoint_url=trail.aws.endpoint_url)
+    out: list[LiveSource] = []
+    folder = trail.directory
+    if folder.paths:
+        out.append(CloudTrailDirectory(paths=folder.paths, follow=folder.follow, poll_interval_s=folder.poll_interval_s,
+                                       checkpoint_path=_path(folder.checkpoint_path), hostname=hostname))
+    s3 = trail.s3
+    if s3.bucket:
+        try:
+            start = date.fromisoformat(s3.start_date) if s3.start_date else None
+        except ValueError:
+            raise ConfigError(f"sources.aws_cloudtrail.s3.start_date: '{s3.start_date}' is not a YYYY-MM-DD "
+                              "date") from None
+        out.append(S3TrailPoller(bucket=s3.bucket, prefix=s3.prefix, accounts=s3.accounts, regions=s3.regions,
+                                 start_date=start, poll_interval_s=s3.poll_interval_s, concurrency=s3.concurrency,
+                                 checkpoint_path=_path(s3.checkpoint_path), aws=aws, hostname=hostname))
+    sqs = trail.sqs
+    if sqs.queue_url:
+        out.append(SqsTrailConsumer(queue_url=sqs.queue_url, aws=aws, concurrency=sqs.concurrency,
+                                    wait_time_s=sqs.wait_time_s, visibility_timeout_s=sqs.visibility_timeout_s,
+                                    max_receive_count=sqs.max_receive_count,
+                                    dead_letter_queue_url=sqs.dead_letter_queue_url, hostname=hostname))
+    return out
+
+
+def _path(text: str) -> Path | None:
+    return Path(text) if text else None

@@ -45,8 +45,64 @@ class K8sAuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AwsConfig:
+    """How to reach AWS; empty values leave boto3's own defaults (environment, profile, instance role)."""
+
+    region: str = ""
+    profile: str = ""
+    role_arn: str = ""
+    endpoint_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTrailDirectoryConfig:
+    """Local CloudTrail log files (`.json`, `.json.gz`), e.g. a folder a trail is synced or copied into."""
+
+    paths: tuple[str, ...] = ()
+    follow: bool = True
+    poll_interval_s: float = 1.0
+    checkpoint_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTrailS3Config:
+    """A trail's S3 bucket, polled for new log objects (plain or organisation layout)."""
+
+    bucket: str = ""
+    prefix: str = ""
+    accounts: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    start_date: str = ""
+    poll_interval_s: float = 60.0
+    concurrency: int = 4
+    checkpoint_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTrailSqsConfig:
+    """An SQS queue of CloudTrail SNS or S3 event notifications; several agents may share one queue."""
+
+    queue_url: str = ""
+    concurrency: int = 4
+    wait_time_s: int = 10
+    visibility_timeout_s: int = 300
+    max_receive_count: int = 5
+    dead_letter_queue_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTrailConfig:
+    enabled: bool = True
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    directory: CloudTrailDirectoryConfig = field(default_factory=CloudTrailDirectoryConfig)
+    s3: CloudTrailS3Config = field(default_factory=CloudTrailS3Config)
+    sqs: CloudTrailSqsConfig = field(default_factory=CloudTrailSqsConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class SourcesConfig:
     k8s_audit: K8sAuditConfig = field(default_factory=K8sAuditConfig)
+    aws_cloudtrail: CloudTrailConfig = field(default_factory=CloudTrailConfig)
 
 
 @dataclass(frozen=True, slots=True)

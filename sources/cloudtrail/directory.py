@@ -1,0 +1,235 @@
+"""Watch local directories and files for CloudTrail log files and feed each new file's records to the sink once.
+
+For a trail synced with `aws s3 sync`, or a folder where log files are dropped: every `.json` and `.json.gz`
+file below a watched directory (recursively, dot files aside), and every file named directly. A file is read
+once it is complete: its size and mtime unchanged between two polls, or its mtime older than one poll interval.
+A file is known by path, size and mtime_ns; once the consumer acknowledged its records it is recorded in the
+checkpoint, so a restart does not read it again, and a file rewritten later is read again as a new file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.errors import AgentError
+from agent.location import Location
+from agent.source import EventSink
+from sources.cloudtrail.checkpoint import CheckpointWriter, ReadTally, hand_over, load_checkpoint
+from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
+from sources.cloudtrail.objects import decode_object
+
+log = structlog.get_logger(__name__)
+
+LOG_SUFFIXES = (".json.gz", ".json")
+_STOP_JOIN_S = 5.0
+
+#: A file version: path, size in bytes, mtime in ns.
+FileKey = tuple[str, int, int]
+
+
+class _Stopped(Exception):
+    """The watcher was asked to stop (or the queue closed) while handing over a file."""
+
+
+class CloudTrailDirectory:
+    """LiveSource reading CloudTrail log files; one thread scans every `poll_interval_s` and reads new files.
+
+    Without `follow` it reads every file there once, without waiting for files to settle, and ends.
+    """
+
+    name = SOURCE
+
+    def __init__(self, *, paths: Sequence[str | Path], follow: bool = True, poll_interval_s: float = 1.0,
+                 checkpoint_path: Path | None = None, hostname: str = "") -> None:
+        self._paths = [os.path.abspath(p) for p in paths]
+        self._follow = follow
+        self._poll_interval_s = poll_interval_s
+        self._checkpoint_path = checkpoint_path
+        self._ignored = {os.path.abspath(checkpoint_path)} if checkpoint_path else set()
+        self._hostname = hostname
+        self._lock = threading.Lock()
+        #: Acknowledged files: path -> (size, mtime_ns) of the version read.
+        self._done: dict[str, tuple[int, int]] = {}
+        self._in_flight: set[FileKey] = set()
+        self._checkpoint = CheckpointWriter(checkpoint_path, self._snapshot)
+        self._tally = ReadTally()
+        # Scanner-thread state: what each file looked like on the previous poll, and what was warned about.
+        self._previous: dict[str, tuple[int, int]] = {}
+        self._warned: set[tuple[str, object]] = set()
+        self._read_errors = 0
+        self._stopping = threading.Event()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sink: EventSink | None = None
+
+    # --- LiveSource -------------------------------------------------------------------------------------------
+
+    def start(self, sink: EventSink) -> None:
+        """Load the checkpoint and start watching; a missing path is fatal only when not following."""
+        if self._thread is not None:
+            raise AgentError("aws_cloudtrail directory source already started")
+        if not self._follow:
+            missing = [p for p in self._paths if not os.path.exists(p)]
+            if missing:
+                raise AgentError("CloudTrail log path not found", Location(file=missing[0]))
+        if self._checkpoint_path is not None:
+            try:
+                self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise AgentError(f"cannot create the checkpoint folder: {err.strerror}",
+                                 Location(file=str(self._checkpoint_path))) from err
+            self._load(self._checkpoint_path)
+        self._sink = sink
+        self._thread = threading.Thread(target=self._run, name="cloudtrail-files", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching; a file read but not handed over is read again next time, as it was not acknowledged."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(_STOP_JOIN_S)
+            if self._thread.is_alive():
+                log.warning("cloudtrail_watcher_stop_timeout", timeout_s=_STOP_JOIN_S)
+
+    def wait_finished(self, timeout_s: float | None = None) -> bool:
+        """Whether the watcher ended (every file handed over without `follow`, or stopped) within `timeout_s`."""
+        return self._finished.wait(timeout_s)
+
+    def metrics(self) -> dict[str, Any]:
+        metrics = self._tally.as_metrics()
+        with self._lock:
+            metrics["files_pending"] = len(self._in_flight)
+        metrics["read_errors"] = self._read_errors
+        metrics["checkpoint_writes"] = self._checkpoint.writes
+        metrics["checkpoint_write_failures"] = self._checkpoint.write_failures
+        return metrics
+
+    # --- checkpoint -------------------------------------------------------------------------------------------
+
+    def _load(self, path: Path) -> None:
+        files = load_checkpoint(path).get("files", [])
+        if not isinstance(files, list):
+            log.warning("checkpoint_ignored", file=str(path), reason="no 'files' array")
+            return
+        for entry in files:
+            try:
+                self._done[str(entry["path"])] = (int(entry["size"]), int(entry["mtime_ns"]))
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning("checkpoint_entry_ignored", file=str(path), reason=repr(err))
+
+    def _snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            files = [{"path": path, "size": size, "mtime_ns": mtime_ns}
+                     for path, (size, mtime_ns) in sorted(self._done.items())]
+        return {"files": files}
+
+    def _mark_done(self, key: FileKey) -> None:
+        with self._lock:
+            self._in_flight.discard(key)
+            self._done[key[0]] = (key[1], key[2])
+
+    # --- watcher thread ---------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._poll()
+                if not self._follow or self._stopping.wait(self._poll_interval_s):
+                    break
+        except _Stopped:
+            pass
+        except Exception:
+            # A bug must not pass silently; the thread ends and the metrics stop moving.
+            log.exception("cloudtrail_watcher_failed")
+        finally:
+            self._finished.set()
+
+    def _warn_once(self, event: str, key: object, **context: Any) -> None:
+        if (event, key) not in self._warned:
+            self._warned.add((event, key))
+            log.warning(event, **context)
+
+    def _poll(self) -> None:
+        """Read every complete file not done nor in hand, in path order (CloudTrail names sort by time)."""
+        found = self._scan()
+        now_ns = time.time_ns()
+        settle_ns = int(self._poll_interval_s * 1e9)
+        with self._lock:
+            # Forget files that are gone, so that the checkpoint does not grow forever.
+            for path in [path for path in self._done if path not in found and not os.path.exists(path)]:
+                del self._done[path]
+        for path, version in sorted(found.items()):
+            if self._stopping.is_set():
+                raise _Stopped
+            key = (path, *version)
+            with self._lock:
+                if self._done.get(path) == version or key in self._in_flight:
+                    continue
+            is_complete = (not self._follow or self._previous.get(path) == version
+                           or now_ns - version[1] > settle_ns)
+            if is_complete:
+                self._read(key)
+        self._previous = found
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        """Size and mtime_ns of every candidate file under the watched paths now."""
+        found: dict[str, tuple[int, int]] = {}
+        for root in self._paths:
+            if os.path.isdir(root):
+                for folder, dirs, names in os.walk(root, onerror=partial(self._walk_failed, root)):
+                    dirs[:] = [d for d in dirs if not d.startswith(".")]
+                    for name in names:
+                        if not name.startswith(".") and name.endswith(LOG_SUFFIXES):
+                            self._note(os.path.join(folder, name), found)
+            elif os.path.exists(root):
+                self._note(root, found)
+            else:
+                # With follow the path may appear later (the first sync has not run yet).
+                self._warn_once("cloudtrail_path_missing", root, file=root)
+        return found
+
+    def _walk_failed(self, root: str, err: OSError) -> None:
+        self._warn_once("cloudtrail_dir_unreadable", err.filename, file=err.filename or root, reason=err.strerror)
+
+    def _note(self, path: str, found: dict[str, tuple[int, int]]) -> None:
+        if path in self._ignored:
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # removed between listing and stat
+        found[path] = (st.st_size, st.st_mtime_ns)
+
+    def _read(self, key: FileKey) -> None:
+        """Decode one file and hand its events over; a file that cannot be read is retried on the next poll."""
+        path = key[0]
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+                st = os.fstat(file.fileno())
+        except OSError as err:
+            self._read_errors += 1
+            self._warn_once("cloudtrail_file_unreadable", key, file=path, reason=err.strerror)
+            return
+        if (st.st_size, st.st_mtime_ns) != key[1:] or len(data) != st.st_size:
+            return  # changed since the scan: still being written; the next poll sees it settle
+        decoder = CloudTrailDecoder(hostname=self._hostname)
+        decoded = decode_object(data, name=path, decoder=decoder)
+        self._tally.count(decoded, decoder)
+        with self._lock:
+            self._in_flight.add(key)
+        # A rejected file goes over as an empty batch: acknowledged, it is done and not read again.
+        on_done = partial(self._checkpoint.acknowledge, partial(self._mark_done, key))
+        assert self._sink is not None
+        if not hand_over(self._sink, decoded.events, on_done, self._stopping):
+            with self._lock:
+                self._in_flight.discard(key)
+            raise _Stopped

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from queue import Empty, Queue
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.agent_process import REPO, Agent
+
 pytestmark = pytest.mark.server
 
 
@@ -30,63 +27,6 @@ def exec_event(n: int) -> dict[str, Any]:
         "responseStatus": {"code": 101}, "sourceIPs": ["192.0.2.10"], "userAgent": "kubectl/v1.30.2",
         "requestReceivedTimestamp": "2026-11-29T10:00:00.000000Z", "stageTimestamp": "2026-11-29T10:00:00.010000Z",
     }
-
-
-class Agent:
-    """`falco-agent` started with the given arguments; stderr log lines are parsed as they come."""
-
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.logs: Queue[dict[str, Any]] = Queue()
-        self.alerts: Queue[dict[str, Any]] = Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-
-    def read_alerts(self) -> None:
-        """Collect JSON alerts from stdout as they come (instead of at exit)."""
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.alerts.put(json.loads(line))
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-
-    def wait_for_alerts(self, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
-        got = []
-        for _ in range(count):
-            try:
-                got.append(self.alerts.get(timeout=timeout_s))
-            except Empty:
-                raise AssertionError(f"{len(got)} of {count} alerts; stderr: {''.join(self.stderr)}") from None
-        return got
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            if line.startswith("{"):
-                self.logs.put(json.loads(line))
-
-    def wait_for_log(self, event: str, timeout_s: float = 20) -> dict[str, Any]:
-        while True:
-            try:
-                entry = self.logs.get(timeout=timeout_s)
-            except Empty:
-                raise AssertionError(f"no '{event}' log; stderr: {''.join(self.stderr)}") from None
-            if entry.get("event") == event:
-                return entry
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            self.proc.wait(timeout=20)
-            reader.join(timeout=10)  # every line the agent wrote is now in self.alerts
-            return self.proc.returncode, ""
-        out, _ = self.proc.communicate(timeout=20)
-        return self.proc.returncode, out
 
 
 def post(url: str, body: Any) -> int:

@@ -64,3 +64,10 @@ class TestErrors:
         """An override without '=' is refused with an example of the right form."""
         with pytest.raises(ConfigError, match="KEY=VALUE"):
             load_config(overrides=["rule_matching"])
+
+
+@pytest.mark.parametrize("example", sorted(str(p) for p in (Path(__file__).resolve().parents[3] / "examples")
+                                           .rglob("agent*.yaml")))
+def test_shipped_example_configs_load(example: str) -> None:
+    """Every example configuration in examples/ is valid for the agent as it is."""
+    load_config(example)

@@ -67,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--text", action="store_true", help="print text lines instead of JSON alerts")
     replay.add_argument("inputs", nargs="+", metavar="INPUT", help=".json, .json.gz, JSON lines, or a directory")
 
+    tail = sub.add_parser("tail", help="print alerts from a running agent's gRPC API as they arrive")
+    tail.add_argument("--min-priority", type=_priority, metavar="PRIORITY", help="only alerts at least this severe")
+    tail.add_argument("--source", action="append", default=[], dest="tail_sources", metavar="SOURCE",
+                      help="only alerts of this source; repeat for several")
+    tail.add_argument("--rule", action="append", default=[], dest="tail_rules", metavar="GLOB",
+                      help="only rules with this name or glob; repeat for several")
+    tail.add_argument("--resume-from", type=int, metavar="SEQ",
+                      help="first the retained alerts after this sequence number, then live ones")
+    where = tail.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="the agent's unix socket (default: /run/falco-agent/grpc.sock)")
+    where.add_argument("--address", metavar="HOST:PORT", help="the agent's TCP address")
+    tail.add_argument("--tls-ca", metavar="PEM", help="CA that signed the server certificate (TCP with TLS)")
+    tail.add_argument("--tls-cert", metavar="PEM", help="client certificate for mutual TLS")
+    tail.add_argument("--tls-key", metavar="PEM", help="client key for mutual TLS")
+    tail.add_argument("--json", action="store_true", dest="as_json", help="Falco JSON alerts with a seq key")
+
     fields = sub.add_parser("fields", help="list the fields rules can use")
     fields.add_argument("--source", help="only this source")
     fields.add_argument("--json", action="store_true", dest="as_json")
@@ -91,6 +107,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return replay(args)
     if args.command == "fields":
         return list_fields(args.source, as_json=args.as_json)
+    if args.command == "tail":
+        return tail_alerts(args)
     from agent.runtime import run_agent
 
     return run_agent(args)
@@ -162,6 +180,40 @@ def list_fields(source: str | None, *, as_json: bool) -> int:
         kind = str(row["type"]) + (" (list)" if row["list"] else "")
         arg = "" if row["arg"] == "none" else f" [arg: {row['arg']}]"
         print(f"{row['name']:<48} {kind:<16}{arg} {row['description']}")
+    return EXIT_OK
+
+
+def tail_alerts(args: argparse.Namespace) -> int:
+    """Stream alerts from the gRPC API to stdout until interrupted; gaps are reported on stderr."""
+    import grpc
+
+    from agent.grpc.client import AlertClient, Gap, make_filter
+    from agent.grpc.server import DEFAULT_SOCKET_PATH
+    from agent.grpc.tls import ClientTls
+
+    tls = ClientTls(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca or args.tls_cert else None
+    client = AlertClient(socket_path=None if args.address else (args.socket or DEFAULT_SOCKET_PATH),
+                         address=args.address, tls=tls)
+    wanted = make_filter(min_priority=args.min_priority, sources=args.tail_sources, rules=args.tail_rules)
+    out = sys.stdout.buffer
+    try:
+        for item in client.subscribe(allow=[wanted], resume_after=args.resume_from):
+            if isinstance(item, Gap):
+                log.warning("alerts_missed", count=item.missed, first_seq=item.first_missed_seq,
+                            last_seq=item.last_missed_seq)
+                continue
+            if args.as_json:
+                out.write(orjson.dumps({**item.falco_json(), "seq": item.seq}) + b"\n")
+            else:
+                out.write(item.text_line().encode() + b"\n")
+            out.flush()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except grpc.RpcError as exc:
+        print(f"tail: {client.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return EXIT_FAILURE
+    finally:
+        client.close()
     return EXIT_OK
 
 

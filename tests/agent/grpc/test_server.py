@@ -161,3 +161,18 @@ class TestSpoolAccess:
             got = reader.take(6)
             assert seqs(got) == [8, 9, 10, 11, 12, 13]
             assert got[0].alert.output == "alert number 7 (proc.name=cat)"
+
+
+class TestBatching:
+    def test_max_batch_packs_queued_alerts_in_order(self, unix_server: AlertServer,
+                                                    channel_to: Callable[..., grpc.Channel]) -> None:
+        """With max_batch, alerts already waiting arrive as AlertBatch responses of at most that size, in order."""
+        for i in range(50):
+            unix_server.output.emit(make_alert(i))
+        request = pb.SubscribeRequest(resume_after=0, max_batch=16)
+        reader = StreamReader(stub(channel_to(unix_server)).Subscribe(request))
+        responses = reader.take_until(lambda got: sum(len(r.batch.alerts) or 1 for r in got) >= 50)
+        assert all(r.WhichOneof("event") in ("alert", "batch") for r in responses)
+        assert max(len(r.batch.alerts) for r in responses) == 16
+        flat = [a.seq for r in responses for a in ((r.alert,) if r.HasField("alert") else r.batch.alerts)]
+        assert flat == list(range(1, 51))

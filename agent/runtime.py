@@ -13,15 +13,18 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from agent.builtin_sources import live_sources, new_engine
 from agent.config import AgentConfig, load_config
+from agent.config.schema import GrpcConfig
 from agent.engine.engine import Engine
+from agent.engine.requirements import ENGINE_VERSION
 from agent.errors import AgentError, ConfigError
 from agent.event_queue import EventQueue
+from agent.grpc.server import AlertServer
 from agent.logging import configure_logging
 from agent.outputs.base import Output
 from agent.outputs.stdout import StdoutOutput
@@ -43,14 +46,20 @@ def rules_paths(entries: Iterable[str]) -> list[Path]:
     return out
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 class AgentRuntime:
     """The running agent: sources → queue → engine → outputs."""
 
-    def __init__(self, engine: Engine, sources: list[LiveSource], outputs: list[Output], queue: EventQueue) -> None:
+    def __init__(self, engine: Engine, sources: list[LiveSource], outputs: list[Output], queue: EventQueue,
+                 *, servers: list[Stoppable] | None = None) -> None:
         self.engine = engine
         self.sources = sources
         self.outputs = outputs
         self.queue = queue
+        self.servers = servers or []
         self._stop = threading.Event()
         self.running: list[LiveSource] = []
 
@@ -80,6 +89,8 @@ class AgentRuntime:
             self._process(batch.events, batch.on_done)
         for output in self.outputs:
             output.close()
+        for server in self.servers:
+            server.stop()
         log.info("agent_stopped", events=self.engine.stats.events, alerts=self.engine.stats.alerts)
 
     def _process(self, events: Any, on_done: Any) -> None:
@@ -111,7 +122,33 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: 
     if config.outputs.stdout.enabled:
         outputs.append(StdoutOutput(as_json=json_alerts or config.outputs.stdout.format == "json",
                                     iso8601=config.time_format_iso_8601))
-    return AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events))
+    servers: list[Stoppable] = []
+    server = start_grpc_server(config.grpc)
+    if server is not None:
+        outputs.append(server.output)
+        servers.append(server)
+    return AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events), servers=servers)
+
+
+def start_grpc_server(config: GrpcConfig) -> AlertServer | None:
+    """The alert API server, started; None (and the reason logged) when it is disabled or cannot start."""
+    if not config.enabled:
+        return None
+    tls = config.tls
+    try:
+        server = AlertServer(
+            spool_dir=config.spool_dir, socket_path=config.socket_path or None, address=config.address or None,
+            tls_cert=tls.cert_file if tls else None, tls_key=tls.key_file if tls else None,
+            tls_client_ca=(tls.client_ca_file or None) if tls else None,
+            allow_insecure_tcp=config.allow_insecure_tcp, max_subscribers=config.max_subscribers,
+            subscriber_queue_size=config.subscriber_queue_size, spool_max_bytes=config.spool_max_bytes,
+            spool_max_age_s=config.spool_max_age_s, engine_version=ENGINE_VERSION)
+        server.start()
+    except (AgentError, OSError) as exc:
+        log.error("grpc_server_failed", error=str(exc), hint="fix the grpc section or set grpc.enabled=false")
+        return None
+    log.info("grpc_listening", socket=config.socket_path, address=config.address or None)
+    return server
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -132,6 +169,8 @@ def run_agent(args: argparse.Namespace) -> int:
     runtime.start_sources()
     if not runtime.running:
         print("falco-agent: no source could start (see the errors above); nothing to do", file=sys.stderr)
+        for server in runtime.servers:
+            server.stop()
         return EXIT_FAILURE
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.request_stop())

@@ -117,6 +117,22 @@ class OutputsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcConfig:
+    """The alert API: a unix socket by default; TCP needs `tls` unless `allow_insecure_tcp`."""
+
+    enabled: bool = True
+    socket_path: str = "/run/falco-agent/grpc.sock"
+    address: str = ""
+    tls: TlsConfig | None = None
+    allow_insecure_tcp: bool = False
+    max_subscribers: int = 64
+    subscriber_queue_size: int = 10_000
+    spool_dir: str = "/var/lib/falco-agent/spool"
+    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_max_age_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = "auto"
@@ -136,4 +152,5 @@ class AgentConfig:
     queue_capacity_events: int = 100_000
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -126,3 +126,24 @@ def test_audit_log_followed_across_rotation_and_restart_exactly_once(tmp_path: P
     second = run_until(20)
     names = [a["output_fields"]["ka.target.name"] for a in first + second]
     assert sorted(names) == sorted(f"cart-{n}" for n in range(40))
+
+
+def test_grpc_subscriber_receives_the_alerts_of_webhook_events() -> None:
+    """A gRPC subscriber on the agent's unix socket gets every alert, with increasing sequence numbers."""
+    from agent.grpc.client import AlertClient
+
+    agent = Agent("-o", "sources.k8s_audit.webhook.listen=127.0.0.1:0")
+    received: list[Any] = []
+    try:
+        agent.wait_for_log("grpc_listening")
+        url = agent.wait_for_log("webhook_listening")["url"]
+        with AlertClient(socket_path=agent.state / "grpc.sock") as client:
+            assert post(url, {"kind": "EventList", "items": [exec_event(n) for n in range(5)]}) == 200
+            for item in client.subscribe(resume_after=0, reconnect=False):
+                received.append(item)
+                if len(received) == 5:
+                    break
+    finally:
+        assert agent.stop()[0] == 0
+    assert [a.seq for a in received] == sorted(a.seq for a in received)
+    assert {a.output_fields["ka.target.name"] for a in received} == {f"cart-{n}" for n in range(5)}

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from queue import Empty, Queue
@@ -20,7 +21,10 @@ class Agent:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=env,
+        # Each agent gets its own gRPC socket and spool, so agents of one test never collide.
+        self.state = Path(tempfile.mkdtemp(prefix="falco-agent-test-"))
+        grpc = ["-o", f"grpc.socket_path={self.state / 'grpc.sock'}", "-o", f"grpc.spool_dir={self.state / 'spool'}"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *grpc, *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.logs: Queue[dict[str, Any]] = Queue()
         self.alerts: Queue[dict[str, Any]] = Queue()

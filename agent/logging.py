@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 import structlog
 
 
-class _CurrentStderr:
-    """Writes to whatever `sys.stderr` is when a line is logged, so a swapped stream is followed."""
+class _LineLogger:
+    """Writes each event as one whole line to whatever `sys.stderr` is then (tests swap it).
 
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+    One lock for the process: lines from concurrent threads never interleave.
+    """
 
-    def flush(self) -> None:
-        sys.stderr.flush()
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = failure = log = msg
 
 
 def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
@@ -32,6 +39,6 @@ def configure_logging(*, level: str = "info", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        logger_factory=lambda *_args: _LineLogger(),
         cache_logger_on_first_use=True,
     )

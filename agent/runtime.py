@@ -11,6 +11,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +27,11 @@ from agent.errors import AgentError, ConfigError
 from agent.event_queue import EventQueue
 from agent.grpc.server import AlertServer
 from agent.logging import configure_logging
+from agent.metrics import Heartbeat, MetricsServer, PipelineTally, build_snapshot
 from agent.outputs.base import Output
+from agent.outputs.file import FileOutput
+from agent.outputs.http import HttpOutput
+from agent.outputs.program import ProgramOutput
 from agent.outputs.stdout import StdoutOutput
 from agent.priority import Priority
 from agent.source import LiveSource
@@ -60,6 +65,8 @@ class AgentRuntime:
         self.outputs = outputs
         self.queue = queue
         self.servers = servers or []
+        self.heartbeat = Heartbeat()
+        self.tally = PipelineTally()
         self._stop = threading.Event()
         self.running: list[LiveSource] = []
 
@@ -79,6 +86,7 @@ class AgentRuntime:
     def run(self) -> None:
         """Evaluate batches until asked to stop, then drain: every accepted event reaches the outputs."""
         while not self._stop.is_set():
+            self.heartbeat.beat()
             batch = self.queue.get(timeout_s=_POLL_S)
             if batch is not None:
                 self._process(batch.events, batch.on_done)
@@ -93,12 +101,25 @@ class AgentRuntime:
             server.stop()
         log.info("agent_stopped", events=self.engine.stats.events, alerts=self.engine.stats.alerts)
 
+    def reopen_outputs(self) -> None:
+        """Ask file outputs to reopen their files (logrotate sends SIGUSR1)."""
+        for output in self.outputs:
+            reopen = getattr(output, "reopen", None)
+            if reopen is not None:
+                reopen()
+
     def _process(self, events: Any, on_done: Any) -> None:
         process = self.engine.process
+        count_alert = self.tally.count_alert
+        started = time.perf_counter()
         for event in events:
             for alert in process(event):
+                count_alert(alert)
                 for output in self.outputs:
                     output.emit(alert)
+        self.tally.add_eval_time(time.perf_counter() - started)
+        if events:
+            self.tally.count_events(events[0].source, len(events))
         for output in self.outputs:
             output.flush()
         if on_done is not None:
@@ -118,16 +139,61 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: 
         raise ConfigError(f"rules did not load ({len(result.errors)} errors); fix them and start again")
     log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules))
     sources = [s for s in live_sources(config, hostname=engine.hostname) if not only_sources or s.name in only_sources]
-    outputs: list[Output] = []
-    if config.outputs.stdout.enabled:
-        outputs.append(StdoutOutput(as_json=json_alerts or config.outputs.stdout.format == "json",
-                                    iso8601=config.time_format_iso_8601))
+    outputs = build_outputs(config, json_alerts=json_alerts)
     servers: list[Stoppable] = []
     server = start_grpc_server(config.grpc)
     if server is not None:
         outputs.append(server.output)
         servers.append(server)
     return AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events), servers=servers)
+
+
+def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
+    """The alert outputs the configuration enables (the gRPC server adds its own)."""
+    iso = config.time_format_iso_8601
+    wanted = config.outputs
+    outputs: list[Output] = []
+    if wanted.stdout.enabled:
+        outputs.append(StdoutOutput(as_json=json_alerts or wanted.stdout.format == "json", iso8601=iso))
+    if wanted.file.enabled:
+        outputs.append(FileOutput(wanted.file.path, as_json=wanted.file.format == "json", iso8601=iso))
+    if wanted.http.enabled:
+        http = wanted.http
+        headers = {}
+        for header in http.headers:
+            name, sep, value = header.partition(":")
+            if not sep:
+                raise ConfigError(f"outputs.http.headers: '{header}' must look like 'Name: value'")
+            headers[name.strip()] = value.strip()
+        outputs.append(HttpOutput(http.url, iso8601=iso, timeout_s=http.timeout_s, max_queue=http.max_queue,
+                                  batch=http.batch, close_timeout_s=http.close_timeout_s, headers=headers,
+                                  verify_tls=http.verify_tls, ca_file=http.ca_file, client_cert=http.client_cert,
+                                  client_key=http.client_key))
+    if wanted.program.enabled:
+        program = wanted.program
+        outputs.append(ProgramOutput(program.command, as_json=program.format == "json", iso8601=iso,
+                                     keep_alive=program.keep_alive, max_queue=program.max_queue,
+                                     close_timeout_s=program.close_timeout_s))
+    return outputs
+
+
+def start_metrics_server(config: AgentConfig, runtime: AgentRuntime) -> MetricsServer | None:
+    """Prometheus /metrics and /healthz over the runtime's parts; None when disabled or it cannot listen."""
+    if not config.metrics.enabled:
+        return None
+
+    def collect() -> Any:
+        return build_snapshot(engine_stats=runtime.engine.stats, tally=runtime.tally, queue=runtime.queue,
+                              sources=runtime.running, outputs=runtime.outputs, rules_loaded=len(runtime.engine.rules))
+
+    try:
+        server = MetricsServer(config.metrics.address, collect, heartbeat=runtime.heartbeat,
+                               stale_after_s=config.metrics.stale_after_s)
+        server.start()
+    except ConfigError as exc:
+        log.error("metrics_server_failed", error=str(exc), hint="change metrics.address or set metrics.enabled=false")
+        return None
+    return server
 
 
 def start_grpc_server(config: GrpcConfig) -> AlertServer | None:
@@ -172,8 +238,12 @@ def run_agent(args: argparse.Namespace) -> int:
         for server in runtime.servers:
             server.stop()
         return EXIT_FAILURE
+    metrics = start_metrics_server(config, runtime)
+    if metrics is not None:
+        runtime.servers.append(metrics)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.request_stop())
+    signal.signal(signal.SIGUSR1, lambda *_: runtime.reopen_outputs())
     log.info("agent_started", sources=[s.name for s in runtime.running])
     runtime.run()
     return EXIT_OK

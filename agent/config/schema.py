@@ -112,8 +112,58 @@ class StdoutOutputConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FileOutputConfig:
+    """Alert lines appended to a file, reopened on SIGUSR1 (for logrotate)."""
+
+    enabled: bool = False
+    path: str = "/var/log/falco-agent/alerts.log"
+    format: Literal["text", "json"] = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOutputConfig:
+    """Falcosidekick-compatible JSON POSTed from a bounded queue; `headers` are `Name: value` strings."""
+
+    enabled: bool = False
+    url: str = ""
+    headers: tuple[str, ...] = ()
+    batch: bool = False
+    timeout_s: float = 5.0
+    max_queue: int = 10_000
+    close_timeout_s: float = 5.0
+    verify_tls: bool = True
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramOutputConfig:
+    """Alert lines piped to a shell command's standard input."""
+
+    enabled: bool = False
+    command: str = ""
+    format: Literal["text", "json"] = "json"
+    keep_alive: bool = True
+    max_queue: int = 10_000
+    close_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class OutputsConfig:
     stdout: StdoutOutputConfig = field(default_factory=StdoutOutputConfig)
+    file: FileOutputConfig = field(default_factory=FileOutputConfig)
+    http: HttpOutputConfig = field(default_factory=HttpOutputConfig)
+    program: ProgramOutputConfig = field(default_factory=ProgramOutputConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus `/metrics` and `/healthz`."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1:9376"
+    stale_after_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,4 +203,5 @@ class AgentConfig:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,29 @@ def test_grpc_subscriber_receives_the_alerts_of_webhook_events() -> None:
         assert agent.stop()[0] == 0
     assert [a.seq for a in received] == sorted(a.seq for a in received)
     assert {a.output_fields["ka.target.name"] for a in received} == {f"cart-{n}" for n in range(5)}
+
+
+def test_file_output_reopens_on_sigusr1_and_metrics_are_served(tmp_path: Path) -> None:
+    """Alerts go to the configured file, a rotated file is reopened on SIGUSR1, and /metrics counts them."""
+    import urllib.request
+
+    alerts_file = tmp_path / "alerts.log"
+    agent = Agent("-o", "sources.k8s_audit.webhook.listen=127.0.0.1:0", "-o", "outputs.stdout.enabled=false",
+                  "-o", "outputs.file.enabled=true", "-o", f"outputs.file.path={alerts_file}")
+    try:
+        url = agent.wait_for_log("webhook_listening")["url"]
+        metrics_url = agent.wait_for_log("metrics_listening")["url"]
+        assert post(url, {"kind": "EventList", "items": [exec_event(n) for n in range(3)]}) == 200
+        deadline_lines = 0
+        while deadline_lines < 3:
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+            line = next((ln for ln in text.splitlines() if ln.startswith("falco_agent_alerts_total ")), "x 0")
+            deadline_lines = int(float(line.split()[1]))
+        alerts_file.rename(tmp_path / "alerts.log.1")
+        agent.proc.send_signal(signal.SIGUSR1)
+        assert post(url, exec_event(99)) == 200
+    finally:
+        code, _ = agent.stop()
+    assert code == 0
+    assert len((tmp_path / "alerts.log.1").read_text().splitlines()) == 3
+    assert "cart-99" in alerts_file.read_text()

@@ -23,7 +23,8 @@ class Agent:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # Each agent gets its own gRPC socket and spool, so agents of one test never collide.
         self.state = Path(tempfile.mkdtemp(prefix="falco-agent-test-"))
-        grpc = ["-o", f"grpc.socket_path={self.state / 'grpc.sock'}", "-o", f"grpc.spool_dir={self.state / 'spool'}"]
+        grpc = ["-o", f"grpc.socket_path={self.state / 'grpc.sock'}", "-o", f"grpc.spool_dir={self.state / 'spool'}",
+                "-o", "metrics.address=127.0.0.1:0"]
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *grpc, *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.logs: Queue[dict[str, Any]] = Queue()

@@ -1,0 +1,117 @@
+"""Alerts appended to a file, one line each (Falco's text line or its JSON object), reopened for log rotation.
+
+Each alert is one unbuffered `write` to a descriptor opened with O_APPEND, so a line is on disk (in the page cache)
+when `emit` returns and nothing waits in a user-space buffer when the agent dies. `reopen()` only raises a flag: it
+is safe from a signal handler (SIGUSR1, after logrotate renamed the file) and from any thread, and the engine thread
+reopens the path before its next write. A write that fails (disk full, file system gone) never raises into the
+engine: the alert is counted as dropped, the failure is logged once per burst, and the next alert tries a fresh
+descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+
+from agent.alert import Alert
+from agent.errors import ConfigError
+
+__all__ = ["FileOutput"]
+
+log = structlog.get_logger(__name__)
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_MODE = 0o640  # alerts name users, files and commands: not for every local account
+
+
+class FileOutput:
+    """Falco's file_output; `emit`, `flush` and `close` run on the engine thread, `reopen` anywhere."""
+
+    name = "file"
+
+    def __init__(self, path: str | Path, *, as_json: bool, iso8601: bool) -> None:
+        self.path = Path(path)
+        self._as_json = as_json
+        self._iso8601 = iso8601
+        self._reopen_requested = False
+        self._burst = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.reopens = 0
+        try:
+            self._fd: int | None = os.open(self.path, _FLAGS, _MODE)
+        except OSError as exc:
+            raise ConfigError(f"cannot open alerts file {self.path}: {exc.strerror}") from None
+
+    def reopen(self) -> None:
+        """Ask for the path to be opened again before the next write (logrotate's SIGUSR1); never blocks."""
+        self._reopen_requested = True
+
+    def emit(self, alert: Alert) -> None:
+        if self._as_json:
+            line = alert.falco_json_line(iso8601=self._iso8601) + b"\n"
+        else:
+            line = alert.text_line(iso8601=self._iso8601).encode() + b"\n"
+        if self._reopen_requested:
+            self._reopen()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, _FLAGS, _MODE)
+            _write_all(self._fd, line)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self.delivered += 1
+        if self._burst:
+            log.warning("output_write_recovered", output=self.name, file=str(self.path), dropped=self._burst,
+                        total=self.dropped)
+            self._burst = 0
+
+    def flush(self) -> None:
+        """Writes are unbuffered; only a pending reopen is carried out, so rotation takes effect without an alert."""
+        if self._reopen_requested:
+            self._reopen()
+
+    def close(self) -> None:
+        self._close_fd()
+
+    def counters(self) -> dict[str, int]:
+        """delivered, dropped (failed writes) and reopens, for the metrics endpoint."""
+        return {"delivered": self.delivered, "dropped": self.dropped, "reopens": self.reopens}
+
+    def _reopen(self) -> None:
+        self._reopen_requested = False
+        self._close_fd()
+        self.reopens += 1
+        try:
+            self._fd = os.open(self.path, _FLAGS, _MODE)
+        except OSError as exc:
+            # The next emit tries again; its failure is counted there.
+            log.error("output_reopen_failed", output=self.name, file=str(self.path), error=exc.strerror)
+            return
+        log.info("output_reopened", output=self.name, file=str(self.path))
+
+    def _failed(self, exc: OSError) -> None:
+        self.dropped += 1
+        self._burst += 1
+        if self._burst == 1:
+            log.error("output_write_failed", output=self.name, file=str(self.path), error=exc.strerror,
+                      hint="alerts are dropped and counted until a write succeeds")
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as exc:
+                log.warning("output_close_failed", output=self.name, file=str(self.path), error=exc.strerror)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import resource
 import sys
 import threading
@@ -81,6 +82,9 @@ def bench_s3(files: list[bytes], total: int, concurrency: int) -> dict[str, floa
     from sources.cloudtrail.aws import AwsSettings
     from sources.cloudtrail.s3 import S3TrailPoller
 
+    # The poller finds credentials through boto3's usual chain; moto accepts any.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

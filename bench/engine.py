@@ -10,7 +10,6 @@ is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import gc
 import resource
 import sys
 import time
@@ -18,9 +17,10 @@ from pathlib import Path
 
 import orjson
 
-from agent.builtin_sources import new_engine, recorded_decoders
+from agent.builtin_sources import new_engine
 from agent.engine.engine import Engine
 from agent.event import Event
+from agent.gc_tuning import recorded_decoders, settle_after_startup
 from agent.source import RecordDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def bench_source(name: str, rules_file: str, texts: list[bytes], decoder_source:
     if not result.successful:
         raise SystemExit(result.as_text())
     decoder = next(d for d in recorded_decoders(hostname="bench") if d.source == decoder_source)
-    gc.collect()
+    settle_after_startup()
     parse_s = min(time_parse(texts) for _ in range(3))
     pipeline_s, alerts = min(time_pipeline(texts, decoder, engine) for _ in range(3))
     n = len(texts)

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from agent.builtin_sources import new_engine
 from agent.event_queue import EventQueue
+from agent.gc_tuning import settle_after_startup
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,7 @@ def bench_agent(args: argparse.Namespace) -> dict[str, Any]:
     queue = EventQueue(args.queue_events)
     hook = AuditWebhook(WebhookSettings(host="127.0.0.1", port=0, path=PATH))
     hook.start(queue)
+    settle_after_startup()
     expected = args.batches * args.batch_size
     evaluated = 0
     alerts = 0

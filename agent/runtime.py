@@ -1,8 +1,11 @@
 """Live mode: reads the configuration, starts the live sources, runs the engine loop, stops without loss.
 
 Sources feed one bounded EventQueue; the main thread takes batches, evaluates them and hands the
-alerts to the outputs, then acknowledges each batch so that sources may checkpoint. SIGTERM and
-SIGINT stop the sources first, then drain what was queued, flush the outputs and exit 0.
+alerts to the outputs, then acknowledges each batch so that sources may checkpoint. Between two
+batches the loop swaps in reloaded rules (agent.reload) and emits the agent's internal alerts
+(agent.internal_alerts); a supervisor thread restarts failed sources (agent.supervisor). SIGHUP
+forces a rules reload. SIGTERM and SIGINT stop the sources first, then drain what was queued,
+flush the outputs and exit 0.
 """
 
 from __future__ import annotations
@@ -12,43 +15,50 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from pathlib import Path
+from collections import deque
 from typing import Any, Protocol
 
 import structlog
 
+from agent.alert import Alert
 from agent.builtin_sources import live_sources, new_engine
 from agent.config import AgentConfig, load_config
 from agent.config.schema import GrpcConfig
+from agent.drop_watch import DropWatch
 from agent.engine.engine import Engine
 from agent.engine.requirements import ENGINE_VERSION
 from agent.errors import AgentError, ConfigError
 from agent.event_queue import EventQueue
+from agent.gc_tuning import settle_after_startup
 from agent.grpc.server import AlertServer
+from agent.internal_alerts import InternalAlerts
 from agent.logging import configure_logging
 from agent.metrics import Heartbeat, MetricsServer, PipelineTally, build_snapshot
+from agent.noise import NoiseFilter
 from agent.outputs.base import Output
 from agent.outputs.file import FileOutput
 from agent.outputs.http import HttpOutput
+from agent.outputs.nats import NatsOutput
 from agent.outputs.program import ProgramOutput
 from agent.outputs.stdout import StdoutOutput
 from agent.priority import Priority
+from agent.reload import (
+    DEFAULT_RULES_DIR,
+    EngineSwap,
+    RulesReloader,
+    fingerprint,
+    rules_entries,
+    rules_paths,
+    swap_in,
+    watched_paths,
+)
 from agent.source import LiveSource
+from agent.supervisor import SourceSupervisor
 
 log = structlog.get_logger(__name__)
-DEFAULT_RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _POLL_S = 0.2
-
-
-def rules_paths(entries: Iterable[str]) -> list[Path]:
-    """Files as given; a directory stands for its `*.yaml` files in name order."""
-    out: list[Path] = []
-    for entry in entries:
-        path = Path(entry)
-        out += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
-    return out
+__all__ = ["DEFAULT_RULES_DIR", "AgentRuntime", "build_runtime", "rules_paths", "run_agent"]
 
 
 class Stoppable(Protocol):
@@ -56,50 +66,102 @@ class Stoppable(Protocol):
 
 
 class AgentRuntime:
-    """The running agent: sources → queue → engine → outputs."""
+    """The running agent: sources → queue → engine → outputs.
+
+    Thread-safety: only the engine loop (`run`) evaluates events and calls the outputs. Other threads hand it
+    work through `swap` (a reloaded engine) and `raise_alert` (internal alerts), both taken between batches.
+    """
 
     def __init__(self, engine: Engine, sources: list[LiveSource], outputs: list[Output], queue: EventQueue,
-                 *, servers: list[Stoppable] | None = None) -> None:
+                 *, servers: list[Stoppable] | None = None, restart_backoff_s: tuple[float, float] = (1.0, 60.0),
+                 supervise_interval_s: float = 1.0, noise: NoiseFilter | None = None) -> None:
         self.engine = engine
+        self.noise = noise if noise is not None and noise.is_active else None
         self.sources = sources
         self.outputs = outputs
         self.queue = queue
         self.servers = servers or []
         self.heartbeat = Heartbeat()
         self.tally = PipelineTally()
+        self.swap = EngineSwap()
+        self.internal_alerts = InternalAlerts(hostname=engine.hostname)
+        self.reloader: RulesReloader | None = None
+        self.supervisor = SourceSupervisor(sources, queue, alerts=self.internal_alerts, emit=self.raise_alert,
+                                           initial_backoff_s=restart_backoff_s[0], max_backoff_s=restart_backoff_s[1],
+                                           poll_interval_s=supervise_interval_s)
+        self._drop_watch = DropWatch(outputs, alerts=self.internal_alerts)
+        self._pending_alerts: deque[Alert] = deque()
         self._stop = threading.Event()
-        self.running: list[LiveSource] = []
+
+    @property
+    def running(self) -> list[LiveSource]:
+        """The sources running now."""
+        return self.supervisor.running
 
     def start_sources(self) -> None:
-        """Start every source; one that cannot start is reported and the others run."""
-        for source in self.sources:
-            try:
-                source.start(self.queue)
-            except AgentError as exc:
-                log.error("source_start_failed", source=source.name, error=str(exc))
-                continue
-            self.running.append(source)
+        """Start every source; one that cannot start is reported, retried with backoff, and the others run."""
+        self.supervisor.start_sources()
+
+    def raise_alert(self, alert: Alert) -> None:
+        """Queue an internal alert for every output; any thread may call it."""
+        self._pending_alerts.append(alert)
 
     def request_stop(self) -> None:
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Reload the rules now (SIGHUP)."""
+        if self.reloader is not None:
+            self.reloader.request()
+
     def run(self) -> None:
         """Evaluate batches until asked to stop, then drain: every accepted event reaches the outputs."""
+        self.supervisor.start()
+        if self.reloader is not None:
+            self.reloader.start()
         while not self._stop.is_set():
             self.heartbeat.beat()
             batch = self.queue.get(timeout_s=_POLL_S)
+            self._between_batches()  # after get: a batch taken after a swap was offered uses the new rules
             if batch is not None:
                 self._process(batch.events, batch.on_done)
-        for source in self.running:
-            source.stop()
+        if self.reloader is not None:
+            self.reloader.stop()
+        self.supervisor.stop()
         self.queue.close()
         while (batch := self.queue.get(timeout_s=0)) is not None:
+            self._between_batches()
             self._process(batch.events, batch.on_done)
+        if self.noise is not None:
+            self._pending_alerts.extend(self.noise.flush())
+        self._between_batches()
         for output in self.outputs:
             output.close()
         for server in self.servers:
             server.stop()
         log.info("agent_stopped", events=self.engine.stats.events, alerts=self.engine.stats.alerts)
+
+    def _between_batches(self) -> None:
+        """Swap in reloaded rules and emit internal alerts; runs on the engine loop only, never inside a batch."""
+        reloaded = self.swap.take()
+        if reloaded is not None:
+            self.engine = swap_in(self.engine, reloaded)
+        self._pending_alerts.extend(self._drop_watch.check())
+        summaries = self.noise.due_summaries() if self.noise is not None else []
+        if not self._pending_alerts and not summaries:
+            return
+        while self._pending_alerts:
+            alert = self._pending_alerts.popleft()
+            self.tally.count_alert(alert)
+            self._emit(alert)
+        for summary in summaries:  # the folded alerts were counted when the engine raised them
+            self._emit(summary)
+        for output in self.outputs:
+            output.flush()
+
+    def _emit(self, alert: Alert) -> None:
+        for output in self.outputs:
+            output.emit(alert)
 
     def reopen_outputs(self) -> None:
         """Ask file outputs to reopen their files (logrotate sends SIGUSR1)."""
@@ -111,10 +173,13 @@ class AgentRuntime:
     def _process(self, events: Any, on_done: Any) -> None:
         process = self.engine.process
         count_alert = self.tally.count_alert
+        admit = self.noise.admit if self.noise is not None else None
         started = time.perf_counter()
         for event in events:
             for alert in process(event):
                 count_alert(alert)
+                if admit is not None and not admit(alert):
+                    continue  # folded into a summary alert that comes out when its window closes
                 for output in self.outputs:
                     output.emit(alert)
         self.tally.add_eval_time(time.perf_counter() - started)
@@ -126,12 +191,14 @@ class AgentRuntime:
             on_done()
 
 
-def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: list[str],
-                  json_alerts: bool) -> AgentRuntime:
-    """Engine with rules loaded, the enabled sources and the outputs, from the configuration."""
+def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: list[str], json_alerts: bool,
+                  config_path: str | None = None, overrides: list[str] | None = None) -> AgentRuntime:
+    """Engine with rules loaded, the enabled sources and the outputs, from the configuration; rules hot reload on."""
     engine = new_engine(rule_matching=config.rule_matching, min_priority=Priority.parse(config.priority),
                         hostname=config.hostname)
-    files = rules_paths([*config.rules_files, *extra_rules] or [str(DEFAULT_RULES_DIR)])
+    # Taken before loading, so that a file changed while the agent starts is reloaded, not missed.
+    seen = fingerprint(watched_paths(config, config_path=config_path, extra_rules=extra_rules))
+    files = rules_paths(rules_entries(config, extra_rules))
     result = engine.load_rules_files(files)
     for problem in result.problems:
         (log.error if problem.is_error else log.warning)("rules_problem", problem=problem.as_text())
@@ -145,7 +212,12 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: 
     if server is not None:
         outputs.append(server.output)
         servers.append(server)
-    return AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events), servers=servers)
+    runtime = AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events), servers=servers,
+                           noise=NoiseFilter(config.noise.rules))
+    runtime.reloader = RulesReloader(config=config, config_path=config_path, overrides=overrides or [],
+                                     extra_rules=extra_rules, template=engine, swap=runtime.swap,
+                                     alerts=runtime.internal_alerts, emit=runtime.raise_alert, seen=seen)
+    return runtime
 
 
 def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
@@ -174,6 +246,12 @@ def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
         outputs.append(ProgramOutput(program.command, as_json=program.format == "json", iso8601=iso,
                                      keep_alive=program.keep_alive, max_queue=program.max_queue,
                                      close_timeout_s=program.close_timeout_s))
+    if wanted.nats.enabled:
+        nats = wanted.nats
+        outputs.append(NatsOutput(nats.servers, subject=nats.subject, stream=nats.stream,
+                                  create_stream=nats.create_stream, credentials_file=nats.credentials_file,
+                                  iso8601=iso, max_queue=nats.max_queue, timeout_s=nats.timeout_s,
+                                  close_timeout_s=nats.close_timeout_s))
     return outputs
 
 
@@ -228,10 +306,15 @@ def run_agent(args: argparse.Namespace) -> int:
     configure_logging(level=config.logging.level, json=None if log_format == "auto" else log_format == "json")
     try:
         runtime = build_runtime(config, extra_rules=args.rules, only_sources=args.enable_source,
-                                json_alerts=args.json)
+                                json_alerts=args.json, config_path=args.config, overrides=args.option)
     except ConfigError as exc:
         print(f"falco-agent: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    # Handlers first: a SIGTERM that arrives while sources start still drains instead of killing.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runtime.request_stop())
+    signal.signal(signal.SIGUSR1, lambda *_: runtime.reopen_outputs())
+    signal.signal(signal.SIGHUP, lambda *_: runtime.request_reload())
     runtime.start_sources()
     if not runtime.running:
         print("falco-agent: no source could start (see the errors above); nothing to do", file=sys.stderr)
@@ -241,9 +324,7 @@ def run_agent(args: argparse.Namespace) -> int:
     metrics = start_metrics_server(config, runtime)
     if metrics is not None:
         runtime.servers.append(metrics)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: runtime.request_stop())
-    signal.signal(signal.SIGUSR1, lambda *_: runtime.reopen_outputs())
     log.info("agent_started", sources=[s.name for s in runtime.running])
+    settle_after_startup()
     runtime.run()
     return EXIT_OK

@@ -43,7 +43,11 @@ class EventSink(Protocol):
 
 
 class LiveSource(Protocol):
-    """A running input: it starts its own threads, feeds the sink, and stops when asked."""
+    """A running input: it starts its own threads, feeds the sink, and stops when asked.
+
+    A source may also offer `failure() -> str | None` (agent.supervisor.FailureReporting) so that the agent
+    notices when its threads die and restarts it; `start()` must then work again after `stop()`.
+    """
 
     name: str
 

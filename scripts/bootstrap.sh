@@ -8,6 +8,8 @@ venv=${1:-.venv}
 apt_missing=()
 command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_missing+=(python3-venv)
+# The NATS output's tests start a real JetStream server (Debian installs it in /usr/sbin).
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
 if ((${#apt_missing[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing ${apt_missing[*]}; run as root or: sudo apt-get install ${apt_missing[*]}" >&2

@@ -150,11 +150,30 @@ class ProgramOutputConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NatsOutputConfig:
+    """Falco JSON alerts published to NATS JetStream from a bounded queue, each publish acknowledged by the stream.
+
+    `subject` may use `{source}`, `{priority}`, `{rule}` and `{hostname}`; `credentials_file` is a NATS `.creds` file.
+    """
+
+    enabled: bool = False
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    subject: str = "falco.alerts.{source}.{priority}"
+    stream: str = "FALCO_ALERTS"
+    create_stream: bool = True
+    credentials_file: str = ""
+    max_queue: int = 10_000
+    timeout_s: float = 5.0
+    close_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class OutputsConfig:
     stdout: StdoutOutputConfig = field(default_factory=StdoutOutputConfig)
     file: FileOutputConfig = field(default_factory=FileOutputConfig)
     http: HttpOutputConfig = field(default_factory=HttpOutputConfig)
     program: ProgramOutputConfig = field(default_factory=ProgramOutputConfig)
+    nats: NatsOutputConfig = field(default_factory=NatsOutputConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +208,39 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """A token bucket: at most `alerts` per `per_s` seconds per rule, per distinct value of `fields` when given."""
+
+    alerts: int = 10
+    per_s: float = 60.0
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DedupConfig:
+    """Repeats of a rule with the same values of `fields` within `window_s` of the first one are folded."""
+
+    fields: tuple[str, ...] = ()
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NoisePolicyConfig:
+    """Noise control for the rules whose name matches the glob `match`; the first matching entry applies."""
+
+    match: str = ""
+    rate: RateLimitConfig | None = None
+    dedup: DedupConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseConfig:
+    """Rate limits and dedup windows; suppressed repeats are folded into summary alerts, never dropped."""
+
+    rules: tuple[NoisePolicyConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything `agent.yaml` can say. An empty `rules_files` means the rules shipped in `rules/`."""
 
@@ -205,3 +257,4 @@ class AgentConfig:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)

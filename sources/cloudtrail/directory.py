@@ -68,13 +68,14 @@ class CloudTrailDirectory:
         self._stopping = threading.Event()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failure: str | None = None
         self._sink: EventSink | None = None
 
     # --- LiveSource -------------------------------------------------------------------------------------------
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint and start watching; a missing path is fatal only when not following."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             raise AgentError("aws_cloudtrail directory source already started")
         if not self._follow:
             missing = [p for p in self._paths if not os.path.exists(p)]
@@ -88,6 +89,9 @@ class CloudTrailDirectory:
                                  Location(file=str(self._checkpoint_path))) from err
             self._load(self._checkpoint_path)
         self._sink = sink
+        self._stopping.clear()  # started again after a failure: files acknowledged so far are kept
+        self._finished.clear()
+        self._failure = None
         self._thread = threading.Thread(target=self._run, name="cloudtrail-files", daemon=True)
         self._thread.start()
 
@@ -102,6 +106,10 @@ class CloudTrailDirectory:
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Whether the watcher ended (every file handed over without `follow`, or stopped) within `timeout_s`."""
         return self._finished.wait(timeout_s)
+
+    def failure(self) -> str | None:
+        """Why the watcher thread ended on its own (a bug), or None; the agent restarts the source then."""
+        return self._failure
 
     def metrics(self) -> dict[str, Any]:
         metrics = self._tally.as_metrics()
@@ -146,9 +154,10 @@ class CloudTrailDirectory:
                     break
         except _Stopped:
             pass
-        except Exception:
-            # A bug must not pass silently; the thread ends and the metrics stop moving.
+        except Exception as exc:
+            # A bug must not pass silently; the thread ends and the supervisor restarts the source.
             log.exception("cloudtrail_watcher_failed")
+            self._failure = f"{type(exc).__name__}: {exc}"
         finally:
             self._finished.set()
 

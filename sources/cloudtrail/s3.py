@@ -122,6 +122,7 @@ class S3TrailPoller:
         self._finished = threading.Event()
         self._slots = threading.Semaphore(2 * self._concurrency)
         self._thread: threading.Thread | None = None
+        self._failure: str | None = None
         self._sink: EventSink | None = None
         self._client: Any = None
 
@@ -129,7 +130,7 @@ class S3TrailPoller:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint, build the S3 client and start polling."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             raise AgentError("aws_cloudtrail S3 source already started")
         if self._checkpoint_path is not None:
             try:
@@ -143,6 +144,9 @@ class S3TrailPoller:
         except _S3_ERRORS as err:
             raise AgentError(f"cannot reach AWS: {err}", Location(file=f"s3://{self._bucket}")) from err
         self._sink = sink
+        self._stopping.clear()  # started again after a failure: objects acknowledged so far are kept
+        self._finished.clear()
+        self._failure = None
         self._thread = threading.Thread(target=self._run, name="cloudtrail-s3", daemon=True)
         self._thread.start()
 
@@ -157,6 +161,10 @@ class S3TrailPoller:
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Whether the poller ended (its one pass handed over without `follow`, or stopped) within `timeout_s`."""
         return self._finished.wait(timeout_s)
+
+    def failure(self) -> str | None:
+        """Why the poller thread ended on its own (a bug), or None; the agent restarts the source then."""
+        return self._failure
 
     def metrics(self) -> dict[str, Any]:
         metrics = self._tally.as_metrics()
@@ -221,9 +229,10 @@ class S3TrailPoller:
                     break
         except _Stopped:
             pass
-        except Exception:
-            # A bug must not pass silently; the thread ends and the metrics stop moving.
+        except Exception as exc:
+            # A bug must not pass silently; the thread ends and the supervisor restarts the source.
             log.exception("cloudtrail_poller_failed", bucket=self._bucket)
+            self._failure = f"{type(exc).__name__}: {exc}"
         finally:
             executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
             self._finished.set()

@@ -115,6 +115,7 @@ class AuditLogFiles:
         self._stopping = threading.Event()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failure: str | None = None
         self._sink: EventSink | None = None
         # Reader-thread state: files open in reading order, and saved positions of files not open.
         self._tails: dict[Identity, _Tail] = {}
@@ -131,7 +132,7 @@ class AuditLogFiles:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint and start the reader; a missing path is fatal only when not following."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             raise AgentError("k8s_audit file source already started")
         if not self._follow:
             missing = [p for p in self._paths if not os.path.exists(p)]
@@ -145,6 +146,9 @@ class AuditLogFiles:
                                  Location(file=str(self._checkpoint_path))) from err
             self._known = load_positions(self._checkpoint_path)
         self._sink = sink
+        self._stopping.clear()  # started again after a failure: positions read so far are kept
+        self._finished.clear()
+        self._failure = None
         self._thread = threading.Thread(target=self._run, name="k8saudit-files", daemon=True)
         self._thread.start()
 
@@ -159,6 +163,10 @@ class AuditLogFiles:
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Whether the reader ended (all read without `follow`, or stopped) within `timeout_s`."""
         return self._finished.wait(timeout_s)
+
+    def failure(self) -> str | None:
+        """Why the reader thread ended on its own (a bug), or None; the agent restarts the source then."""
+        return self._failure
 
     def metrics(self) -> dict[str, Any]:
         counters: dict[str, Any] = {"lines_read": self._lines_read, "events": self._events,
@@ -182,13 +190,13 @@ class AuditLogFiles:
                     break
         except _Stopped:
             pass
-        except Exception:
-            # A bug must not pass silently; the thread ends and the metrics stop moving.
+        except Exception as exc:
+            # A bug must not pass silently; the thread ends and the supervisor restarts the source.
             log.exception("audit_reader_failed")
+            self._failure = f"{type(exc).__name__}: {exc}"
         finally:
-            for tail in self._tails.values():
-                os.close(tail.fd)
-            self._tails.clear()
+            for tail in list(self._tails.values()):
+                self._drop(tail)  # keeps its position, so that a restart does not read it again
             self._finished.set()
 
     def _warn_once(self, event: str, key: object, **context: Any) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -174,3 +178,125 @@ def test_file_output_reopens_on_sigusr1_and_metrics_are_served(tmp_path: Path) -
     assert code == 0
     assert len((tmp_path / "alerts.log.1").read_text().splitlines()) == 3
     assert "cart-99" in alerts_file.read_text()
+
+
+def rules_text(version: int) -> str:
+    """One k8s_audit rule named after its version, whose output names each event's pod (so repeats show)."""
+    return (f"- rule: Exec v{version}\n  desc: exec into a pod\n  condition: ka.verb=create\n"
+            f"  output: exec v{version} pod=%ka.target.name\n  priority: NOTICE\n  source: k8s_audit\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write then rename, as an operator's deploy tool should, so that no poll sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def reloading_agent(rules: Path) -> Agent:
+    agent = Agent("--json", "-r", str(rules), "-o", "sources.k8s_audit.webhook.listen=127.0.0.1:0")
+    agent.read_alerts()
+    return agent
+
+
+def alert_until(agent: Agent, seen: list[dict[str, Any]], wanted: Any, timeout_s: float = 20,
+                progress: threading.Condition | None = None) -> dict[str, Any]:
+    """Collect alerts into `seen` until one satisfies `wanted`, within `timeout_s`; notify `progress` on each."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            alert = agent.alerts.get(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            raise AssertionError(f"no such alert after {len(seen)}; stderr: {''.join(agent.stderr)}") from None
+        seen.append(alert)
+        if progress is not None:
+            with progress:
+                progress.notify_all()
+        if wanted(alert):
+            return alert
+
+
+def test_rules_changed_20_times_under_load_evaluate_every_event_exactly_once(tmp_path: Path) -> None:
+    """While events flow, 20 rules changes (file watch and SIGHUP) take effect; no event is lost or seen twice."""
+    rules = tmp_path / "rules.yaml"
+    write_atomically(rules, rules_text(0))
+    agent = reloading_agent(rules)
+    posted: list[str] = []
+    seen: list[dict[str, Any]] = []
+    stop = threading.Event()
+    progress = threading.Condition()
+
+    def pump(url: str) -> None:
+        n = 0
+        while not stop.is_set():
+            if post(url, {"kind": "EventList", "items": [exec_event(i) for i in range(n, n + 3)]}) == 200:
+                posted.extend(f"cart-{i}" for i in range(n, n + 3))
+            n += 3
+            with progress:  # keep at most ~300 events in flight, so that each rules change shows quickly
+                progress.wait_for(lambda: stop.is_set() or len(posted) - len(seen) < 300, timeout=20)
+
+    try:
+        pumper = threading.Thread(target=pump, args=(agent.wait_for_log("webhook_listening")["url"],))
+        pumper.start()
+        try:
+            for version in range(1, 21):
+                write_atomically(rules, rules_text(version))
+                if version % 2 == 0:
+                    agent.proc.send_signal(signal.SIGHUP)
+                alert_until(agent, seen, lambda a, v=version: a["rule"] == f"Exec v{v}", progress=progress)
+        finally:
+            stop.set()
+            with progress:
+                progress.notify_all()
+            pumper.join(timeout=20)
+    finally:
+        code, _ = agent.stop()
+    while not agent.alerts.empty():
+        seen.append(agent.alerts.get_nowait())
+    assert code == 0
+    assert [a for a in seen if a["source"] != "k8s_audit"] == [], "no reload failed"
+    assert len(posted) > 20 * 3
+    assert sorted(a["output_fields"]["ka.target.name"] for a in seen) == sorted(posted)
+    versions = [int(a["rule"].removeprefix("Exec v")) for a in seen]
+    assert versions == sorted(versions), "an event was evaluated on older rules after a swap"
+    assert set(range(1, 21)) <= set(versions)
+
+
+def test_invalid_rules_keep_the_running_rules_and_raise_an_internal_alert(tmp_path: Path) -> None:
+    """A broken rules change leaves the old rules running and prints an internal alert naming file, line and error."""
+    rules = tmp_path / "rules.yaml"
+    write_atomically(rules, rules_text(1))
+    agent = reloading_agent(rules)
+    seen: list[dict[str, Any]] = []
+    try:
+        url = agent.wait_for_log("webhook_listening")["url"]
+        assert post(url, exec_event(0)) == 200
+        alert_until(agent, seen, lambda a: a["rule"] == "Exec v1")
+        write_atomically(rules, rules_text(2).replace("ka.verb=create", "ka.verb ="))
+        internal = alert_until(agent, seen, lambda a: a["source"] == "internal")
+        assert post(url, exec_event(1)) == 200
+        after = alert_until(agent, seen, lambda a: a["source"] == "k8s_audit")
+    finally:
+        code, _ = agent.stop()
+    assert code == 0
+    assert internal["rule"] == "Falco Agent Rules Reload Failed" and internal["priority"] == "Error"
+    fields = internal["output_fields"]
+    assert fields["internal.file"] == str(rules) and fields["internal.line"] == 3
+    assert fields["internal.code"] == "LOAD_ERR_COMPILE_CONDITION"
+    assert f"{rules}:3 LOAD_ERR_COMPILE_CONDITION" in internal["output"]
+    assert after["rule"] == "Exec v1" and after["output_fields"]["ka.target.name"] == "cart-1"
+
+
+def test_sighup_forces_a_reload(tmp_path: Path) -> None:
+    """SIGHUP reloads the rules even when no file changed, and logs the new counts."""
+    rules = tmp_path / "rules.yaml"
+    write_atomically(rules, rules_text(1))
+    agent = reloading_agent(rules)
+    try:
+        agent.wait_for_log("agent_started")
+        agent.proc.send_signal(signal.SIGHUP)
+        reloaded = agent.wait_for_log("rules_reloaded")
+    finally:
+        code, _ = agent.stop()
+    assert code == 0
+    assert reloaded["reason"] == "signal" and reloaded["rules"] == 1 and reloaded["rules_by_source"] == {"k8s_audit": 1}

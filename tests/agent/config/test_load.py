@@ -41,6 +41,23 @@ class TestLoad:
         assert config.sources.k8s_audit.webhook.tls is not None
         assert config.sources.k8s_audit.webhook.tls.cert_file == "/etc/tls/server.crt"
 
+    def test_noise_policies_are_a_list_of_mappings(self, tmp_path: Path) -> None:
+        """`noise.rules` loads as a tuple of policies, each with its optional rate and dedup settings."""
+        path = write(tmp_path, "noise:\n  rules:\n    - match: 'Terminal shell*'\n"
+                               "      rate: {alerts: 5, per_s: 30, fields: [k8s.pod.name]}\n"
+                               "    - match: '*'\n      dedup: {fields: [ka.user.name, ka.target.name]}\n")
+        first, second = load_config(path).noise.rules
+        assert first.rate is not None and (first.rate.alerts, first.rate.per_s) == (5, 30.0)
+        assert first.rate.fields == ("k8s.pod.name",) and first.dedup is None
+        assert second.rate is None and second.dedup is not None
+        assert (second.dedup.fields, second.dedup.window_s) == (("ka.user.name", "ka.target.name"), 60.0)
+
+    def test_nats_output_keys(self) -> None:
+        """The NATS output is off by default and takes its servers as a list."""
+        config = load_config(overrides=["outputs.nats.enabled=true", "outputs.nats.servers=[nats://a:4222]"])
+        assert config.outputs.nats.enabled and config.outputs.nats.servers == ("nats://a:4222",)
+        assert load_config().outputs.nats.subject == "falco.alerts.{source}.{priority}"
+
 
 class TestErrors:
     @pytest.mark.parametrize(("text", "needle"), [
@@ -51,6 +68,8 @@ class TestErrors:
         ("outputs: [stdout]\n", "outputs: expected a mapping"),
         ("hostname: ${MISSING_VAR}\n", "hostname: environment variable MISSING_VAR is not set"),
         ("rules_files: [a\n", "invalid YAML"),
+        ("noise:\n  rules:\n    - match: x\n      dedup: {window: 5}\n",
+         "noise.rules[0].dedup.window: unknown key"),
     ])
     def test_mistakes_name_the_key_and_line(self, tmp_path: Path, text: str, needle: str) -> None:
         """Each mistake is refused with the dotted key, the reason and the file line."""

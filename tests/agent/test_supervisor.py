@@ -1,0 +1,165 @@
+"""Source supervision: failed sources restarted with capped backoff, reported once per failure streak."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agent.alert import Alert
+from agent.errors import AgentError, DecodeError
+from agent.event import Event
+from agent.event_queue import EventQueue
+from agent.internal_alerts import SOURCE_FAILED, SOURCE_RESTARTED, InternalAlerts
+from agent.source import EventSink
+from agent.supervisor import SourceSupervisor
+from sources.k8saudit.decoder import K8sAuditDecoder
+from sources.k8saudit.files import AuditLogFiles
+from tests.agent.test_runtime import exec_event
+
+WAIT_S = 10
+
+
+class FlakySource:
+    """A source whose start fails `start_failures` times and which can be made to die."""
+
+    name = "flaky"
+
+    def __init__(self, *, start_failures: int = 0) -> None:
+        self.start_failures = start_failures
+        self.starts = 0
+        self.stops = 0
+        self.dead: str | None = None
+
+    def start(self, sink: EventSink) -> None:
+        if self.start_failures:
+            self.start_failures -= 1
+            raise AgentError("cannot reach the thing")
+        self.starts += 1
+        self.dead = None
+
+    def stop(self) -> None:
+        self.stops += 1
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+    def failure(self) -> str | None:
+        return self.dead
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def supervisor(*sources: Any, clock: Clock) -> tuple[SourceSupervisor, list[Alert]]:
+    raised: list[Alert] = []
+    return SourceSupervisor(list(sources), EventQueue(10), alerts=InternalAlerts(hostname="n"), emit=raised.append,
+                            initial_backoff_s=1, max_backoff_s=8, clock=clock), raised
+
+
+class TestBackoff:
+    def test_a_source_failing_to_start_is_retried_with_doubling_capped_delays(self) -> None:
+        """Start failures are retried after 1, 2, 4, 8, 8 s; one Failed alert, then one Restarted alert."""
+        clock = Clock()
+        flaky, steady = FlakySource(start_failures=5), FlakySource()
+        sup, raised = supervisor(flaky, steady, clock=clock)
+        sup.start_sources()
+        assert sup.running == [steady]
+        tried_at = [clock.now]
+        while flaky not in sup.running and clock.now < 200:
+            left = flaky.start_failures
+            clock.now += 0.5
+            sup.check()
+            if flaky.start_failures != left or flaky in sup.running:
+                tried_at.append(clock.now)
+        assert [b - a for a, b in itertools.pairwise(tried_at)] == [1, 2, 4, 8, 8]
+        assert [a.rule for a in raised] == [SOURCE_FAILED, SOURCE_RESTARTED]
+        assert raised[0].output_fields["internal.source"] == "flaky" and raised[0].source == "internal"
+        assert raised[1].output_fields["internal.attempts"] == 6
+        assert steady.starts == 1
+
+    def test_a_dead_source_is_stopped_restarted_and_the_backoff_starts_over_after_a_long_run(self) -> None:
+        """A source reporting failure() is restarted; quick deaths double the delay, a long run resets it."""
+        clock = Clock()
+        flaky = FlakySource()
+        sup, raised = supervisor(flaky, clock=clock)
+        sup.start_sources()
+        flaky.dead = "RuntimeError: bug"
+        sup.check()
+        assert sup.running == [] and flaky.stops == 1
+        assert raised[-1].rule == SOURCE_FAILED and raised[-1].output_fields["internal.error"] == "RuntimeError: bug"
+        clock.now += 1
+        sup.check()
+        assert sup.running == [flaky] and raised[-1].rule == SOURCE_RESTARTED
+        flaky.dead = "RuntimeError: bug"  # dies again at once: 2 s this time
+        sup.check()
+        assert raised[-1].output_fields["internal.retry_in_s"] == 2
+        clock.now += 2
+        sup.check()
+        clock.now += 8  # ran for the whole cap: the next death waits 1 s again
+        flaky.dead = "RuntimeError: bug"
+        sup.check()
+        assert raised[-1].output_fields["internal.retry_in_s"] == 1
+
+    def test_stop_stops_running_sources_and_ends_supervision(self) -> None:
+        """After stop() no source runs and none is restarted."""
+        clock = Clock()
+        flaky = FlakySource(start_failures=1)
+        sup, _ = supervisor(flaky, clock=clock)
+        sup.start_sources()
+        sup.stop()
+        clock.now += 10
+        sup.check()
+        assert sup.running == [] and flaky.starts == 0
+
+
+class OnceBrokenDecoder:
+    """The k8s audit decoder with a bug that strikes on the first document only."""
+
+    source = "k8s_audit"
+
+    def __init__(self) -> None:
+        self._decoder = K8sAuditDecoder(hostname="n")
+        self.is_broken = True
+
+    def matches(self, document: Any) -> bool:
+        return self._decoder.matches(document)
+
+    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
+        if self.is_broken:
+            self.is_broken = False
+            raise RuntimeError("decoder bug")
+        return self._decoder.events(document, origin=origin)
+
+
+class TestRealSource:
+    def test_an_audit_log_reader_killed_by_a_bug_is_restarted_and_reads_on(self, tmp_path: Path) -> None:
+        """The audit log reader's thread dies on a bug; the supervisor restarts it and the lines still arrive."""
+        log_file = tmp_path / "audit.log"
+        log_file.write_text("".join(json.dumps(exec_event(n)) + "\n" for n in range(3)))
+        queue = EventQueue(100)
+        source = AuditLogFiles(paths=[log_file], poll_interval_s=0.02, decoder=OnceBrokenDecoder())  # type: ignore[arg-type]
+        raised: list[Alert] = []
+        sup = SourceSupervisor([source], queue, alerts=InternalAlerts(hostname="n"), emit=raised.append,
+                               initial_backoff_s=0)
+        sup.start_sources()
+        try:
+            assert source.wait_finished(WAIT_S) and source.failure() == "RuntimeError: decoder bug"
+            sup.check()  # notices the death
+            sup.check()  # restarts (no backoff in this test)
+            assert [a.rule for a in raised] == [SOURCE_FAILED, SOURCE_RESTARTED]
+            names = []
+            while len(names) < 3:
+                batch = queue.get(timeout_s=WAIT_S)
+                assert batch is not None, names
+                names += [e.payload["objectRef"]["name"] for e in batch.events]  # type: ignore[index]
+        finally:
+            sup.stop()
+        assert sorted(names) == ["cart-0", "cart-1", "cart-2"] and source.failure() is None

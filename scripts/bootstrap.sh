@@ -13,8 +13,12 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || apt_mi
 if ((${#apt_missing[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing ${apt_missing[*]}; run as root or: sudo apt-get install ${apt_missing[*]}" >&2
-    exit 1
+    # Only Python is indispensable; without nats-server the NATS tests skip and say why.
+    [[ " ${apt_missing[*]} " == *" python3"* ]] && exit 1
+    apt_missing=()
   fi
+fi
+if ((${#apt_missing[@]})); then
   echo "bootstrap: installing ${apt_missing[*]} with apt-get" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"

@@ -22,6 +22,7 @@ import structlog
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
+from agent.source_worker import SourceWorker
 from sources.cloudtrail.checkpoint import CheckpointWriter, ReadTally, hand_over, load_checkpoint
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
 from sources.cloudtrail.objects import decode_object
@@ -29,7 +30,6 @@ from sources.cloudtrail.objects import decode_object
 log = structlog.get_logger(__name__)
 
 LOG_SUFFIXES = (".json.gz", ".json")
-_STOP_JOIN_S = 5.0
 
 #: A file version: path, size in bytes, mtime in ns.
 FileKey = tuple[str, int, int]
@@ -65,17 +65,15 @@ class CloudTrailDirectory:
         self._previous: dict[str, tuple[int, int]] = {}
         self._warned: set[tuple[str, object]] = set()
         self._read_errors = 0
-        self._stopping = threading.Event()
-        self._finished = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failure: str | None = None
+        self._worker = SourceWorker("cloudtrail-files", join_timeout_s=5.0)
+        self._stopping = self._worker.stopping
         self._sink: EventSink | None = None
 
     # --- LiveSource -------------------------------------------------------------------------------------------
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint and start watching; a missing path is fatal only when not following."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._worker.is_running:
             raise AgentError("aws_cloudtrail directory source already started")
         if not self._follow:
             missing = [p for p in self._paths if not os.path.exists(p)]
@@ -89,27 +87,19 @@ class CloudTrailDirectory:
                                  Location(file=str(self._checkpoint_path))) from err
             self._load(self._checkpoint_path)
         self._sink = sink
-        self._stopping.clear()  # started again after a failure: files acknowledged so far are kept
-        self._finished.clear()
-        self._failure = None
-        self._thread = threading.Thread(target=self._run, name="cloudtrail-files", daemon=True)
-        self._thread.start()
+        self._worker.start(self._run)
 
     def stop(self) -> None:
         """Stop watching; a file read but not handed over is read again next time, as it was not acknowledged."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(_STOP_JOIN_S)
-            if self._thread.is_alive():
-                log.warning("cloudtrail_watcher_stop_timeout", timeout_s=_STOP_JOIN_S)
+        self._worker.stop()
 
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Whether the watcher ended (every file handed over without `follow`, or stopped) within `timeout_s`."""
-        return self._finished.wait(timeout_s)
+        return self._worker.wait_finished(timeout_s)
 
     def failure(self) -> str | None:
         """Why the watcher thread ended on its own (a bug), or None; the agent restarts the source then."""
-        return self._failure
+        return self._worker.failure()
 
     def metrics(self) -> dict[str, Any]:
         metrics = self._tally.as_metrics()
@@ -154,12 +144,6 @@ class CloudTrailDirectory:
                     break
         except _Stopped:
             pass
-        except Exception as exc:
-            # A bug must not pass silently; the thread ends and the supervisor restarts the source.
-            log.exception("cloudtrail_watcher_failed")
-            self._failure = f"{type(exc).__name__}: {exc}"
-        finally:
-            self._finished.set()
 
     def _warn_once(self, event: str, key: object, **context: Any) -> None:
         if (event, key) not in self._warned:

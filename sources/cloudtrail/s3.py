@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
+from agent.source_worker import SourceWorker
 from sources.cloudtrail.aws import AwsSettings, make_client, make_session
 from sources.cloudtrail.checkpoint import CheckpointWriter, ReadTally, hand_over, load_checkpoint
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
@@ -40,7 +41,6 @@ LOG_SUFFIXES = (".json.gz", ".json")
 #: Days before the newest listed day that are still listed on every poll, for files delivered late.
 LOOKBACK_DAYS = 1
 _WAIT_S = 0.1
-_STOP_JOIN_S = 10.0
 #: Consecutive failed polls double the wait up to this many times.
 _MAX_BACKOFF_STEPS = 5
 _MAX_BACKOFF_S = 300.0
@@ -118,11 +118,9 @@ class S3TrailPoller:
         self._tally = ReadTally()
         self._s3_errors = 0
         self._polls = 0
-        self._stopping = threading.Event()
-        self._finished = threading.Event()
+        self._worker = SourceWorker("cloudtrail-s3", join_timeout_s=10.0)
+        self._stopping = self._worker.stopping
         self._slots = threading.Semaphore(2 * self._concurrency)
-        self._thread: threading.Thread | None = None
-        self._failure: str | None = None
         self._sink: EventSink | None = None
         self._client: Any = None
 
@@ -130,7 +128,7 @@ class S3TrailPoller:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint, build the S3 client and start polling."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._worker.is_running:
             raise AgentError("aws_cloudtrail S3 source already started")
         if self._checkpoint_path is not None:
             try:
@@ -144,27 +142,19 @@ class S3TrailPoller:
         except _S3_ERRORS as err:
             raise AgentError(f"cannot reach AWS: {err}", Location(file=f"s3://{self._bucket}")) from err
         self._sink = sink
-        self._stopping.clear()  # started again after a failure: objects acknowledged so far are kept
-        self._finished.clear()
-        self._failure = None
-        self._thread = threading.Thread(target=self._run, name="cloudtrail-s3", daemon=True)
-        self._thread.start()
+        self._worker.start(self._run)
 
     def stop(self) -> None:
         """Stop polling; objects fetched but not handed over are read again next time, as they were not acknowledged."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(_STOP_JOIN_S)
-            if self._thread.is_alive():
-                log.warning("cloudtrail_poller_stop_timeout", bucket=self._bucket, timeout_s=_STOP_JOIN_S)
+        self._worker.stop()
 
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Whether the poller ended (its one pass handed over without `follow`, or stopped) within `timeout_s`."""
-        return self._finished.wait(timeout_s)
+        return self._worker.wait_finished(timeout_s)
 
     def failure(self) -> str | None:
         """Why the poller thread ended on its own (a bug), or None; the agent restarts the source then."""
-        return self._failure
+        return self._worker.failure()
 
     def metrics(self) -> dict[str, Any]:
         metrics = self._tally.as_metrics()
@@ -229,13 +219,8 @@ class S3TrailPoller:
                     break
         except _Stopped:
             pass
-        except Exception as exc:
-            # A bug must not pass silently; the thread ends and the supervisor restarts the source.
-            log.exception("cloudtrail_poller_failed", bucket=self._bucket)
-            self._failure = f"{type(exc).__name__}: {exc}"
         finally:
             executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
-            self._finished.set()
 
     def _s3_error(self, err: Exception, operation: str, where: str) -> None:
         with self._lock:

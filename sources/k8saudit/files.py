@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +24,7 @@ from agent.event import Event
 from agent.event_queue import QueueClosed
 from agent.location import Location
 from agent.source import EventSink, RecordDecoder
+from agent.source_worker import SourceWorker
 from sources.k8saudit.checkpoint import (
     HEAD_BYTES,
     CheckpointWriter,
@@ -45,7 +45,6 @@ REJECT_REASONS = ("invalid_json", "not_audit_event", "missing_stage_timestamp", 
 _CHUNK_BYTES = 1 << 20
 #: A put waits at most this long before re-checking the stop flag, so that stop never hangs on a full queue.
 _PUT_WAIT_S = 0.1
-_STOP_JOIN_S = 5.0
 #: Positions of files no longer open that the checkpoint keeps, so that a rotated file met again is not re-read.
 _KNOWN_MAX = 64
 
@@ -112,10 +111,8 @@ class AuditLogFiles:
         self._max_line_bytes = max_line_bytes
         self._checkpoint = CheckpointWriter(checkpoint_path)
         self._ignored = {os.path.abspath(checkpoint_path)} if checkpoint_path else set()
-        self._stopping = threading.Event()
-        self._finished = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failure: str | None = None
+        self._worker = SourceWorker("k8saudit-files", join_timeout_s=5.0)
+        self._stopping = self._worker.stopping
         self._sink: EventSink | None = None
         # Reader-thread state: files open in reading order, and saved positions of files not open.
         self._tails: dict[Identity, _Tail] = {}
@@ -132,7 +129,7 @@ class AuditLogFiles:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint and start the reader; a missing path is fatal only when not following."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._worker.is_running:
             raise AgentError("k8s_audit file source already started")
         if not self._follow:
             missing = [p for p in self._paths if not os.path.exists(p)]
@@ -146,27 +143,19 @@ class AuditLogFiles:
                                  Location(file=str(self._checkpoint_path))) from err
             self._known = load_positions(self._checkpoint_path)
         self._sink = sink
-        self._stopping.clear()  # started again after a failure: positions read so far are kept
-        self._finished.clear()
-        self._failure = None
-        self._thread = threading.Thread(target=self._run, name="k8saudit-files", daemon=True)
-        self._thread.start()
+        self._worker.start(self._run, cleanup=self._close_tails)
 
     def stop(self) -> None:
         """Stop reading; events read but not handed over are dropped and, unacknowledged, read again next time."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(_STOP_JOIN_S)
-            if self._thread.is_alive():
-                log.warning("audit_reader_stop_timeout", timeout_s=_STOP_JOIN_S)
+        self._worker.stop()
 
     def wait_finished(self, timeout_s: float | None = None) -> bool:
         """Whether the reader ended (all read without `follow`, or stopped) within `timeout_s`."""
-        return self._finished.wait(timeout_s)
+        return self._worker.wait_finished(timeout_s)
 
     def failure(self) -> str | None:
         """Why the reader thread ended on its own (a bug), or None; the agent restarts the source then."""
-        return self._failure
+        return self._worker.failure()
 
     def metrics(self) -> dict[str, Any]:
         counters: dict[str, Any] = {"lines_read": self._lines_read, "events": self._events,
@@ -190,14 +179,10 @@ class AuditLogFiles:
                     break
         except _Stopped:
             pass
-        except Exception as exc:
-            # A bug must not pass silently; the thread ends and the supervisor restarts the source.
-            log.exception("audit_reader_failed")
-            self._failure = f"{type(exc).__name__}: {exc}"
-        finally:
-            for tail in list(self._tails.values()):
-                self._drop(tail)  # keeps its position, so that a restart does not read it again
-            self._finished.set()
+
+    def _close_tails(self) -> None:
+        for tail in list(self._tails.values()):
+            self._drop(tail)  # keeps its position, so that a restart does not read it again
 
     def _warn_once(self, event: str, key: object, **context: Any) -> None:
         if (event, key) not in self._warned:

@@ -1,0 +1,70 @@
+"""The one worker thread of a live source: start (again after a failure), bounded stop, and why it ended."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from agent.errors import AgentError
+
+log = structlog.get_logger(__name__)
+
+
+class SourceWorker:
+    """Runs a source's loop on a daemon thread; `stopping` is the flag the loop watches.
+
+    An exception escaping the loop is a bug: it is logged, kept as `failure()` for the supervisor
+    (which restarts the source), and `cleanup` still runs.
+    """
+
+    def __init__(self, name: str, *, join_timeout_s: float = 10.0) -> None:
+        self.name = name
+        self.stopping = threading.Event()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failure: str | None = None
+        self._join_timeout_s = join_timeout_s
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, loop: Callable[[], None], *, cleanup: Callable[[], None] | None = None) -> None:
+        if self.is_running:
+            raise AgentError(f"{self.name} already started")
+        self.stopping.clear()
+        self._finished.clear()
+        self._failure = None
+
+        def run() -> None:
+            try:
+                loop()
+            except Exception as exc:
+                # A bug must not pass silently; the thread ends and the supervisor restarts the source.
+                log.exception("source_thread_failed", thread=self.name)
+                self._failure = f"{type(exc).__name__}: {exc}"
+            finally:
+                if cleanup is not None:
+                    cleanup()
+                self._finished.set()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to stop and wait for it, at most the join timeout."""
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(self._join_timeout_s)
+            if self._thread.is_alive():
+                log.warning("source_thread_stop_timeout", thread=self.name, timeout_s=self._join_timeout_s)
+
+    def wait_finished(self, timeout_s: float | None = None) -> bool:
+        """Whether the loop ended (its work done, stopped, or failed) within `timeout_s`."""
+        return self._finished.wait(timeout_s)
+
+    def failure(self) -> str | None:
+        """Why the loop ended on its own (a bug), or None."""
+        return self._failure

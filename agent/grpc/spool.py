@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 import structlog
 
+from agent.atomic_file import replace_atomically
+
 __all__ = ["Spool", "SpoolHole"]
 
 log = structlog.get_logger(__name__)
@@ -173,12 +175,7 @@ class Spool:
             return 0
 
     def _write_hwm(self, value: int) -> None:
-        tmp = self.directory / (_HWM_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{value}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.directory / _HWM_FILE)
+        replace_atomically(self.directory / _HWM_FILE, f"{value}\n".encode())
         self._hwm = value
 
     def _new_segment(self, first_seq: int) -> _Segment:

@@ -17,7 +17,6 @@ import contextlib
 import os
 import queue
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ import structlog
 from forwarder_config import AgentSettings, DeliverySettings, FilterSettings, ForwarderSettings
 
 from agent.alert import Alert
+from agent.atomic_file import replace_atomically
 from agent.grpc.client import AlertClient, Gap, make_filter
 from agent.grpc.tls import ClientTls
 from agent.priority import Priority
@@ -88,21 +88,7 @@ class StateFile:
 
     def write(self, seq: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(orjson.dumps({"last_seq": seq, "updated_s": round(time.time(), 3)}))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_atomically(self.path, orjson.dumps({"last_seq": seq, "updated_s": round(time.time(), 3)}))
 
 
 class Backoff:

@@ -8,8 +8,6 @@ atomically, one writer at a time, so that a later write always holds every ackno
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +17,7 @@ from typing import Any
 import orjson
 import structlog
 
+from agent.atomic_file import replace_atomically
 from agent.errors import DecodeError
 from agent.event import Event
 from agent.event_queue import QueueClosed
@@ -56,19 +55,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def write_checkpoint(path: Path, document: dict[str, Any]) -> None:
     """Replace the checkpoint at `path` atomically: readers see the old or the new content, never a mix."""
-    body = orjson.dumps({"version": FORMAT_VERSION, **document})
-    # Beside the target so that os.replace stays a rename on one filesystem; the dot and `.tmp` suffix keep
-    # it out of a watched directory's *.json pattern.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(body)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, orjson.dumps({"version": FORMAT_VERSION, **document}))
 
 
 class CheckpointWriter:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import orjson
 import structlog
+
+from agent.atomic_file import replace_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -137,20 +138,8 @@ def _identities_in(folder: str) -> dict[Identity, tuple[str, int]]:
 
 def write_positions(path: Path, positions: Sequence[FilePosition]) -> None:
     """Replace the checkpoint at `path` atomically: readers see the old or the new content, never a mix."""
-    body = orjson.dumps({"version": _FORMAT_VERSION, "files": [p.as_json() for p in positions]},
-                        option=orjson.OPT_INDENT_2)
-    # The temporary file lives beside the target so that os.replace stays a rename on one filesystem;
-    # its `.tmp` suffix keeps it out of a watched log directory's *.log/*.json pattern.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(body)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, orjson.dumps({"version": _FORMAT_VERSION, "files": [p.as_json() for p in positions]},
+                                          option=orjson.OPT_INDENT_2))
 
 
 class CheckpointWriter:

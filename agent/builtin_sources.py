@@ -6,6 +6,7 @@ import socket
 from datetime import date
 from pathlib import Path
 
+from agent.address import parse_host_port
 from agent.config.schema import AgentConfig
 from agent.engine.engine import Engine, RuleMatching
 from agent.errors import ConfigError
@@ -20,7 +21,7 @@ from sources.cloudtrail.sqs import SqsTrailConsumer
 from sources.k8saudit.decoder import K8sAuditDecoder
 from sources.k8saudit.fields import k8s_audit_source
 from sources.k8saudit.files import AuditLogFiles
-from sources.k8saudit.webhook import AuditWebhook, WebhookSettings, parse_listen
+from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
 from sources.kernel.fields import syscall_source
 
 
@@ -50,7 +51,7 @@ def live_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
     if k8s.enabled and k8s.webhook.enabled:
         hook = k8s.webhook
         try:
-            host, port = parse_listen(hook.listen)
+            host, port = parse_host_port(hook.listen)
         except ValueError as exc:
             raise ConfigError(f"sources.k8s_audit.webhook.listen: {exc}") from None
         tls = hook.tls

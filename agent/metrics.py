@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.address import parse_host_port
 from agent.alert import Alert
 from agent.errors import ConfigError
 
@@ -237,12 +238,11 @@ class _SnapshotCollector(Collector):
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """`host:port`, `[v6]:port` or `:port` (every interface) → (host, port); ConfigError naming the value."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"metrics address must be host:port, not {address!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port_text)
+    """The metrics listen address; ConfigError naming the value when it is not host:port."""
+    try:
+        return parse_host_port(address)
+    except ValueError as exc:
+        raise ConfigError(f"metrics address: {exc}") from None
 
 
 class _Handler(BaseHTTPRequestHandler):

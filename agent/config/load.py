@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -17,11 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
+from agent.config.env import interpolate
 from agent.config.schema import AgentConfig
 from agent.errors import ConfigError
 from agent.location import Location
-
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclasses.dataclass(slots=True)
@@ -140,7 +138,7 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
         return _build(hint, value, dotted + ".", env)  # type: ignore[arg-type]
     if origin is Literal:
         choices = typing.get_args(hint)
-        text = _interpolate(value, dotted, raw.where, env) if isinstance(value, str) else value
+        text = interpolate(value, env, key=dotted, where=raw.where) if isinstance(value, str) else value
         if text not in choices:
             raise bad("one of " + ", ".join(map(str, choices)))
         return text
@@ -169,20 +167,8 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
             return ""
         if isinstance(value, (dict, list)):
             raise bad("a string")
-        return _interpolate(str(value), dotted, raw.where, env)
+        return interpolate(str(value), env, key=dotted, where=raw.where)
     raise ConfigError(f"{dotted}: unsupported configuration type {hint}")
-
-
-def _interpolate(text: str, dotted: str, where: str, env: Mapping[str, str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"{dotted}: environment variable {name} is not set ({where})")
-
-    return _ENV_RE.sub(replace, text)
 
 
 def _describe(value: Any) -> str:

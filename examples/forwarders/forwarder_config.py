@@ -2,14 +2,13 @@
 
 Every forwarder file has the same four sections (`agent`, `filters`, `delivery`, `http`) plus one of its own
 (`slack`, `webhook`, `siem`). Unknown keys are errors naming the dotted key, so a typo never passes silently.
-agent.config.load interpolates the same way, but only into the agent's own schema, so this is the small local twin.
+`${NAME}` references are resolved by the agent's own `agent.config.env.interpolate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -19,14 +18,14 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from agent.config.env import interpolate
 from agent.errors import ConfigError
 from agent.location import Location
 
 __all__ = ["AgentSettings", "DeliverySettings", "FilterSettings", "FiltersSettings", "ForwarderSettings",
-           "HttpSettings", "build_section", "interpolate", "load_settings"]
+           "HttpSettings", "build_section", "load_settings"]
 
 T = TypeVar("T")
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +95,6 @@ class ForwarderSettings:
     filters: FiltersSettings = FiltersSettings()
     delivery: DeliverySettings = DeliverySettings()
     http: HttpSettings = HttpSettings()
-
-
-def interpolate(text: str, env: Mapping[str, str], *, key: str = "") -> str:
-    """`text` with `${NAME}` and `${NAME:-default}` replaced; ConfigError naming `key` when NAME is unset."""
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"{key}: environment variable {name} is not set")
-
-    return _ENV_RE.sub(replace, text)
 
 
 def load_settings(path: str | os.PathLike[str], own_key: str, own_cls: type[T], *,

@@ -49,14 +49,6 @@ class WebhookSettings:
         return bool(self.cert_file)
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port` (IPv6 hosts in brackets) into its parts; ValueError when it is not one."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"listen address '{listen}' must look like host:port, e.g. 127.0.0.1:9765")
-    return host.strip("[]"), int(port)
-
-
 def server_ssl_context(settings: WebhookSettings) -> ssl.SSLContext:
     """TLS for the server; requires and verifies client certificates when a client CA is given."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -21,6 +21,8 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
+from agent.alert import Alert
+
 __all__ = ["AsyncWriter", "Backoff", "DeliveryError", "Destination", "RejectedError"]
 
 log = structlog.get_logger(__name__)
@@ -198,3 +200,43 @@ class AsyncWriter(Generic[T]):
                 log.info("output_delivery_recovered", output=self.name, failed_attempts=attempt,
                                outage_s=round(time.monotonic() - started, 3))
             return
+
+
+class QueuedOutput(Generic[T]):
+    """What every output delivering through an AsyncWriter shares: `emit` only queues, never waits.
+
+    A subclass sets `name` and `_writer`, defines `close()` (its own deadline for what is in flight),
+    and turns an alert into a queued item with `_item` when it needs more than the alert.
+    """
+
+    name: str
+    _writer: AsyncWriter[T]
+
+    def emit(self, alert: Alert) -> None:
+        self._writer.offer(self._item(alert))
+
+    def _item(self, alert: Alert) -> T:
+        return alert  # type: ignore[return-value]
+
+    def flush(self) -> None:
+        """Nothing to do: the writer thread delivers as soon as alerts are queued (this must not wait)."""
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every alert emitted so far was delivered, rejected or dropped."""
+        return self._writer.wait_idle(timeout_s)
+
+    def counters(self) -> dict[str, int]:
+        """delivered, dropped, rejected, failed_attempts and queue_depth, for the metrics endpoint."""
+        return self._writer.counters()
+
+    @property
+    def delivered(self) -> int:
+        return self._writer.delivered
+
+    @property
+    def dropped(self) -> int:
+        return self._writer.dropped
+
+    @property
+    def failed_attempts(self) -> int:
+        return self._writer.failed_attempts

@@ -18,7 +18,7 @@ import structlog
 
 from agent.alert import Alert
 from agent.errors import ConfigError
-from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, RejectedError
+from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput, RejectedError
 
 __all__ = ["DEFAULT_BACKOFF", "PERMANENT_STATUSES", "HttpOutput"]
 
@@ -99,7 +99,7 @@ class _HttpDestination:
         self._loop.close()
 
 
-class HttpOutput:
+class HttpOutput(QueuedOutput[Alert]):
     """Falcosidekick-compatible HTTP POST output; `emit` never waits for the network."""
 
     name = "http"
@@ -119,12 +119,6 @@ class HttpOutput:
         self._writer: AsyncWriter[Alert] = AsyncWriter(self.name, destination, max_queue=max_queue,
                                                        max_batch=_MAX_BATCH if batch else 1, backoff=backoff)
 
-    def emit(self, alert: Alert) -> None:
-        self._writer.offer(alert)
-
-    def flush(self) -> None:
-        """Nothing to do: the writer thread sends as soon as alerts are queued (this must not wait)."""
-
     def close(self) -> None:
         """Deliver what is queued until `close_timeout_s`, then count the rest as dropped."""
         if not self._writer.stop(self._close_timeout_s):
@@ -133,22 +127,3 @@ class HttpOutput:
         if not self._writer.join(self._timeout_s + _JOIN_GRACE_S):
             log.error("output_writer_stuck", output=self.name)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until every alert emitted so far was delivered, rejected or dropped."""
-        return self._writer.wait_idle(timeout_s)
-
-    def counters(self) -> dict[str, int]:
-        """delivered, dropped, rejected, failed_attempts and queue_depth, for the metrics endpoint."""
-        return self._writer.counters()
-
-    @property
-    def delivered(self) -> int:
-        return self._writer.delivered
-
-    @property
-    def dropped(self) -> int:
-        return self._writer.dropped
-
-    @property
-    def failed_attempts(self) -> int:
-        return self._writer.failed_attempts

@@ -32,7 +32,7 @@ from nats.js import JetStreamContext
 
 from agent.alert import Alert
 from agent.errors import ConfigError
-from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError
+from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput
 
 __all__ = ["DEFAULT_BACKOFF", "NatsOutput", "SubjectTemplate"]
 
@@ -233,7 +233,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class NatsOutput:
+class NatsOutput(QueuedOutput[_Pending]):
     """NATS JetStream output; `emit` never waits for the network."""
 
     name = "nats"
@@ -257,11 +257,8 @@ class NatsOutput:
         self._writer: AsyncWriter[_Pending] = AsyncWriter(self.name, self._destination, max_queue=max_queue,
                                                           max_batch=_MAX_BATCH, backoff=backoff)
 
-    def emit(self, alert: Alert) -> None:
-        self._writer.offer(_Pending(alert, f"{self._id_prefix}-{next(self._ids)}"))
-
-    def flush(self) -> None:
-        """Nothing to do: the writer thread publishes as soon as alerts are queued (this must not wait)."""
+    def _item(self, alert: Alert) -> _Pending:
+        return _Pending(alert, f"{self._id_prefix}-{next(self._ids)}")
 
     def close(self) -> None:
         """Deliver what is queued until `close_timeout_s`, then count the rest as dropped."""
@@ -270,10 +267,6 @@ class NatsOutput:
         # A batch in flight ends within its own bound (see _NatsDestination.send), then the client closes.
         if not self._writer.join(6 * self._timeout_s + _JOIN_GRACE_S):
             log.error("output_writer_stuck", output=self.name)
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until every alert emitted so far was acknowledged, rejected or dropped."""
-        return self._writer.wait_idle(timeout_s)
 
     def counters(self) -> dict[str, int]:
         """delivered (acknowledged by the stream), dropped, rejected, failed_attempts and queue_depth."""
@@ -287,10 +280,3 @@ class NatsOutput:
     def delivered(self) -> int:
         return self._writer.delivered - self._destination.rejected
 
-    @property
-    def dropped(self) -> int:
-        return self._writer.dropped
-
-    @property
-    def failed_attempts(self) -> int:
-        return self._writer.failed_attempts

@@ -19,7 +19,7 @@ import threading
 import structlog
 
 from agent.alert import Alert
-from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, RejectedError
+from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput, RejectedError
 
 __all__ = ["DEFAULT_BACKOFF", "ProgramOutput"]
 
@@ -135,7 +135,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-class ProgramOutput:
+class ProgramOutput(QueuedOutput[Alert]):
     """Falco's program_output; `emit` never waits for the program."""
 
     name = "program"
@@ -147,12 +147,6 @@ class ProgramOutput:
         self._writer: AsyncWriter[Alert] = AsyncWriter(self.name, self._destination, max_queue=max_queue,
                                                        max_batch=_MAX_BATCH if keep_alive else 1, backoff=backoff)
 
-    def emit(self, alert: Alert) -> None:
-        self._writer.offer(alert)
-
-    def flush(self) -> None:
-        """Nothing to do: the writer thread writes as soon as alerts are queued (this must not wait)."""
-
     def close(self) -> None:
         """Write what is queued until `close_timeout_s`, close the program's stdin and wait for it to exit."""
         if not self._writer.stop(self._close_timeout_s):
@@ -163,10 +157,6 @@ class ProgramOutput:
             if not self._writer.join(_JOIN_GRACE_S):
                 log.error("output_writer_stuck", output=self.name)
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until every alert emitted so far was written, rejected or dropped."""
-        return self._writer.wait_idle(timeout_s)
-
     @property
     def pid(self) -> int | None:
         """The process id of the current (or last) program; None before the first alert."""
@@ -175,14 +165,6 @@ class ProgramOutput:
     def counters(self) -> dict[str, int]:
         """delivered, dropped, rejected, failed_attempts, restarts and queue_depth, for the metrics endpoint."""
         return {**self._writer.counters(), "restarts": self._destination.restarts}
-
-    @property
-    def delivered(self) -> int:
-        return self._writer.delivered
-
-    @property
-    def dropped(self) -> int:
-        return self._writer.dropped
 
     @property
     def restarts(self) -> int:

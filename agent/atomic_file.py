@@ -6,6 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from agent.errors import AgentError
+from agent.location import Location
+
 
 def replace_atomically(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
@@ -29,3 +32,11 @@ def replace_atomically(path: Path, data: bytes) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def prepare_folder(path: Path) -> None:
+    """Create the folder that will hold `path`; AgentError naming the file when that is impossible."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AgentError(f"cannot create the folder for this file: {err.strerror}", Location(file=str(path))) from err

@@ -31,9 +31,13 @@ class SourceWorker:
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, loop: Callable[[], None], *, cleanup: Callable[[], None] | None = None) -> None:
+    def check_idle(self) -> None:
+        """Refuse to start a source twice (before it loads state that its running thread owns)."""
         if self.is_running:
             raise AgentError(f"{self.name} already started")
+
+    def start(self, loop: Callable[[], None], *, cleanup: Callable[[], None] | None = None) -> None:
+        self.check_idle()
         self.stopping.clear()
         self._finished.clear()
         self._failure = None

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from agent.atomic_file import prepare_folder
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
@@ -73,18 +74,13 @@ class CloudTrailDirectory:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint and start watching; a missing path is fatal only when not following."""
-        if self._worker.is_running:
-            raise AgentError("aws_cloudtrail directory source already started")
+        self._worker.check_idle()
         if not self._follow:
             missing = [p for p in self._paths if not os.path.exists(p)]
             if missing:
                 raise AgentError("CloudTrail log path not found", Location(file=missing[0]))
         if self._checkpoint_path is not None:
-            try:
-                self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise AgentError(f"cannot create the checkpoint folder: {err.strerror}",
-                                 Location(file=str(self._checkpoint_path))) from err
+            prepare_folder(self._checkpoint_path)
             self._load(self._checkpoint_path)
         self._sink = sink
         self._worker.start(self._run)

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agent.atomic_file import prepare_folder
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
@@ -128,14 +129,9 @@ class S3TrailPoller:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint, build the S3 client and start polling."""
-        if self._worker.is_running:
-            raise AgentError("aws_cloudtrail S3 source already started")
+        self._worker.check_idle()
         if self._checkpoint_path is not None:
-            try:
-                self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise AgentError(f"cannot create the checkpoint folder: {err.strerror}",
-                                 Location(file=str(self._checkpoint_path))) from err
+            prepare_folder(self._checkpoint_path)
             self._load(self._checkpoint_path)
         try:
             self._client = make_client(make_session(self._aws), "s3", self._aws)

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import structlog
 
+from agent.atomic_file import prepare_folder
 from agent.errors import AgentError, DecodeError
 from agent.event import Event
 from agent.event_queue import QueueClosed
@@ -129,18 +130,13 @@ class AuditLogFiles:
 
     def start(self, sink: EventSink) -> None:
         """Load the checkpoint and start the reader; a missing path is fatal only when not following."""
-        if self._worker.is_running:
-            raise AgentError("k8s_audit file source already started")
+        self._worker.check_idle()
         if not self._follow:
             missing = [p for p in self._paths if not os.path.exists(p)]
             if missing:
                 raise AgentError("audit log path not found", Location(file=missing[0]))
         if self._checkpoint_path is not None:
-            try:
-                self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise AgentError(f"cannot create the checkpoint folder: {err.strerror}",
-                                 Location(file=str(self._checkpoint_path))) from err
+            prepare_folder(self._checkpoint_path)
             self._known = load_positions(self._checkpoint_path)
         self._sink = sink
         self._worker.start(self._run, cleanup=self._close_tails)

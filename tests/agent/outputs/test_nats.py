@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from agent.outputs.async_writer import Backoff
 from agent.outputs.nats import NatsOutput, SubjectTemplate
 from agent.priority import Priority
 from tests.agent.outputs.conftest import WAIT_S, make_alert
+from tests.support.queue_consumer import eventually
 
 FAST = Backoff(initial_s=0.02, max_s=0.2)
 STREAM = "FALCO_TEST"
@@ -107,17 +108,6 @@ def new_output(url: str, **options: Any) -> NatsOutput:
                                 "create_stream": True, "iso8601": False, "max_queue": 100, "timeout_s": 1.0,
                                 "close_timeout_s": WAIT_S, "backoff": FAST}
     return NatsOutput([url], **{**settings, **options})
-
-
-def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Re-check a counter written by another thread until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    tick = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        tick.wait(0.01)
-    return True
 
 
 def consume(url: str, count: int, *, stream: str = STREAM, subject: str = ">") -> tuple[list[Any], int]:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +14,7 @@ from structlog.testing import capture_logs
 from agent.errors import AgentError
 from agent.event_queue import EventQueue
 from sources.cloudtrail.directory import CloudTrailDirectory
+from tests.support.queue_consumer import eventually, running
 
 WAIT_S = 5.0
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference"
@@ -48,70 +45,6 @@ def synced_trail(root: Path, samples: list[list[dict[str, Any]]], *, day: str = 
         name = f"{account}_CloudTrail_{region}_{day.replace('/', '')}T0000Z_{n}.json.gz"
         expected |= write_log(root / "AWSLogs" / "o-abc123" / account / "CloudTrail" / region / day / name, records)
     return expected
-
-
-def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Whether `predicate` holds within `timeout_s`, checked on a short timed wait."""
-    deadline = time.monotonic() + timeout_s
-    ticker = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        ticker.wait(0.01)
-    return True
-
-
-class Consumer:
-    """The engine's side of the queue: records eventIDs, then acknowledges; stops after `ack_limit` batches."""
-
-    def __init__(self, queue: EventQueue, *, ack_limit: int | None = None) -> None:
-        self.queue = queue
-        self.ack_limit = ack_limit
-        self.event_ids: list[str] = []
-        self.acked = 0
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set() and (self.ack_limit is None or self.acked < self.ack_limit):
-            batch = self.queue.get(timeout_s=0.02)
-            if batch is None:
-                continue
-            with self._changed:
-                self.event_ids.extend(e.payload["eventID"] for e in batch.events)
-            if batch.on_done is not None:
-                batch.on_done()
-            with self._changed:
-                self.acked += 1
-                self._changed.notify_all()
-
-    def wait_for(self, count: int, timeout_s: float = WAIT_S) -> list[str]:
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.event_ids) >= count, timeout_s)
-            return list(self.event_ids)
-
-    def wait_acked(self, count: int, timeout_s: float = WAIT_S) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.acked >= count, timeout_s)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(WAIT_S)
-
-
-@contextmanager
-def running(source: CloudTrailDirectory, *, capacity: int = 10_000, **consumer: Any) -> Iterator[Consumer]:
-    """Run `source` into a real EventQueue drained by a Consumer; stop both, source first, on the way out."""
-    queue = EventQueue(capacity)
-    consumer_ = Consumer(queue, **consumer)
-    source.start(queue)
-    try:
-        yield consumer_
-    finally:
-        source.stop()
-        consumer_.stop()
 
 
 def read_all(source: CloudTrailDirectory, expected: int) -> list[str]:

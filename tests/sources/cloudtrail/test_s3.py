@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,6 +17,7 @@ from structlog.testing import capture_logs
 from agent.event_queue import EventQueue
 from sources.cloudtrail.aws import AwsSettings
 from sources.cloudtrail.s3 import S3TrailPoller, _DayProgress
+from tests.support.queue_consumer import eventually, running
 
 pytestmark = pytest.mark.server
 
@@ -85,82 +82,6 @@ def upload(s3: Any, bucket: str, samples: list[Sample], *, day: str = "2024/08/0
     for n, sample in enumerate(samples):
         put_records(s3, bucket, log_key(sample.account, sample.region, day=day, n=n), sample.records)
     return {event_id for sample in samples for event_id in sample.ids}
-
-
-def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Whether `predicate` holds within `timeout_s`, checked on a short timed wait."""
-    deadline = time.monotonic() + timeout_s
-    ticker = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        ticker.wait(0.01)
-    return True
-
-
-class Consumer:
-    """The engine's side of the queue: records eventIDs, then acknowledges with on_done.
-
-    `ack_limit` stops it after that many acknowledged batches; `hold` keeps that many batches and acknowledges
-    them in reverse, as concurrent consumers would finish them out of order.
-    """
-
-    def __init__(self, queue: EventQueue, *, ack_limit: int | None = None, hold: int = 1) -> None:
-        self.queue = queue
-        self.ack_limit = ack_limit
-        self.hold = hold
-        self.event_ids: list[str] = []
-        self.acked = 0
-        self._held: list[tuple[list[str], Callable[[], None] | None]] = []
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set() and (self.ack_limit is None or self.acked < self.ack_limit):
-            batch = self.queue.get(timeout_s=0.02)
-            if batch is not None:
-                self._held.append(([e.payload["eventID"] for e in batch.events], batch.on_done))
-            if self._held and (len(self._held) >= self.hold or batch is None):
-                self._release()
-
-    def _release(self) -> None:
-        for event_ids, on_done in reversed(self._held):
-            with self._changed:
-                self.event_ids.extend(event_ids)
-            if on_done is not None:
-                on_done()
-            with self._changed:
-                self.acked += 1
-                self._changed.notify_all()
-        self._held.clear()
-
-    def wait_for(self, count: int, timeout_s: float = WAIT_S) -> list[str]:
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.event_ids) >= count, timeout_s)
-            return list(self.event_ids)
-
-    def wait_acked(self, count: int, timeout_s: float = WAIT_S) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self.acked >= count, timeout_s)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(WAIT_S)
-
-
-@contextmanager
-def running(source: S3TrailPoller, *, capacity: int = 10_000, **consumer: Any) -> Iterator[Consumer]:
-    """Run `source` into a real EventQueue drained by a Consumer; stop both, source first, on the way out."""
-    queue = EventQueue(capacity)
-    consumer_ = Consumer(queue, **consumer)
-    source.start(queue)
-    try:
-        yield consumer_
-    finally:
-        source.stop()
-        consumer_.stop()
 
 
 def poller(endpoint: str, bucket: str, **options: Any) -> S3TrailPoller:

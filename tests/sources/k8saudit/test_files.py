@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from agent.errors import AgentError
 from agent.event_queue import EventQueue
 from sources.k8saudit.files import AuditLogFiles
+from tests.support.queue_consumer import eventually
 
 WAIT_S = 5.0
 
@@ -42,17 +43,6 @@ def ids(prefix: str, count: int, start: int = 0) -> list[str]:
 def append(path: Path, audit_ids: list[str]) -> None:
     with path.open("ab") as out:
         out.write(b"".join(audit_line(i) for i in audit_ids))
-
-
-def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Whether `predicate` holds within `timeout_s`, checked on a short timed wait."""
-    deadline = time.monotonic() + timeout_s
-    ticker = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        ticker.wait(0.01)
-    return True
 
 
 class Consumer:

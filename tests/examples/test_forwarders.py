@@ -30,12 +30,10 @@ from tests.examples.conftest import (
     FORWARDERS,
     REPO,
     WAIT_S,
-    FakeRemote,
-    Received,
-    fake_remote,
     make_alert,
     write_config,
 )
+from tests.support.http_recorder import FakeRemote, Received, fake_remote
 
 pytestmark = pytest.mark.server
 

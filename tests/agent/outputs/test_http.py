@@ -41,8 +41,8 @@ class TestDelivery:
                 assert server.wait_for(lambda got: len(got) == 3)
             finally:
                 output.close()
-            assert [orjson.loads(r.body) for r in server.requests] == [make_alert(i).falco_json() for i in range(3)]
-            headers = server.requests[0].headers
+            assert [orjson.loads(r.body) for r in server.received] == [make_alert(i).falco_json() for i in range(3)]
+            headers = server.received[0].headers
             assert headers["Authorization"] == "Bearer t0ken"
             assert headers["Content-Type"] == "application/json"
             assert output.counters()["delivered"] == 3
@@ -57,7 +57,7 @@ class TestDelivery:
                 assert output.wait_idle(WAIT_S)
             finally:
                 output.close()
-            posted = [alert for r in server.requests for alert in orjson.loads(r.body)]
+            posted = [alert for r in server.received for alert in orjson.loads(r.body)]
             assert posted == [make_alert(i).falco_json(iso8601=True) for i in range(5)]
 
     def test_bad_request_is_rejected_not_retried(self) -> None:
@@ -69,7 +69,7 @@ class TestDelivery:
                 assert output.wait_idle(WAIT_S)
             finally:
                 output.close()
-            assert len(server.requests) == 1
+            assert len(server.received) == 1
             assert output.counters()["rejected"] == 1
 
 

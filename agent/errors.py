@@ -28,4 +28,12 @@ class ConfigError(AgentError):
 
 
 class DecodeError(AgentError):
-    """An input record could not be decoded into an event; the record is skipped."""
+    """An input record could not be decoded into an event; the record is skipped.
+
+    `reason` is a short snake_case code for metrics (`missing_stage_timestamp`, `missing_event_time`...),
+    set by the decoder that knows it, so that no consumer has to parse the message.
+    """
+
+    def __init__(self, message: str, location: Location | None = None, *, reason: str = "invalid") -> None:
+        super().__init__(message, location)
+        self.reason = reason

@@ -18,7 +18,6 @@ import orjson
 import structlog
 
 from agent.atomic_file import replace_atomically
-from agent.errors import DecodeError
 from agent.event import Event
 from agent.event_queue import QueueClosed
 from agent.source import EventSink
@@ -103,15 +102,6 @@ def hand_over(sink: EventSink, events: Sequence[Event], on_done: Callable[[], No
     return False
 
 
-def _skip_reason(error: DecodeError) -> str:
-    """The metrics key of a record the decoder rejected."""
-    if error.message.endswith("has no eventTime"):
-        return "missing_event_time"
-    if error.message.endswith("has no eventType"):
-        return "missing_event_type"
-    return "invalid"
-
-
 class ReadTally:
     """Counters of objects and records read by one CloudTrail input, and the newest event time. Thread-safe.
 
@@ -130,7 +120,7 @@ class ReadTally:
     def count(self, decoded: DecodedObject, decoder: CloudTrailDecoder) -> None:
         """Count one decoded object; `decoder` is the one that decoded it and nothing else."""
         newest = max((event.ts_ns for event in decoded.events), default=0)
-        reasons = [_skip_reason(error) for error in decoded.errors]
+        reasons = [error.reason for error in decoded.errors]
         is_rejected = decoded.is_corrupt
         with self._lock:
             self.files_read += 1

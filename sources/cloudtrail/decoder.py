@@ -26,6 +26,10 @@ _TIME_RE = re.compile(
 _NS_PER_S = 1_000_000_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ABSENT = object()
+_NO_EVENT_TIME = "CloudTrail record has no eventTime"
+_NO_EVENT_TYPE = "CloudTrail record has no eventType"
+#: Metrics reasons of the rejections worth telling apart; every other rejection is `invalid`.
+_REASONS = {_NO_EVENT_TIME: "missing_event_time", _NO_EVENT_TYPE: "missing_event_type"}
 
 
 def parse_event_time(text: str) -> int | None:
@@ -130,7 +134,8 @@ class CloudTrailDecoder:
                 continue
             if isinstance(decoded, str):
                 self.rejected += 1
-                yield DecodeError(decoded, Location(file=origin, item_kind="record", item_name=str(index)))
+                yield DecodeError(decoded, Location(file=origin, item_kind="record", item_name=str(index)),
+                                  reason=_REASONS.get(decoded, "invalid"))
                 continue
             self.decoded += 1
             yield decoded
@@ -141,9 +146,9 @@ class CloudTrailDecoder:
             return f"CloudTrail record is {_json_kind(record)}, not an object"
         event_time = record.get("eventTime")
         if event_time is None:
-            return "CloudTrail record has no eventTime"
+            return _NO_EVENT_TIME
         if record.get("eventType") is None:
-            return "CloudTrail record has no eventType"
+            return _NO_EVENT_TYPE
         if record["eventType"] == _INSIGHT:
             self.skipped_insight += 1
             return None

@@ -96,14 +96,6 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-def _skip_reason(error: DecodeError) -> str:
-    if "no eventTime" in error.message:
-        return "missing_event_time"
-    if "no eventType" in error.message:
-        return "missing_event_type"
-    return "invalid"
-
-
 class SqsTrailConsumer:
     """A LiveSource reading the CloudTrail files announced on an SQS queue; see the module docstring."""
 
@@ -301,7 +293,7 @@ class SqsTrailConsumer:
             is_record = error.location is not None and error.location.item_kind == "record"
             (record_errors if is_record else object_errors).append(error)
         for error in record_errors:
-            skipped[_skip_reason(error)] += 1
+            skipped[error.reason] += 1
         newest = max((event.ts_ns for event in obj.events), default=0)
         with self._lock:
             self._counters["files_read"] += 1

@@ -135,7 +135,7 @@ class K8sAuditDecoder:
         """
         records = envelope_records(document)
         if isinstance(records, DecodeError):
-            yield DecodeError(records.message, Location(file=origin, item_kind="document"))
+            yield DecodeError(records.message, Location(file=origin, item_kind="document"), reason=records.reason)
             return
         if records is not None:
             items = records
@@ -145,7 +145,7 @@ class K8sAuditDecoder:
             if not isinstance(items, list):
                 yield DecodeError(
                     f"not a Kubernetes audit EventList: 'items' is {_shown(items)}, expected an array",
-                    Location(file=origin, item_kind="document"),
+                    Location(file=origin, item_kind="document"), reason="not_audit_event",
                 )
                 return
             is_batch = False
@@ -172,7 +172,8 @@ class K8sAuditDecoder:
             try:
                 ts_ns = parse_timestamp_ns(item["stageTimestamp"])
             except ValueError as err:
-                problem = f"malformed stageTimestamp {_shown(item['stageTimestamp'])}: {err}"
+                shown = _shown(item["stageTimestamp"])
+                problem = "malformed_stage_timestamp", f"malformed stageTimestamp {shown}: {err}"
             else:
                 verb = item.get("verb")
                 return Event(
@@ -182,18 +183,20 @@ class K8sAuditDecoder:
                     type=verb if isinstance(verb, str) else "",
                     hostname=self.hostname,
                 )
-        return DecodeError(problem, Location(file=origin, item_kind="record", item_name=str(index)))
+        reason, message = problem
+        return DecodeError(message, Location(file=origin, item_kind="record", item_name=str(index)), reason=reason)
 
 
-def _problem(item: Any) -> str | None:
-    """Why an item cannot be an audit event, or None when its shape is right."""
+def _problem(item: Any) -> tuple[str, str] | None:
+    """(reason, message) saying why an item cannot be an audit event, or None when its shape is right."""
     if not isinstance(item, dict):
-        return f"not a Kubernetes audit event: expected a JSON object, got {json_type_name(item)}"
+        return "not_audit_event", f"not a Kubernetes audit event: expected a JSON object, got {json_type_name(item)}"
     kind = item.get("kind", "Event")
     if kind != "Event":
-        return f"not a Kubernetes audit event: 'kind' is {_shown(kind)}, expected 'Event'"
+        return "not_audit_event", f"not a Kubernetes audit event: 'kind' is {_shown(kind)}, expected 'Event'"
     if "stageTimestamp" not in item:
-        return "missing stageTimestamp"
+        return "missing_stage_timestamp", "missing stageTimestamp"
     if not isinstance(item["stageTimestamp"], str):
-        return f"malformed stageTimestamp {_shown(item['stageTimestamp'])}: expected a string"
+        return ("malformed_stage_timestamp",
+                f"malformed stageTimestamp {_shown(item['stageTimestamp'])}: expected a string")
     return None

@@ -52,7 +52,8 @@ def envelope_records(document: Any) -> list[Any] | DecodeError | None:
     if "records" in document:
         records = document["records"]
         if not isinstance(records, list):
-            return DecodeError(f"not an AKS diagnostic log: 'records' is {json_type_name(records)}, expected an array")
+            return DecodeError(f"not an AKS diagnostic log: 'records' is {json_type_name(records)}, expected an array",
+                               reason="bad_envelope")
         return records
     return [document] if is_record(document) else None
 
@@ -99,7 +100,7 @@ def audit_event_of(record: Any, *, origin: str, index: int) -> dict[str, Any] | 
             if isinstance(event, dict):
                 return event
             problem = f"AKS 'properties.log' holds {json_type_name(event)}, expected a JSON object"
-    return DecodeError(problem, Location(file=origin, item_kind="record", item_name=str(index)))
+    return DecodeError(problem, Location(file=origin, item_kind="record", item_name=str(index)), reason="bad_envelope")
 
 
 def unwrap_envelope(document: Any, *, origin: str) -> Iterator[dict[str, Any] | DecodeError]:
@@ -108,7 +109,7 @@ def unwrap_envelope(document: Any, *, origin: str) -> Iterator[dict[str, Any] | 
     if records is None:
         return
     if isinstance(records, DecodeError):
-        yield DecodeError(records.message, Location(file=origin, item_kind="document"))
+        yield DecodeError(records.message, Location(file=origin, item_kind="document"), reason=records.reason)
         return
     for index, record in enumerate(records):
         event = audit_event_of(record, origin=origin, index=index)

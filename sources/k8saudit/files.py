@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 #: Files of a watched directory that are read; rotated apiserver logs keep the `.log` suffix.
 LOG_SUFFIXES = (".log", ".json", ".jsonl")
 REJECT_REASONS = ("invalid_json", "not_audit_event", "missing_stage_timestamp", "malformed_stage_timestamp",
-                  "line_too_long", "decode_error")
+                  "bad_envelope", "line_too_long", "decode_error")
 _CHUNK_BYTES = 1 << 20
 #: A put waits at most this long before re-checking the stop flag, so that stop never hangs on a full queue.
 _PUT_WAIT_S = 0.1
@@ -80,14 +80,8 @@ class _Tail:
 
 
 def _reason(error: DecodeError) -> str:
-    """The metrics key of a decoder rejection."""
-    if error.message.startswith("missing stageTimestamp"):
-        return "missing_stage_timestamp"
-    if error.message.startswith("malformed stageTimestamp"):
-        return "malformed_stage_timestamp"
-    if error.message.startswith("not a Kubernetes audit"):
-        return "not_audit_event"
-    return "decode_error"
+    """The metrics key of a decoder rejection: the decoder's own reason when it is one this reader counts."""
+    return error.reason if error.reason in REJECT_REASONS else "decode_error"
 
 
 class AuditLogFiles:

@@ -225,7 +225,7 @@ class AuditWebhook:
                 continue
             for item in self._decoder.events(part, origin=origin):
                 if isinstance(item, DecodeError):
-                    self._reject(_reason_key(item.message), problems, str(item))
+                    self._reject(item.reason, problems, str(item))
                 else:
                     events.append(item)
         return events, problems
@@ -242,13 +242,3 @@ def _items(document: Any) -> Sequence[Any]:
     if isinstance(document, dict) and document.get("kind") == "EventList" and isinstance(document.get("items"), list):
         return document["items"]
     return (document,)
-
-
-def _reason_key(message: str) -> str:
-    """A short metric label for a decode error message."""
-    lowered = message.lower()
-    for needle, key in (("stagetimestamp", "missing_stage_timestamp"), ("not a kubernetes audit", "wrong_kind"),
-                        ("timestamp", "bad_timestamp"), ("not an object", "not_an_object")):
-        if needle in lowered:
-            return key
-    return "invalid_event"

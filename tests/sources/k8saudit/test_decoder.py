@@ -187,3 +187,16 @@ class TestRealTraces:
         assert [str(error) for error in errors] == [
             "fal_01_003.json record '0': not a Kubernetes audit event: 'kind' is 0, expected 'Event'"
         ]
+
+
+@pytest.mark.parametrize(("item", "reason"), [
+    ({"kind": 0}, "not_audit_event"),
+    ("a string", "not_audit_event"),
+    ({"kind": "Event", "auditID": "x"}, "missing_stage_timestamp"),
+    ({"kind": "Event", "auditID": "x", "stageTimestamp": 42}, "malformed_stage_timestamp"),
+    ({"kind": "Event", "auditID": "x", "stageTimestamp": "yesterday"}, "malformed_stage_timestamp"),
+])
+def test_rejection_carries_a_reason_code(item: object, reason: str) -> None:
+    """Each rejection names its reason as a code, which the inputs count in their metrics."""
+    (error,) = K8sAuditDecoder().events([item], origin="t")
+    assert isinstance(error, DecodeError) and error.reason == reason

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.agent_process import REPO, Agent
+from tests.support.queue_consumer import eventually
 
 pytestmark = pytest.mark.server
 
@@ -165,11 +166,12 @@ def test_file_output_reopens_on_sigusr1_and_metrics_are_served(tmp_path: Path) -
         url = agent.wait_for_log("webhook_listening")["url"]
         metrics_url = agent.wait_for_log("metrics_listening")["url"]
         assert post(url, {"kind": "EventList", "items": [exec_event(n) for n in range(3)]}) == 200
-        deadline_lines = 0
-        while deadline_lines < 3:
+        def alerts_counted() -> int:
             text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
             line = next((ln for ln in text.splitlines() if ln.startswith("falco_agent_alerts_total ")), "x 0")
-            deadline_lines = int(float(line.split()[1]))
+            return int(float(line.split()[1]))
+
+        assert eventually(lambda: alerts_counted() >= 3, timeout_s=20)
         alerts_file.rename(tmp_path / "alerts.log.1")
         agent.proc.send_signal(signal.SIGUSR1)
         assert post(url, exec_event(99)) == 200

@@ -16,34 +16,21 @@ import resource
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
 import orjson
+from samples import REFERENCE, cloudtrail_records
 
 from agent.builtin_sources import new_engine
 from agent.event_queue import EventQueue
 from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.objects import decode_object
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "reference"
 RECORDS_PER_FILE = 500
-
-
-def sample_records() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted((REFERENCE / "samples" / "cloudtrail").rglob("*.json")):
-        if path.name == "expected.json":
-            continue
-        document = orjson.loads(path.read_bytes())
-        out += document.get("Records", []) if isinstance(document, dict) else document
-    return out
 
 
 def log_files(total: int) -> list[bytes]:
     """Gzipped log files of RECORDS_PER_FILE records each, `total` records in all."""
-    records = sample_records()
+    records = cloudtrail_records()
     files = []
     for start in range(0, total, RECORDS_PER_FILE):
         chunk = [records[(start + i) % len(records)] for i in range(min(RECORDS_PER_FILE, total - start))]

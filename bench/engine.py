@@ -16,53 +16,19 @@ import time
 from pathlib import Path
 
 import orjson
+from samples import REFERENCE, cloudtrail_records, k8s_audit_events, with_reads
 
-from agent.builtin_sources import new_engine
+from agent.builtin_sources import new_engine, recorded_decoders
 from agent.engine.engine import Engine
 from agent.event import Event
-from agent.gc_tuning import recorded_decoders, settle_after_startup
+from agent.gc_tuning import settle_after_startup
 from agent.source import RecordDecoder
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "reference"
 STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
 
 
-def k8s_samples() -> list[bytes]:
-    """One JSON text per sample audit event (the regression traces are JSON lines)."""
-    folder = REFERENCE / "samples" / "k8s_audit" / "falco-regression"
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("expected"):
-            continue
-        for line in path.read_bytes().splitlines():
-            if line.strip() and b'"auditID"' in line:
-                out.append(line)
-    return out
-
-
-def cloudtrail_samples() -> list[bytes]:
-    """One JSON text per sample CloudTrail record (Stratus files and the regression files)."""
-    out = []
-    for path in sorted((REFERENCE / "samples" / "cloudtrail").rglob("*.json")):
-        if path.name == "expected.json":
-            continue
-        document = orjson.loads(path.read_bytes())
-        records = document.get("Records", []) if isinstance(document, dict) else document
-        out.extend(orjson.dumps(r) for r in records if isinstance(r, dict))
-    return out
-
-
-def k8s_read_mix(samples: list[bytes]) -> list[bytes]:
-    """A production-like audit stream: nine reads (get/list/watch) for each sample write."""
-    mix = []
-    for text in samples:
-        mix.append(text)
-        event = orjson.loads(text)
-        for verb in ("get", "list", "watch", "get", "list", "get", "watch", "get", "list"):
-            event["verb"] = verb
-            mix.append(orjson.dumps(event))
-    return mix
+def texts_of(documents: list[dict]) -> list[bytes]:
+    return [orjson.dumps(d) for d in documents]
 
 
 def repeat(samples: list[bytes], count: int) -> list[bytes]:
@@ -139,11 +105,13 @@ def main() -> int:
     load_s = time_load([REFERENCE / "rules" / f for f in STABLE_RULES])
     figures["load_three_stable_files_s"] = round(load_s, 4)
     print(f"load+compile {', '.join(STABLE_RULES)}: {load_s * 1000:.1f} ms")
-    for name, rules, texts, source in (
-        ("k8s_audit", "k8s_audit_rules.yaml", repeat(k8s_samples(), args.events), "k8s_audit"),
-        ("k8s_audit_read_mix", "k8s_audit_rules.yaml", repeat(k8s_read_mix(k8s_samples()), args.events), "k8s_audit"),
-        ("cloudtrail", "aws_cloudtrail_rules.yaml", repeat(cloudtrail_samples(), args.events), "aws_cloudtrail"),
+    audit = k8s_audit_events()
+    for name, rules, documents, source in (
+        ("k8s_audit", "k8s_audit_rules.yaml", audit, "k8s_audit"),
+        ("k8s_audit_read_mix", "k8s_audit_rules.yaml", with_reads(audit), "k8s_audit"),
+        ("cloudtrail", "aws_cloudtrail_rules.yaml", cloudtrail_records(), "aws_cloudtrail"),
     ):
+        texts = repeat(texts_of(documents), args.events)
         result = bench_source(name, rules, texts, source, args.rule_matching)
         figures.update(result)
         print(f"{name}: {result[f'{name}_events']} events | orjson.loads alone "

@@ -18,43 +18,22 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+from samples import REFERENCE, k8s_audit_events, with_reads
 
 from agent.builtin_sources import new_engine
 from agent.event_queue import EventQueue
 from agent.gc_tuning import settle_after_startup
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "reference"
 PATH = "/k8s-audit"
 
 
-def sample_events() -> list[dict[str, Any]]:
-    folder = REFERENCE / "samples" / "k8s_audit" / "falco-regression"
-    events = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith(("expected", "fal_")):
-            continue
-        events += [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    return events
-
-
-def read_mix(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Nine reads (get/list/watch) per sample, as an API server's audit stream mostly is."""
-    out = []
-    for event in events:
-        out.append(event)
-        out += [{**event, "verb": verb} for verb in ("get", "list", "watch") * 3]
-    return out
-
-
 def bodies(batches: int, batch_size: int, mix: str) -> list[bytes]:
-    events = sample_events() if mix == "samples" else read_mix(sample_events())
+    events = k8s_audit_events() if mix == "samples" else with_reads(k8s_audit_events())
     out = []
     for b in range(batches):
         items = [events[(b * batch_size + i) % len(events)] for i in range(batch_size)]

@@ -1,0 +1,26 @@
+"""The benchmark scripts still run and end with their JSON line (figures are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("script", "args", "keys"), [
+    ("engine.py", ["--events", "300"], {"k8s_audit_events_per_s", "cloudtrail_ratio_vs_parse", "rss_mb"}),
+    ("cloudtrail.py", ["--records", "600", "--skip-s3"], {"local_records_per_s", "local_ratio_vs_baseline"}),
+    ("k8saudit_webhook.py", ["--batches", "4", "--batch-size", "10"], {"events_per_s", "p99_ms", "drops"}),
+])
+def test_bench_script_prints_its_figures(script: str, args: list[str], keys: set[str], reference: Path) -> None:
+    """Each benchmark runs on tiny inputs and its last line is one JSON object with its figures."""
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args, "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert keys <= set(figures)

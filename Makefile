@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.bootstrapped
 
 .PHONY: run test lint bench clean protos
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml scripts/bootstrap.sh scripts/install_bcc.sh
 	scripts/bootstrap.sh $(VENV)
 	@touch $@
 
@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

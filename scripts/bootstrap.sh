@@ -32,3 +32,5 @@ fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
 echo "bootstrap: $venv is ready" >&2
+# The kernel source: BCC, kernel headers and tracefs (reports and carries on when it cannot).
+scripts/install_bcc.sh "$venv"

@@ -100,7 +100,38 @@ class CloudTrailConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelDropsConfig:
+    """When lost syscall events raise the internal "syscall event drop" alert."""
+
+    # Fraction of the events of one second that may be lost before an alert (0 = any loss alerts).
+    threshold: float = 0.0
+    # Least time between two drop alerts, in seconds; losses in between are summed into the next.
+    alert_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class KernelConfig:
+    """Syscalls captured with eBPF (BCC) on tracepoints; needs root and BPF."""
+
+    enabled: bool = True
+    # Ring buffer size in pages of 4 KiB (power of two).
+    ring_buffer_pages: int = 4096
+    # Syscalls to capture beyond those the rules and the process/fd state need.
+    extra_syscalls: tuple[str, ...] = ()
+    # Kernel headers for BCC; "" = /lib/modules/<release>/build or what scripts/install_bcc.sh unpacked.
+    kernel_headers: str = ""
+    # Docker, containerd or CRI-O sockets asked for container names, images and pod labels.
+    container_runtime_sockets: tuple[str, ...] = (
+        "/run/containerd/containerd.sock",
+        "/run/crio/crio.sock",
+        "/var/run/docker.sock",
+    )
+    drops: KernelDropsConfig = field(default_factory=KernelDropsConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class SourcesConfig:
+    kernel: KernelConfig = field(default_factory=KernelConfig)
     k8s_audit: K8sAuditConfig = field(default_factory=K8sAuditConfig)
     aws_cloudtrail: CloudTrailConfig = field(default_factory=CloudTrailConfig)
 

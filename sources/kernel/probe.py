@@ -1,0 +1,85 @@
+"""The loaded BPF programs: compile with BCC, attach to tracepoints, drain the ring buffer, read counters."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from collections.abc import Iterable
+
+import structlog
+
+from sources.kernel import bcc_setup
+from sources.kernel.probe_program import COUNTER_LOST, COUNTER_NO_ENTER, generate
+from sources.kernel.syscalls import SYSCALLS
+
+log = structlog.get_logger(__name__)
+
+
+class KernelProbe:
+    """Captures `syscalls` (Falco event names) plus process lifecycle into raw ring buffer records.
+
+    `poll()` returns the raw records that arrived; decoding is the caller's. Syscalls the running
+    kernel has no tracepoints for are left out and listed in `missing`.
+    """
+
+    def __init__(self, syscalls: Iterable[str], *, ring_buffer_pages: int, headers: str = "",
+                 self_pid: int | None = None) -> None:
+        root = bcc_setup.tracefs()
+        self.headers = bcc_setup.kernel_headers(headers)
+        bcc = bcc_setup.load_bcc(self.headers)
+        available = bcc_setup.syscall_tracepoints(root)
+        wanted = sorted(set(syscalls))
+        self.missing = tuple(n for n in wanted if SYSCALLS[n].syscall not in available)
+        self.syscalls = tuple(n for n in wanted if SYSCALLS[n].syscall in available)
+        started = time.monotonic()
+        source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages)
+        try:
+            # Approximate headers redefine a few macros clang already knows; that is harmless.
+            self._bpf = bcc.BPF(text=source, cflags=["-Wno-macro-redefined", "-w"])
+        except Exception as exc:
+            raise bcc_setup.KernelUnavailable(
+                f"BCC could not compile or load the probe against {self.headers}: {exc}; "
+                "check that BPF is allowed (root, CAP_BPF, no lockdown) and the headers are a merged tree"
+            ) from exc
+        self.compile_s = time.monotonic() - started
+        me = ctypes.c_uint32(os.getpid() if self_pid is None else self_pid)
+        self._bpf["self_tgid"][ctypes.c_int(0)] = me
+        self._pending: list[bytes] = []
+        # Kept referenced: BCC holds only a raw pointer to the callback.
+        self._callback = self._on_record
+        self._bpf["events"].open_ring_buffer(self._callback)
+        log.info("kernel_probe_loaded", syscalls=len(self.syscalls), missing=list(self.missing),
+                 compile_s=round(self.compile_s, 2), headers=str(self.headers))
+
+    def _on_record(self, _ctx: object, data: int, size: int) -> None:
+        self._pending.append(ctypes.string_at(data, size))
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        """Wait up to `timeout_ms` for records and return all that are ready."""
+        self._bpf.ring_buffer_poll(timeout_ms)
+        batch, self._pending = self._pending, []
+        return batch
+
+    def counters(self) -> dict[str, int]:
+        """Totals since load: records lost because the ring buffer was full, exits seen without their enter."""
+        table = self._bpf["counters"]
+        return {
+            "lost": sum(table[ctypes.c_int(COUNTER_LOST)]),
+            "no_enter": sum(table[ctypes.c_int(COUNTER_NO_ENTER)]),
+        }
+
+    def close(self) -> None:
+        self._bpf.cleanup()
+
+
+def probe_available() -> str | None:
+    """None when a probe can load here, else the reason (for tests and `make run` messages)."""
+    try:
+        root = bcc_setup.tracefs()
+        bcc_setup.load_bcc(bcc_setup.kernel_headers())
+        bcc_setup.syscall_tracepoints(root)
+    except bcc_setup.KernelUnavailable as exc:
+        return str(exc)
+    return None
+

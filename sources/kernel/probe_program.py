@@ -1,0 +1,333 @@
+"""Generate the BPF C program (for BCC) that captures the chosen syscalls.
+
+Per syscall, the enter tracepoint saves the arguments per thread and the exit tracepoint joins
+them with the result and writes one record (layout in wire.py) to the ring buffer. Programs read
+only tracepoint arguments, helper values and user memory the syscall was given, never kernel
+structs, so approximate kernel headers are enough. The agent's own process is skipped in the
+kernel, and records that cannot be reserved are counted per CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sources.kernel.syscalls import CLONE_TYPES, SYSCALLS, Copy, Param, SyscallSpec
+from sources.kernel.wire import HEADER, MAX_ARGS, MAX_PARTS, TYPE_IDS
+
+#: Room for the variable parts (a power of two, for the masking the verifier needs) and the
+#: largest single copy; a path or argument longer than STR_MAX is cut.
+DATA_MAX = 4096
+STR_MAX = 1024
+ARGV_MAX = 32
+SOCKADDR_MAX = 128
+
+#: Indexes of the per-CPU counters array.
+COUNTER_LOST = 0        # ring buffer full: the record was dropped
+COUNTER_NO_ENTER = 1    # an exit without its saved enter (pending map evicted it)
+COUNTERS = 2
+
+_PRELUDE = f"""
+#include <linux/capability.h>  /* types named by the capset tracepoint */
+#define DATA_MAX {DATA_MAX}
+#define STR_MAX {STR_MAX}
+#define ARGV_MAX {ARGV_MAX}
+#define SOCKADDR_MAX {SOCKADDR_MAX}
+
+struct event {{
+    u64 ts;
+    u32 tid;
+    u32 tgid;
+    u32 uid;
+    u32 gid;
+    s64 res;
+    u64 args[{MAX_ARGS}];
+    u16 type;
+    u16 nparts;
+    u16 lens[{MAX_PARTS}];
+    char comm[16];
+    char data[2 * DATA_MAX - {HEADER.size}];  /* whole struct: 2 * DATA_MAX, so a mask bounds sizes */
+}};
+
+struct pending {{
+    u64 ts;
+    u64 args[{MAX_ARGS}];
+    u32 type;
+}};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(scratch, struct event, 1);
+BPF_PERCPU_ARRAY(counters, u64, {COUNTERS});
+BPF_ARRAY(self_tgid, u32, 1);
+BPF_TABLE("lru_hash", u32, struct pending, pending, 65536);
+BPF_TABLE("lru_hash", u32, struct event, pending_exec, 256);
+
+static __always_inline void count(u32 index) {{
+    u64 *value = counters.lookup(&index);
+    if (value) *value += 1;
+}}
+
+static __always_inline int is_self(u64 id) {{
+    u32 zero = 0;
+    u32 *me = self_tgid.lookup(&zero);
+    return me && *me == (u32)(id >> 32);
+}}
+
+static __always_inline struct event *new_event(u32 type, u64 id) {{
+    u32 zero = 0;
+    struct event *e = scratch.lookup(&zero);
+    if (!e) return 0;
+    u64 ugid = bpf_get_current_uid_gid();
+    e->ts = bpf_ktime_get_boot_ns();
+    e->tid = (u32)id;
+    e->tgid = id >> 32;
+    e->uid = (u32)ugid;
+    e->gid = ugid >> 32;
+    e->res = 0;
+    e->type = type;
+    e->nparts = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    return e;
+}}
+
+/* The mask in asm so that clang cannot drop it after the range check: the verifier needs it. */
+static __always_inline u32 bounded(u32 off) {{
+    asm volatile("%0 &= %1" : "+r"(off) : "i"(DATA_MAX - 1));
+    return off;
+}}
+
+static __always_inline u32 put_str(struct event *e, u32 part, u32 off, u64 src) {{
+    int n = 0;
+    if (src && off < DATA_MAX)
+        n = bpf_probe_read_user_str(&e->data[bounded(off)], STR_MAX, (const void *)src);
+    if (n < 0) n = 0;
+    if (part < {MAX_PARTS}) e->lens[part] = n;
+    e->nparts = part + 1;
+    return off + n;
+}}
+
+static __always_inline u32 put_bytes(struct event *e, u32 part, u32 off, u64 src, u64 len) {{
+    if (len > SOCKADDR_MAX) len = SOCKADDR_MAX;
+    if (!src || off >= DATA_MAX || bpf_probe_read_user(&e->data[bounded(off)], len & 0xff,
+                                                     (const void *)src) < 0)
+        len = 0;
+    if (part < {MAX_PARTS}) e->lens[part] = len;
+    e->nparts = part + 1;
+    return off + len;
+}}
+
+static __always_inline u32 put_argv(struct event *e, u32 part, u32 off, u64 argv) {{
+    u32 start = off;
+    #pragma unroll
+    for (int i = 0; i < ARGV_MAX; i++) {{
+        u64 ptr = 0;
+        if (!argv || off >= DATA_MAX) break;
+        if (bpf_probe_read_user(&ptr, sizeof(ptr), (const void *)(argv + i * sizeof(u64))) < 0 || !ptr) break;
+        int n = bpf_probe_read_user_str(&e->data[bounded(off)], STR_MAX, (const void *)ptr);
+        if (n <= 0) break;
+        off += n;
+    }}
+    if (part < {MAX_PARTS}) e->lens[part] = off - start;
+    e->nparts = part + 1;
+    return off;
+}}
+
+static __always_inline void submit(struct event *e, u32 off) {{
+    u32 size = {HEADER.size} + off;
+    asm volatile("%0 &= %1" : "+r"(size) : "i"(2 * DATA_MAX - 1));
+    if (events.ringbuf_output(e, size, 0) != 0) count({COUNTER_LOST});
+}}
+
+static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {{
+    struct pending p = {{}};
+    u32 tid = (u32)id;
+    p.ts = bpf_ktime_get_boot_ns();
+    p.type = type;
+    p.args[0] = a0; p.args[1] = a1; p.args[2] = a2; p.args[3] = a3; p.args[4] = a4; p.args[5] = a5;
+    pending.update(&tid, &p);
+}}
+"""
+
+
+def _tracepoint_args(spec: SyscallSpec) -> list[str]:
+    """The tracepoint arguments to save at enter, in slot order: values first, then user addresses."""
+    values = [p.arg for p in spec.params if p.copy is Copy.VALUE]
+    addresses = [p.arg for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
+    lengths = [p.length for p in spec.params if isinstance(p.length, str) and p.length]
+    return values + addresses + [name for name in lengths if name not in values]
+
+
+def _slot(spec: SyscallSpec, arg: str) -> int:
+    return _tracepoint_args(spec).index(arg)
+
+
+def _copy_part(spec: SyscallSpec, param: Param, part: int, source: str) -> str:
+    """C statement appending one user-memory parameter; `source` holds the saved slots."""
+    address = f"{source}[{_slot(spec, param.arg)}]"
+    if param.copy is Copy.USER_STR:
+        return f"off = put_str(e, {part}, off, {address});"
+    if param.copy is Copy.USER_ARGV:
+        return f"off = put_argv(e, {part}, off, {address});"
+    if isinstance(param.length, int):
+        length = str(param.length)
+    elif param.copy is Copy.USER_BYTES_LENPTR:
+        length = (f"({{ int l = 0; bpf_probe_read_user(&l, sizeof(l), (const void *){source}"
+                  f"[{_slot(spec, param.length)}]); l < 0 ? 0 : l; }})")
+    else:
+        length = f"{source}[{_slot(spec, param.length)}]"
+    return f"off = put_bytes(e, {part}, off, {address}, {length});"
+
+
+def _user_parts(spec: SyscallSpec, source: str) -> list[str]:
+    parts = [p for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
+    return [_copy_part(spec, p, k, source) for k, p in enumerate(parts)]
+
+
+def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
+    count = sum(1 for p in spec.params if p.copy is Copy.VALUE)
+    return [f"e->args[{i}] = {source}[{i}];" for i in range(count)]
+
+
+def _saved(spec: SyscallSpec) -> str:
+    args = [f"(u64)args->{name}" for name in _tracepoint_args(spec)]
+    if len(args) > MAX_ARGS:
+        raise ValueError(f"syscall {spec.name}: more than {MAX_ARGS} arguments to save")
+    return ", ".join(args + ["0"] * (MAX_ARGS - len(args)))
+
+
+def _joined(spec: SyscallSpec) -> str:
+    """Enter saves the arguments; exit copies user memory and writes the record."""
+    type_id = TYPE_IDS[spec.name]
+    body = "\n        ".join(_value_copies(spec, "p->args") + _user_parts(spec, "p->args"))
+    return f"""
+TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id)) return 0;
+    save_enter(id, {type_id}, {_saved(spec)});
+    return 0;
+}}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct pending *p = pending.lookup(&tid);
+    if (!p) {{ if (!is_self(id)) count({COUNTER_NO_ENTER}); return 0; }}
+    if (p->type != {type_id}) return 0;
+    struct event *e = new_event({type_id}, id);
+    if (e) {{
+        u32 off = 0;
+        e->ts = p->ts;
+        e->res = args->ret;
+        {body}
+        submit(e, off);
+    }}
+    pending.delete(&tid);
+    return 0;
+}}
+"""
+
+
+def _exec(spec: SyscallSpec) -> str:
+    """execve's user memory is gone at exit: copy it at enter into a per-thread record."""
+    type_id = TYPE_IDS[spec.name]
+    saved = [f"u64 a[{MAX_ARGS}] = {{{_saved(spec)}}};"]
+    body = "\n    ".join(saved + _value_copies(spec, "a") + _user_parts(spec, "a"))
+    return f"""
+TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id)) return 0;
+    struct event *e = new_event({type_id}, id);
+    if (!e) return 0;
+    u32 off = 0;
+    {body}
+    e->res = off;  /* the data length until exit puts the result here */
+    u32 tid = (u32)id;
+    pending_exec.update(&tid, e);
+    return 0;
+}}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    struct event *e = pending_exec.lookup(&tid);
+    if (!e) {{ if (!is_self(id)) count({COUNTER_NO_ENTER}); return 0; }}
+    u32 off = (u32)e->res;
+    u64 ugid = bpf_get_current_uid_gid();
+    e->res = args->ret;
+    e->uid = (u32)ugid;
+    e->gid = ugid >> 32;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    submit(e, off);
+    pending_exec.delete(&tid);
+    return 0;
+}}
+"""
+
+
+def _clone_enter(name: str, flags: str) -> str:
+    return f"""
+TRACEPOINT_PROBE(syscalls, sys_enter_{name}) {{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id)) return 0;
+    u64 flags = {flags};
+    save_enter(id, {TYPE_IDS[name]}, flags, 0, 0, 0, 0, 0);
+    return 0;
+}}
+"""
+
+
+_CLONE_FLAGS = {
+    "clone": "args->clone_flags",
+    # struct clone_args starts with the flags: user memory, not a kernel struct.
+    "clone3": "({ u64 f = 0; bpf_probe_read_user(&f, sizeof(f), (const void *)args->uargs); f; })",
+    "fork": "17",            # SIGCHLD
+    "vfork": "0x4111",       # CLONE_VM | CLONE_VFORK | SIGCHLD
+}
+
+_SCHED = f"""
+TRACEPOINT_PROBE(sched, sched_process_fork) {{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id)) return 0;
+    u32 tid = (u32)id;
+    u32 type = {TYPE_IDS["clone"]};
+    u64 flags = 0;
+    struct pending *p = pending.lookup(&tid);
+    if (p && p->type >= {TYPE_IDS["clone"]} && p->type <= {TYPE_IDS["vfork"]}) {{
+        type = p->type;
+        flags = p->args[0];
+        pending.delete(&tid);
+    }}
+    struct event *e = new_event(type, id);
+    if (!e) return 0;
+    e->res = args->child_pid;
+    e->args[0] = args->child_pid;
+    e->args[1] = flags;
+    submit(e, 0);
+    return 0;
+}}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id)) return 0;
+    struct event *e = new_event({TYPE_IDS["procexit"]}, id);
+    if (!e) return 0;
+    e->args[0] = args->group_dead;
+    submit(e, 0);
+    return 0;
+}}
+"""
+
+
+def generate(syscalls: Iterable[str], *, ring_buffer_pages: int) -> str:
+    """C source capturing `syscalls` (names from SYSCALLS) plus process lifecycle, for BCC."""
+    if ring_buffer_pages <= 0 or ring_buffer_pages & (ring_buffer_pages - 1):
+        raise ValueError(f"ring_buffer_pages must be a power of two, not {ring_buffer_pages}")
+    names = sorted(set(syscalls))
+    unknown = [name for name in names if name not in SYSCALLS]
+    if unknown:
+        raise ValueError(f"cannot capture unknown syscalls: {', '.join(unknown)}")
+    parts = [f"#define RINGBUF_PAGES {ring_buffer_pages}", _PRELUDE, _SCHED]
+    parts += [_clone_enter(name, _CLONE_FLAGS[name]) for name in CLONE_TYPES]
+    for name in names:
+        spec = SYSCALLS[name]
+        parts.append(_exec(spec) if spec.read_at_enter else _joined(spec))
+    return "\n".join(parts)

@@ -124,6 +124,7 @@ class RuleSet:
     def __init__(self, rules: list[CompiledRule], index_getters: dict[str, Callable[[Event], Any]]) -> None:
         self.rules = sorted(rules, key=lambda r: r.index)
         self._getters = tuple(index_getters.values())
+        self._names = tuple(index_getters)
         self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters)) for rule in self.rules]
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
         self.narrowed_by = {
@@ -131,6 +132,17 @@ class RuleSet:
             for rule, sets in self._admits
         }
         self._memo: dict[tuple[Any, ...], tuple[CompiledRule, ...]] = {}
+
+    def index_values(self, field: str) -> frozenset[Any] | None:
+        """The values of index field `field` some rule here can match; None when a rule admits any value.
+
+        A source uses it to capture only what the rules can use (the kernel attaches only the
+        syscalls in the `evt.type` values)."""
+        position = list(self._names).index(field)
+        admitted = ValueSet(frozenset(), False)
+        for _rule, sets in self._admits:
+            admitted = admitted.union(sets[position])
+        return None if admitted.cofinite else frozenset(v for v in admitted.values if v is not MISSING)
 
     def candidates(self, event: Event) -> tuple[CompiledRule, ...]:
         """Rules that can match this event, in evaluation order."""

@@ -36,7 +36,7 @@ class KernelProbe:
         source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages)
         try:
             # Approximate headers redefine a few macros clang already knows; that is harmless.
-            self._bpf = bcc.BPF(text=source, cflags=["-Wno-macro-redefined", "-w"])
+            self._bpf = bcc.BPF(text=source.encode(), cflags=["-Wno-macro-redefined", "-w"])
         except Exception as exc:
             raise bcc_setup.KernelUnavailable(
                 f"BCC could not compile or load the probe against {self.headers}: {exc}; "
@@ -44,11 +44,11 @@ class KernelProbe:
             ) from exc
         self.compile_s = time.monotonic() - started
         me = ctypes.c_uint32(os.getpid() if self_pid is None else self_pid)
-        self._bpf["self_tgid"][ctypes.c_int(0)] = me
+        self._bpf[b"self_tgid"][ctypes.c_int(0)] = me
         self._pending: list[bytes] = []
         # Kept referenced: BCC holds only a raw pointer to the callback.
         self._callback = self._on_record
-        self._bpf["events"].open_ring_buffer(self._callback)
+        self._bpf[b"events"].open_ring_buffer(self._callback)
         log.info("kernel_probe_loaded", syscalls=len(self.syscalls), missing=list(self.missing),
                  compile_s=round(self.compile_s, 2), headers=str(self.headers))
 
@@ -63,7 +63,7 @@ class KernelProbe:
 
     def counters(self) -> dict[str, int]:
         """Totals since load: records lost because the ring buffer was full, exits seen without their enter."""
-        table = self._bpf["counters"]
+        table = self._bpf[b"counters"]
         return {
             "lost": sum(table[ctypes.c_int(COUNTER_LOST)]),
             "no_enter": sum(table[ctypes.c_int(COUNTER_NO_ENTER)]),

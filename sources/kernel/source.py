@@ -1,0 +1,170 @@
+"""The live kernel source: the BPF probe, decoding, the user-space state, and events to the engine.
+
+One thread drains the ring buffer, applies each record to the process/fd state (every record, so
+the state stays right) and hands the engine only the events whose type some rule can use. When
+the engine falls behind, `put` waits and the ring buffer fills: the kernel then counts what it
+could not write, and the drop meter turns that into notices for the "syscall event drop" alert.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from agent.event import Event
+from agent.source import EventSink
+from agent.source_worker import SourceWorker
+from sources.kernel.drops import DropMeter, DropNotice
+from sources.kernel.probe import KernelProbe
+from sources.kernel.record import SyscallRecord
+from sources.kernel.syscalls import STATE_SYSCALLS, SYSCALLS
+from sources.kernel.wire import RecordDecoder
+
+log = structlog.get_logger(__name__)
+
+_POLL_MS = 100
+
+
+class SyscallState(Protocol):
+    """The user-space state: every record updates it; it returns the event rules see, if any."""
+
+    def apply(self, record: SyscallRecord) -> Event | None: ...
+
+
+class RecordSink(Protocol):
+    """Where records go besides the state, e.g. a capture file."""
+
+    def write(self, record: SyscallRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KernelSettings:
+    ring_buffer_pages: int = 4096
+    extra_syscalls: tuple[str, ...] = ()
+    kernel_headers: str = ""
+    drop_threshold: float = 0.0
+    drop_alert_interval_s: float = 30.0
+
+
+def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] = ()) -> frozenset[str]:
+    """What the probe must attach: the event types rules can use (None: all), the state's, and extras."""
+    wanted = set(SYSCALLS) if rule_types is None else (rule_types & set(SYSCALLS))
+    unknown = sorted(set(extra) - set(SYSCALLS))
+    if unknown:
+        raise ValueError(f"sources.kernel.extra_syscalls: cannot capture {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(SYSCALLS))}")
+    return frozenset(wanted | STATE_SYSCALLS | set(extra))
+
+
+class KernelSource:
+    """LiveSource for syscalls. `rule_types` gives the `evt.type` values the loaded rules can match
+    (None: any), read at each start; `new_state` builds a seeded state each start."""
+
+    name = "kernel"
+
+    def __init__(self, settings: KernelSettings, *, rule_types: Callable[[], frozenset[str] | None],
+                 new_state: Callable[[], SyscallState], record_sink: RecordSink | None = None) -> None:
+        self.settings = settings
+        self._rule_types = rule_types
+        self._new_state = new_state
+        self._record_sink = record_sink
+        self._worker = SourceWorker("kernel-source")
+        self._probe: KernelProbe | None = None
+        self._meter = DropMeter(threshold=settings.drop_threshold,
+                                alert_interval_s=settings.drop_alert_interval_s)
+        self._notices: deque[DropNotice] = deque(maxlen=64)
+        self._lock = threading.Lock()
+        self._counts = {"records": 0, "events": 0, "decode_errors": 0, "state_errors": 0}
+        self._kernel_counters = {"lost": 0, "no_enter": 0}
+        self.capturing: frozenset[str] = frozenset()
+
+    def start(self, sink: EventSink) -> None:
+        self._worker.check_idle()
+        types = self._rule_types()
+        self.capturing = syscalls_to_capture(types, self.settings.extra_syscalls)
+        forward = None if types is None else frozenset(types)
+        state = self._new_state()
+        probe = KernelProbe(self.capturing, ring_buffer_pages=self.settings.ring_buffer_pages,
+                            headers=self.settings.kernel_headers)
+        self._probe = probe
+        self._worker.start(lambda: self._run(probe, state, sink, forward), cleanup=self._cleanup)
+
+    def _run(self, probe: KernelProbe, state: SyscallState, sink: EventSink,
+             forward: frozenset[str] | None) -> None:
+        decoder = RecordDecoder()
+        counts = self._counts
+        stopping = self._worker.stopping
+        while not stopping.is_set():
+            batch: list[Event] = []
+            raws = probe.poll(_POLL_MS)
+            for raw in raws:
+                try:
+                    record = decoder.decode(raw)
+                except ValueError as exc:
+                    counts["decode_errors"] += 1
+                    log.warning("kernel_record_undecodable", error=str(exc))
+                    continue
+                if self._record_sink is not None:
+                    self._record_sink.write(record)
+                try:
+                    event = state.apply(record)
+                except Exception:
+                    # A state bug on one record must not stop syscall capture.
+                    counts["state_errors"] += 1
+                    log.exception("kernel_state_failed", type=record.type, tid=record.tid)
+                    continue
+                if event is not None and (forward is None or event.type in forward):
+                    batch.append(event)
+            counts["records"] += len(raws)
+            self._meter.delivered(len(raws))
+            while batch and not stopping.is_set():
+                if sink.put(batch, timeout_s=0.5):
+                    counts["events"] += len(batch)
+                    break
+            self._check_drops(probe)
+
+    def _check_drops(self, probe: KernelProbe) -> None:
+        self._kernel_counters = probe.counters()
+        notice = self._meter.tick(self._kernel_counters["lost"])
+        if notice is not None:
+            log.warning("syscall_event_drop", lost=notice.lost, delivered=notice.delivered,
+                        worst_ratio=round(notice.worst_ratio, 4), lost_total=notice.lost_total)
+            with self._lock:
+                self._notices.append(notice)
+
+    def drop_notices(self) -> list[DropNotice]:
+        """Drop notices not yet turned into alerts (the runtime raises "syscall event drop" for each)."""
+        with self._lock:
+            notices = list(self._notices)
+            self._notices.clear()
+        return notices
+
+    def _cleanup(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        if self._record_sink is not None:
+            self._record_sink.close()
+
+    def stop(self) -> None:
+        self._worker.stop()
+
+    def failure(self) -> str | None:
+        return self._worker.failure()
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            **self._counts,
+            "kernel_lost": self._kernel_counters["lost"],
+            "kernel_exit_without_enter": self._kernel_counters["no_enter"],
+            "lost_last_second": self._meter.lost_last_second,
+            "records_last_second": self._meter.delivered_last_second,
+            "syscalls_captured": len(self.capturing),
+        }

@@ -1,0 +1,108 @@
+"""The BPF probe in the real kernel: real syscalls by a child process come back as joined records."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sources.kernel.probe import KernelProbe
+from sources.kernel.record import SyscallRecord
+from sources.kernel.wire import RecordDecoder
+from tests.support.kernel import require_probe
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
+CHILD = r"""
+import os, socket, sys
+fd = os.open("/etc/hostname", os.O_RDONLY)
+os.close(fd)
+try:
+    os.unlink("/tmp/falco-agent-probe-link")
+except FileNotFoundError:
+    pass
+os.symlink("/etc/shadow", "/tmp/falco-agent-probe-link")
+os.unlink("/tmp/falco-agent-probe-link")
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    pass
+os.execv("/bin/true", ["true", "one", "two words"])
+"""
+
+
+@pytest.fixture(scope="module")
+def probe() -> Iterator[KernelProbe]:
+    require_probe()
+    loaded = KernelProbe(["openat", "close", "execve", "symlinkat", "symlink", "unlink", "unlinkat", "connect",
+                          "socket"], ring_buffer_pages=256)
+    yield loaded
+    loaded.close()
+
+
+def _records_of(probe: KernelProbe, pid: int, *, until_type: str, timeout_s: float = 2.0) -> list[SyscallRecord]:
+    decoder = RecordDecoder()
+    found: list[SyscallRecord] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for raw in probe.poll(50):
+            record = decoder.decode(raw)
+            if record.pid == pid or record.args.get("child_pid") == pid:
+                found.append(record)
+        if any(r.type == until_type and r.pid == pid and r.args.get("group_dead") for r in found):
+            break
+    return found
+
+
+def test_syscalls_of_a_child_arrive_with_arguments_and_results(probe: KernelProbe) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(port)])
+        child.wait(timeout=10)
+        records = _records_of(probe, child.pid, until_type="procexit")
+    by_type: dict[str, list[SyscallRecord]] = {}
+    for record in records:
+        by_type.setdefault(record.type, []).append(record)
+
+    opened = [r for r in by_type["openat"] if r.args["name"] == "/etc/hostname"]
+    assert opened and opened[0].res >= 0 and opened[0].args["fd"] == opened[0].res
+    assert opened[0].args["dirfd"] == -100 and opened[0].args["flags"] & 0o3 == os.O_RDONLY
+    assert any(r.args["fd"] == opened[0].res and r.ts_ns > opened[0].ts_ns for r in by_type["close"])
+    link = by_type["symlinkat"][0] if "symlinkat" in by_type else by_type["symlink"][0]
+    assert (link.args["target"], link.args["linkpath"]) == ("/etc/shadow", "/tmp/falco-agent-probe-link")
+    connect = by_type["connect"][0]
+    assert connect.res == 0 and int.from_bytes(connect.args["addr"][2:4], "big") == port
+    assert connect.args["addr"][4:8] == bytes([127, 0, 0, 1])
+    execs = by_type["execve"]
+    assert execs[-1].res == 0 and execs[-1].args["filename"] == "/bin/true"
+    assert execs[-1].args["argv"] == ["true", "one", "two words"] and execs[-1].comm == "true"
+    assert by_type["procexit"][-1].args["group_dead"] is True
+    assert abs(opened[0].ts_ns - time.time_ns()) < 60 * 10**9
+
+
+def test_clone_is_seen_from_the_parent(probe: KernelProbe) -> None:
+    child = subprocess.Popen(["/bin/sh", "-c", "/bin/true; exit 0"])
+    child.wait(timeout=10)
+    records = _records_of(probe, child.pid, until_type="procexit")
+    forks = [r for r in records if r.type in ("clone", "clone3", "fork", "vfork") and r.pid == child.pid]
+    assert forks, "the shell's fork of /bin/true was not seen"
+    grandchild = forks[0].args["child_pid"]
+    assert forks[0].res == grandchild and forks[0].args["child_tid"] == grandchild
+
+
+def test_the_agent_process_itself_is_not_captured(probe: KernelProbe) -> None:
+    for _ in range(50):
+        os.close(os.open("/etc/hostname", os.O_RDONLY))
+    decoder = RecordDecoder()
+    time.sleep(0.1)
+    mine = [r for raw in probe.poll(100) if (r := decoder.decode(raw)).pid == os.getpid()]
+    assert mine == []
+    assert probe.counters()["lost"] == 0

@@ -1,0 +1,45 @@
+"""The generated BPF C: what gets attached, and the limits of the table it is generated from."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sources.kernel.probe_program import generate
+from sources.kernel.syscalls import SYSCALLS, Copy
+from sources.kernel.wire import MAX_ARGS, MAX_PARTS
+
+
+def _attached(source: str) -> set[str]:
+    return set(re.findall(r"TRACEPOINT_PROBE\((\w+), (\w+)\)", source))
+
+
+def test_only_the_chosen_syscalls_and_the_process_lifecycle_are_attached() -> None:
+    attached = _attached(generate(["openat", "execve"], ring_buffer_pages=64))
+    syscalls = {name for cat, name in attached if cat == "syscalls"}
+    assert {"sys_enter_openat", "sys_exit_openat", "sys_enter_execve", "sys_exit_execve"} <= syscalls
+    assert not any("connect" in name or "unlink" in name for name in syscalls)
+    assert {("sched", "sched_process_fork"), ("sched", "sched_process_exit")} <= attached
+
+
+def test_every_table_entry_fits_the_record() -> None:
+    source = generate(SYSCALLS, ring_buffer_pages=64)
+    for spec in SYSCALLS.values():
+        saved = [p for p in spec.params if p.copy is not Copy.RESULT]
+        assert len(saved) <= MAX_ARGS + 2, spec.name
+        assert sum(p.copy not in (Copy.VALUE, Copy.RESULT) for p in spec.params) <= MAX_PARTS, spec.name
+        assert f"sys_exit_{spec.syscall}" in source
+
+
+def test_bad_requests_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        generate(["openat"], ring_buffer_pages=1000)
+    with pytest.raises(ValueError, match="unknown syscalls: frobnicate"):
+        generate(["frobnicate"], ring_buffer_pages=64)
+
+
+def test_the_agent_itself_is_filtered_in_every_enter_program() -> None:
+    source = generate(["openat", "connect"], ring_buffer_pages=64)
+    enters = re.findall(r"TRACEPOINT_PROBE\(syscalls, sys_enter_\w+\) \{(.*?)\n\}", source, re.S)
+    assert enters and all("is_self(id)" in body for body in enters)

@@ -1,0 +1,82 @@
+"""Decoding of the ring buffer records the BPF programs write (layout shared with probe_program)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from sources.kernel.wire import HEADER, TYPE_IDS, RecordDecoder
+
+
+def _record(type_name: str, *, args: tuple[int, ...] = (), parts: tuple[bytes, ...] = (), res: int = 0,
+            tid: int = 42, pid: int = 40, comm: bytes = b"cat") -> bytes:
+    values = (list(args) + [0] * 6)[:6]
+    lens = (list(len(p) for p in parts) + [0] * 6)[:6]
+    header = HEADER.pack(1_000, tid, pid, 1000, 1001, res, *values, TYPE_IDS[type_name], len(parts), *lens, comm)
+    return header + b"".join(parts)
+
+
+def test_openat_carries_its_path_flags_and_result() -> None:
+    at_fdcwd = (1 << 64) - 100  # the tracepoint slot holds the int sign-extended or not: both decode to -100
+    raw = _record("openat", args=(at_fdcwd, 0o1101, 0o644), parts=(b"/etc/shadow\0",), res=3)
+    record = RecordDecoder().decode(raw)
+    assert record.type == "openat" and record.res == 3 and (record.tid, record.pid) == (42, 40)
+    assert record.args == {"fd": 3, "dirfd": -100, "name": "/etc/shadow", "flags": 0o1101, "mode": 0o644}
+    assert (record.uid, record.gid, record.comm) == (1000, 1001, "cat")
+
+
+def test_failed_open_keeps_the_negative_errno() -> None:
+    record = RecordDecoder().decode(_record("open", args=(0, 0), parts=(b"/nope\0",), res=-2))
+    assert record.res == -2 and record.args["fd"] == -2 and record.args["name"] == "/nope"
+
+
+def test_execve_argv_is_split_on_nul() -> None:
+    raw = _record("execve", parts=(b"/bin/ls\0", b"ls\0-la\0/tmp\0"))
+    record = RecordDecoder().decode(raw)
+    assert record.args == {"res": 0, "filename": "/bin/ls", "argv": ["ls", "-la", "/tmp"]}
+
+
+def test_two_paths_and_a_socket_address_are_kept_apart() -> None:
+    link = RecordDecoder().decode(_record("symlinkat", args=(2**32 - 100,), parts=(b"/etc/shadow\0", b"/tmp/x\0")))
+    assert link.args["target"] == "/etc/shadow" and link.args["linkpath"] == "/tmp/x"
+    address = struct.pack("<HH4s8x", 2, 0x5000, bytes([127, 0, 0, 1]))
+    connect = RecordDecoder().decode(_record("connect", args=(5,), parts=(address,)))
+    assert connect.args == {"res": 0, "fd": 5, "addr": address}
+
+
+def test_openat2_splits_open_how_into_flags_mode_and_resolve() -> None:
+    how = struct.pack("<QQQ", 0o100, 0o600, 8)
+    record = RecordDecoder().decode(_record("openat2", args=(3,), parts=(b"x\0", how), res=4))
+    assert record.args == {"fd": 4, "dirfd": 3, "name": "x", "flags": 0o100, "mode": 0o600, "resolve": 8}
+
+
+def test_pipe_fds_come_back_as_a_pair() -> None:
+    record = RecordDecoder().decode(_record("pipe2", args=(0,), parts=(struct.pack("<ii", 5, 6),)))
+    assert record.args["fds"] == (5, 6)
+
+
+@pytest.mark.parametrize(("flags", "child_pid"), [(0x11, 77), (0x00010000 | 0x100, 40)])
+def test_clone_tells_a_new_process_from_a_new_thread(flags: int, child_pid: int) -> None:
+    record = RecordDecoder().decode(_record("clone", args=(77, flags), res=77))
+    assert record.args == {"child_tid": 77, "child_pid": child_pid, "flags": flags}
+
+
+def test_procexit_says_whether_the_process_is_gone() -> None:
+    assert RecordDecoder().decode(_record("procexit", args=(1,))).args == {"group_dead": True}
+
+
+def test_times_are_wall_clock() -> None:
+    import time
+
+    record = RecordDecoder().decode(_record("close", args=(3,)))
+    assert abs(record.ts_ns - time.time_ns()) < 10 * 24 * 3600 * 10**9
+
+
+def test_bad_records_are_named() -> None:
+    with pytest.raises(ValueError, match="shorter than its 112-byte header"):
+        RecordDecoder().decode(b"\0" * 20)
+    raw = bytearray(_record("close"))
+    struct.pack_into("<H", raw, 80, 999)
+    with pytest.raises(ValueError, match="unknown event type id 999"):
+        RecordDecoder().decode(bytes(raw))

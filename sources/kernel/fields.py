@@ -1,9 +1,9 @@
 """Declare the `syscall` source: its field table, index key, plugin stand-ins and event type names.
 
-Only the declaration lives here, so that any upstream syscall rule compiles. The field data
-comes from `syscall_fields.tsv` and `event_types.tsv` beside this module (package data).
-Extraction arrives with the kernel probe; until then every field except the generic `evt.*`
-ones and `evt.type` keeps FieldSpec's default extractor, which means "not available".
+The field data comes from `syscall_fields.tsv` and `event_types.tsv` beside this module (package
+data), so that any upstream syscall rule compiles; the extractors come from the `*_fields` modules,
+which read the `SyscallEvent` payload the kernel state builds. A declared field with no extractor
+keeps FieldSpec's default, which means "not available".
 
 Argument kinds follow libsinsp's EPF_ARG_* flags, refined where libsinsp's own parser is
 narrower or looser than the flags say (see the `arg` column of the TSV): `evt.rawarg` and
@@ -21,9 +21,13 @@ from functools import cache
 from importlib import resources
 
 from agent.event import Event
-from agent.fields import ArgKind, Extractor, FieldFlag, FieldSpec, FieldTable, FieldType, Value
+from agent.fields import ArgKind, Extractor, ExtractorFactory, FieldFlag, FieldSpec, FieldTable, FieldType, Value
 from agent.generic_fields import generic_fields
 from agent.source import SourceSpec
+from sources.kernel.evt_fields import EVT_EXTRACTORS
+from sources.kernel.fd_fields import FD_EXTRACTORS
+from sources.kernel.identity_fields import IDENTITY_EXTRACTORS
+from sources.kernel.proc_fields import PROC_EXTRACTORS
 
 __all__ = [
     "SOURCE_NAME",
@@ -89,8 +93,10 @@ def _event_type(_arg: str | None) -> Extractor:
     return extract
 
 
-#: The few syscall fields already extractable from the Event itself, by name.
-_EXTRACTORS = {"evt.type": _event_type}
+#: Extractor factories by field name.
+_EXTRACTORS: dict[str, ExtractorFactory] = {
+    "evt.type": _event_type, **EVT_EXTRACTORS, **PROC_EXTRACTORS, **FD_EXTRACTORS, **IDENTITY_EXTRACTORS,
+}
 
 
 @cache

@@ -35,6 +35,7 @@ _PRELUDE = f"""
 
 struct event {{
     u64 ts;
+    u64 cgroup_id;
     u32 tid;
     u32 tgid;
     u32 uid;
@@ -78,6 +79,8 @@ static __always_inline struct event *new_event(u32 type, u64 id) {{
     if (!e) return 0;
     u64 ugid = bpf_get_current_uid_gid();
     e->ts = bpf_ktime_get_boot_ns();
+    /* The cgroup v2 id names the container without reading /proc, which a short-lived process outruns. */
+    e->cgroup_id = bpf_get_current_cgroup_id();
     e->tid = (u32)id;
     e->tgid = id >> 32;
     e->uid = (u32)ugid;

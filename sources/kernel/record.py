@@ -21,7 +21,8 @@ class SyscallRecord:
     for paths and names (as the process passed them, unresolved); `bytes` for socket addresses
     (a raw `struct sockaddr`); `list[str]` for argv. The meaning of each parameter is in
     `sources.kernel.syscalls.SYSCALLS[type].params`. `res` is the raw return value: a negative
-    errno on failure, the new fd, tid or 0 on success.
+    errno on failure, the new fd, tid or 0 on success. `cgroup_id` is the thread's cgroup v2 id
+    (the inode of its cgroup directory; 0 when unknown), which names its container.
     """
 
     type: str
@@ -33,3 +34,4 @@ class SyscallRecord:
     comm: str
     res: int
     args: dict[str, Any] = field(default_factory=dict)
+    cgroup_id: int = 0

@@ -1,6 +1,6 @@
 """The binary record the BPF programs write to the ring buffer, and its decoding into SyscallRecords.
 
-Layout (little endian, shared with the C in probe_program.py): a fixed 112-byte header, then the
+Layout (little endian, shared with the C in probe_program.py): a fixed 120-byte header, then the
 variable parts (user strings, socket addresses, argv) back to back; `lens[k]` is the byte length
 of part k. Strings keep their NUL, argv is its strings NUL-separated.
 """
@@ -21,8 +21,8 @@ TYPE_IDS: dict[str, int] = {name: number for number, name in enumerate(TYPE_NAME
 
 MAX_ARGS = 6
 MAX_PARTS = 6
-HEADER = struct.Struct("<QIIIIq6QHH6H16s")
-assert HEADER.size == 112
+HEADER = struct.Struct("<QQIIIIq6QHH6H16s")
+assert HEADER.size == 120
 
 _SIGN_BIT = 1 << 31
 _WRAP = 1 << 32
@@ -101,12 +101,12 @@ class RecordDecoder:
         """Raises ValueError (naming what is wrong) for a record too short or of an unknown type."""
         if len(raw) < HEADER.size:
             raise ValueError(f"kernel record of {len(raw)} bytes is shorter than its {HEADER.size}-byte header")
-        ts, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts, *rest = HEADER.unpack_from(raw)
+        ts, cgroup_id, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts, *rest = HEADER.unpack_from(raw)
         lens, comm = rest[:MAX_PARTS], rest[MAX_PARTS]
         if type_id >= len(TYPE_NAMES):
             raise ValueError(f"kernel record has unknown event type id {type_id}")
         record = SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid,
-                               _text(comm), res)
+                               _text(comm), res, cgroup_id=cgroup_id)
         plan = _PLANS.get(type_id)
         if plan is None:
             record.args = _sched_args(record, a0, a1)

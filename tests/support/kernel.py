@@ -1,13 +1,141 @@
-"""Skip kernel tests only where the machine truly cannot load BPF, printing why."""
+"""Live kernel tests: skip only where BPF truly cannot load (printing why), run real behaviours in child
+processes, and collect the alerts the engine raises on what the kernel source captured."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
+from agent.alert import Alert
+from agent.engine.engine import Engine
+from agent.event import Event
 from sources.kernel.probe import probe_available
+from sources.kernel.source import KernelSettings, KernelSource
+from sources.kernel.state.kernel_state import KernelState
+from sources.kernel.state.live_host import LiveHostView
+
+MARKER_RULE = "Create Symlink Over Sensitive Files"
 
 
 def require_probe() -> None:
     reason = probe_available()
     if reason is not None:
         pytest.skip(f"kernel probe unavailable: {reason}")
+
+
+class AlertLog:
+    """The engine's side of the kernel source in tests: evaluates each batch, keeps every alert."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.alerts: list[Alert] = []
+        self._changed = threading.Condition()
+
+    def put(self, events: Sequence[Event], on_done: Callable[[], None] | None = None, *,
+            timeout_s: float | None = None) -> bool:
+        found = [alert for event in events for alert in self.engine.process(event)]
+        with self._changed:
+            self.alerts.extend(found)
+            self._changed.notify_all()
+        if on_done is not None:
+            on_done()
+        return True
+
+    offer = put
+
+    def wait_for(self, match: Callable[[Alert], bool], *, since: int = 0, timeout_s: float = 2.0) -> Alert | None:
+        """The first alert from index `since` on that `match`es, waiting up to `timeout_s` for it."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                hit = next((a for a in self.alerts[since:] if match(a)), None)
+                remaining = deadline - time.monotonic()
+                if hit is not None or remaining <= 0:
+                    return hit
+                self._changed.wait(remaining)
+
+
+@contextmanager
+def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
+    """A kernel source capturing what `engine`'s syscall rules use, feeding an AlertLog."""
+    require_probe()
+    log = AlertLog(engine)
+
+    def new_state() -> KernelState:
+        state = KernelState(LiveHostView(), hostname="live-test")
+        state.seed()
+        return state
+
+    ruleset = engine.ruleset("syscall")
+    source = KernelSource(KernelSettings(ring_buffer_pages=1024),
+                          rule_types=lambda: ruleset.index_values("evt.type") if ruleset else frozenset(),
+                          new_state=new_state)
+    source.start(log)
+    try:
+        yield log
+    finally:
+        source.stop()
+
+
+def cgroup2_root() -> Path | None:
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _dev, mount, kind, *_ = line.split()
+        if kind == "cgroup2":
+            return Path(mount)
+    return None
+
+
+@contextmanager
+def docker_like_cgroup() -> Iterator[Path]:
+    """A cgroup named like Docker's (`/docker/<64 hex>`): processes moved in look containerized."""
+    root = cgroup2_root()
+    if root is None or not os.access(root, os.W_OK):
+        pytest.skip("no writable cgroup2 hierarchy to make a container-like cgroup")
+    path = root / "docker" / (uuid.uuid4().hex + uuid.uuid4().hex)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+def run_script(script: str, *, cgroup: Path | None = None, timeout_s: float = 20.0) -> None:
+    """Run a shell script in a child (inside `cgroup` when given, from its first instruction)."""
+    if cgroup is not None:
+        script = f"echo $$ > {cgroup / 'cgroup.procs'}\nexec /bin/sh -c {shlex.quote(script)}"
+    subprocess.run(["/bin/sh", "-c", script], check=False, timeout=timeout_s,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def marker_script(tag: str) -> str:
+    """A last step whose alert proves every earlier event of the script has been evaluated."""
+    return f"ln -sf /etc/shadow /tmp/falco-agent-marker-{tag}; rm -f /tmp/falco-agent-marker-{tag}"
+
+
+def wait_for_marker(log: AlertLog, tag: str, timeout_s: float = 5.0) -> None:
+    hit = log.wait_for(lambda a: a.rule == MARKER_RULE and tag in str(a.output_fields.get("evt.arg.linkpath")),
+                       timeout_s=timeout_s)
+    assert hit is not None, "the marker step of the benign script never reached the engine"
+
+
+def copy_binary(source: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    target.chmod(0o755)
+    return target

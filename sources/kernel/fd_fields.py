@@ -1,0 +1,162 @@
+"""Extractors of `fd.*`: the descriptor an event refers to, or for a failed open the path it asked for."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from agent.event import Event
+from agent.fields import Extractor, ExtractorFactory, Value
+from sources.kernel.arg_render import sockaddr_text
+from sources.kernel.evt_fields import payload_of, simple
+from sources.kernel.state.cgroup import short_id
+from sources.kernel.state.fd_events import OPEN_TYPES
+from sources.kernel.state.fds import FdInfo, FdType, Role
+from sources.kernel.state.paths import directory_of, filename_of
+from sources.kernel.state.payload import SyscallEvent
+
+_SLASHES = re.compile(r"/{2,}")
+# What fd.typechar says for a failed call that would have created an fd (libsinsp's guess by type).
+_CREATOR_CHARS = {**dict.fromkeys(OPEN_TYPES, "f"), "socket": "4", "accept": "4", "accept4": "4",
+                  "pipe": "p", "pipe2": "p"}
+_FILE_TYPES = (FdType.FILE, FdType.DIRECTORY)
+
+
+def _on_fd(fn: Callable[[FdInfo], Value]) -> ExtractorFactory:
+    def get(ev: SyscallEvent) -> Value:
+        info = ev.fd
+        return fn(info) if info is not None else None
+
+    return simple(get)
+
+
+def _creator_name(ev: SyscallEvent, *, raw: bool = False) -> str | None:
+    """The name a failed fd-creating call was about (libsinsp's fallback when the event has no fd)."""
+    if not ev.has_fd:
+        return None
+    if ev.path is not None:
+        return (ev.path_raw or "") if raw else ev.path
+    if ev.record.type == "connect":
+        return sockaddr_text(ev.record.args.get("addr") or b"")
+    return ""
+
+
+def _name(ev: SyscallEvent) -> Value:
+    info = ev.fd
+    if info is None or (ev.record.type == "connect" and ev.record.res < 0 and ev.record.res != -115):
+        return _creator_name(ev)
+    return info.name
+
+
+def _nameraw(ev: SyscallEvent) -> Value:
+    text = ev.fd.name_raw if ev.fd is not None else _creator_name(ev, raw=True)
+    return _SLASHES.sub("/", text) if text is not None else None
+
+
+def _typechar(ev: SyscallEvent) -> Value:
+    if ev.fd is not None:
+        return ev.fd.type.char
+    return _CREATOR_CHARS.get(ev.record.type, "o") if ev.has_fd else None
+
+
+def _directory(ev: SyscallEvent) -> Value:
+    info = ev.fd
+    if info is None:
+        name = _creator_name(ev)
+        return directory_of(name) if name is not None else None
+    if info.type is FdType.DIRECTORY:
+        return info.name
+    return directory_of(info.name) if info.type is FdType.FILE else None
+
+
+def _filename(ev: SyscallEvent) -> Value:
+    info = ev.fd
+    return filename_of(info.name) if info is not None and info.type is FdType.FILE else None
+
+
+def _connected_ip(fn: Callable[[FdInfo], Value]) -> Callable[[FdInfo], Value]:
+    """Client-side fields need a socket with a role (libsinsp's is_role_none check)."""
+    return lambda f: fn(f) if f.type.is_ip and f.role is not Role.NONE and not f.is_listening else None
+
+
+def _server(fn: Callable[[FdInfo], Value]) -> Callable[[FdInfo], Value]:
+    return lambda f: fn(f) if f.type.is_ip and (f.role is not Role.NONE or f.is_listening) else None
+
+
+def _is_local_client(f: FdInfo) -> bool:
+    return f.role is Role.CLIENT
+
+
+_cip = _connected_ip(lambda f: f.cip)
+_cport = _connected_ip(lambda f: f.cport)
+_sip = _server(lambda f: f.sip)
+_sport = _server(lambda f: f.sport)
+_lip = _connected_ip(lambda f: f.cip if _is_local_client(f) else f.sip)
+_rip = _connected_ip(lambda f: f.sip if _is_local_client(f) else f.cip)
+_lport = _connected_ip(lambda f: f.cport if _is_local_client(f) else f.sport)
+_rport = _connected_ip(lambda f: f.sport if _is_local_client(f) else f.cport)
+
+
+def _l4proto(f: FdInfo) -> Value:
+    return f.l4proto if f.type.is_ip and f.l4proto else "<NA>"
+
+
+def _sockfamily(f: FdInfo) -> Value:
+    if f.type.is_ip:
+        return "ip"
+    return "unix" if f.type is FdType.UNIX else None
+
+
+def _types_factory(arg: str | None) -> Extractor:
+    def extract(event: Event) -> Value:
+        ev = payload_of(event)
+        if ev is None:
+            return None
+        if arg is not None:
+            info = ev.thread.fds.get(int(arg))
+            return (info.type.type_name,) if info is not None else None
+        names = dict.fromkeys(info.type.type_name for _, info in ev.thread.fds.items())
+        return tuple(names) or None
+
+    return extract
+
+
+def _gated(fn: Callable[[SyscallEvent], Value]) -> ExtractorFactory:
+    """Only events about a descriptor have fd fields."""
+    return simple(lambda ev: fn(ev) if ev.has_fd else None)
+
+
+FD_EXTRACTORS: dict[str, ExtractorFactory] = {
+    "fd.num": _gated(lambda ev: ev.fd_num),
+    "fd.type": _on_fd(lambda f: f.type.type_name),
+    "fd.typechar": _gated(_typechar),
+    "fd.name": _gated(_name),
+    "fd.nameraw": _gated(_nameraw),
+    "fd.directory": _gated(_directory),
+    "fd.filename": _gated(_filename),
+    "fd.containername": _gated(lambda ev: f"{short_id(ev.thread.container_id)}:{_name(ev) or ''}"),
+    "fd.containerdirectory": _gated(lambda ev: f"{short_id(ev.thread.container_id)}:{_directory(ev) or ''}"),
+    "fd.ip": _on_fd(_sip),
+    "fd.cip": _on_fd(_cip),
+    "fd.sip": _on_fd(_sip),
+    "fd.lip": _on_fd(_lip),
+    "fd.rip": _on_fd(_rip),
+    "fd.net": _on_fd(_sip),
+    "fd.cnet": _on_fd(_cip),
+    "fd.snet": _on_fd(_sip),
+    "fd.lnet": _on_fd(_lip),
+    "fd.rnet": _on_fd(_rip),
+    "fd.port": _on_fd(_sport),
+    "fd.cport": _on_fd(_cport),
+    "fd.sport": _on_fd(_sport),
+    "fd.lport": _on_fd(_lport),
+    "fd.rport": _on_fd(_rport),
+    "fd.l4proto": _on_fd(_l4proto),
+    "fd.sockfamily": _on_fd(_sockfamily),
+    "fd.is_server": _on_fd(lambda f: f.is_listening or f.role is Role.SERVER),
+    "fd.connected": _on_fd(lambda f: f.is_connected),
+    "fd.name_changed": _gated(lambda ev: ev.name_changed if ev.fd is not None else None),
+    "fd.ino": _on_fd(lambda f: f.ino or None),
+    "fd.uid": _gated(lambda ev: f"{ev.thread.tid}{ev.fd_num}"),
+    "fd.types": _types_factory,
+}

@@ -1,0 +1,125 @@
+"""Extractors of `user.*`, `group.*`, `container.*` and `k8s.*`: who runs the thread, and where."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.event import Event
+from agent.fields import Extractor, ExtractorFactory, Value
+from sources.kernel.evt_fields import payload_of, simple
+from sources.kernel.state.accounts import UNKNOWN_NAME
+from sources.kernel.state.cgroup import short_id
+from sources.kernel.state.host import ContainerMeta, UserEntry
+from sources.kernel.state.payload import SyscallEvent
+
+K8S_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+K8S_POD_NAME_LABEL = "io.kubernetes.pod.name"
+K8S_POD_UID_LABEL = "io.kubernetes.pod.uid"
+_HOST = "host"
+
+
+def _user(ev: SyscallEvent, uid: int) -> UserEntry | None:
+    return ev.lookups.accounts.user(ev.thread.container_id, uid)
+
+
+def _user_attr(fn: Callable[[UserEntry], str]) -> ExtractorFactory:
+    def get(ev: SyscallEvent) -> Value:
+        entry = _user(ev, ev.thread.euid)
+        return fn(entry) if entry is not None else UNKNOWN_NAME
+
+    return simple(get)
+
+
+def _loginname(ev: SyscallEvent) -> Value:
+    if ev.thread.loginuid < 0:
+        return UNKNOWN_NAME
+    # The login uid is a host login: names come from the host's accounts.
+    entry = ev.lookups.accounts.user("", ev.thread.loginuid)
+    return entry.name if entry is not None else UNKNOWN_NAME
+
+
+def _group_name(ev: SyscallEvent) -> Value:
+    return ev.lookups.accounts.group_name(ev.thread.container_id, ev.thread.egid) or UNKNOWN_NAME
+
+
+def _meta(ev: SyscallEvent) -> ContainerMeta | None:
+    cid = ev.thread.container_id
+    return ev.lookups.containers.get(cid) if cid else None
+
+
+def _container(fn: Callable[[ContainerMeta], Value], *, on_host: Value = None) -> ExtractorFactory:
+    """A metadata field: `on_host` for host threads, not available until the runtime answered."""
+
+    def get(ev: SyscallEvent) -> Value:
+        if not ev.thread.container_id:
+            return on_host
+        meta = _meta(ev)
+        return fn(meta) if meta is not None else None
+
+    return simple(get)
+
+
+def split_image(image: str) -> tuple[str, str, str]:
+    """`registry:5000/repo:tag@sha256:...` as (repository, tag, digest)."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:], digest
+    return name, "", digest
+
+
+def _image_part(index: int) -> Callable[[ContainerMeta], Value]:
+    return lambda m: (split_image(m.image)[index] or None) if m.image else None
+
+
+def _label_factory(arg: str | None) -> Extractor:
+    def extract(event: Event) -> Value:
+        ev = payload_of(event)
+        meta = _meta(ev) if ev is not None else None
+        return meta.labels.get(arg or "") if meta is not None else None
+
+    return extract
+
+
+def _labels_text(labels: dict[str, str]) -> Value:
+    return ", ".join(f"{k}:{v}" for k, v in labels.items()) or None
+
+
+def _duration(ev: SyscallEvent) -> Value:
+    meta = _meta(ev)
+    if meta is None or meta.start_ns is None:
+        return None
+    return max(ev.record.ts_ns - meta.start_ns, 0)
+
+
+IDENTITY_EXTRACTORS: dict[str, ExtractorFactory] = {
+    "user.uid": simple(lambda ev: ev.thread.euid),
+    "user.name": _user_attr(lambda u: u.name),
+    "user.homedir": _user_attr(lambda u: u.home),
+    "user.shell": _user_attr(lambda u: u.shell),
+    "user.loginuid": simple(lambda ev: ev.thread.loginuid),
+    "user.loginname": simple(_loginname),
+    "group.gid": simple(lambda ev: ev.thread.egid),
+    "group.name": simple(_group_name),
+    "container.id": simple(lambda ev: short_id(ev.thread.container_id)),
+    "container.full_id": simple(lambda ev: ev.thread.container_id or _HOST),
+    "container.name": _container(lambda m: m.name, on_host=_HOST),
+    "container.image": _container(lambda m: m.image),
+    "container.image.id": _container(lambda m: m.image_id),
+    "container.image.repository": _container(_image_part(0)),
+    "container.image.tag": _container(_image_part(1)),
+    "container.image.digest": _container(_image_part(2)),
+    "container.type": _container(lambda m: m.runtime),
+    "container.privileged": _container(lambda m: m.privileged),
+    "container.start_ts": _container(lambda m: m.start_ns),
+    "container.duration": simple(_duration),
+    "container.label": _label_factory,
+    "container.labels": _container(lambda m: _labels_text(m.labels)),
+    "k8s.ns.name": _container(lambda m: m.labels.get(K8S_NAMESPACE_LABEL)),
+    "k8s.pod.name": _container(lambda m: m.labels.get(K8S_POD_NAME_LABEL)),
+    "k8s.pod.uid": _container(lambda m: m.labels.get(K8S_POD_UID_LABEL)),
+    "k8s.pod.id": _container(lambda m: m.labels.get(K8S_POD_UID_LABEL)),
+    "k8s.pod.label": _label_factory,
+    "k8s.pod.labels": _container(lambda m: _labels_text(m.labels)),
+}

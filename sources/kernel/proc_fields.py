@@ -1,0 +1,259 @@
+"""Extractors of `proc.*` and `thread.*`: the event's thread, its ancestors, session and image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agent.event import Event
+from agent.fields import Extractor, ExtractorFactory, Value
+from sources.kernel.arg_format import capabilities_text
+from sources.kernel.evt_fields import payload_of, simple
+from sources.kernel.state.payload import SyscallEvent
+from sources.kernel.state.threads import ThreadInfo
+
+Attr = Callable[[ThreadInfo], Value]
+
+
+class AnyAncestor(str):
+    """`proc.aname` and kin without an index: libsinsp matches when any ancestor matches.
+
+    The text is the parent's value (what an output shows); `==` and `!=` compare against every
+    ancestor, as libsinsp's comparison does.
+    """
+
+    __slots__ = ("values",)
+    values: tuple[str, ...]
+
+    def __new__(cls, values: tuple[str, ...]) -> AnyAncestor:
+        obj = super().__new__(cls, values[0])
+        obj.values = values
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        return any(v == other for v in self.values)
+
+    def __ne__(self, other: object) -> bool:
+        return any(v != other for v in self.values)
+
+    __hash__ = str.__hash__
+
+
+def cmdline(t: ThreadInfo) -> str:
+    return " ".join([t.comm, *t.args])
+
+
+def _exeline(t: ThreadInfo) -> str:
+    return " ".join([t.exe, *t.args])
+
+
+def _on_thread(attr: Attr) -> ExtractorFactory:
+    return simple(lambda ev: attr(ev.thread))
+
+
+def _on_parent(attr: Attr) -> ExtractorFactory:
+    def get(ev: SyscallEvent) -> Value:
+        parent = ev.thread.parent
+        return attr(parent) if parent is not None else None
+
+    return simple(get)
+
+
+def _ancestor(attr: Attr, *, text: bool = True) -> ExtractorFactory:
+    """`proc.aX[N]` (0 = the thread itself, 1 = parent, ...); without N any ancestor matches."""
+
+    def factory(arg: str | None) -> Extractor:
+        if arg is not None:
+            depth = int(arg)
+
+            def nth(event: Event) -> Value:
+                ev = payload_of(event)
+                if ev is None:
+                    return None
+                thread = ev.thread
+                if depth == 0:
+                    return attr(thread)
+                chain = thread.ancestors(depth)
+                return attr(chain[depth - 1]) if len(chain) >= depth else None
+
+            return nth
+
+        def any_of(event: Event) -> Value:
+            ev = payload_of(event)
+            chain = ev.thread.ancestors() if ev is not None else None
+            if not chain:
+                return None
+            return AnyAncestor(tuple(str(attr(a)) for a in chain)) if text else attr(chain[0])
+
+        return any_of
+
+    return factory
+
+
+def _args_factory(arg: str | None) -> Extractor:
+    def extract(event: Event) -> Value:
+        ev = payload_of(event)
+        if ev is None:
+            return None
+        args = ev.thread.args
+        if arg is None:
+            return " ".join(args)
+        if arg.isdigit():
+            return args[int(arg)] if int(arg) < len(args) else None
+        return None
+
+    return extract
+
+
+def _env_factory(arg: str | None) -> Extractor:
+    def extract(event: Event) -> Value:
+        ev = payload_of(event)
+        if ev is None:
+            return None
+        env = ev.thread.env
+        if arg is None:
+            return " ".join(env)
+        if arg.isdigit():
+            return env[int(arg)] if int(arg) < len(env) else None
+        prefix = arg + "="
+        for entry in env:
+            if entry.startswith(prefix):
+                return entry[len(prefix):]
+        return None
+
+    return extract
+
+
+def _session_leader(ev: SyscallEvent) -> ThreadInfo | None:
+    """The thread whose pid is the session id, else the last ancestor still in the session."""
+    thread = ev.thread
+    leader = ev.lookups.threads.main(thread.sid)
+    if leader is not None:
+        return leader
+    found = thread
+    for ancestor in thread.ancestors():
+        if ancestor.sid != thread.sid:
+            break
+        found = ancestor
+    return found
+
+
+def _group_leader(ev: SyscallEvent) -> ThreadInfo | None:
+    thread = ev.thread
+    leader = ev.lookups.threads.main(thread.pgid)
+    if leader is not None:
+        return leader
+    found = thread
+    for ancestor in thread.ancestors():
+        if ancestor.pgid != thread.pgid:
+            break
+        found = ancestor
+    return found
+
+
+def _of_leader(find: Callable[[SyscallEvent], ThreadInfo | None], attr: Attr) -> ExtractorFactory:
+    def get(ev: SyscallEvent) -> Value:
+        leader = find(ev)
+        return attr(leader) if leader is not None else None
+
+    return simple(get)
+
+
+def _duration(ev: SyscallEvent) -> Value:
+    start = ev.thread.start_ns
+    return max(ev.record.ts_ns - start, 0) if start else None
+
+
+def _ppid_duration(ev: SyscallEvent) -> Value:
+    parent = ev.thread.parent
+    return max(ev.record.ts_ns - parent.start_ns, 0) if parent is not None and parent.start_ns else None
+
+
+def _ctime_to_start(ev: SyscallEvent) -> Value:
+    thread = ev.thread
+    if not thread.exe_ctime_ns or not thread.start_ns:
+        return None
+    return thread.start_ns - thread.exe_ctime_ns
+
+
+def _std_fd(num: int, what: str) -> ExtractorFactory:
+    def get(ev: SyscallEvent) -> Value:
+        info = ev.thread.fds.get(num)
+        if info is None:
+            return None
+        return info.type.type_name if what == "type" else info.name
+
+    return simple(get)
+
+
+def _nonzero(value: int) -> Value:
+    return value or None
+
+
+PROC_EXTRACTORS: dict[str, ExtractorFactory] = {
+    "proc.exe": _on_thread(lambda t: t.exe),
+    "proc.pexe": _on_parent(lambda t: t.exe),
+    "proc.aexe": _ancestor(lambda t: t.exe),
+    "proc.exepath": _on_thread(lambda t: t.exepath),
+    "proc.pexepath": _on_parent(lambda t: t.exepath),
+    "proc.aexepath": _ancestor(lambda t: t.exepath),
+    "proc.name": _on_thread(lambda t: t.comm),
+    "proc.pname": _on_parent(lambda t: t.comm),
+    "proc.aname": _ancestor(lambda t: t.comm),
+    "proc.args": _args_factory,
+    "proc.cmdline": _on_thread(cmdline),
+    "proc.pcmdline": _on_parent(cmdline),
+    "proc.acmdline": _ancestor(cmdline),
+    "proc.cmdnargs": _on_thread(lambda t: len(t.args)),
+    "proc.cmdlenargs": _on_thread(lambda t: sum(len(a) for a in t.args) + max(len(t.args) - 1, 0)),
+    "proc.exeline": _on_thread(_exeline),
+    "proc.env": _env_factory,
+    "proc.cwd": _on_thread(lambda t: (t.cwd.rstrip("/") + "/") if t.cwd else None),
+    "proc.tty": _on_thread(lambda t: t.tty),
+    "proc.pid": _on_thread(lambda t: t.pid),
+    "proc.ppid": _on_thread(lambda t: t.ppid),
+    "proc.apid": _ancestor(lambda t: t.pid, text=False),
+    "proc.vpid": _on_thread(lambda t: t.vpid or t.pid),
+    "proc.pvpid": _on_parent(lambda t: t.vpid or t.pid),
+    "proc.sid": _on_thread(lambda t: t.sid),
+    "proc.sname": _of_leader(_session_leader, lambda t: t.comm),
+    "proc.sid.exe": _of_leader(_session_leader, lambda t: t.exe),
+    "proc.sid.exepath": _of_leader(_session_leader, lambda t: t.exepath),
+    "proc.vpgid": _on_thread(lambda t: t.pgid),
+    "proc.pgid": _on_thread(lambda t: t.pgid),
+    "proc.vpgid.name": _of_leader(_group_leader, lambda t: t.comm),
+    "proc.vpgid.exe": _of_leader(_group_leader, lambda t: t.exe),
+    "proc.vpgid.exepath": _of_leader(_group_leader, lambda t: t.exepath),
+    "proc.pgid.name": _of_leader(_group_leader, lambda t: t.comm),
+    "proc.pgid.exe": _of_leader(_group_leader, lambda t: t.exe),
+    "proc.pgid.exepath": _of_leader(_group_leader, lambda t: t.exepath),
+    "proc.is_sid_leader": _on_thread(lambda t: t.sid == t.pid),
+    "proc.is_vpgid_leader": _on_thread(lambda t: t.pgid == t.pid),
+    "proc.is_pgid_leader": _on_thread(lambda t: t.pgid == t.pid),
+    "proc.duration": simple(_duration),
+    "proc.ppid.duration": simple(_ppid_duration),
+    "proc.pid.ts": _on_thread(lambda t: _nonzero(t.start_ns)),
+    "proc.ppid.ts": _on_parent(lambda t: _nonzero(t.start_ns)),
+    "proc.is_exe_writable": _on_thread(lambda t: t.exe_writable),
+    "proc.is_exe_upper_layer": _on_thread(lambda t: t.exe_upper_layer),
+    "proc.is_exe_lower_layer": _on_thread(lambda t: t.exe_lower_layer),
+    "proc.is_exe_from_memfd": _on_thread(lambda t: t.exe_from_memfd),
+    "proc.exe_ino": _on_thread(lambda t: _nonzero(t.exe_ino)),
+    "proc.exe_ino.ctime": _on_thread(lambda t: _nonzero(t.exe_ctime_ns)),
+    "proc.exe_ino.mtime": _on_thread(lambda t: _nonzero(t.exe_mtime_ns)),
+    "proc.exe_ino.ctime_duration_proc_start": simple(_ctime_to_start),
+    "proc.nthreads": simple(lambda ev: len(ev.lookups.threads.threads_of(ev.thread.pid))),
+    "proc.nchilds": simple(lambda ev: len(ev.lookups.threads.child_pids(ev.thread.pid))),
+    "proc.fdopencount": _on_thread(lambda t: len(t.fds)),
+    "proc.stdin.type": _std_fd(0, "type"),
+    "proc.stdout.type": _std_fd(1, "type"),
+    "proc.stderr.type": _std_fd(2, "type"),
+    "proc.stdin.name": _std_fd(0, "name"),
+    "proc.stdout.name": _std_fd(1, "name"),
+    "proc.stderr.name": _std_fd(2, "name"),
+    "thread.tid": _on_thread(lambda t: t.tid),
+    "thread.ismain": _on_thread(lambda t: t.is_main),
+    "thread.vtid": _on_thread(lambda t: t.vpid or t.tid if t.is_main else t.tid),
+    "thread.cap_permitted": _on_thread(lambda t: capabilities_text(t.cap_permitted)),
+    "thread.cap_inheritable": _on_thread(lambda t: capabilities_text(t.cap_inheritable)),
+    "thread.cap_effective": _on_thread(lambda t: capabilities_text(t.cap_effective)),
+}

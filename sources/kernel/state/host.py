@@ -1,0 +1,128 @@
+"""What the state learns from outside the record stream, and the one seam it learns it through.
+
+Every fact read from /proc, /etc/passwd or a container runtime reaches the state as one of the
+plain, JSON-friendly snapshots below, answered by a `HostView`. Tests feed fake hosts; a capture
+records each answer so that a replay needs no /proc and no root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class FdSnapshot:
+    """One open descriptor of a process as /proc shows it, with its socket endpoints resolved.
+
+    `kind` is Falco's fd type name (`file`, `directory`, `ipv4`, `ipv6`, `unix`, `pipe`, `memfd`,
+    `event`, `inotify`, `signalfd`, `eventpoll`, `timerfd`, `netlink`, `bpf`, `userfaultfd`,
+    `io_uring`, `pidfd`, or `unknown`). For IP sockets `local`/`remote` are (ip, port) texts and
+    `l4proto` is `tcp`/`udp`/`raw`; `listening` marks a server socket.
+    """
+
+    fd: int
+    kind: str
+    name: str
+    flags: int = 0
+    ino: int = 0
+    l4proto: str = ""
+    local: tuple[str, int] | None = None
+    remote: tuple[str, int] | None = None
+    listening: bool = False
+
+
+@dataclass(slots=True)
+class ProcessSnapshot:
+    """A process (or one of its threads) as /proc describes it at one moment."""
+
+    tid: int
+    pid: int
+    ppid: int
+    comm: str
+    exe: str = ""
+    exepath: str = ""
+    args: list[str] = field(default_factory=list)
+    cwd: str = ""
+    env: list[str] = field(default_factory=list)
+    uid: int = 0
+    gid: int = 0
+    euid: int = 0
+    egid: int = 0
+    suid: int = 0
+    sgid: int = 0
+    loginuid: int = -1
+    tty: int = 0
+    sid: int = 0
+    pgid: int = 0
+    vpid: int = 0
+    start_ns: int = 0
+    cap_permitted: int = 0
+    cap_effective: int = 0
+    cap_inheritable: int = 0
+    exe_ino: int = 0
+    exe_ctime_ns: int = 0
+    exe_mtime_ns: int = 0
+    exe_writable: bool = False
+    exe_upper_layer: bool = False
+    exe_lower_layer: bool = False
+    exe_from_memfd: bool = False
+    container_id: str = ""
+    is_subreaper: bool = False
+    fds: list[FdSnapshot] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    uid: int
+    name: str
+    home: str = ""
+    shell: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """The users and groups one filesystem root knows (the host's or a container's)."""
+
+    users: dict[int, UserEntry] = field(default_factory=dict)
+    groups: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerMeta:
+    """What a container runtime says about one container; `id` is the full id."""
+
+    id: str
+    name: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    privileged: bool | None = None
+    start_ns: int | None = None
+    runtime: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class HostView(Protocol):
+    """Every outside fact the kernel state uses. Implementations never raise for a missing
+    process or an unknown runtime: they answer None or an empty value."""
+
+    def processes(self) -> list[ProcessSnapshot]:
+        """Every thread of every process now running, each with its fds (seeding)."""
+        ...
+
+    def process(self, tid: int) -> ProcessSnapshot | None:
+        """One thread now (after an exec, or for a thread the state never saw); None when gone."""
+        ...
+
+    def accounts(self, container_id: str, pid: int) -> Accounts:
+        """Users and groups of the host (container_id "") or of a container, seen through `pid`'s root."""
+        ...
+
+    def container(self, container_id: str) -> ContainerMeta | None:
+        """Runtime metadata of a container by full id; may block, so callers keep it off the event path."""
+        ...
+
+    def container_of_cgroup(self, cgroup_id: int) -> str | None:
+        """The full container id of a cgroup v2 id ("" for the host), or None when unknown."""
+        ...

@@ -1,0 +1,124 @@
+"""The fd table through open, dup, close, pipes, memfds and sockets, and the fd fields Falco shows."""
+
+from __future__ import annotations
+
+from sources.kernel.state.sockaddr import AF_UNIX, SockAddr, pack_sockaddr
+from tests.sources.kernel.state_fixtures import Stream, extract, inet
+
+AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM = 2, 10, 1, 2
+O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_DIRECTORY, O_CLOEXEC = 0, 1, 2, 0o100, 0o200000, 0o2000000
+
+
+class TestFiles:
+    def test_open_resolves_relative_paths_against_cwd_and_dirfd(self) -> None:
+        """fd.name is absolute and normalised; fd.nameraw is what the process passed."""
+        s = Stream()
+        event = s.open(200, "./docs/../notes.txt", res=3)
+        assert extract(event, "fd.name") == "/home/alice/notes.txt"
+        assert extract(event, "fd.nameraw") == "./docs/../notes.txt"
+        assert extract(event, "fd.directory") == "/home/alice" and extract(event, "fd.filename") == "notes.txt"
+        s.open(200, "/etc", res=4, flags=O_DIRECTORY)
+        at = s.open(200, "passwd", res=5, dirfd=4)
+        assert extract(at, "fd.name") == "/etc/passwd" and extract(at, "fd.typechar") == "f"
+        assert extract(at, "fd.num") == 5 and extract(at, "evt.arg.dirfd") == "<d>/etc"
+
+    def test_failed_open_still_names_the_file(self) -> None:
+        """A failed open has fd.num -1, typechar f and the path it asked for, but no fd.type."""
+        s = Stream()
+        event = s.open(200, "secret", res=-13)
+        assert extract(event, "fd.num") == -1 and extract(event, "fd.typechar") == "f"
+        assert extract(event, "fd.name") == "/home/alice/secret" and extract(event, "fd.type") is None
+        assert extract(event, "evt.res") == "EACCES" and extract(event, "evt.rawres") == -13
+
+    def test_open_flags_and_kinds(self) -> None:
+        """Open flags show with Falco's names; is_open_read/write follow the access mode."""
+        s = Stream()
+        event = s.open(200, "/tmp/f", res=3, flags=O_RDWR | O_CREAT | O_CLOEXEC)
+        assert extract(event, "evt.arg.flags") == "O_CREAT|O_RDWR|O_CLOEXEC"
+        assert extract(event, "evt.rawarg.flags") == (1 << 2) | 3 | (1 << 12)
+        assert extract(event, "evt.is_open_read") is True and extract(event, "evt.is_open_write") is True
+        assert extract(event, "evt.arg.fd") == "<f>/tmp/f" and extract(event, "evt.dir") == "<"
+        assert extract(event, "evt.args") == (
+            "fd=3(<f>/tmp/f) dirfd=-100(AT_FDCWD) name=/tmp/f flags=4103(O_CREAT|O_RDWR|O_CLOEXEC) mode=0")
+        read_only = s.open(200, "/tmp/g", res=4, flags=O_RDONLY)
+        assert extract(read_only, "evt.is_open_write") is False and extract(read_only, "evt.arg.flags") == "O_RDONLY"
+
+    def test_dup_close_and_fd_types(self) -> None:
+        """dup2 copies an fd under a new number; close removes it; fd.types lists what is open."""
+        s = Stream()
+        s.open(200, "/tmp/log", res=3, flags=O_WRONLY)
+        dup = s.record("dup2", 200, res=1, oldfd=3, newfd=1)
+        assert extract(dup, "fd.name") == "/tmp/log" and extract(dup, "fd.num") == 1
+        close = s.record("close", 200, fd=3)
+        assert extract(close, "fd.name") == "/tmp/log"
+        fds = s.state.ctx.table.get(200).fds
+        assert fds.get(3) is None and fds.get(1) is not None
+        s.record("pipe2", 200, fds=(5, 6), flags=O_CLOEXEC)
+        event = s.open(200, "/x", res=7)
+        assert set(extract(event, "fd.types")) == {"file", "pipe"} and extract(event, "fd.types[5]") == ("pipe",)
+
+    def test_memfd(self) -> None:
+        """memfd_create makes a memfd named `memfd:<name>`."""
+        s = Stream()
+        event = s.record("memfd_create", 200, res=4, name="jit", flags=1)
+        assert extract(event, "fd.type") == "memfd" and extract(event, "fd.name") == "memfd:jit"
+        assert extract(event, "evt.arg.flags") == "MFD_CLOEXEC"
+
+
+class TestSockets:
+    def test_tcp_client(self) -> None:
+        """connect gives a socket its client->server name, ports, l4 proto and a changed name."""
+        s = Stream()
+        sock = s.record("socket", 200, res=3, domain=AF_INET, type=SOCK_STREAM, proto=0)
+        assert extract(sock, "fd.type") == "ipv4" and extract(sock, "fd.name") == ""
+        assert extract(sock, "evt.arg.domain") == "AF_INET" and extract(sock, "fd.sip") is None
+        event = s.record("connect", 200, fd=3, addr=inet("93.184.216.34", 443), local_addr=inet("10.0.0.5", 51000))
+        assert extract(event, "fd.name") == "10.0.0.5:51000->93.184.216.34:443"
+        assert str(extract(event, "fd.sip")) == "93.184.216.34" and extract(event, "fd.sport") == 443
+        assert str(extract(event, "fd.lip")) == "10.0.0.5" and extract(event, "fd.rport") == 443
+        assert extract(event, "fd.l4proto") == "tcp" and extract(event, "fd.connected") is True
+        assert extract(event, "fd.name_changed") is True and extract(event, "fd.sockfamily") == "ip"
+        assert extract(event, "fd.typechar") == "4"
+
+    def test_tcp_server(self) -> None:
+        """bind makes a listening socket; accept makes a connection whose client is the peer."""
+        s = Stream()
+        s.record("socket", 200, res=3, domain=AF_INET6, type=SOCK_STREAM, proto=0)
+        bind = s.record("bind", 200, fd=3, addr=inet("::", 8080))
+        assert extract(bind, "fd.name") == ":::8080" and extract(bind, "fd.is_server") is True
+        event = s.record("accept4", 200, res=4, listen_fd=3, addr=inet("2001:db8::7", 40100), flags=0)
+        assert extract(event, "fd.name") == "2001:db8::7:40100->:::8080"
+        assert str(extract(event, "fd.cip")) == "2001:db8::7" and extract(event, "fd.lport") == 8080
+        assert extract(event, "fd.type") == "ipv6"
+
+    def test_udp_sendto_changes_the_tuple(self) -> None:
+        """An unconnected UDP socket takes each destination as its peer and reports the name change."""
+        s = Stream()
+        s.record("socket", 200, res=3, domain=AF_INET, type=SOCK_DGRAM, proto=0)
+        first = s.record("sendto", 200, res=10, fd=3, size=10, addr=inet("8.8.8.8", 53))
+        again = s.record("sendto", 200, res=10, fd=3, size=10, addr=inet("8.8.8.8", 53))
+        assert extract(first, "fd.name_changed") is True and extract(again, "fd.name_changed") is False
+        assert extract(first, "fd.l4proto") == "udp" and extract(first, "fd.connected") is False
+
+    def test_unix_socket(self) -> None:
+        """A unix socket connected to a path is named by that path."""
+        s = Stream()
+        s.record("socket", 200, res=3, domain=AF_UNIX, type=SOCK_STREAM, proto=0)
+        path = pack_sockaddr(SockAddr(AF_UNIX, path="/var/run/docker.sock"))
+        event = s.record("connect", 200, fd=3, addr=path)
+        assert extract(event, "fd.name") == "/var/run/docker.sock" and extract(event, "fd.type") == "unix"
+        assert extract(event, "fd.l4proto") == "<NA>" and extract(event, "fd.sockfamily") == "unix"
+
+    def test_failed_connect_shows_the_address_asked_for(self) -> None:
+        """A refused connect leaves the socket unchanged; fd.name is the address it tried."""
+        s = Stream()
+        s.record("socket", 200, res=3, domain=AF_INET, type=SOCK_STREAM, proto=0)
+        event = s.record("connect", 200, res=-111, fd=3, addr=inet("10.1.1.1", 22))
+        assert extract(event, "fd.name") == "10.1.1.1:22" and extract(event, "evt.res") == "ECONNREFUSED"
+        assert s.state.ctx.table.get(200).fds.get(3).name == ""
+
+    def test_events_without_fd_have_no_fd_fields(self) -> None:
+        """An exec is no fd event: fd.name and fd.num are not available."""
+        s = Stream()
+        event = s.spawn(200, 210, "/usr/bin/id")
+        assert extract(event, "fd.name") is None and extract(event, "fd.num") is None

@@ -35,12 +35,6 @@ class SyscallState(Protocol):
 
     def apply(self, record: SyscallRecord) -> Event | None: ...
 
-
-class RecordSink(Protocol):
-    """Where records go besides the state, e.g. a capture file."""
-
-    def write(self, record: SyscallRecord) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -70,13 +64,14 @@ class KernelSource:
     name = "kernel"
 
     def __init__(self, settings: KernelSettings, *, rule_types: Callable[[], frozenset[str] | None],
-                 new_state: Callable[[], SyscallState], record_sink: RecordSink | None = None) -> None:
+                 new_state: Callable[[], SyscallState]) -> None:
         self.settings = settings
         self._rule_types = rule_types
         self._new_state = new_state
-        self._record_sink = record_sink
+        self._state: SyscallState | None = None
         self._worker = SourceWorker("kernel-source")
         self._probe: KernelProbe | None = None
+        self._decoder = RecordDecoder()
         self._meter = DropMeter(threshold=settings.drop_threshold,
                                 alert_interval_s=settings.drop_alert_interval_s)
         self._notices: deque[DropNotice] = deque(maxlen=64)
@@ -90,45 +85,57 @@ class KernelSource:
         types = self._rule_types()
         self.capturing = syscalls_to_capture(types, self.settings.extra_syscalls)
         forward = None if types is None else frozenset(types)
-        state = self._new_state()
+        # The probe first: records of processes started while /proc is read are then not missed.
         probe = KernelProbe(self.capturing, ring_buffer_pages=self.settings.ring_buffer_pages,
                             headers=self.settings.kernel_headers)
         self._probe = probe
+        try:
+            state = self._state = self._new_state()
+        except Exception:
+            probe.close()
+            self._probe = None
+            raise
         self._worker.start(lambda: self._run(probe, state, sink, forward), cleanup=self._cleanup)
 
     def _run(self, probe: KernelProbe, state: SyscallState, sink: EventSink,
              forward: frozenset[str] | None) -> None:
-        decoder = RecordDecoder()
-        counts = self._counts
         stopping = self._worker.stopping
         while not stopping.is_set():
-            batch: list[Event] = []
-            raws = probe.poll(_POLL_MS)
-            for raw in raws:
-                try:
-                    record = decoder.decode(raw)
-                except ValueError as exc:
-                    counts["decode_errors"] += 1
-                    log.warning("kernel_record_undecodable", error=str(exc))
-                    continue
-                if self._record_sink is not None:
-                    self._record_sink.write(record)
-                try:
-                    event = state.apply(record)
-                except Exception:
-                    # A state bug on one record must not stop syscall capture.
-                    counts["state_errors"] += 1
-                    log.exception("kernel_state_failed", type=record.type, tid=record.tid)
-                    continue
-                if event is not None and (forward is None or event.type in forward):
-                    batch.append(event)
-            counts["records"] += len(raws)
-            self._meter.delivered(len(raws))
+            batch = self._take(probe.poll(_POLL_MS), state, forward)
             while batch and not stopping.is_set():
                 if sink.put(batch, timeout_s=0.5):
-                    counts["events"] += len(batch)
+                    self._counts["events"] += len(batch)
                     break
             self._check_drops(probe)
+        # What the kernel wrote before the stop still reaches the engine (its queue outlives the sources).
+        batch = self._take(probe.poll(0), state, forward)
+        if batch and sink.put(batch, timeout_s=2.0):
+            self._counts["events"] += len(batch)
+
+    def _take(self, raws: list[bytes], state: SyscallState, forward: frozenset[str] | None) -> list[Event]:
+        """Decode and apply every record; the events some rule can use."""
+        counts = self._counts
+        batch: list[Event] = []
+        decode = self._decoder.decode
+        for raw in raws:
+            try:
+                record = decode(raw)
+            except ValueError as exc:
+                counts["decode_errors"] += 1
+                log.warning("kernel_record_undecodable", error=str(exc))
+                continue
+            try:
+                event = state.apply(record)
+            except Exception:
+                # A state bug on one record must not stop syscall capture.
+                counts["state_errors"] += 1
+                log.exception("kernel_state_failed", type=record.type, tid=record.tid)
+                continue
+            if event is not None and (forward is None or event.type in forward):
+                batch.append(event)
+        counts["records"] += len(raws)
+        self._meter.delivered(len(raws))
+        return batch
 
     def _check_drops(self, probe: KernelProbe) -> None:
         self._kernel_counters = probe.counters()
@@ -150,8 +157,9 @@ class KernelSource:
         if self._probe is not None:
             self._probe.close()
             self._probe = None
-        if self._record_sink is not None:
-            self._record_sink.close()
+        if self._state is not None:
+            self._state.close()
+            self._state = None
 
     def stop(self) -> None:
         self._worker.stop()

@@ -109,6 +109,25 @@ class FieldFlag(Flag):
     NO_RHS = auto()
     NO_TRANSFORMER = auto()
     DEPRECATED = auto()
+    #: The field stands for several values at once (every ancestor's name for `proc.aname`, both
+    #: ends of a connection for `fd.ip`): its extractor returns an AnyOf and a check holds when it
+    #: holds for any of them, whatever the operator, as libsinsp compares such fields.
+    ANY_OF = auto()
+
+
+class AnyOf:
+    """The values of an ANY_OF field for one event; shown in outputs as the first (the nearest)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self.values = values
+
+    def __str__(self) -> str:
+        return str(self.values[0]) if self.values else ""
+
+    def __repr__(self) -> str:
+        return f"AnyOf{self.values!r}"
 
 
 def _never(_arg: str | None) -> Extractor:

@@ -8,7 +8,7 @@ runs nested closures with no lookups by name.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, MacroRef, Not, Operand, Or, Pos, StrLit, Transform
@@ -26,7 +26,7 @@ from agent.engine.operators import (
 )
 from agent.engine.transformers import TransformerError, Typed, build_transformer
 from agent.event import Event
-from agent.fields import ArgKind, FieldFlag, FieldTable, cached_extractor, field_key
+from agent.fields import AnyOf, ArgKind, FieldFlag, FieldTable, cached_extractor, field_key
 
 Predicate = Callable[[Event], bool]
 _UNSAFE_NA_PREFIXES = ("ka.", "jevt.")
@@ -171,9 +171,14 @@ class ConditionCompiler:
         op = check.op
         try:
             check_operator(op, lhs.kind, is_list=lhs.is_list, modifier=check.modifier)
-            return self._check_pred(check, lhs)
+            plan = self._check_pred(check, lhs)
         except (OperatorError, TransformerError) as exc:
             raise CompileError(str(exc), check.pos) from None
+        if isinstance(check.lhs, FieldRef) and check.lhs.arg is None:
+            resolved = self.table.resolve(check.lhs.name, None)
+            if resolved is not None and FieldFlag.ANY_OF in resolved[0].flags:
+                return _any_of_plan(plan)
+        return plan
 
     def _check_pred(self, check: Check, lhs: Typed) -> CheckPlan:
         op, rhs, get = check.op, check.rhs, lhs.get
@@ -234,6 +239,22 @@ class ConditionCompiler:
         if check.op == "regex" and isinstance(check.rhs, StrLit) and _is_plain(check.rhs.value):
             self.warnings.append(("LOAD_COMPILE_CONDITION",
                                   f"regex '{check.rhs.value}' has no special characters: use '=' instead"))
+
+
+def _any_of_plan(plan: CheckPlan) -> CheckPlan:
+    """The plan for a field that stands for several values: it holds when it holds for any one."""
+    one = CheckPlan(plan.kind, replace(plan.lhs, get=lambda value: value), plan.value).closure()
+    get = plan.lhs.get
+
+    def any_value(ev: Event) -> bool:
+        value = get(ev)
+        if value is None:
+            return False
+        if isinstance(value, AnyOf):
+            return any(one(v) for v in value.values)
+        return one(value)
+
+    return CheckPlan("call", plan.lhs, any_value)
 
 
 def _const_text(item: Operand) -> str:

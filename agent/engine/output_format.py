@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from agent.alert import Alert
 from agent.engine.ast import FieldRef
 from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
 from agent.engine.transformers import Getter
 from agent.event import Event
-from agent.fields import FieldTable, field_key
+from agent.fields import AnyOf, FieldTable, field_key
+from agent.priority import Priority
 
 NA = "<NA>"
 _DEPRECATED_TOKENS = frozenset({"container.info"})
 
 
 def render_value(value: Any) -> str:
-    """A field value as output text: `<NA>` when missing, lists as `(a,b)`."""
+    """A field value as output text: `<NA>` when missing, lists as `(a,b)`, several values as the first."""
+    if isinstance(value, AnyOf):
+        value = value.values[0] if value.values else None
     if value is None:
         return NA
     if isinstance(value, bool):
@@ -32,6 +36,8 @@ def render_value(value: Any) -> str:
 
 def json_value(value: Any) -> Any:
     """A field value as a typed JSON value for `output_fields`."""
+    if isinstance(value, AnyOf):
+        value = value.values[0] if value.values else None
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, tuple):
@@ -162,4 +168,24 @@ def _field_refs(node: Any) -> list[FieldRef]:
     return out
 
 
+class Alerting(Protocol):
+    """What an alert takes from a rule or a correlation."""
 
+    name: str
+    priority: Priority
+    tags: tuple[str, ...]
+    output: OutputFormat
+
+
+def alert_for(rule: Alerting, event: Event, *, hostname: str) -> Alert:
+    """The alert `rule` raises on `event`: its output rendered from the event's fields."""
+    return Alert(
+        rule=rule.name,
+        priority=rule.priority,
+        source=event.source,
+        ts_ns=event.ts_ns,
+        output=rule.output.render(event),
+        output_fields=rule.output.field_values(event),
+        hostname=event.hostname or hostname,
+        tags=rule.tags,
+    )

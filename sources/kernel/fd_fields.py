@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 from agent.event import Event
-from agent.fields import Extractor, ExtractorFactory, Value
+from agent.fields import AnyOf, Extractor, ExtractorFactory, Value
 from sources.kernel.arg_render import sockaddr_text
 from sources.kernel.evt_fields import payload_of, simple
 from sources.kernel.state.cgroup import short_id
@@ -97,6 +97,15 @@ _lport = _connected_ip(lambda f: f.cport if _is_local_client(f) else f.sport)
 _rport = _connected_ip(lambda f: f.sport if _is_local_client(f) else f.cport)
 
 
+def _either_end(server: Callable[[FdInfo], Value], client: Callable[[FdInfo], Value]) -> Callable[[FdInfo], Value]:
+    """`fd.ip`, `fd.net`, `fd.port`: libsinsp matches the server or the client end."""
+    def get(f: FdInfo) -> Value:
+        values = tuple(v for v in (server(f), client(f)) if v is not None)
+        return AnyOf(values) if values else None
+
+    return get
+
+
 def _l4proto(f: FdInfo) -> Value:
     return f.l4proto if f.type.is_ip and f.l4proto else "<NA>"
 
@@ -136,17 +145,17 @@ FD_EXTRACTORS: dict[str, ExtractorFactory] = {
     "fd.filename": _gated(_filename),
     "fd.containername": _gated(lambda ev: f"{short_id(ev.thread.container_id)}:{_name(ev) or ''}"),
     "fd.containerdirectory": _gated(lambda ev: f"{short_id(ev.thread.container_id)}:{_directory(ev) or ''}"),
-    "fd.ip": _on_fd(_sip),
+    "fd.ip": _on_fd(_either_end(_sip, _cip)),
     "fd.cip": _on_fd(_cip),
     "fd.sip": _on_fd(_sip),
     "fd.lip": _on_fd(_lip),
     "fd.rip": _on_fd(_rip),
-    "fd.net": _on_fd(_sip),
+    "fd.net": _on_fd(_either_end(_sip, _cip)),
     "fd.cnet": _on_fd(_cip),
     "fd.snet": _on_fd(_sip),
     "fd.lnet": _on_fd(_lip),
     "fd.rnet": _on_fd(_rip),
-    "fd.port": _on_fd(_sport),
+    "fd.port": _on_fd(_either_end(_sport, _cport)),
     "fd.cport": _on_fd(_cport),
     "fd.sport": _on_fd(_sport),
     "fd.lport": _on_fd(_lport),

@@ -5,37 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.event import Event
-from agent.fields import Extractor, ExtractorFactory, Value
+from agent.fields import AnyOf, Extractor, ExtractorFactory, Value
 from sources.kernel.arg_format import capabilities_text
 from sources.kernel.evt_fields import payload_of, simple
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.threads import ThreadInfo
 
 Attr = Callable[[ThreadInfo], Value]
-
-
-class AnyAncestor(str):
-    """`proc.aname` and kin without an index: libsinsp matches when any ancestor matches.
-
-    The text is the parent's value (what an output shows); `==` and `!=` compare against every
-    ancestor, as libsinsp's comparison does.
-    """
-
-    __slots__ = ("values",)
-    values: tuple[str, ...]
-
-    def __new__(cls, values: tuple[str, ...]) -> AnyAncestor:
-        obj = super().__new__(cls, values[0])
-        obj.values = values
-        return obj
-
-    def __eq__(self, other: object) -> bool:
-        return any(v == other for v in self.values)
-
-    def __ne__(self, other: object) -> bool:
-        return any(v != other for v in self.values)
-
-    __hash__ = str.__hash__
 
 
 def cmdline(t: ThreadInfo) -> str:
@@ -58,7 +34,7 @@ def _on_parent(attr: Attr) -> ExtractorFactory:
     return simple(get)
 
 
-def _ancestor(attr: Attr, *, text: bool = True) -> ExtractorFactory:
+def _ancestor(attr: Attr) -> ExtractorFactory:
     """`proc.aX[N]` (0 = the thread itself, 1 = parent, ...); without N any ancestor matches."""
 
     def factory(arg: str | None) -> Extractor:
@@ -82,7 +58,7 @@ def _ancestor(attr: Attr, *, text: bool = True) -> ExtractorFactory:
             chain = ev.thread.ancestors() if ev is not None else None
             if not chain:
                 return None
-            return AnyAncestor(tuple(str(attr(a)) for a in chain)) if text else attr(chain[0])
+            return AnyOf(tuple(attr(a) for a in chain))
 
         return any_of
 
@@ -211,7 +187,7 @@ PROC_EXTRACTORS: dict[str, ExtractorFactory] = {
     "proc.tty": _on_thread(lambda t: t.tty),
     "proc.pid": _on_thread(lambda t: t.pid),
     "proc.ppid": _on_thread(lambda t: t.ppid),
-    "proc.apid": _ancestor(lambda t: t.pid, text=False),
+    "proc.apid": _ancestor(lambda t: t.pid),
     "proc.vpid": _on_thread(lambda t: t.vpid or t.pid),
     "proc.pvpid": _on_parent(lambda t: t.vpid or t.pid),
     "proc.sid": _on_thread(lambda t: t.sid),

@@ -11,7 +11,7 @@ import pytest
 from agent.engine.engine import Engine, RulesText
 from agent.engine.load_result import LoadResult
 from agent.event import Event
-from agent.fields import ArgKind, Extractor, FieldFlag, FieldSpec, FieldTable, FieldType
+from agent.fields import AnyOf, ArgKind, Extractor, FieldFlag, FieldSpec, FieldTable, FieldType
 from agent.generic_fields import generic_fields
 from agent.json_fields import json_fields
 from agent.source import SourceSpec
@@ -43,6 +43,10 @@ def _list(name: str) -> Callable[[str | None], Extractor]:
     return factory
 
 
+def _any_of(_arg: str | None) -> Extractor:
+    return lambda ev: AnyOf(tuple(ev.payload["kin"])) if ev.payload.get("kin") else None
+
+
 def _label(arg: str | None) -> Extractor:
     return lambda ev: (ev.payload.get("labels") or {}).get(arg)
 
@@ -69,6 +73,7 @@ def sample_fields() -> list[FieldSpec]:
         FieldSpec("t.label", s, "a label by key", _label, arg=ArgKind.KEY | ArgKind.REQUIRED),
         FieldSpec("t.buf", FieldType.BYTEBUF, "raw bytes", _key("buf")),
         FieldSpec("t.ip", FieldType.IPADDR, "an IP address", _ip),
+        FieldSpec("t.kin", s, "several names at once, like proc.aname", _any_of, flags=FieldFlag.ANY_OF),
         FieldSpec("t.print", s, "output only", _key("name"), flags=FieldFlag.PRINT_ONLY),
         FieldSpec("t.norhs", s, "not usable on the right", _key("name"), flags=FieldFlag.NO_RHS),
         FieldSpec("t.old", s, "a deprecated field", _key("name"), flags=FieldFlag.DEPRECATED),

@@ -309,3 +309,26 @@ class TestTransformers:
         error = lab.error(lab.rule(condition))
         assert error.code.value == "LOAD_ERR_COMPILE_CONDITION" and error.location.line == 4
         assert "at 1:2" in error.message
+
+
+class TestFieldsOfSeveralValues:
+    """An ANY_OF field (libsinsp's proc.aname: every ancestor) matches when any one value does."""
+
+    @pytest.mark.parametrize(("condition", "expected"), [
+        ("t.kin = init", True),
+        ("t.kin in (nginx, httpd)", True),
+        ("t.kin in (apache)", False),
+        ("t.kin startswith ngi", True),
+        ("t.kin contains ini", True),
+        ("t.kin glob 'ht*'", False),
+        ("t.kin exists", True),
+        ("not t.kin in (bash, nginx, init)", False),
+        ("t.kin != bash", True),
+    ])
+    def test_any_value_decides(self, lab, condition: str, expected: bool) -> None:
+        assert lab.matches(condition, kin=["bash", "nginx", "init"]) is expected
+
+    def test_output_shows_the_nearest_value(self, lab) -> None:
+        engine = lab.loaded(lab.rule("t.kin in (init)", output="parent=%t.kin"))
+        alert = engine.process(lab.event(kin=["bash", "init"]))[0]
+        assert alert.output == "parent=bash" and alert.output_fields["t.kin"] == "bash"

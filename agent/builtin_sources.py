@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import date
 from pathlib import Path
 
 from agent.address import parse_host_port
-from agent.config.schema import AgentConfig
+from agent.config.schema import AgentConfig, KernelConfig
 from agent.engine.engine import Engine, RuleMatching
 from agent.errors import ConfigError
 from agent.priority import Priority
+from agent.recorded import FileReplayer
 from agent.source import LiveSource, RecordDecoder, SourceSpec
 from sources.cloudtrail.aws import AwsSettings
 from sources.cloudtrail.decoder import CloudTrailDecoder
@@ -22,7 +24,11 @@ from sources.k8saudit.decoder import K8sAuditDecoder
 from sources.k8saudit.fields import k8s_audit_source
 from sources.k8saudit.files import AuditLogFiles
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
+from sources.kernel.capture import CaptureReplayer
+from sources.kernel.capture_command import CaptureSummary, capture
+from sources.kernel.fields import SOURCE_NAME as SYSCALL
 from sources.kernel.fields import syscall_source
+from sources.kernel.source import KernelSettings
 
 
 def builtin_source_specs() -> list[SourceSpec]:
@@ -35,6 +41,30 @@ def recorded_decoders(*, hostname: str) -> list[RecordDecoder]:
     return [K8sAuditDecoder(hostname=hostname), CloudTrailDecoder(hostname=hostname)]
 
 
+def recorded_replayers(*, hostname: str) -> list[FileReplayer]:
+    """Whole-file recorded formats `replay` reads besides JSON documents: kernel captures."""
+    return [CaptureReplayer(hostname=hostname)]
+
+
+def syscall_rule_types(engine: Engine) -> frozenset[str] | None:
+    """The `evt.type` values the engine's syscall rules can match (None: any), which the kernel captures."""
+    ruleset = engine.ruleset(SYSCALL)
+    return ruleset.index_values("evt.type") if ruleset is not None else frozenset()
+
+
+def kernel_settings(config: KernelConfig) -> KernelSettings:
+    return KernelSettings(ring_buffer_pages=config.ring_buffer_pages, extra_syscalls=config.extra_syscalls,
+                          kernel_headers=config.kernel_headers, drop_threshold=config.drops.threshold,
+                          drop_alert_interval_s=config.drops.alert_interval_s)
+
+
+def capture_syscalls(path: str, *, config: KernelConfig, rule_types: frozenset[str] | None,
+                     stop: threading.Event, seconds: float | None, hostname: str) -> CaptureSummary:
+    """`falco-agent capture`: record live syscalls and what the state learned, for `replay`."""
+    return capture(path, settings=kernel_settings(config), rule_types=rule_types, stop=stop, seconds=seconds,
+                   hostname=hostname)
+
+
 def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priority.DEBUG, hostname: str = "") -> Engine:
     """An engine with every built-in source registered."""
     engine = Engine(rule_matching=RuleMatching(rule_matching), min_priority=min_priority,
@@ -45,7 +75,11 @@ def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priorit
 
 
 def live_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
-    """The live inputs the configuration enables, not yet started."""
+    """The live inputs the configuration enables, not yet started; one builder per source (`sources.<name>`)."""
+    return [*_k8s_audit_sources(config, hostname=hostname), *_cloudtrail_sources(config, hostname=hostname)]
+
+
+def _k8s_audit_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
     out: list[LiveSource] = []
     k8s = config.sources.k8s_audit
     if k8s.enabled and k8s.webhook.enabled:
@@ -67,7 +101,6 @@ def live_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
             paths=files.paths, follow=files.follow, poll_interval_s=files.poll_interval_s, hostname=hostname,
             checkpoint_path=_path(files.checkpoint_path),
         ))
-    out += _cloudtrail_sources(config, hostname=hostname)
     return out
 
 

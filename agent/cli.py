@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TextIO
 
 import orjson
 import structlog
 
 from agent import __version__
-from agent.builtin_sources import builtin_source_specs, new_engine, recorded_decoders
+from agent.builtin_sources import (
+    builtin_source_specs,
+    capture_syscalls,
+    new_engine,
+    recorded_decoders,
+    recorded_replayers,
+    syscall_rule_types,
+)
+from agent.config.schema import KernelConfig
 from agent.engine.load_result import LoadResult
-from agent.errors import DecodeError
+from agent.errors import AgentError, DecodeError
 from agent.logging import configure_logging
 from agent.outputs.stdout import StdoutOutput
 from agent.priority import Priority
@@ -83,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--tls-key", metavar="PEM", help="client key for mutual TLS")
     tail.add_argument("--json", action="store_true", dest="as_json", help="Falco JSON alerts with a seq key")
 
+    capture = sub.add_parser("capture", help="record live syscalls (root, BCC) to a file that replay reads")
+    capture.add_argument("file", metavar="FILE", help="capture file to write (JSON lines)")
+    capture.add_argument("--seconds", type=float, help="stop after this long (default: at Ctrl-C or SIGTERM)")
+    capture.add_argument("-r", "--rules", action="append", default=[], dest="capture_rules", metavar="RULES",
+                         help="capture only what these rules and the process state need (default: every syscall)")
+    capture.add_argument("--ring-buffer-pages", type=int, default=KernelConfig().ring_buffer_pages)
+
     fields = sub.add_parser("fields", help="list the fields rules can use")
     fields.add_argument("--source", help="only this source")
     fields.add_argument("--json", action="store_true", dest="as_json")
@@ -109,6 +128,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return list_fields(args.source, as_json=args.as_json)
     if args.command == "tail":
         return tail_alerts(args)
+    if args.command == "capture":
+        return capture(args)
     from agent.runtime import run_agent
 
     return run_agent(args)
@@ -141,7 +162,8 @@ def replay(args: argparse.Namespace) -> int:
     out = StdoutOutput(as_json=not args.text, iso8601=args.iso8601)
     events = skipped = alerts = 0
     started = time.perf_counter()
-    for item in recorded_events(args.inputs, decoders, forced=forced):
+    replayers = recorded_replayers(hostname=engine.hostname)
+    for item in recorded_events(args.inputs, decoders, forced=forced, replayers=replayers):
         if isinstance(item, DecodeError):
             skipped += 1
             log.warning("record_skipped", where=str(item.location), reason=item.message)
@@ -154,6 +176,30 @@ def replay(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(f"replay: {events} events, {alerts} alerts, {skipped} records skipped, "
           f"{engine.stats.rule_errors} rule evaluation errors, {elapsed:.3f}s", file=sys.stderr)
+    return EXIT_OK
+
+
+def capture(args: argparse.Namespace) -> int:
+    rule_types = None
+    if args.capture_rules:
+        engine = new_engine()
+        result = engine.load_rules_files(args.capture_rules)
+        print_load_result(result)
+        if not result.successful:
+            return EXIT_FAILURE
+        rule_types = syscall_rule_types(engine)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    config = replace(KernelConfig(), ring_buffer_pages=args.ring_buffer_pages)
+    try:
+        summary = capture_syscalls(args.file, config=config, rule_types=rule_types, stop=stop,
+                                   seconds=args.seconds, hostname=socket.gethostname())
+    except AgentError as exc:
+        print(f"falco-agent capture: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"capture: {summary.records} records in {summary.seconds:.1f}s to {args.file}, "
+          f"{summary.lost} lost in the kernel", file=sys.stderr)
     return EXIT_OK
 
 

@@ -10,7 +10,7 @@ import gzip
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -82,8 +82,21 @@ def decode_documents(documents: Iterable[tuple[str, Any] | DecodeError], decoder
         yield from decoder.events(value, origin=origin)
 
 
+class FileReplayer(Protocol):
+    """A recorded format read as a whole file rather than as JSON documents (a kernel capture)."""
+
+    def claims(self, path: Path) -> bool: ...
+
+    def events(self, path: Path) -> Iterator[Event | DecodeError]: ...
+
+
 def recorded_events(paths: Iterable[str | Path], decoders: Sequence[RecordDecoder], *,
-                    forced: RecordDecoder | None = None) -> Iterator[Event | DecodeError]:
+                    forced: RecordDecoder | None = None,
+                    replayers: Sequence[FileReplayer] = ()) -> Iterator[Event | DecodeError]:
     """Events and decode errors from files and directories, in file order."""
     for path in input_files(paths):
-        yield from decode_documents(read_documents(path), decoders, forced=forced)
+        replayer = next((r for r in replayers if r.claims(path)), None)
+        if replayer is not None:
+            yield from replayer.events(path)
+        else:
+            yield from decode_documents(read_documents(path), decoders, forced=forced)

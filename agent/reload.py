@@ -8,9 +8,10 @@ batches: the batch being evaluated finishes on the old rules and the next one us
 lost or evaluated twice. On failure the running rules stay, the errors are logged, and an internal alert names
 the first one (`file:line CODE message`).
 
-Config changes: only `rules_files`, `rule_matching` and `priority` are applied by a reload. Any other changed key
-is logged as `config_change_needs_restart` (warning) and takes effect at the next start. A reload re-reads
-everything: there is no per-rule enable/disable state carried over from the previous rule set.
+Config changes: only `rules_files`, `rules` (enable/disable commands), `rule_matching` and `priority` are
+applied by a reload. Any other changed key is logged as `config_change_needs_restart` (warning) and takes
+effect at the next start. A reload re-reads everything: no per-rule enable/disable state is carried over from
+the previous rule set; the `rules` commands of the (re-read) configuration are applied to the new one.
 
 Write rules files atomically (write a temporary file, then rename it over the old one): a half-written file seen
 by a poll fails to load (internal alert), and the next poll, seeing the file changed again, reloads it.
@@ -33,11 +34,12 @@ from agent.engine.engine import Engine, RuleMatching
 from agent.errors import ConfigError
 from agent.internal_alerts import InternalAlerts
 from agent.priority import Priority
+from agent.rule_selection import apply_rule_selection
 
 log = structlog.get_logger(__name__)
 DEFAULT_RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 #: The configuration keys a reload applies; every other key needs a restart.
-RULES_KEYS = ("rules_files", "rule_matching", "priority")
+RULES_KEYS = ("rules_files", "rules", "rule_matching", "priority")
 
 Fingerprint = tuple[tuple[object, ...], ...]
 
@@ -205,6 +207,7 @@ class RulesReloader:
                 log.error("rules_reload_failed", problem=problem.as_text(), hint="the running rules are kept")
             self._emit(self._alerts.rules_reload_failed(result.errors, files=names))
             return False
+        apply_rule_selection(engine, config.rules)
         self._config = config
         self._swap.offer(Reloaded(engine, tuple(names), reason, warnings=len(result.warnings)))
         return True
@@ -214,4 +217,4 @@ class RulesReloader:
                    if f.name not in RULES_KEYS and getattr(config, f.name) != getattr(self._boot_config, f.name)]
         if changed:
             log.warning("config_change_needs_restart", file=self._config_path, keys=changed,
-                        hint="only rules_files, rule_matching and priority are applied by a reload")
+                        hint="only rules_files, rules, rule_matching and priority are applied by a reload")

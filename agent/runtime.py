@@ -52,6 +52,7 @@ from agent.reload import (
     swap_in,
     watched_paths,
 )
+from agent.rule_selection import apply_rule_selection
 from agent.source import LiveSource
 from agent.supervisor import SourceSupervisor
 
@@ -204,7 +205,9 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: 
         (log.error if problem.is_error else log.warning)("rules_problem", problem=problem.as_text())
     if not result.successful:
         raise ConfigError(f"rules did not load ({len(result.errors)} errors); fix them and start again")
-    log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules))
+    apply_rule_selection(engine, config.rules)
+    log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules),
+             enabled=sum(rule.enabled for rule in engine.rules))
     sources = [s for s in live_sources(config, hostname=engine.hostname) if not only_sources or s.name in only_sources]
     outputs = build_outputs(config, json_alerts=json_alerts)
     servers: list[Stoppable] = []

@@ -7,8 +7,9 @@ over once a restarted source has run for `max_backoff_s`. A source that could no
 way. The other sources keep running throughout. Each failure streak raises one `Falco Agent Source Failed` internal
 alert and each successful restart a `Falco Agent Source Restarted` one.
 
-Limit: a source without `failure()` (the k8s audit webhook, whose server thread only ends on `stop()`, and the SQS
-consumer) is supervised only for `start()` failures; its death would go unnoticed here (metrics stop moving).
+Every built-in live source offers `failure()`: the file readers and pollers (their worker thread), the k8s audit
+webhook (its server thread or listening socket) and the SQS consumer (any of its threads). A source without it is
+supervised only for `start()` failures.
 """
 
 from __future__ import annotations

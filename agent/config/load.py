@@ -1,7 +1,8 @@
 """Loads `agent.yaml` plus `-o key=value` overrides into a frozen AgentConfig, rejecting what it does not know.
 
 Every error names the dotted key and where it came from (`sources.k8s_audit.webhok: agent.yaml:12`).
-String values may use `${NAME}` or `${NAME:-default}` to take secrets from the environment.
+String values may use `${NAME}` or `${NAME:-default}` to take secrets from the environment. Without a file the
+agent runs on the built-in configuration (`schema.builtin_settings`), which overrides may change too.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from agent.config.env import interpolate
-from agent.config.schema import AgentConfig
+from agent.config.schema import AgentConfig, RuleMatchConfig, RuleSelectionConfig, builtin_settings
 from agent.errors import ConfigError
 from agent.location import Location
 
@@ -32,11 +33,10 @@ class _Value:
 
 def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = (),
                 environ: Mapping[str, str] | None = None) -> AgentConfig:
-    """The configuration from a file (or the defaults) with overrides applied; ConfigError on any mistake."""
+    """The configuration from a file (or the built-in one) with overrides applied; ConfigError on any mistake."""
     env = os.environ if environ is None else environ
-    tree: dict[str, _Value] = {}
-    if path is not None:
-        tree = _read_yaml(Path(path))
+    builtin: dict[str, _Value] = _wrap(builtin_settings(), "the built-in configuration").value
+    tree = _read_yaml(Path(path)) if path is not None else builtin
     for override in overrides:
         _apply_override(tree, override)
     return _build(AgentConfig, tree, "", env)
@@ -90,11 +90,27 @@ def _apply_override(tree: dict[str, _Value], override: str) -> None:
     parts = key.strip().split(".")
     node = tree
     for part in parts[:-1]:
-        child = node.get(part)
-        if child is None or not isinstance(child.value, dict):
-            child = node[part] = _Value({}, where)
+        if part.endswith("[]"):
+            child = _Value({}, where)
+            _list_at(node, part[:-2], where).append(child)
+        else:
+            child = node.get(part)
+            if child is None or not isinstance(child.value, dict):
+                child = node[part] = _Value({}, where)
         node = child.value
-    node[parts[-1]] = _wrap(value, where)
+    last = parts[-1]
+    if last.endswith("[]"):
+        _list_at(node, last[:-2], where).append(_wrap(value, where))
+    else:
+        node[last] = _wrap(value, where)
+
+
+def _list_at(node: dict[str, _Value], key: str, where: str) -> list[_Value]:
+    """The list under `key`, made when missing: `key[]` in an override appends an item (Falco's `rules[]`)."""
+    child = node.get(key)
+    if child is None or not isinstance(child.value, list):
+        child = node[key] = _Value([], where)
+    return child.value  # type: ignore[no-any-return]
 
 
 def _wrap(value: Any, where: str) -> _Value:
@@ -135,7 +151,12 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
             return hint()  # type: ignore[operator]
         if not isinstance(value, dict):
             raise bad("a mapping")
-        return _build(hint, value, dotted + ".", env)  # type: ignore[arg-type]
+        built = _build(hint, value, dotted + ".", env)  # type: ignore[arg-type]
+        check = _CHECKS.get(hint)  # type: ignore[call-overload]
+        problem = check(built) if check is not None else None
+        if problem is not None:
+            raise ConfigError(f"{dotted}: {problem} ({raw.where})")
+        return built
     if origin is Literal:
         choices = typing.get_args(hint)
         text = interpolate(value, env, key=dotted, where=raw.where) if isinstance(value, str) else value
@@ -169,6 +190,25 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
             raise bad("a string")
         return interpolate(str(value), env, key=dotted, where=raw.where)
     raise ConfigError(f"{dotted}: unsupported configuration type {hint}")
+
+
+def _check_selection(selection: RuleSelectionConfig) -> str | None:
+    if (selection.enable is None) == (selection.disable is None):
+        return "give exactly one of enable or disable"
+    return None
+
+
+def _check_match(match: RuleMatchConfig) -> str | None:
+    if not match.rule and not match.tag:
+        return "give rule (a name or glob) or tag (a tag or glob)"
+    return None
+
+
+#: Rules between keys that the types alone cannot say, by the dataclass they apply to.
+_CHECKS: dict[type, Callable[[Any], str | None]] = {
+    RuleSelectionConfig: _check_selection,
+    RuleMatchConfig: _check_match,
+}
 
 
 def _describe(value: Any) -> str:

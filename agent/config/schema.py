@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
+
+#: The example CloudTrail logs of a checkout, which the built-in configuration reads (absent from other installs).
+EXAMPLE_TRAIL_DIR = Path(__file__).resolve().parents[2] / "examples" / "cloudtrail" / "AWSLogs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,10 +276,28 @@ class NoiseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleMatchConfig:
+    """The rules one `rules` command selects: names matching the glob `rule` and rules with a tag matching `tag`."""
+
+    rule: str = ""
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSelectionConfig:
+    """One command of `rules`, Falco's form: exactly one of `enable` and `disable`."""
+
+    enable: RuleMatchConfig | None = None
+    disable: RuleMatchConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything `agent.yaml` can say. An empty `rules_files` means the rules shipped in `rules/`."""
 
     rules_files: tuple[str, ...] = ()
+    # Applied in order after every (re)load, over the `enabled` the rules files say.
+    rules: tuple[RuleSelectionConfig, ...] = ()
     rule_matching: Literal["first", "all"] = "first"
     priority: Literal[
         "emergency", "alert", "critical", "error", "warning", "notice", "informational", "info", "debug"
@@ -289,3 +311,14 @@ class AgentConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+def builtin_settings() -> dict[str, Any]:
+    """The keys, over the defaults above, that the agent runs with when it is given no configuration file.
+
+    `make run` on a fresh machine then shows every source at work: besides the webhook, the rules, gRPC and stdout
+    that the defaults give, the CloudTrail directory input reads the example logs of the checkout.
+    """
+    if not EXAMPLE_TRAIL_DIR.is_dir():
+        return {}
+    return {"sources": {"aws_cloudtrail": {"directory": {"paths": [str(EXAMPLE_TRAIL_DIR)]}}}}

@@ -3,7 +3,8 @@
 A 200 answer means every event of the batch that could be decoded is queued; when the queue has
 no room for the whole batch the answer is 503 with `Retry-After`, so the API server retries the
 batch instead of losing it. Bad bodies and bad events are refused with their reason and counted;
-the server keeps serving.
+the server keeps serving. Should the server itself die (its thread or event loop ends, or its
+listening socket closes) without `stop()`, `failure()` says so and the supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -102,12 +103,19 @@ class AuditWebhook:
         self._sink: EventSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
+        self._is_stopped = False
+        self._failure: str | None = None
         self.address: tuple[str, int] | None = None
 
     # ----- lifecycle --------------------------------------------------------------------------
     def start(self, sink: EventSink) -> None:
+        """Listen; also after `stop()` or a failure, on the same instance (the supervisor restarts it so)."""
         self._sink = sink
+        self._server = None
+        self._failure = None
+        self._is_stopped = False
         ssl_context = server_ssl_context(self.settings) if self.settings.is_tls else None
         started = threading.Event()
         failure: list[BaseException] = []
@@ -125,9 +133,14 @@ class AuditWebhook:
                 loop.close()
                 return
             started.set()
-            loop.run_forever()
-            loop.run_until_complete(self._close())
-            loop.close()
+            try:
+                loop.run_forever()
+                loop.run_until_complete(self._close())
+            except Exception as exc:  # the thread's boundary: kept for failure(), so that the webhook is restarted
+                log.exception("webhook_server_failed")
+                self._failure = f"k8s audit webhook server failed: {type(exc).__name__}: {exc}"
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=serve, name="k8s-audit-webhook", daemon=True)
         self._thread.start()
@@ -148,7 +161,8 @@ class AuditWebhook:
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port, ssl_context=ssl_context,
                            reuse_address=True)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # aiohttp keeps the bound sockets here
+        self._server = site._server  # aiohttp keeps the listening server here; failure() asks it
+        sockets = self._server.sockets if self._server else []
         host, port = sockets[0].getsockname()[:2]
         return host, port
 
@@ -157,10 +171,25 @@ class AuditWebhook:
             await self._runner.cleanup()
 
     def stop(self) -> None:
+        self._is_stopped = True
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None and thread.is_alive():
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
+
+    def failure(self) -> str | None:
+        """Why the server stopped serving on its own; None while it serves and after `stop()`."""
+        thread, server = self._thread, self._server
+        if self._is_stopped or thread is None:
+            return None
+        if self._failure is not None:
+            return self._failure
+        if not thread.is_alive():
+            return "k8s audit webhook server thread ended"
+        if server is not None and not server.is_serving():
+            host, port = self.address or (self.settings.host, self.settings.port)
+            return f"k8s audit webhook no longer listens on {host}:{port}"
+        return None
 
     def metrics(self) -> dict[str, Any]:
         return self.stats.as_dict()

@@ -24,7 +24,9 @@ from typing import IO, Any
 
 import orjson
 
+from agent.errors import DecodeError
 from agent.event import Event
+from agent.location import Location
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state.host import Accounts, ContainerMeta, FdSnapshot, ProcessSnapshot, UserEntry
 from sources.kernel.state.kernel_state import KernelState
@@ -187,3 +189,25 @@ def replay_capture(path: str | Path, *, hostname: str = "") -> Iterator[Event]:
                 host.push(kind, line)
     finally:
         state.close()
+
+
+class CaptureReplayer:
+    """Lets `falco-agent replay` read kernel captures next to audit and CloudTrail files."""
+
+    def __init__(self, *, hostname: str = "") -> None:
+        self.hostname = hostname
+
+    def claims(self, path: Path) -> bool:
+        try:
+            with open(path, "rb") as src:
+                first = src.readline(4096)
+        except OSError:
+            return False
+        return FORMAT.encode() in first and b'"header"' in first
+
+    def events(self, path: Path) -> Iterator[Event | DecodeError]:
+        try:
+            yield from replay_capture(path, hostname=self.hostname)
+        except (ValueError, TypeError, KeyError) as exc:
+            # A damaged line ends the replay of this capture; the events before it were delivered.
+            yield DecodeError(f"kernel capture unreadable: {exc}", Location(str(path)))

@@ -228,6 +228,21 @@ class TestRulesReloader:
         [warning] = [entry for entry in logs if entry["event"] == "config_change_needs_restart"]
         assert warning["keys"] == ["queue_capacity_events"] and warning["log_level"] == "warning"
 
+    def test_rule_commands_are_applied_to_the_reloaded_rules(self, tmp_path: Path) -> None:
+        """A reload applies the config's `rules` enable/disable commands anew, with no restart needed."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(rules_text(1) + rules_text(2))
+        config_file = tmp_path / "agent.yaml"
+        config_file.write_text("rules: []\n")
+        reloader, swap, _ = make_reloader(tmp_path, rules, config_path=str(config_file))
+        config_file.write_text("rules:\n  - disable: {rule: 'Exec v*'}\n  - enable: {rule: Exec v2}\n")
+        with capture_logs() as logs:
+            assert reloader.reload(reason="test")
+        reloaded = swap.take()
+        assert reloaded is not None
+        assert [(r.name, r.enabled) for r in reloaded.engine.rules] == [("Exec v1", False), ("Exec v2", True)]
+        assert not [entry for entry in logs if entry["event"] == "config_change_needs_restart"]
+
     def test_a_broken_config_keeps_the_running_rules(self, tmp_path: Path) -> None:
         """A config file that no longer loads raises an internal alert naming the key and offers nothing."""
         rules = tmp_path / "rules.yaml"

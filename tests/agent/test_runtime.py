@@ -61,6 +61,25 @@ def test_webhook_events_become_alerts_and_sigterm_delivers_everything() -> None:
     assert {a["output_fields"]["ka.target.name"] for a in alerts} == {f"cart-{n}" for n in range(50)}
 
 
+def test_the_builtin_configuration_runs_every_source_on_example_data() -> None:
+    """With no configuration file: shipped rules, the webhook, the example CloudTrail logs, gRPC and stdout alerts."""
+    agent = Agent("-o", "sources.k8s_audit.webhook.listen=127.0.0.1:0", "--json", builtin_config=True)
+    agent.read_alerts()
+    try:
+        loaded = agent.wait_for_log("rules_loaded")
+        assert loaded["files"] == [str(p) for p in sorted((REPO / "rules").glob("*.yaml"))]
+        assert agent.wait_for_log("grpc_listening")["socket"] == str(agent.state / "grpc.sock")
+        url = agent.wait_for_log("webhook_listening")["url"]
+        assert sorted(agent.wait_for_log("agent_started")["sources"]) == ["aws_cloudtrail", "k8s_audit"]
+        assert post(url, exec_event(1)) == 200
+        sources: set[str] = set()
+        while sources != {"aws_cloudtrail", "k8s_audit"}:
+            sources |= {alert["source"] for alert in agent.wait_for_alerts(1)}
+    finally:
+        code, _ = agent.stop()
+    assert code == 0
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["-o", "sources.k8s_audit.webhok.listen=127.0.0.1:0"], "sources.k8s_audit.webhok: unknown key"),
     (["-o", "queue_capacity_events=many"], "queue_capacity_events: expected a whole number"),
@@ -92,8 +111,8 @@ def test_port_in_use_is_reported_and_nothing_runs(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "agent.cli", "-o",
-                               f"sources.k8s_audit.webhook.listen=127.0.0.1:{port}"],
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", "-o", "sources.aws_cloudtrail.enabled=false",
+                               "-o", f"sources.k8s_audit.webhook.listen=127.0.0.1:{port}"],
                               cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot listen" in proc.stderr
 

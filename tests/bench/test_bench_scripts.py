@@ -16,6 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
     ("engine.py", ["--events", "300"], {"k8s_audit_events_per_s", "cloudtrail_ratio_vs_parse", "rss_mb"}),
     ("cloudtrail.py", ["--records", "600", "--skip-s3"], {"local_records_per_s", "local_ratio_vs_baseline"}),
     ("k8saudit_webhook.py", ["--batches", "4", "--batch-size", "10"], {"events_per_s", "p99_ms", "drops"}),
+    ("correlation.py", ["--events", "400", "--keys", "400"],
+     {"with_correlations_events_per_s", "correlation_cost_vs_rules", "bytes_per_live_key", "live_keys"}),
+    ("whole_agent.py", ["--seconds", "1", "--k8s-rate", "200", "--cloudtrail-rate", "100", "--batch-size", "20",
+                        "--records-per-file", "20"],
+     {"events_per_s", "alerts_per_s", "agent_cpu_percent", "peak_rss_mb", "drops"}),
 ])
 def test_bench_script_prints_its_figures(script: str, args: list[str], keys: set[str], reference: Path) -> None:
     """Each benchmark runs on tiny inputs and its last line is one JSON object with its figures."""

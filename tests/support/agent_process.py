@@ -19,13 +19,19 @@ REPO = Path(__file__).resolve().parents[2]
 class Agent:
     """`falco-agent` started with the given arguments; stderr log lines are parsed as they come."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, builtin_config: bool = False) -> None:
+        """Without `builtin_config` the agent gets an empty configuration file (the plain defaults, which a `-c`
+        in `args` replaces) rather than the built-in configuration, whose example CloudTrail logs raise alerts."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # Each agent gets its own gRPC socket and spool, so agents of one test never collide.
         self.state = Path(tempfile.mkdtemp(prefix="falco-agent-test-"))
+        base = []
+        if not builtin_config:
+            (self.state / "agent.yaml").write_text("")
+            base = ["-c", str(self.state / "agent.yaml")]
         grpc = ["-o", f"grpc.socket_path={self.state / 'grpc.sock'}", "-o", f"grpc.spool_dir={self.state / 'spool'}",
                 "-o", "metrics.address=127.0.0.1:0"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *grpc, *args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *base, *grpc, *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.logs: Queue[dict[str, Any]] = Queue()
         self.alerts: Queue[dict[str, Any]] = Queue()

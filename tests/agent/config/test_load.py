@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
+from agent.config.schema import EXAMPLE_TRAIL_DIR
 from agent.errors import ConfigError
 
 
@@ -22,6 +23,13 @@ class TestLoad:
         config = load_config()
         assert config.sources.k8s_audit.webhook.listen == "127.0.0.1:9765"
         assert (config.rule_matching, config.outputs.stdout.format) == ("first", "text")
+
+    def test_without_a_file_the_example_cloudtrail_logs_are_read(self, tmp_path: Path) -> None:
+        """The built-in configuration (no file) adds the checkout's example CloudTrail logs; a file starts from none."""
+        assert load_config().sources.aws_cloudtrail.directory.paths == (str(EXAMPLE_TRAIL_DIR),)
+        assert load_config(write(tmp_path, "")).sources.aws_cloudtrail.directory.paths == ()
+        off = load_config(overrides=["sources.aws_cloudtrail.directory.paths=[]"])
+        assert off.sources.aws_cloudtrail.directory.paths == ()
 
     def test_file_and_override(self, tmp_path: Path) -> None:
         """`-o key=value` overrides what the file says, with YAML typing of the value."""
@@ -58,6 +66,14 @@ class TestLoad:
         assert config.outputs.nats.enabled and config.outputs.nats.servers == ("nats://a:4222",)
         assert load_config().outputs.nats.subject == "falco.alerts.{source}.{priority}"
 
+    def test_rule_commands_from_the_file_then_overrides(self, tmp_path: Path) -> None:
+        """`rules` keeps the file's commands in order and `-o rules[].…` appends more, as Falco's -o does."""
+        path = write(tmp_path, "rules:\n  - disable: {rule: '*'}\n  - enable: {tag: network}\n")
+        config = load_config(path, overrides=["rules[].disable.rule=Write below *", "rules[].enable.tag=k8s"])
+        commands = [("enable", c.enable) if c.enable else ("disable", c.disable) for c in config.rules]
+        assert [(action, m.rule, m.tag) for action, m in commands if m is not None] == [
+            ("disable", "*", ""), ("enable", "", "network"), ("disable", "Write below *", ""), ("enable", "", "k8s")]
+
 
 class TestErrors:
     @pytest.mark.parametrize(("text", "needle"), [
@@ -70,6 +86,10 @@ class TestErrors:
         ("rules_files: [a\n", "invalid YAML"),
         ("noise:\n  rules:\n    - match: x\n      dedup: {window: 5}\n",
          "noise.rules[0].dedup.window: unknown key"),
+        ("rules:\n  - disable: {name: x}\n", "rules[0].disable.name: unknown key"),
+        ("rules:\n  - {enable: {rule: a}, disable: {tag: b}}\n", "rules[0]: give exactly one of enable or disable"),
+        ("rules:\n  - {}\n", "rules[0]: give exactly one of enable or disable"),
+        ("rules:\n  - enable: {rule: ''}\n", "rules[0].enable: give rule (a name or glob) or tag"),
     ])
     def test_mistakes_name_the_key_and_line(self, tmp_path: Path, text: str, needle: str) -> None:
         """Each mistake is refused with the dotted key, the reason and the file line."""

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from agent.alert import Alert
 from agent.errors import AgentError, DecodeError
+from agent.event import Event
 from agent.event_queue import EventQueue
+from agent.internal_alerts import SOURCE_FAILED, SOURCE_RESTARTED, InternalAlerts
+from agent.supervisor import SourceSupervisor
 from sources.cloudtrail.aws import AwsSettings
 from sources.cloudtrail.notifications import ObjectRef, parse_notification
 from sources.cloudtrail.sqs import SqsTrailConsumer
@@ -384,8 +388,9 @@ class TestCorruptObjects:
         metrics = consumer.metrics()
         assert (metrics["files_read"], metrics["objects_rejected"], metrics["records_skipped_invalid"]) == (5, 3, 1)
         assert metrics["messages_failed"] == 0
-        rejected = {entry["key"] for entry in logs if entry["event"] == "cloudtrail_object_rejected"}
-        assert rejected == {PREFIX + "bad-gzip.json.gz", PREFIX + "truncated.json.gz", PREFIX + "not-a-list.json"}
+        rejected = {entry["object"] for entry in logs if entry["event"] == "cloudtrail_object_rejected"}
+        assert rejected == {f"s3://{bucket}/{PREFIX}{name}" for name in ("bad-gzip.json.gz", "truncated.json.gz",
+                                                                          "not-a-list.json")}
         assert queue_counts(sqs, queue_url) == (0, 0)
 
 
@@ -434,3 +439,67 @@ class TestScaleOut:
             assert wait_until(lambda: queue_counts(sqs, queue_url) == (0, 0))
         assert_once(tally.ids, records)
         assert first.metrics()["messages_deleted"] + second.metrics()["messages_deleted"] == len(keys)
+
+
+class BuggySink:
+    """The evaluator's queue, except that the first put fails with a bug and kills the worker that called it."""
+
+    def __init__(self, queue: EventQueue) -> None:
+        self.queue = queue
+        self.is_broken = True
+
+    def offer(self, events: Sequence[Event], on_done: Callable[[], None] | None = None) -> bool:
+        return self.queue.offer(events, on_done)
+
+    def put(self, events: Sequence[Event], on_done: Callable[[], None] | None = None, *,
+            timeout_s: float | None = None) -> bool:
+        if self.is_broken:
+            self.is_broken = False
+            raise RuntimeError("sink bug")
+        return self.queue.put(events, on_done, timeout_s=timeout_s)
+
+
+@pytest.mark.server
+class TestLiveness:
+    def test_a_worker_killed_by_a_bug_is_restarted_and_its_message_evaluated_once(
+            self, aws_endpoint: str, s3: Any, sqs: Any, bucket: str, queue_url: str,
+            records: list[dict[str, Any]]) -> None:
+        """A worker dies on a bug: failure() reports it, the supervisor restarts the consumer, each record once."""
+        sample = records[:10]
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body("cloudtrail", bucket, upload(s3, bucket, sample,
+                                                                                          chunk=5), is_sns=False))
+        tally = Tally()
+        evaluator = Evaluator(tally)
+        consumer = make_consumer(aws_endpoint, queue_url)
+        raised: list[Alert] = []
+        sup = SourceSupervisor([consumer], BuggySink(evaluator.queue), alerts=InternalAlerts(hostname="n"),
+                               emit=raised.append, initial_backoff_s=0)
+        sup.start_sources()
+        try:
+            assert wait_until(lambda: consumer.failure() is not None)
+            assert "RuntimeError: sink bug" in str(consumer.failure())
+            sup.check()  # notices the death and stops what is left of the consumer
+            sup.check()  # starts it again (no backoff in this test)
+            assert [alert.rule for alert in raised] == [SOURCE_FAILED, SOURCE_RESTARTED]
+            assert consumer.failure() is None
+            assert tally.wait_for(lambda: len(tally.ids) >= len(sample))
+            assert wait_until(lambda: consumer.metrics()["messages_deleted"] == 1)
+        finally:
+            sup.stop()
+            evaluator.stop()
+        assert_once(tally.ids, sample)
+        assert (consumer.metrics()["messages_abandoned"], consumer.metrics()["messages_released"]) == (1, 1)
+        assert queue_counts(sqs, queue_url) == (0, 0)
+
+    def test_a_stopped_consumer_reports_no_failure_and_starts_again(self, aws_endpoint: str, queue_url: str) -> None:
+        """stop() is no failure, and the same consumer starts again after it, as the supervisor needs."""
+        consumer = make_consumer(aws_endpoint, queue_url)
+        sink = EventQueue(capacity_events=10)
+        consumer.start(sink)
+        consumer.stop()
+        assert consumer.failure() is None
+        consumer.start(sink)
+        try:
+            assert consumer.failure() is None
+        finally:
+            consumer.stop()

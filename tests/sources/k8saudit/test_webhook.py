@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 import trustme
 
+from agent.alert import Alert
 from agent.event_queue import EventQueue
+from agent.internal_alerts import SOURCE_FAILED, SOURCE_RESTARTED, InternalAlerts
+from agent.supervisor import SourceSupervisor
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
+from tests.support.queue_consumer import eventually
 
 pytestmark = pytest.mark.server
 PATH = "/k8s-audit"
@@ -198,6 +202,50 @@ class TestBackpressure:
         assert client.request(event_list(100, 100))[0] == 200
         assert drain(small) == [f"id-{i:06d}" for i in range(100, 200)]
         assert hook.metrics()["requests_refused_503"] == 1
+
+
+def crash_listener(hook: AuditWebhook) -> None:
+    """Close the listening socket from the server's own loop, as a crash of the server task would."""
+    assert hook._loop is not None and hook._server is not None
+    hook._loop.call_soon_threadsafe(hook._server.close)
+
+
+def crash_loop(hook: AuditWebhook) -> None:
+    """End the server's event loop, and so its thread, behind the webhook's back."""
+    assert hook._loop is not None
+    hook._loop.call_soon_threadsafe(hook._loop.stop)
+
+
+class TestLiveness:
+    @pytest.mark.parametrize("crash", [crash_listener, crash_loop], ids=["listener_closed", "loop_ended"])
+    def test_a_dead_server_is_reported_restarted_and_serves_again(self, queue, crash) -> None:
+        """When the server dies the supervisor sees it, raises an internal alert, restarts it, and posts work again."""
+        hook = AuditWebhook(WebhookSettings(host="127.0.0.1", port=0, path=PATH))
+        raised: list[Alert] = []
+        sup = SourceSupervisor([hook], queue, alerts=InternalAlerts(hostname="n"), emit=raised.append,
+                               initial_backoff_s=0)
+        sup.start_sources()
+        try:
+            assert Client(hook).request(event_list(0, 1))[0] == 200
+            crash(hook)
+            assert eventually(lambda: hook.failure() is not None), "the dead server went unnoticed"
+            assert "k8s audit webhook" in str(hook.failure())
+            sup.check()  # notices the death
+            sup.check()  # restarts (no backoff in this test)
+            assert [a.rule for a in raised] == [SOURCE_FAILED, SOURCE_RESTARTED]
+            assert hook.failure() is None
+            assert Client(hook).request(event_list(1, 1))[0] == 200
+        finally:
+            sup.stop()
+        assert drain(queue) == ["id-000000", "id-000001"]
+        assert hook.failure() is None
+
+    def test_a_stopped_webhook_reports_no_failure(self, serve) -> None:
+        """stop() is not a failure: nothing is restarted after a planned stop."""
+        hook = serve()
+        assert hook.failure() is None
+        hook.stop()
+        assert hook.failure() is None
 
 
 @pytest.fixture(scope="module")

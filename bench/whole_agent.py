@@ -1,0 +1,187 @@
+"""Whole-agent benchmark: `falco-agent` as a real process with every source active at a set mix of rates.
+
+The agent runs with the stable Falco rules (falco_rules.yaml, k8s_audit_rules.yaml, aws_cloudtrail_rules.yaml),
+its webhook on 127.0.0.1, a watched CloudTrail directory, gRPC on a unix socket, JSON alerts on stdout (to
+/dev/null) and /metrics. For `--seconds` this process POSTs k8s audit batches (the read-heavy mix: nine reads per
+regression sample) at `--k8s-rate` events/s and drops CloudTrail files at `--cloudtrail-rate` records/s, then
+waits for the agent to evaluate what it accepted. The baseline is the same agent idle (rules loaded, no events).
+It prints events/s and alerts/s evaluated, the agent's CPU (/proc/<pid>/stat), peak RSS (VmHWM) and drops (events
+accepted but not evaluated, and alerts an output dropped); with --json the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from agent_load import Load, TrailDirectoryLoad, WebhookLoad, run_loads
+from process_stats import Samples, cpu_s, memory_mb, scrape, total
+from samples import REFERENCE, cloudtrail_records, k8s_audit_events, with_reads
+
+ROOT = Path(__file__).resolve().parents[1]
+STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
+WEBHOOK_PATH = "/k8s-audit"
+_START_TIMEOUT_S = 90.0
+_DRAIN_TIMEOUT_S = 60.0
+_IDLE_S = 2.0
+_PAUSE_S = 0.2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class AgentProcess:
+    """The agent started with every source on loopback and files under a temporary folder."""
+
+    def __init__(self, rules: list[Path], *, drop_dir: Path, state: Path, extra_options: list[str]) -> None:
+        self.metrics_url = f"http://127.0.0.1:{_free_port()}"
+        self.webhook_port = _free_port()
+        options = [
+            f"metrics.address={self.metrics_url.removeprefix('http://')}",
+            f"sources.k8s_audit.webhook.listen=127.0.0.1:{self.webhook_port}",
+            f"sources.aws_cloudtrail.directory.paths=[{drop_dir}]",
+            "sources.aws_cloudtrail.directory.poll_interval_s=0.2",
+            # Not measured yet: the kernel source joins with a syscall Load (see agent_load.py).
+            "sources.kernel.enabled=false",
+            f"grpc.socket_path={state / 'grpc.sock'}", f"grpc.spool_dir={state / 'spool'}",
+            "logging.format=json", "logging.level=warning", *extra_options,
+        ]
+        command = [sys.executable, "-m", "agent.cli", "--json"]
+        for path in rules:
+            command += ["-r", str(path)]
+        for option in options:
+            command += ["-o", option]
+        self._stderr = (state / "agent.log").open("w+")
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._stderr.seek(0)
+                raise SystemExit(f"the agent exited at start:\n{self._stderr.read()[-3000:]}")
+            try:
+                if total(self.metrics(), "falco_agent_rules_loaded") > 0:
+                    return
+            except OSError:
+                pass  # not listening yet
+            time.sleep(_PAUSE_S)
+        raise SystemExit(f"the agent did not serve /metrics within {_START_TIMEOUT_S:.0f} s")
+
+    def metrics(self) -> Samples:
+        return scrape(f"{self.metrics_url}/metrics")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(timeout=60)
+        self._stderr.close()
+        return code
+
+
+def wait_drained(agent: AgentProcess, loads: list[Load]) -> tuple[Samples, float]:
+    """Metrics once every accepted event was evaluated (or after the drain timeout), and when that was."""
+    deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+    while True:
+        samples = agent.metrics()
+        done = True
+        for load in loads:
+            accepted = load.accepted(samples)
+            done &= accepted is not None and evaluated(samples, load.source) >= accepted
+        if done or time.monotonic() > deadline:
+            return samples, time.perf_counter()
+        time.sleep(_PAUSE_S)
+
+
+def evaluated(samples: Samples, source: str) -> int:
+    return int(total(samples, "falco_agent_events_evaluated_total", source=source))
+
+
+def measure(agent: AgentProcess, loads: list[tuple[Load, float]], seconds: float) -> dict[str, Any]:
+    """Idle baseline, then the load until drained: the figures of one run (counters start at zero: no event
+    reaches the agent before the load)."""
+    pid = agent.proc.pid
+    idle_cpu = cpu_s(pid)
+    time.sleep(_IDLE_S)
+    idle_cpu_percent = 100 * (cpu_s(pid) - idle_cpu) / _IDLE_S
+    idle_rss_mb = memory_mb(pid, "VmRSS")
+    cpu_before, started = cpu_s(pid), time.perf_counter()
+    load_s = run_loads(loads, seconds)
+    after, finished = wait_drained(agent, [load for load, _ in loads])
+    wall_s = finished - started
+    done = {load.source: evaluated(after, load.source) for load, _ in loads}
+    accepted = {load.source: load.accepted(after) or 0 for load, _ in loads}
+    alerts = int(total(after, "falco_agent_alerts_total"))
+    output_drops = int(total(after, "falco_agent_output_alerts_total", result="dropped"))
+    events = sum(done.values())
+    return {
+        "seconds": round(seconds, 1), "load_s": round(load_s, 2), "drain_s": round(wall_s - load_s, 2),
+        "offered_per_s": {load.source: rate for load, rate in loads},
+        "accepted": accepted, "evaluated": done,
+        "events_per_s": round(events / wall_s), "alerts_per_s": round(alerts / wall_s, 1), "alerts": alerts,
+        "agent_cpu_percent": round(100 * (cpu_s(pid) - cpu_before) / wall_s, 1),
+        "idle_cpu_percent": round(idle_cpu_percent, 1), "idle_rss_mb": round(idle_rss_mb, 1),
+        "peak_rss_mb": round(memory_mb(pid, "VmHWM"), 1),
+        "drops": sum(accepted.values()) - events + output_drops, "output_drops": output_drops,
+        "webhook_503_retries": sum(load.retries for load, _ in loads),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long the load runs (default 30)")
+    parser.add_argument("--k8s-rate", type=float, default=2000.0, help="audit events/s posted (default 2000)")
+    parser.add_argument("--cloudtrail-rate", type=float, default=500.0,
+                        help="CloudTrail records/s dropped as files (default 500)")
+    parser.add_argument("--batch-size", type=int, default=100, help="audit events per POST (default 100)")
+    parser.add_argument("--records-per-file", type=int, default=100, help="records per CloudTrail file (default 100)")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an agent configuration override, e.g. queue_capacity_events=20000; repeatable")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of all figures")
+    args = parser.parse_args()
+    if not REFERENCE.is_dir():
+        print(f"reference data not found at {REFERENCE}", file=sys.stderr)
+        return 2
+    state = Path(tempfile.mkdtemp(prefix="falco-agent-bench-"))
+    drop_dir = state / "cloudtrail"
+    drop_dir.mkdir()
+    agent = AgentProcess([REFERENCE / "rules" / name for name in STABLE_RULES], drop_dir=drop_dir, state=state,
+                         extra_options=args.option)
+    try:
+        loads: list[tuple[Load, float]] = [
+            (WebhookLoad(agent.webhook_port, WEBHOOK_PATH, with_reads(k8s_audit_events()),
+                         batch_size=args.batch_size), args.k8s_rate),
+            (TrailDirectoryLoad(drop_dir, cloudtrail_records(), records_per_file=args.records_per_file),
+             args.cloudtrail_rate),
+        ]
+        figures = measure(agent, loads, args.seconds)
+    finally:
+        code = agent.stop()
+    figures["exit_code"] = code
+    print(f"idle agent with {', '.join(STABLE_RULES)}: CPU {figures['idle_cpu_percent']}%, "
+          f"RSS {figures['idle_rss_mb']} MiB")
+    print(f"offered for {figures['seconds']} s: k8s audit {args.k8s_rate:,.0f} events/s, "
+          f"CloudTrail {args.cloudtrail_rate:,.0f} records/s; accepted {figures['accepted']}")
+    print(f"evaluated {figures['evaluated']} in {figures['load_s'] + figures['drain_s']:.1f} s "
+          f"(drained {figures['drain_s']} s after the load): {figures['events_per_s']:,} events/s, "
+          f"{figures['alerts_per_s']:,} alerts/s")
+    print(f"agent CPU {figures['agent_cpu_percent']}% of one core, peak RSS {figures['peak_rss_mb']} MiB, "
+          f"drops {figures['drops']} (output drops {figures['output_drops']}), "
+          f"webhook 503 retries {figures['webhook_503_retries']}, exit code {code}")
+    if args.json:
+        print(orjson.dumps(figures).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+
+import structlog
 
 from agent.address import parse_host_port
 from agent.config.schema import AgentConfig, KernelConfig
@@ -28,8 +31,12 @@ from sources.kernel.capture import CaptureReplayer
 from sources.kernel.capture_command import CaptureSummary, capture
 from sources.kernel.fields import SOURCE_NAME as SYSCALL
 from sources.kernel.fields import syscall_source
-from sources.kernel.source import KernelSettings
+from sources.kernel.probe import probe_available
+from sources.kernel.source import KernelSettings, KernelSource
+from sources.kernel.state import live_state
+from sources.kernel.syscalls import SYSCALLS
 
+log = structlog.get_logger(__name__)
 
 def builtin_source_specs() -> list[SourceSpec]:
     """Every built-in source, so that rules of any of them load."""
@@ -74,9 +81,31 @@ def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priorit
     return engine
 
 
-def live_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
-    """The live inputs the configuration enables, not yet started; one builder per source (`sources.<name>`)."""
-    return [*_k8s_audit_sources(config, hostname=hostname), *_cloudtrail_sources(config, hostname=hostname)]
+def live_sources(config: AgentConfig, *, hostname: str,
+                 syscall_rule_types: Callable[[], frozenset[str] | None] = frozenset) -> list[LiveSource]:
+    """The live inputs the configuration enables, not yet started; one builder per source (`sources.<name>`).
+
+    `syscall_rule_types` says what the current rules can use of the kernel (see syscall_rule_types()).
+    """
+    return [*_kernel_sources(config, hostname=hostname, rule_types=syscall_rule_types),
+            *_k8s_audit_sources(config, hostname=hostname), *_cloudtrail_sources(config, hostname=hostname)]
+
+
+def _kernel_sources(config: AgentConfig, *, hostname: str,
+                    rule_types: Callable[[], frozenset[str] | None]) -> list[LiveSource]:
+    kernel = config.sources.kernel
+    if not kernel.enabled:
+        return []
+    unknown = sorted(set(kernel.extra_syscalls) - set(SYSCALLS))
+    if unknown:
+        raise ConfigError(f"sources.kernel.extra_syscalls: cannot capture {', '.join(unknown)}")
+    reason = probe_available(kernel.kernel_headers)
+    if reason is not None:
+        # Not an error: a machine without root or BPF still runs the other sources.
+        log.warning("kernel_source_unavailable", reason=reason)
+        return []
+    return [KernelSource(kernel_settings(kernel), rule_types=rule_types,
+                         new_state=lambda: live_state(hostname=hostname))]
 
 
 def _k8s_audit_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:

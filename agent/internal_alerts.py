@@ -12,6 +12,7 @@ from collections.abc import Callable
 from agent.alert import Alert
 from agent.engine.load_result import LoadProblem
 from agent.priority import Priority
+from agent.source import DropNotice
 
 SOURCE = "internal"
 RULES_RELOAD_FAILED = "Falco Agent Rules Reload Failed"
@@ -64,6 +65,16 @@ class InternalAlerts:
         return self._alert(EVENTS_DROPPED, Priority.WARNING,
                            f"Events dropped (stage={stage} count={count} total={total})",
                            {"internal.stage": stage, "internal.count": count, "internal.total": total})
+
+    def input_dropped(self, source: str, notice: DropNotice) -> Alert:
+        """A source lost input before the agent could read it; named like Falco's "syscall event drop"."""
+        return self._alert(f"Falco internal: {notice.what}", Priority.WARNING,
+                           f"Falco internal: {notice.what}. {notice.lost} events lost in the last "
+                           f"{notice.window_s:.0f}s (source={source} worst_second_lost_ratio={notice.worst_ratio:.4f} "
+                           f"lost_total={notice.lost_total})",
+                           {"internal.source": source, "internal.count": notice.lost,
+                            "internal.delivered": notice.delivered, "internal.total": notice.lost_total,
+                            "internal.worst_ratio": round(notice.worst_ratio, 6)})
 
     def _alert(self, rule: str, priority: Priority, output: str, fields: dict[str, object]) -> Alert:
         return Alert(rule=rule, priority=priority, source=SOURCE, ts_ns=self._clock_ns(), output=output,

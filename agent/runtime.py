@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from agent.alert import Alert
-from agent.builtin_sources import live_sources, new_engine
+from agent.builtin_sources import live_sources, new_engine, syscall_rule_types
 from agent.config import AgentConfig, load_config
 from agent.config.schema import GrpcConfig
 from agent.drop_watch import DropWatch
@@ -53,7 +53,7 @@ from agent.reload import (
     watched_paths,
 )
 from agent.rule_selection import apply_rule_selection
-from agent.source import LiveSource
+from agent.source import DropReporting, LiveSource
 from agent.supervisor import SourceSupervisor
 
 log = structlog.get_logger(__name__)
@@ -148,6 +148,10 @@ class AgentRuntime:
         if reloaded is not None:
             self.engine = swap_in(self.engine, reloaded)
         self._pending_alerts.extend(self._drop_watch.check())
+        for source in self.supervisor.running:
+            if isinstance(source, DropReporting):
+                self._pending_alerts.extend(self.internal_alerts.input_dropped(source.name, notice)
+                                            for notice in source.drop_notices())
         summaries = self.noise.due_summaries() if self.noise is not None else []
         if not self._pending_alerts and not summaries:
             return
@@ -208,7 +212,10 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: 
     apply_rule_selection(engine, config.rules)
     log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules),
              enabled=sum(rule.enabled for rule in engine.rules))
-    sources = [s for s in live_sources(config, hostname=engine.hostname) if not only_sources or s.name in only_sources]
+    # Read when the kernel source starts and as rules reload: the engine in use then, not this first one.
+    sources = [s for s in live_sources(config, hostname=engine.hostname,
+                                       syscall_rule_types=lambda: syscall_rule_types(runtime.engine))
+               if not only_sources or s.name in only_sources]
     outputs = build_outputs(config, json_alerts=json_alerts)
     servers: list[Stoppable] = []
     server = start_grpc_server(config.grpc)

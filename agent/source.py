@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from agent.errors import DecodeError
 from agent.event import Event
@@ -27,6 +27,26 @@ class SourceSpec:
     plugins: tuple[tuple[str, str], ...] = field(default=())
     #: Warn (LOAD_NO_EVTTYPE) about rules that no index field narrows down, as Falco does for syscalls.
     warn_unindexed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DropNotice:
+    """Input a live source lost before reading it (syscalls the kernel could not hand over), since its
+    previous notice. `what` names the loss in the internal alert: "syscall event drop"."""
+
+    what: str
+    lost: int
+    delivered: int
+    lost_total: int
+    worst_ratio: float
+    window_s: float
+
+
+@runtime_checkable
+class DropReporting(Protocol):
+    """A live source that loses input upstream of the agent says so; the runtime raises an alert per notice."""
+
+    def drop_notices(self) -> list[DropNotice]: ...
 
 
 class EventSink(Protocol):

@@ -10,18 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True, slots=True)
-class DropNotice:
-    """Records lost since the previous notice, and the worst one-second ratio among them."""
-
-    lost: int
-    delivered: int
-    lost_total: int
-    worst_ratio: float
-    window_s: float
+from agent.source import DropNotice
 
 
 class DropMeter:
@@ -61,8 +51,8 @@ class DropMeter:
         self._pending_delivered += delivered
         if not self._pending_lost or now - self._last_alert < self.alert_interval_s:
             return None
-        notice = DropNotice(self._pending_lost, self._pending_delivered, lost_total, self._worst,
-                            now - self._pending_since)
+        notice = DropNotice("syscall event drop", self._pending_lost, self._pending_delivered, lost_total,
+                            self._worst, now - self._pending_since)
         self._last_alert = now
         self._pending_lost = self._pending_delivered = 0
         self._worst = 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import time
 from collections.abc import Iterable
 
@@ -70,14 +71,22 @@ class KernelProbe:
         }
 
     def close(self) -> None:
+        # Each detach waits for an RCU grace period; detached together they share them. Plain threads,
+        # since this may run while the interpreter shuts down (executors refuse work then).
+        detaching = [threading.Thread(target=self._bpf.detach_tracepoint, args=(name,))
+                     for name in list(self._bpf.tracepoint_fds)]
+        for thread in detaching:
+            thread.start()
+        for thread in detaching:
+            thread.join()
         self._bpf.cleanup()
 
 
-def probe_available() -> str | None:
+def probe_available(headers: str = "") -> str | None:
     """None when a probe can load here, else the reason (for tests and `make run` messages)."""
     try:
         root = bcc_setup.tracefs()
-        bcc_setup.load_bcc(bcc_setup.kernel_headers())
+        bcc_setup.load_bcc(bcc_setup.kernel_headers(headers))
         bcc_setup.syscall_tracepoints(root)
     except bcc_setup.KernelUnavailable as exc:
         return str(exc)

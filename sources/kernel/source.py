@@ -9,6 +9,7 @@ could not write, and the drop meter turns that into notices for the "syscall eve
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ from typing import Any, Protocol
 import structlog
 
 from agent.event import Event
-from agent.source import EventSink
+from agent.source import DropNotice, EventSink
 from agent.source_worker import SourceWorker
-from sources.kernel.drops import DropMeter, DropNotice
+from sources.kernel.drops import DropMeter
 from sources.kernel.probe import KernelProbe
 from sources.kernel.record import SyscallRecord
 from sources.kernel.syscalls import STATE_SYSCALLS, SYSCALLS
@@ -28,6 +29,7 @@ from sources.kernel.wire import RecordDecoder
 log = structlog.get_logger(__name__)
 
 _POLL_MS = 100
+_FORWARD_REFRESH_S = 2.0
 
 
 class SyscallState(Protocol):
@@ -50,10 +52,6 @@ class KernelSettings:
 def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] = ()) -> frozenset[str]:
     """What the probe must attach: the event types rules can use (None: all), the state's, and extras."""
     wanted = set(SYSCALLS) if rule_types is None else (rule_types & set(SYSCALLS))
-    unknown = sorted(set(extra) - set(SYSCALLS))
-    if unknown:
-        raise ValueError(f"sources.kernel.extra_syscalls: cannot capture {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(SYSCALLS))}")
     return frozenset(wanted | STATE_SYSCALLS | set(extra))
 
 
@@ -79,12 +77,15 @@ class KernelSource:
         self._counts = {"records": 0, "events": 0, "decode_errors": 0, "state_errors": 0}
         self._kernel_counters = {"lost": 0, "no_enter": 0}
         self.capturing: frozenset[str] = frozenset()
+        self._forward: frozenset[str] | None = frozenset()
+        self._forward_checked = 0.0
 
     def start(self, sink: EventSink) -> None:
         self._worker.check_idle()
         types = self._rule_types()
         self.capturing = syscalls_to_capture(types, self.settings.extra_syscalls)
-        forward = None if types is None else frozenset(types)
+        self._forward = types
+        self._forward_checked = time.monotonic()
         # The probe first: records of processes started while /proc is read are then not missed.
         probe = KernelProbe(self.capturing, ring_buffer_pages=self.settings.ring_buffer_pages,
                             headers=self.settings.kernel_headers)
@@ -95,25 +96,42 @@ class KernelSource:
             probe.close()
             self._probe = None
             raise
-        self._worker.start(lambda: self._run(probe, state, sink, forward), cleanup=self._cleanup)
+        self._worker.start(lambda: self._run(probe, state, sink), cleanup=self._cleanup)
 
-    def _run(self, probe: KernelProbe, state: SyscallState, sink: EventSink,
-             forward: frozenset[str] | None) -> None:
+    def _run(self, probe: KernelProbe, state: SyscallState, sink: EventSink) -> None:
         stopping = self._worker.stopping
         while not stopping.is_set():
-            batch = self._take(probe.poll(_POLL_MS), state, forward)
+            batch = self._take(probe.poll(_POLL_MS), state)
             while batch and not stopping.is_set():
                 if sink.put(batch, timeout_s=0.5):
                     self._counts["events"] += len(batch)
                     break
             self._check_drops(probe)
+            self._refresh_forward()
         # What the kernel wrote before the stop still reaches the engine (its queue outlives the sources).
-        batch = self._take(probe.poll(0), state, forward)
+        batch = self._take(probe.poll(0), state)
         if batch and sink.put(batch, timeout_s=2.0):
             self._counts["events"] += len(batch)
 
-    def _take(self, raws: list[bytes], state: SyscallState, forward: frozenset[str] | None) -> list[Event]:
+    def _refresh_forward(self) -> None:
+        """Follow rule reloads: forward what the rules now use (what they need beyond the attached
+        syscalls takes a restart of the source, which is said once)."""
+        now = time.monotonic()
+        if now - self._forward_checked < _FORWARD_REFRESH_S:
+            return
+        self._forward_checked = now
+        types = self._rule_types()
+        if types == self._forward:
+            return
+        self._forward = types
+        missing = sorted((set(SYSCALLS) if types is None else types & set(SYSCALLS)) - self.capturing)
+        if missing:
+            log.warning("kernel_syscalls_need_restart", syscalls=missing,
+                        hint="the reloaded rules use syscalls not attached; restart the agent to capture them")
+
+    def _take(self, raws: list[bytes], state: SyscallState) -> list[Event]:
         """Decode and apply every record; the events some rule can use."""
+        forward = self._forward
         counts = self._counts
         batch: list[Event] = []
         decode = self._decoder.decode
@@ -155,7 +173,9 @@ class KernelSource:
 
     def _cleanup(self) -> None:
         if self._probe is not None:
-            self._probe.close()
+            # Detaching ~100 tracepoints takes seconds of RCU waits: the agent's drain and flush need not
+            # wait for it (not a daemon thread, so the process still ends with the programs detached).
+            threading.Thread(target=self._probe.close, name="kernel-probe-close").start()
             self._probe = None
         if self._state is not None:
             self._state.close()

@@ -112,6 +112,7 @@ def test_port_in_use_is_reported_and_nothing_runs(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run([sys.executable, "-m", "agent.cli", "-o", "sources.aws_cloudtrail.enabled=false",
+                               "-o", "sources.kernel.enabled=false",
                                "-o", f"sources.k8s_audit.webhook.listen=127.0.0.1:{port}"],
                               cwd=REPO, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "cannot listen" in proc.stderr

@@ -19,9 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 class Agent:
     """`falco-agent` started with the given arguments; stderr log lines are parsed as they come."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, builtin_config: bool = False) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, builtin_config: bool = False,
+                 kernel: bool = False) -> None:
         """Without `builtin_config` the agent gets an empty configuration file (the plain defaults, which a `-c`
-        in `args` replaces) rather than the built-in configuration, whose example CloudTrail logs raise alerts."""
+        in `args` replaces) rather than the built-in configuration, whose example CloudTrail logs raise alerts.
+        Without `kernel` the kernel source stays off: loading BPF takes seconds the other tests do not need."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # Each agent gets its own gRPC socket and spool, so agents of one test never collide.
         self.state = Path(tempfile.mkdtemp(prefix="falco-agent-test-"))
@@ -31,6 +33,8 @@ class Agent:
             base = ["-c", str(self.state / "agent.yaml")]
         grpc = ["-o", f"grpc.socket_path={self.state / 'grpc.sock'}", "-o", f"grpc.spool_dir={self.state / 'spool'}",
                 "-o", "metrics.address=127.0.0.1:0"]
+        if not kernel:
+            grpc += ["-o", "sources.kernel.enabled=false"]
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *base, *grpc, *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.logs: Queue[dict[str, Any]] = Queue()

@@ -18,11 +18,14 @@ from sources.kernel.syscalls import CLONE_TYPES, SCHED_TYPES, SYSCALLS, Copy, Pa
 #: Event type ids as the kernel writes them: the index in this tuple.
 TYPE_NAMES: tuple[str, ...] = (*SYSCALLS, *SCHED_TYPES)
 TYPE_IDS: dict[str, int] = {name: number for number, name in enumerate(TYPE_NAMES)}
+_TYPE_COUNT = len(TYPE_NAMES)
 
 MAX_ARGS = 6
 MAX_PARTS = 6
 HEADER = struct.Struct("<QQIIIIq6QHH6H16s")
 assert HEADER.size == 120
+_HEADER_SIZE = HEADER.size
+_UNPACK = HEADER.unpack_from
 
 _SIGN_BIT = 1 << 31
 _WRAP = 1 << 32
@@ -37,7 +40,8 @@ def _signed(value: int) -> int:
 
 
 def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    nul = raw.find(0)
+    return (raw[:nul] if nul >= 0 else raw).decode("utf-8", "surrogateescape")
 
 
 def _argv(raw: bytes) -> list[str]:
@@ -54,37 +58,47 @@ def _open_how(raw: bytes) -> dict[str, int]:
     return {"flags": flags, "mode": mode, "resolve": resolve}
 
 
-def _plan(params: tuple[Param, ...]) -> list[tuple[str, str, int, Callable[[Any], Any] | None]]:
-    """Per parameter: (name, where from: res/arg/part, index, conversion)."""
-    plan: list[tuple[str, str, int, Callable[[Any], Any] | None]] = []
+def _args_source(params: tuple[Param, ...]) -> str:
+    """A dict display building one event type's args from `res`, the slots `a0..a5` and the parts `p`."""
+    items: list[str] = []
+    merged: list[str] = []
     arg_index = part_index = 0
     for param in params:
         if param.copy is Copy.RESULT:
-            plan.append((param.name, "res", 0, None))
-            continue
-        if param.copy is Copy.VALUE:
-            plan.append((param.name, "arg", arg_index, _signed if param.kind in _SIGNED_KINDS else None))
+            value = "res"
+        elif param.copy is Copy.VALUE:
+            value = f"_signed(a{arg_index})" if param.kind in _SIGNED_KINDS else f"a{arg_index}"
             arg_index += 1
-            continue
-        convert: Callable[[Any], Any] | None
-        if param.copy is Copy.USER_ARGV:
-            convert = _argv
-        elif param.kind is ParamKind.FD_PAIR:
-            convert = _fd_pair
-        elif param.name == "how":
-            plan.append((param.name, "merge", part_index, _open_how))
-            part_index += 1
-            continue
-        elif param.copy is Copy.USER_STR:
-            convert = _text
         else:
-            convert = None
-        plan.append((param.name, "part", part_index, convert))
-        part_index += 1
-    return plan
+            part = f"(p[{part_index}] if {part_index} < len(p) else b'')"
+            part_index += 1
+            if param.name == "how":
+                merged.append(f"**_open_how({part})")
+                continue
+            if param.copy is Copy.USER_ARGV:
+                value = f"_argv({part})"
+            elif param.kind is ParamKind.FD_PAIR:
+                value = f"_fd_pair({part})"
+            elif param.copy is Copy.USER_STR:
+                value = f"_text({part})"
+            else:
+                value = part
+        items.append(f"{param.name!r}: {value}")
+    return "{" + ", ".join(items + merged) + "}"
 
 
-_PLANS = {TYPE_IDS[name]: _plan(spec.params) for name, spec in SYSCALLS.items()}
+def _compile_args_builders() -> dict[int, Callable[..., dict[str, Any]]]:
+    """One generated function per captured syscall: no per-parameter loop on the hot path."""
+    namespace: dict[str, Any] = {"_signed": _signed, "_text": _text, "_argv": _argv, "_fd_pair": _fd_pair,
+                                 "_open_how": _open_how}
+    lines = []
+    for name, spec in SYSCALLS.items():
+        lines.append(f"def build_{name}(res, a0, a1, a2, a3, a4, a5, p):\n    return {_args_source(spec.params)}\n")
+    exec(compile("\n".join(lines), "<kernel-record-args>", "exec"), namespace)
+    return {TYPE_IDS[name]: namespace[f"build_{name}"] for name in SYSCALLS}
+
+
+_BUILDERS = _compile_args_builders()
 
 
 def _boot_to_wall_offset() -> int:
@@ -99,42 +113,31 @@ class RecordDecoder:
 
     def decode(self, raw: bytes) -> SyscallRecord:
         """Raises ValueError (naming what is wrong) for a record too short or of an unknown type."""
-        if len(raw) < HEADER.size:
-            raise ValueError(f"kernel record of {len(raw)} bytes is shorter than its {HEADER.size}-byte header")
-        ts, cgroup_id, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts, *rest = HEADER.unpack_from(raw)
-        lens, comm = rest[:MAX_PARTS], rest[MAX_PARTS]
-        if type_id >= len(TYPE_NAMES):
+        if len(raw) < _HEADER_SIZE:
+            raise ValueError(f"kernel record of {len(raw)} bytes is shorter than its {_HEADER_SIZE}-byte header")
+        (ts, cgroup_id, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts,
+         l0, l1, l2, l3, l4, l5, comm) = _UNPACK(raw)
+        if type_id >= _TYPE_COUNT:
             raise ValueError(f"kernel record has unknown event type id {type_id}")
-        record = SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid,
-                               _text(comm), res, cgroup_id=cgroup_id)
-        plan = _PLANS.get(type_id)
-        if plan is None:
-            record.args = _sched_args(record, a0, a1)
-            return record
-        values = (a0, a1, a2, a3, a4, a5)
-        parts: list[bytes] = []
-        offset = HEADER.size
-        for length in lens[:nparts]:
-            parts.append(raw[offset:offset + length])
-            offset += length
-        args = record.args
-        for name, where, index, convert in plan:
-            if where == "res":
-                value: Any = res
-            elif where == "arg":
-                value = values[index]
-            else:
-                value = parts[index] if index < len(parts) else b""
-                if where == "merge":
-                    args.update(convert(value))  # type: ignore[misc]
-                    continue
-            args[name] = convert(value) if convert is not None else value
-        return record
+        build = _BUILDERS.get(type_id)
+        if build is None:
+            args = _sched_args(TYPE_NAMES[type_id], pid, a0, a1)
+        else:
+            parts = []
+            if nparts:
+                offset = _HEADER_SIZE
+                for length in (l0, l1, l2, l3, l4, l5)[:nparts]:
+                    parts.append(raw[offset:offset + length])
+                    offset += length
+            args = build(res, a0, a1, a2, a3, a4, a5, parts)
+        nul = comm.find(0)
+        name = (comm[:nul] if nul >= 0 else comm).decode("utf-8", "surrogateescape")
+        return SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid, name, res, args,
+                             cgroup_id)
 
 
-def _sched_args(record: SyscallRecord, a0: int, a1: int) -> dict[str, Any]:
-    if record.type in CLONE_TYPES:
+def _sched_args(type_name: str, pid: int, a0: int, a1: int) -> dict[str, Any]:
+    if type_name in CLONE_TYPES:
         child_tid, flags = a0, a1
-        return {"child_tid": child_tid, "child_pid": record.pid if flags & _CLONE_THREAD else child_tid,
-                "flags": flags}
+        return {"child_tid": child_tid, "child_pid": pid if flags & _CLONE_THREAD else child_tid, "flags": flags}
     return {"group_dead": bool(a0)}

@@ -7,8 +7,7 @@ background fetches found, at a point of the record stream a capture can record).
 
 from __future__ import annotations
 
-import queue
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from sources.kernel.state.host import ContainerMeta, HostView
@@ -21,7 +20,9 @@ class ContainerRegistry:
         self._host = host
         self._meta: OrderedDict[str, ContainerMeta] = OrderedDict()
         self._requested: set[str] = set()
-        self._done: queue.SimpleQueue[ContainerMeta] = queue.SimpleQueue()
+        # Fetch threads append, the state thread pops: deque operations are atomic, and an empty
+        # deque is a cheap check on every record (a queue's get_nowait raising Empty is not).
+        self._done: deque[ContainerMeta] = deque()
         self._pending: set[Future[None]] = set()
         self._max = max_containers
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="container-meta") if fetch else None
@@ -38,16 +39,19 @@ class ContainerRegistry:
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
+    @property
+    def has_news(self) -> bool:
+        return bool(self._done)
+
     def drain(self) -> list[ContainerMeta]:
         """Integrate every finished fetch; returns what was learned, in order."""
-        learned = []
-        while True:
-            try:
-                meta = self._done.get_nowait()
-            except queue.Empty:
-                return learned
+        learned: list[ContainerMeta] = []
+        done = self._done
+        while done:
+            meta = done.popleft()
             self.learn(meta)
             learned.append(meta)
+        return learned
 
     def settle(self, timeout_s: float) -> list[ContainerMeta]:
         """Wait up to `timeout_s` for the fetches in flight, then drain (shutdown and tests)."""
@@ -68,4 +72,4 @@ class ContainerRegistry:
     def _fetch(self, container_id: str) -> None:
         meta = self._host.container(container_id)
         # An unknown container is remembered as such, so it is not asked for again and again.
-        self._done.put(meta if meta is not None else ContainerMeta(container_id))
+        self._done.append(meta if meta is not None else ContainerMeta(container_id))

@@ -129,13 +129,15 @@ class KernelState:
         ctx = self.ctx
         thread = ctx.thread_for(record)
         handler = _HANDLERS.get(record.type) or (fd_events.uses_fd if "fd" in record.args else None)
-        payload = SyscallEvent(record, thread, ctx.lookups)
+        payload = None
         if handler is not None:
             try:
                 payload = handler(ctx, record, thread)
             except (TypeError, ValueError, KeyError, IndexError):
                 # A record with arguments of the wrong shape still becomes an event; the state skips it.
                 ctx.counters["records_malformed"] += 1
+        if payload is None:
+            payload = SyscallEvent(record, thread, ctx.lookups)
         if self._observer is not None:
             self._observer.on_record(record)
         self._num += 1
@@ -155,8 +157,9 @@ class KernelState:
         self.ctx.containers.close()
 
     def _integrate_containers(self) -> None:
-        for meta in self.ctx.containers.drain():
-            self._report_container(meta)
+        if self.ctx.containers.has_news:
+            for meta in self.ctx.containers.drain():
+                self._report_container(meta)
 
     def _report_container(self, meta: ContainerMeta) -> None:
         if self._observer is not None:

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, runtime_checkable
@@ -46,6 +46,8 @@ _PREFIX = "falco_agent_"
 _OUTPUT_RESULTS = ("delivered", "dropped", "rejected")
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
+
+_CORRELATION_GAUGES = frozenset({"live_keys", "pending_absences"})
 
 class Heartbeat:
     """When the engine loop last turned; `beat` is one float store, cheap enough for every loop turn."""
@@ -115,6 +117,8 @@ class MetricsSnapshot:
     queue_capacity: int = 0
     sources: list[SourceMetrics] = field(default_factory=list)
     outputs: dict[str, Mapping[str, int]] = field(default_factory=dict)
+    #: Per correlation rule: its gauges and counters (see Engine.correlation_metrics).
+    correlations: dict[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 class EngineStatsLike(Protocol):
@@ -144,7 +148,8 @@ class CountingOutput(Protocol):
 
 
 def build_snapshot(*, engine_stats: EngineStatsLike, tally: PipelineTally, queue: QueueLike,
-                   sources: Iterable[SourceLike], outputs: Iterable[object], rules_loaded: int = 0) -> MetricsSnapshot:
+                   sources: Iterable[SourceLike], outputs: Iterable[object], rules_loaded: int = 0,
+                   correlations: Iterable[Any] = ()) -> MetricsSnapshot:
     """The snapshot from the runtime's parts; outputs without `counters()` are left out."""
     counting = [o for o in outputs if isinstance(o, CountingOutput)]
     names = [o.name for o in counting]
@@ -156,6 +161,7 @@ def build_snapshot(*, engine_stats: EngineStatsLike, tally: PipelineTally, queue
         # Two outputs of one kind are told apart by their position among those of that kind.
         outputs={(n if names.count(n) == 1 else f"{n}_{names[:i].count(n)}"): o.counters()
                  for i, (n, o) in enumerate(zip(names, counting, strict=True))},
+        correlations={c.rule: {k: v for k, v in asdict(c).items() if k != "rule"} for c in correlations},
     )
 
 
@@ -198,6 +204,19 @@ class _SnapshotCollector(Collector):
                                 self._heartbeat.age_s())
         yield from self._source_families(snap.sources)
         yield from self._output_families(snap.outputs)
+        yield from self._correlation_families(snap.correlations)
+
+    @staticmethod
+    def _correlation_families(correlations: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for rule, values in sorted(correlations.items()):
+            for key, value in sorted(values.items()):
+                name = _PREFIX + "correlation_" + key
+                if name not in families:
+                    kind = GaugeMetricFamily if key in _CORRELATION_GAUGES else CounterMetricFamily
+                    families[name] = kind(name, f"Correlation rule state: {key.replace('_', ' ')}.", labels=["rule"])
+                families[name].add_metric([rule], value)  # type: ignore[attr-defined]
+        yield from families.values()
 
     @staticmethod
     def _source_families(sources: list[SourceMetrics]) -> Iterator[Metric]:

@@ -120,6 +120,8 @@ def swap_in(running: Engine, reloaded: Reloaded) -> Engine:
     """The engine to use from the next batch on; counters (and so evt.num) continue from the running one."""
     engine = reloaded.engine
     engine.stats = running.stats
+    # Correlations whose definition did not change keep their state across the reload.
+    engine.adopt_state(running)
     by_source: dict[str, int] = {}
     for rule in engine.rules:
         by_source[rule.source] = by_source.get(rule.source, 0) + 1

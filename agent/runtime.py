@@ -272,7 +272,8 @@ def start_metrics_server(config: AgentConfig, runtime: AgentRuntime) -> MetricsS
 
     def collect() -> Any:
         return build_snapshot(engine_stats=runtime.engine.stats, tally=runtime.tally, queue=runtime.queue,
-                              sources=runtime.running, outputs=runtime.outputs, rules_loaded=len(runtime.engine.rules))
+                              sources=runtime.running, outputs=runtime.outputs, rules_loaded=len(runtime.engine.rules),
+                              correlations=runtime.engine.correlation_metrics())
 
     try:
         server = MetricsServer(config.metrics.address, collect, heartbeat=runtime.heartbeat,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from agent.engine.correlation_collector import CorrelationDef, collect_correlation
 from agent.engine.infos import ListDef, MacroDef, RuleDef
 from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
 from agent.engine.reader import Item
@@ -23,6 +24,7 @@ class Collector:
         self.lists: dict[str, ListDef] = {}
         self.macros: dict[str, MacroDef] = {}
         self.rules: dict[str, RuleDef] = {}
+        self.correlations: dict[str, CorrelationDef] = {}
         self.engine_requirements: list[EngineRequirement] = []
         self.plugin_requirements: list[PluginRequirement] = []
         self._counter = 0
@@ -41,6 +43,8 @@ class Collector:
             self._collect_list(item)
         elif item.kind == "macro":
             self._collect_macro(item)
+        elif item.kind == "correlation":
+            collect_correlation(self, item)
         else:
             self._collect_rule(item)
 

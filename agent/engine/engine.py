@@ -11,10 +11,14 @@ from pathlib import Path
 from agent.alert import Alert
 from agent.engine.ast import Expr
 from agent.engine.collector import Collector
+from agent.engine.correlation_compiler import CompiledCorrelation, compile_correlations
+from agent.engine.correlation_set import CorrelationSet
+from agent.engine.correlation_state import CorrelationMetrics
 from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
+from agent.engine.output_format import alert_for
 from agent.engine.reader import read_items
 from agent.engine.requirements import loaded_plugins
-from agent.engine.rule_compiler import compile_rules, unused_warnings
+from agent.engine.rule_compiler import build_context, compile_rules, unused_warnings
 from agent.engine.ruleset import CompiledRule, RuleSet
 from agent.event import Event
 from agent.location import Location
@@ -56,7 +60,8 @@ class Engine:
         self.stats = EngineStats()
         self._sources: dict[str, SourceSpec] = {}
         self._rules: list[CompiledRule] = []
-        self._rulesets: dict[str, RuleSet] = {}
+        self._rulesets: dict[str, RuleSet[CompiledRule]] = {}
+        self._correlations = CorrelationSet([], hostname=hostname)
         self._parse_cache: dict[str, Expr] = {}
 
     # ----- sources ----------------------------------------------------------------------------
@@ -80,23 +85,39 @@ class Engine:
         return self.load_rules(contents)
 
     def load_rules(self, contents: Iterable[RulesText]) -> LoadResult:
-        """Read, collect and compile files in order; on success swap the new rules in."""
+        """Read, collect and compile files in order; on success swap the new rules in.
+
+        Correlations whose matching definition is unchanged keep their state; see `CorrelationSet.adopt`.
+        """
         result = LoadResult()
         collector = Collector(known_sources=frozenset(self._sources), result=result)
         compiled: list[CompiledRule] = []
+        correlations: list[CompiledCorrelation] = []
         try:
             for content in contents:
                 for item in read_items(content.text, content.name, result):
                     collector.collect(item)
-                compiled = compile_rules(collector, self._sources, result, parse_cache=self._parse_cache)
+                ctx = build_context(collector, self._sources, result, parse_cache=self._parse_cache)
+                compiled = compile_rules(ctx)
+                correlations = compile_correlations(ctx)
             self._check_plugins(collector, result)
         except LoadAborted:
             return result
         if result.successful:
             unused_warnings(collector, result)
             self._rules = compiled
+            loaded = CorrelationSet(correlations, hostname=self.hostname)
+            loaded.adopt(self._correlations)
+            self._correlations = loaded
             self._rebuild()
         return result
+
+    def adopt_state(self, previous: Engine) -> None:
+        """Carry correlation state over from the engine this one replaces (a reload builds a new engine).
+
+        The state is shared, not copied: call it where the swap happens, on the thread that runs `process`.
+        """
+        self._correlations.adopt(previous._correlations)
 
     def _check_plugins(self, collector: Collector, result: LoadResult) -> None:
         loaded = loaded_plugins(p for spec in self._sources.values() for p in spec.plugins)
@@ -114,10 +135,19 @@ class Engine:
     def rules(self) -> list[CompiledRule]:
         return list(self._rules)
 
+    @property
+    def correlations(self) -> list[CompiledCorrelation]:
+        return list(self._correlations.correlations)
+
+    def correlation_metrics(self) -> list[CorrelationMetrics]:
+        """Per correlation: live keys and pending absences (gauges); matches, evictions by reason, shed
+        matches and late events (counters since the state began, carried over reloads that keep it)."""
+        return self._correlations.metrics()
+
     def set_enabled(self, *, name: str | None = None, tag: str | None = None, enabled: bool) -> int:
-        """Enable or disable rules by name or tag (shell wildcards); returns how many changed."""
+        """Enable or disable rules and correlations by name or tag (shell wildcards); returns how many changed."""
         changed = 0
-        for rule in self._rules:
+        for rule in (*self._rules, *self._correlations.correlations):
             hit = (name is not None and fnmatch.fnmatchcase(rule.name, name)) or (
                 tag is not None and any(fnmatch.fnmatchcase(t, tag) for t in rule.tags))
             if hit and rule.enabled != enabled:
@@ -140,13 +170,15 @@ class Engine:
                     getters[field] = resolved[0].bind(None)
             rulesets[name] = RuleSet(by_source.get(name, []), getters)
         self._rulesets = rulesets
+        self._correlations.rebuild(self._sources, min_priority=self.min_priority)
 
-    def ruleset(self, source: str) -> RuleSet | None:
+    def ruleset(self, source: str) -> RuleSet[CompiledRule] | None:
         return self._rulesets.get(source)
 
     # ----- evaluation -------------------------------------------------------------------------
     def process(self, event: Event) -> list[Alert]:
-        """Alerts for one event: the first matching rule, or all of them with `rule_matching: all`."""
+        """Alerts for one event: the first matching rule, or all of them with `rule_matching: all`, then the
+        correlations the event completes (they do not count as rule matches for `first`)."""
         ruleset = self._rulesets.get(event.source)
         self.stats.events += 1
         if not event.num:
@@ -155,7 +187,8 @@ class Engine:
             return []
         alerts: list[Alert] = []
         first_only = self.rule_matching is RuleMatching.FIRST
-        for rule in ruleset.candidates(event):
+        index_key = ruleset.index_key(event)
+        for rule in ruleset.candidates_for(index_key):
             try:
                 matched = rule.predicate(event)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError):
@@ -167,17 +200,9 @@ class Engine:
                 alerts.append(self._alert(rule, event))
                 if first_only:
                     break
+        alerts += self._correlations.process(event, index_key, self.stats)
         self.stats.alerts += len(alerts)
         return alerts
 
     def _alert(self, rule: CompiledRule, event: Event) -> Alert:
-        return Alert(
-            rule=rule.name,
-            priority=rule.priority,
-            source=event.source,
-            ts_ns=event.ts_ns,
-            output=rule.output.render(event),
-            output_fields=rule.output.field_values(event),
-            hostname=event.hostname or self.hostname,
-            tags=rule.tags,
-        )
+        return alert_for(rule, event, hostname=self.hostname)

@@ -17,7 +17,9 @@ except AttributeError:  # pyyaml built without libyaml
     _Loader = yaml.SafeLoader
 
 #: Item kinds in the order Falco tests for their keys.
-ITEM_KINDS = ("required_engine_version", "required_plugin_versions", "list", "macro", "rule")
+#: `correlation` is ours: Falco warns about it as an unknown item and loads the rest of the file.
+ITEM_KINDS = ("required_engine_version", "required_plugin_versions", "list", "macro", "rule", "correlation")
+NAMED_KINDS = ("list", "macro", "rule", "correlation")
 KNOWN_KEYS = {
     "required_engine_version": {"required_engine_version"},
     "required_plugin_versions": {"required_plugin_versions"},
@@ -28,6 +30,8 @@ KNOWN_KEYS = {
         "capture_duration", "warn_evttypes", "skip-if-unknown-filter", "tags", "exceptions",
         "override", "append",
     },
+    "correlation": {"correlation", "sequence", "threshold", "output", "desc", "priority", "enabled", "tags",
+                    "override"},
 }
 _TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}
 _FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}
@@ -47,6 +51,8 @@ class Item:
     lines: dict[str, int]
     location: Location
     present: set[str] = field(default_factory=set)
+    #: The YAML node of each key's value, for readers that need positions inside nested values.
+    nodes: dict[str, yaml.Node] = field(default_factory=dict)
 
     def at(self, key: str) -> Location:
         """The location of one key's value inside this item."""
@@ -113,10 +119,12 @@ def read_items(text: str, file: str, result: LoadResult) -> Iterator[Item]:
 def _read_item(node: yaml.MappingNode, file: str, result: LoadResult) -> Item | None:
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
+    nodes: dict[str, yaml.Node] = {}
     for key_node, value_node in node.value:
         key = str(to_python(key_node))
         values[key] = to_python(value_node)
         lines[key] = value_node.start_mark.line + 1
+        nodes[key] = value_node
     kind = next((k for k in ITEM_KINDS if k in values), None)
     if kind is None:
         loc = _node_location(file, node)
@@ -127,11 +135,11 @@ def _read_item(node: yaml.MappingNode, file: str, result: LoadResult) -> Item | 
     item_kind = {"required_engine_version": "required_engine_version",
                  "required_plugin_versions": "required_plugin_versions"}.get(kind, kind)
     loc = Location(file, node.start_mark.line + 1, node.start_mark.column + 1, item_kind, name)
-    item = Item(kind, name, values, lines, loc, present=set(values))
+    item = Item(kind, name, values, lines, loc, present=set(values), nodes=nodes)
     for key in values:
         if key not in KNOWN_KEYS[kind]:
             result.warn(WarningCode.LOAD_UNKNOWN_KEY, f"unknown key '{key}', ignored", item.at(key))
-    if kind in ("list", "macro", "rule") and (not isinstance(name_value, str) or not name_value):
+    if kind in NAMED_KINDS and (not isinstance(name_value, str) or not name_value):
         raise result.error(
             ErrorCode.LOAD_ERR_YAML_VALIDATE, f"item has no mandatory key '{kind}' with a name", loc
         )

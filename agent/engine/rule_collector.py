@@ -49,7 +49,7 @@ def _define(collector: Collector, item: Item) -> None:
     result = collector.result
     values = {key: item.get_str(key, result, required=True) for key in _DEFINING_KEYS}
     source = item.get_str("source", result) or DEFAULT_SOURCE
-    priority = _priority(item, result)
+    priority = priority_of(item, result)
     rule = RuleDef(
         name=item.name,
         condition=values["condition"] or "",
@@ -61,7 +61,7 @@ def _define(collector: Collector, item: Item) -> None:
         index=0,
         visibility=0,
         enabled=item.get_bool("enabled", result, True),
-        tags=_tags(item, result),
+        tags=tags_of(item, result),
         exceptions=_exceptions(item, result, defining=True),
         warn_evttypes=item.get_bool("warn_evttypes", result, True),
         skip_if_unknown_filter=item.get_bool("skip-if-unknown-filter", result, False),
@@ -112,7 +112,7 @@ def _update(collector: Collector, item: Item, ops: dict[str, str]) -> None:
     replaces = [key for key, op in ops.items() if op == "replace"]
     for key in appends:
         if key == "tags":
-            target.tags |= _tags(item, result)
+            target.tags |= tags_of(item, result)
         elif key == "exceptions":
             _merge_exceptions(target, _exceptions(item, result, defining=False), result)
         else:
@@ -147,9 +147,9 @@ def _replace(target: RuleDef, key: str, item: Item, result: LoadResult) -> None:
         text = item.get_str(key, result, required=True) or ""
         setattr(target, key, text.strip() if key == "output" else text)
     elif key == "priority":
-        target.priority = _priority(item, result)
+        target.priority = priority_of(item, result)
     elif key == "tags":
-        target.tags = _tags(item, result)
+        target.tags = tags_of(item, result)
     elif key == "exceptions":
         target.exceptions = _exceptions(item, result, defining=True)
     elif key == "enabled":
@@ -164,7 +164,7 @@ def _replace(target: RuleDef, key: str, item: Item, result: LoadResult) -> None:
         target.skip_if_unknown_filter = item.get_bool("skip-if-unknown-filter", result, False)
 
 
-def _priority(item: Item, result: LoadResult) -> Priority:
+def priority_of(item: Item, result: LoadResult) -> Priority:
     text = item.get_str("priority", result, required=True) or ""
     try:
         return Priority.parse(text)
@@ -181,7 +181,7 @@ def _int(item: Item, key: str, result: LoadResult) -> int:
     return int(raw)
 
 
-def _tags(item: Item, result: LoadResult) -> set[str]:
+def tags_of(item: Item, result: LoadResult) -> set[str]:
     raw = item.values.get("tags")
     if raw is None:
         return set()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from agent.engine.ast import Check, Expr, FieldRef, walk
 from agent.engine.collector import Collector
-from agent.engine.compiler import CompileError, ConditionCompiler
+from agent.engine.compiler import CompileError, ConditionCompiler, Predicate
 from agent.engine.infos import RuleDef
 from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
 from agent.engine.macros import ListExpander, MacroError, MacroExpander
@@ -27,18 +27,21 @@ MAX_INDEXED_VALUES = 100
 
 
 @dataclass(slots=True)
-class _Context:
+class CompileContext:
+    """What compiling a load's rules and correlations shares: expanded lists and macros, one compiler per source."""
+
     collector: Collector
     sources: dict[str, SourceSpec]
     result: LoadResult
     lists: ListExpander
     macros: MacroExpander
     compilers: dict[str, ConditionCompiler]
+    parse_cache: dict[str, Expr]
 
 
-def compile_rules(collector: Collector, sources: dict[str, SourceSpec], result: LoadResult,
-                  *, parse_cache: dict[str, Expr]) -> list[CompiledRule]:
-    """Compile all collected rules of known sources; raises LoadAborted after recording an error."""
+def build_context(collector: Collector, sources: dict[str, SourceSpec], result: LoadResult,
+                  *, parse_cache: dict[str, Expr]) -> CompileContext:
+    """Expand lists and macros once; raises LoadAborted after recording an error."""
     for definition in (*collector.lists.values(), *collector.macros.values()):
         definition.used = False
     lists = ListExpander(collector.lists)
@@ -53,20 +56,48 @@ def compile_rules(collector: Collector, sources: dict[str, SourceSpec], result: 
         except MacroError as exc:
             raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
                                _at(macro.location, "macro", macro.name, exc.ref.pos.column)) from None
-    ctx = _Context(collector, sources, result, lists, expander,
-                   {name: ConditionCompiler(spec.fields) for name, spec in sources.items()})
+    return CompileContext(collector, sources, result, lists, expander,
+                          {name: ConditionCompiler(spec.fields) for name, spec in sources.items()}, parse_cache)
+
+
+def compile_rules(ctx: CompileContext) -> list[CompiledRule]:
+    """Compile all collected rules of known sources; raises LoadAborted after recording an error."""
     compiled = []
-    for rule in sorted(collector.rules.values(), key=lambda r: r.index):
+    for rule in sorted(ctx.collector.rules.values(), key=lambda r: r.index):
         if not rule.source_known:
             continue
-        built = _compile_rule(rule, ctx, parse_cache)
+        built = _compile_rule(rule, ctx)
         if built is not None:
             compiled.append(built)
     return compiled
 
 
+def expand_condition(ctx: CompileContext, text: str, location: Location, *, item: tuple[str, str]) -> Expr:
+    """A condition's tree with lists substituted and macros expanded; errors name `item` at `location`."""
+    tree = _parse(ctx.lists.substitute(text), location, ctx.result, ctx.parse_cache, item=item)
+    try:
+        return ctx.macros.expand(tree)
+    except MacroError as exc:
+        raise ctx.result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), _at(location, *item)) from None
+
+
+def compile_predicate(ctx: CompileContext, source: str, expanded: Expr, loc: Location, *,
+                      warn_evttypes: bool = True) -> Predicate:
+    """Compile an expanded condition and report its lint warnings at `loc`; CompileError passes through."""
+    spec = ctx.sources[source]
+    compiler = ctx.compilers[source]
+    compiler.warnings.clear()
+    predicate = compiler.compile(expanded)
+    for code, message in dict.fromkeys(compiler.warnings):
+        ctx.result.warn(WarningCode[code], message, loc)
+    _deprecated_fields(expanded, spec, ctx.result, loc)
+    if spec.warn_unindexed and warn_evttypes:
+        _warn_unindexed(expanded, spec, ctx.result, loc)
+    return predicate
+
+
 def unused_warnings(collector: Collector, result: LoadResult) -> None:
-    """After a successful load: lists and macros that no rule, macro or list refers to."""
+    """After a successful load: lists and macros that no rule, correlation, macro or list refers to."""
     for definition in collector.lists.values():
         if not definition.used:
             result.warn(WarningCode.LOAD_UNUSED_LIST, "list not referred to by any other rule/macro",
@@ -77,10 +108,9 @@ def unused_warnings(collector: Collector, result: LoadResult) -> None:
                         _at(macro.location, "macro", macro.name))
 
 
-def _compile_rule(rule: RuleDef, ctx: _Context, parse_cache: dict[str, Expr]) -> CompiledRule | None:
+def _compile_rule(rule: RuleDef, ctx: CompileContext) -> CompiledRule | None:
     result = ctx.result
     source = ctx.sources[rule.source]
-    compiler = ctx.compilers[rule.source]
     loc = _at(rule.location, "rule", rule.name)
     for ex in rule.exceptions:
         for field in ([ex.fields] if isinstance(ex.fields, str) else ex.fields or []):
@@ -90,31 +120,21 @@ def _compile_rule(rule: RuleDef, ctx: _Context, parse_cache: dict[str, Expr]) ->
     except ExceptionShapeError as exc:
         raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
                            _at(exc.exception.location, "rule", rule.name)) from None
-    tree = _parse(ctx.lists.substitute(text), rule.location, result, parse_cache, item=("rule", rule.name))
-    try:
-        expanded = ctx.macros.expand(tree)
-    except MacroError as exc:
-        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), loc) from None
+    expanded = expand_condition(ctx, text, rule.location, item=("rule", rule.name))
     warnings: list[str] = []
     # The output is validated first, then the condition; the step that fails decides the code.
     code = ErrorCode.LOAD_ERR_COMPILE_OUTPUT
     try:
         output = compile_output(rule.output, source.fields, warn=warnings.append)
+        for message in warnings:
+            result.warn(WarningCode.LOAD_DEPRECATED_ITEM, message, loc)
         code = ErrorCode.LOAD_ERR_COMPILE_CONDITION
-        compiler.warnings.clear()
-        predicate = compiler.compile(expanded)
+        predicate = compile_predicate(ctx, rule.source, expanded, loc, warn_evttypes=rule.warn_evttypes)
     except CompileError as exc:
         if exc.unknown_filter and rule.skip_if_unknown_filter:
             result.warn(WarningCode.LOAD_UNKNOWN_FILTER, f"rule skipped: {exc}", loc)
             return None
         raise result.error(code, str(exc), loc) from None
-    for message in warnings:
-        result.warn(WarningCode.LOAD_DEPRECATED_ITEM, message, loc)
-    for code, message in dict.fromkeys(compiler.warnings):
-        result.warn(WarningCode[code], message, loc)
-    _deprecated_fields(expanded, source, result, loc)
-    if source.warn_unindexed and rule.warn_evttypes:
-        _warn_unindexed(expanded, source, result, loc)
     return CompiledRule(
         name=rule.name, priority=rule.priority, source=rule.source, tags=tuple(sorted(rule.tags)),
         description=rule.desc, predicate=predicate, output=output, index=rule.index, condition=expanded,
@@ -122,7 +142,7 @@ def _compile_rule(rule: RuleDef, ctx: _Context, parse_cache: dict[str, Expr]) ->
     )
 
 
-def _check_exception_field(field: str, name: str, rule: RuleDef, ctx: _Context, loc: Location) -> None:
+def _check_exception_field(field: str, name: str, rule: RuleDef, ctx: CompileContext, loc: Location) -> None:
     try:
         probe = parse_condition(f"{field} exists")
         ctx.compilers[rule.source].compile(probe)

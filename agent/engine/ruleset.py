@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Not, Or, StrLit
 from agent.engine.compiler import Predicate
@@ -113,7 +113,18 @@ def _exact(check: Check, field: str) -> ValueSet | None:
     return None
 
 
-class RuleSet:
+class Indexed(Protocol):
+    """What the index needs of a rule (or of a correlation step): a name, an order and a condition."""
+
+    name: str
+    index: int
+    condition: Expr
+
+
+R = TypeVar("R", bound=Indexed)
+
+
+class RuleSet(Generic[R]):
     """The enabled rules of one source in evaluation order, with the per-event candidate lookup.
 
     Each rule keeps, per index field, the values of that field for which it can match. An event's
@@ -121,7 +132,7 @@ class RuleSet:
     combination of index values, so the per-event cost is one tuple build and one dict lookup.
     """
 
-    def __init__(self, rules: list[CompiledRule], index_getters: dict[str, Callable[[Event], Any]]) -> None:
+    def __init__(self, rules: list[R], index_getters: dict[str, Callable[[Event], Any]]) -> None:
         self.rules = sorted(rules, key=lambda r: r.index)
         self._getters = tuple(index_getters.values())
         self._names = tuple(index_getters)
@@ -131,7 +142,7 @@ class RuleSet:
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
             for rule, sets in self._admits
         }
-        self._memo: dict[tuple[Any, ...], tuple[CompiledRule, ...]] = {}
+        self._memo: dict[tuple[Any, ...], tuple[R, ...]] = {}
 
     def index_values(self, field: str) -> frozenset[Any] | None:
         """The values of index field `field` some rule here can match; None when a rule admits any value.
@@ -144,9 +155,16 @@ class RuleSet:
             admitted = admitted.union(sets[position])
         return None if admitted.cofinite else frozenset(v for v in admitted.values if v is not MISSING)
 
-    def candidates(self, event: Event) -> tuple[CompiledRule, ...]:
+    def candidates(self, event: Event) -> tuple[R, ...]:
         """Rules that can match this event, in evaluation order."""
-        key = tuple([get(event) for get in self._getters])
+        return self.candidates_for(self.index_key(event))
+
+    def index_key(self, event: Event) -> tuple[Any, ...]:
+        """The event's index values: equal for every rule set built on the same source's index fields."""
+        return tuple([get(event) for get in self._getters])
+
+    def candidates_for(self, key: tuple[Any, ...]) -> tuple[R, ...]:
+        """Rules that can match an event with these index values, in evaluation order."""
         found = self._memo.get(key)
         if found is None:
             values = [MISSING if isinstance(v, tuple) else v for v in key]

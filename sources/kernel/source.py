@@ -174,8 +174,9 @@ class KernelSource:
     def _cleanup(self) -> None:
         if self._probe is not None:
             # Detaching ~100 tracepoints takes seconds of RCU waits: the agent's drain and flush need not
-            # wait for it (not a daemon thread, so the process still ends with the programs detached).
-            threading.Thread(target=self._probe.close, name="kernel-probe-close").start()
+            # wait for it. Not a daemon (the default when started from the daemon worker), so the process
+            # ends only once the programs are detached, before BCC's own exit-time cleanup runs.
+            threading.Thread(target=self._probe.close, name="kernel-probe-close", daemon=False).start()
             self._probe = None
         if self._state is not None:
             self._state.close()

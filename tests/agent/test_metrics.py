@@ -84,6 +84,7 @@ def sample_snapshot() -> MetricsSnapshot:
                  SourceMetrics("k8s_audit", "WebhookSource", {"requests_refused_503": 2, "lag-s": 1.5})],
         outputs={"http": {"delivered": 6, "dropped": 3, "rejected": 0, "failed_attempts": 4, "queue_depth": 2},
                  "file": {"delivered": 7, "dropped": 0, "reopens": 1}},
+        correlations={"Shell After Exec Into Pod": {"live_keys": 12, "matches": 2, "evicted_limit": 5}},
     )
 
 
@@ -116,6 +117,9 @@ class TestMetrics:
             ("falco_agent_output_queue_depth", (("output", "http"),)): 2,
             ("falco_agent_output_failed_attempts_total", (("output", "http"),)): 4,
             ("falco_agent_output_reopens_total", (("output", "file"),)): 1,
+            ("falco_agent_correlation_live_keys", (("rule", "Shell After Exec Into Pod"),)): 12,
+            ("falco_agent_correlation_matches_total", (("rule", "Shell After Exec Into Pod"),)): 2,
+            ("falco_agent_correlation_evicted_limit_total", (("rule", "Shell After Exec Into Pod"),)): 5,
         }
         for key, value in expected.items():
             assert samples.get(key) == value, key

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("cloudtrail.py", ["--records", "600", "--skip-s3"], {"local_records_per_s", "local_ratio_vs_baseline"}),
     ("k8saudit_webhook.py", ["--batches", "4", "--batch-size", "10"], {"events_per_s", "p99_ms", "drops"}),
     ("correlation.py", ["--events", "400", "--keys", "400"],
-     {"with_correlations_events_per_s", "correlation_cost_vs_rules", "bytes_per_live_key", "live_keys"}),
+     {"correlations_events_per_s", "correlation_cost_vs_rules", "bytes_per_live_key", "live_keys"}),
     ("whole_agent.py", ["--seconds", "1", "--k8s-rate", "200", "--cloudtrail-rate", "100", "--batch-size", "20",
                         "--records-per-file", "20"],
      {"events_per_s", "alerts_per_s", "agent_cpu_percent", "peak_rss_mb", "drops"}),

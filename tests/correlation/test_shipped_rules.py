@@ -1,0 +1,65 @@
+"""rules/correlation.yaml on recorded mixed-source streams: positives fire, near misses stay quiet."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from agent.builtin_sources import new_engine
+from agent.engine.engine import Engine
+from tests.correlation.conftest import SHIPPED, STREAMS, mixed_engine, replay
+
+EXPECTED: dict[str, dict[str, int]] = json.loads((STREAMS.parent / "expected.json").read_text())
+
+
+@pytest.mark.parametrize("stream", sorted(EXPECTED))
+def test_stream_raises_exactly_the_expected_alerts(stream: str, shipped: Engine) -> None:
+    """Each recorded stream raises the alerts its entry in expected.json lists, and nothing else."""
+    alerts = replay(shipped, STREAMS / f"{stream}.jsonl")
+    assert dict(Counter(a.rule for a in alerts)) == EXPECTED[stream]
+
+
+def test_every_stream_has_an_expectation() -> None:
+    """A stream file without an entry in expected.json would silently never run."""
+    assert {p.name.removesuffix(".jsonl") for p in STREAMS.glob("*.jsonl")} == set(EXPECTED)
+
+
+def test_every_shipped_correlation_has_a_positive_and_near_misses() -> None:
+    """Each shipped correlation fires on at least one stream and stays quiet on at least two others."""
+    engine = mixed_engine(SHIPPED.read_text())
+    for correlation in engine.correlations:
+        firing = [s for s, expected in EXPECTED.items() if correlation.name in expected]
+        quiet = [s for s in EXPECTED if s.split(".")[0] in {f.split(".")[0] for f in firing} and s not in firing]
+        assert firing and len(quiet) >= 2, correlation.name
+
+
+def test_alert_output_names_fields_of_both_steps(shipped: Engine) -> None:
+    """The alert text takes the user from the audit step and the command line from the kernel step."""
+    [alert] = replay(shipped, STREAMS / "exec_shell.positive.jsonl")
+    assert "k8s_user=alice@example.com" in alert.output and "cmdline=bash -i" in alert.output
+    assert alert.output_fields["session.ka.user.name"] == "alice@example.com"
+    assert alert.source == "syscall" and alert.tags == tuple(sorted(alert.tags))
+
+
+def test_absence_alert_is_timed_at_its_deadline(shipped: Engine) -> None:
+    """A confirmed absence is reported at the end of the time the missing event had (StopLogging + 15m)."""
+    [alert] = replay(shipped, STREAMS / "trail_stopped.positive.jsonl")
+    assert alert.falco_json()["time"].startswith("2024-08-01T10:15:00")
+
+
+def test_node_egress_addresses_silence_the_metadata_correlation(tmp_path: Path) -> None:
+    """Appending your nodes' addresses to corr_node_egress_ips keeps their own calls quiet."""
+    local = "- list: corr_node_egress_ips\n  items: [198.51.100.99]\n  override:\n    items: append\n"
+    engine = mixed_engine(SHIPPED.read_text(), local)
+    assert replay(engine, STREAMS / "imds_credentials.positive.jsonl") == []
+
+
+def test_shipped_file_loads_next_to_the_other_shipped_rules() -> None:
+    """rules/ loads whole, correlations included, with no error and no warning."""
+    engine = new_engine()
+    result = engine.load_rules_files(sorted((SHIPPED.parent).glob("*.yaml")))
+    assert result.successful and not result.warnings, result.as_text()
+    assert len(engine.correlations) == 7

@@ -105,7 +105,8 @@ def _kernel_sources(config: AgentConfig, *, hostname: str,
         log.warning("kernel_source_unavailable", reason=reason)
         return []
     return [KernelSource(kernel_settings(kernel), rule_types=rule_types,
-                         new_state=lambda: live_state(hostname=hostname))]
+                         new_state=lambda: live_state(hostname=hostname,
+                                                      runtime_sockets=kernel.container_runtime_sockets))]
 
 
 def _k8s_audit_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:

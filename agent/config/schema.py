@@ -126,9 +126,11 @@ class KernelConfig:
     kernel_headers: str = ""
     # Docker, containerd or CRI-O sockets asked for container names, images and pod labels.
     container_runtime_sockets: tuple[str, ...] = (
+        "/var/run/docker.sock",
+        "/run/podman/podman.sock",
         "/run/containerd/containerd.sock",
         "/run/crio/crio.sock",
-        "/var/run/docker.sock",
+        "/run/k3s/containerd/containerd.sock",
     )
     drops: KernelDropsConfig = field(default_factory=KernelDropsConfig)
 

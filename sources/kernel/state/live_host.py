@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from sources.kernel.state.accounts import parse_group, parse_passwd
@@ -60,12 +61,14 @@ class LiveHostView:
         return self._cgroups.container_of(cgroup_id)
 
 
-def live_state(*, hostname: str = "", observer: StateObserver | None = None,
-               limits: StateLimits | None = None) -> KernelState:
+def live_state(*, hostname: str = "", observer: StateObserver | None = None, limits: StateLimits | None = None,
+               runtime_sockets: Sequence[str] | None = None) -> KernelState:
     """A KernelState of this machine, seeded from /proc (what the live source builds at each start).
 
     Pass a capture writer as `observer` to record the run; call `close()` on the state when done.
+    `runtime_sockets` are the container runtime sockets to ask (None: the usual paths).
     """
-    state = KernelState(LiveHostView(), hostname=hostname, observer=observer, limits=limits)
+    runtime = RuntimeClient.for_sockets(runtime_sockets) if runtime_sockets is not None else None
+    state = KernelState(LiveHostView(runtime=runtime), hostname=hostname, observer=observer, limits=limits)
     state.seed()
     return state

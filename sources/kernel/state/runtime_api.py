@@ -82,6 +82,13 @@ class RuntimeClient:
         self._cri = tuple(cri_sockets)
         self._crictl = shutil.which("crictl")
 
+    @classmethod
+    def for_sockets(cls, paths: Sequence[str], *, timeout_s: float = 2.0) -> RuntimeClient:
+        """A client for the configured sockets: Docker's and Podman's speak the Docker API, others CRI."""
+        docker_like = [p for p in paths if os.path.basename(p) in ("docker.sock", "podman.sock")]
+        return cls(timeout_s=timeout_s, docker_sockets=docker_like,
+                   cri_sockets=[p for p in paths if p not in docker_like])
+
     def container(self, container_id: str) -> ContainerMeta | None:
         for path in self._docker:
             if os.path.exists(path):

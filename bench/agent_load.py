@@ -127,6 +127,34 @@ class TrailDirectoryLoad:
         return int(total(samples, "falco_agent_source_records_read", source=self.source))
 
 
+class SyscallLoad:
+    """openat+close pairs on one file from this process, which the agent's kernel source captures (needs root).
+
+    The openat is what the rules see; other processes add their own syscalls, so the agent evaluates at least
+    what was sent. What the kernel could not hand over is the source's `kernel_lost`."""
+
+    source = "syscall"
+
+    def __init__(self, path: Path, *, batch: int = 100) -> None:
+        self._path = str(path)
+        path.write_text("bench\n")
+        self._batch = batch
+        self._sent = 0
+        self.retries = 0
+
+    @property
+    def unit_events(self) -> int:
+        return self._batch
+
+    def send(self, index: int) -> None:
+        for _ in range(self._batch):
+            os.close(os.open(self._path, os.O_RDONLY))
+        self._sent += self._batch
+
+    def accepted(self, samples: Samples) -> int | None:
+        return self._sent
+
+
 def run_loads(loads: list[tuple[Load, float]], seconds: float) -> float:
     """Run every (load, rate) at once for `seconds`; returns the wall time they took."""
     threads = [threading.Thread(target=run_paced, args=(load, rate, seconds), name=f"load-{load.source}")

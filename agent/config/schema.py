@@ -306,7 +306,8 @@ class AgentConfig:
     ] = "debug"
     time_format_iso_8601: bool = False
     hostname: str = ""
-    queue_capacity_events: int = 100_000
+    # Bounds memory too: a queued event holds its decoded payload (a few KB for a syscall with its state).
+    queue_capacity_events: int = 20_000
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)

@@ -106,6 +106,8 @@ class KernelSource:
                 if sink.put(batch, timeout_s=0.5):
                     self._counts["events"] += len(batch)
                     break
+                # The engine is behind and the ring buffer fills: keep counting what the kernel loses.
+                self._check_drops(probe)
             self._check_drops(probe)
             self._refresh_forward()
         # What the kernel wrote before the stop still reaches the engine (its queue outlives the sources).

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from sources.kernel.state.fds import FdInfo, FdTable, FdType, Role, socket_name
-from sources.kernel.state.host import FdSnapshot, ProcessSnapshot
+from sources.kernel.state.host import FdSnapshot, ProcessImage, ProcessSnapshot
 from sources.kernel.state.threads import FsInfo, ThreadInfo
 
 
@@ -29,16 +29,9 @@ def fd_from_snapshot(snap: FdSnapshot) -> FdInfo:
 
 def thread_from_snapshot(snap: ProcessSnapshot, *, fds: FdTable, fs: FsInfo) -> ThreadInfo:
     """A ThreadInfo for a snapshot, sharing the given fd table and fs (its process's)."""
-    return ThreadInfo(
-        tid=snap.tid, pid=snap.pid, comm=snap.comm, fds=fds, fs=fs, ptid=snap.ppid, exe=snap.exe,
-        exepath=snap.exepath, args=list(snap.args), env=list(snap.env), uid=snap.uid, gid=snap.gid,
-        euid=snap.euid, egid=snap.egid, suid=snap.suid, sgid=snap.sgid, loginuid=snap.loginuid, tty=snap.tty,
-        sid=snap.sid, pgid=snap.pgid, vpid=snap.vpid, start_ns=snap.start_ns, cap_permitted=snap.cap_permitted,
-        cap_effective=snap.cap_effective, cap_inheritable=snap.cap_inheritable, exe_ino=snap.exe_ino,
-        exe_ctime_ns=snap.exe_ctime_ns, exe_mtime_ns=snap.exe_mtime_ns, exe_writable=snap.exe_writable,
-        exe_upper_layer=snap.exe_upper_layer, exe_lower_layer=snap.exe_lower_layer,
-        exe_from_memfd=snap.exe_from_memfd, container_id=snap.container_id, is_subreaper=snap.is_subreaper,
-    )
+    image = {f.name: getattr(snap, f.name) for f in fields(ProcessImage)}
+    image["args"], image["env"] = list(snap.args), list(snap.env)
+    return ThreadInfo(snap.tid, snap.pid, snap.comm, fds, fs, ptid=snap.ppid, **image)
 
 
 def fd_table_from_snapshot(snap: ProcessSnapshot, max_fds: int) -> FdTable:

@@ -32,18 +32,14 @@ class FdSnapshot:
     listening: bool = False
 
 
-@dataclass(slots=True)
-class ProcessSnapshot:
-    """A process (or one of its threads) as /proc describes it at one moment."""
+@dataclass(slots=True, kw_only=True)
+class ProcessImage:
+    """What a process runs and as whom: the facts /proc reports and the state keeps per thread (keyword-only,
+    so that each subclass keeps its own positional fields first)."""
 
-    tid: int
-    pid: int
-    ppid: int
-    comm: str
     exe: str = ""
     exepath: str = ""
     args: list[str] = field(default_factory=list)
-    cwd: str = ""
     env: list[str] = field(default_factory=list)
     uid: int = 0
     gid: int = 0
@@ -69,6 +65,17 @@ class ProcessSnapshot:
     exe_from_memfd: bool = False
     container_id: str = ""
     is_subreaper: bool = False
+
+
+@dataclass(slots=True)
+class ProcessSnapshot(ProcessImage):
+    """A process (or one of its threads) as /proc describes it at one moment."""
+
+    tid: int
+    pid: int
+    ppid: int
+    comm: str
+    cwd: str = ""
     fds: list[FdSnapshot] = field(default_factory=list)
     threads: list[int] = field(default_factory=list)
 

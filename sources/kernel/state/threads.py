@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sources.kernel.state.fds import FdTable
+from sources.kernel.state.host import ProcessImage
 
 
 @dataclass(slots=True)
@@ -15,7 +16,7 @@ class FsInfo:
 
 
 @dataclass(slots=True, eq=False)
-class ThreadInfo:
+class ThreadInfo(ProcessImage):
     """One thread. Threads of a process share `fds` and `fs`; a forked process gets copies.
 
     `parent` is the main thread of the parent process (None for the root of the tree or when
@@ -31,34 +32,6 @@ class ThreadInfo:
     fs: FsInfo
     parent: ThreadInfo | None = None
     ptid: int = 0
-    exe: str = ""
-    exepath: str = ""
-    args: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    uid: int = 0
-    gid: int = 0
-    euid: int = 0
-    egid: int = 0
-    suid: int = 0
-    sgid: int = 0
-    loginuid: int = -1
-    tty: int = 0
-    sid: int = 0
-    pgid: int = 0
-    vpid: int = 0
-    start_ns: int = 0
-    cap_permitted: int = 0
-    cap_effective: int = 0
-    cap_inheritable: int = 0
-    exe_ino: int = 0
-    exe_ctime_ns: int = 0
-    exe_mtime_ns: int = 0
-    exe_writable: bool = False
-    exe_upper_layer: bool = False
-    exe_lower_layer: bool = False
-    exe_from_memfd: bool = False
-    container_id: str = ""
-    is_subreaper: bool = False
     exited: bool = False
 
     @property

@@ -16,6 +16,8 @@ from sources.kernel.syscalls import SYSCALLS
 
 log = structlog.get_logger(__name__)
 
+MAX_BATCH = 2048
+
 
 class KernelProbe:
     """Captures `syscalls` (Falco event names) plus process lifecycle into raw ring buffer records.
@@ -54,11 +56,15 @@ class KernelProbe:
         log.info("kernel_probe_loaded", syscalls=len(self.syscalls), missing=list(self.missing),
                  compile_s=round(self.compile_s, 2), headers=str(self.headers))
 
-    def _on_record(self, _ctx: object, data: int, size: int) -> None:
-        self._pending.append(ctypes.string_at(data, size))
+    def _on_record(self, _ctx: object, data: int, size: int) -> int:
+        pending = self._pending
+        pending.append(ctypes.string_at(data, size))
+        # libbpf drains while records keep coming: under a flood one poll would never return (and hold
+        # them all in memory). A negative answer ends the poll; this record is consumed all the same.
+        return -1 if len(pending) >= MAX_BATCH else 0
 
     def poll(self, timeout_ms: int) -> list[bytes]:
-        """Wait up to `timeout_ms` for records and return all that are ready."""
+        """Wait up to `timeout_ms` for records and return those ready, at most MAX_BATCH."""
         self._bpf.ring_buffer_poll(timeout_ms)
         batch, self._pending = self._pending, []
         return batch

@@ -106,3 +106,18 @@ def test_the_agent_process_itself_is_not_captured(probe: KernelProbe) -> None:
     mine = [r for raw in probe.poll(100) if (r := decoder.decode(raw)).pid == os.getpid()]
     assert mine == []
     assert probe.counters()["lost"] == 0
+
+
+def test_a_flood_is_drained_in_bounded_batches_without_loss(probe: KernelProbe) -> None:
+    """One poll hands over at most MAX_BATCH records, so the agent keeps its counters and memory in hand."""
+    from sources.kernel.probe import MAX_BATCH
+
+    while probe.poll(0):
+        pass  # start from an empty ring buffer
+    child = subprocess.Popen([sys.executable, "-c", "import os\nfor _ in range(3000): os.close(os.open('/', 0))"])
+    child.wait(timeout=30)
+    sizes = []
+    while batch := probe.poll(100):
+        sizes.append(len(batch))
+    assert max(sizes) == MAX_BATCH and sum(sizes) >= 6000  # a 1 MiB ring buffer holds all of them
+    assert probe.counters()["lost"] == 0

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help='print {"errors": [...], "warnings": [...]}')
     validate.add_argument("files", nargs="+", metavar="FILE", help="loaded together, in order")
 
-    replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit or CloudTrail files")
+    replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit, CloudTrail or kernel capture files")
     replay.add_argument("-r", "--rules", action="append", required=True, dest="replay_rules", metavar="RULES",
                         help="rules file, once per file, loaded in order")
     replay.add_argument("--source", choices=["k8s_audit", "aws_cloudtrail"],
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="PRIORITY")
     replay.add_argument("--iso8601", action="store_true", help="time prefix in ISO 8601 (UTC)")
     replay.add_argument("--text", action="store_true", help="print text lines instead of JSON alerts")
-    replay.add_argument("inputs", nargs="+", metavar="INPUT", help=".json, .json.gz, JSON lines, or a directory")
+    replay.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help=".json, .json.gz, JSON lines, a kernel capture, or a directory")
 
     tail = sub.add_parser("tail", help="print alerts from a running agent's gRPC API as they arrive")
     tail.add_argument("--min-priority", type=_priority, metavar="PRIORITY", help="only alerts at least this severe")

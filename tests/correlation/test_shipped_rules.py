@@ -1,4 +1,8 @@
-"""rules/correlation.yaml on recorded mixed-source streams: positives fire, near misses stay quiet."""
+"""rules/correlation.yaml on recorded mixed-source streams: positives fire, near misses stay quiet.
+
+Kernel steps are real kernel events: the streams' kernel lines become records applied to the kernel
+source's state and written to a capture, which is replayed next to the audit and CloudTrail lines
+(see tests/fixtures/correlation/README.md)."""
 
 from __future__ import annotations
 
@@ -6,13 +10,17 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
-from agent.builtin_sources import new_engine
+from agent.builtin_sources import new_engine, recorded_replayers
 from agent.engine.engine import Engine
 from tests.correlation.conftest import SHIPPED, STREAMS, mixed_engine, replay
+from tests.sources.kernel.state_fixtures import extract
+from tests.support.kernel_scenarios import KERNEL, kernel_pods, pod, stream_files, stream_lines, time_ns
 
 EXPECTED: dict[str, dict[str, int]] = json.loads((STREAMS.parent / "expected.json").read_text())
+KERNEL_STREAMS = sorted(s for s in EXPECTED if any(is_kernel for is_kernel, _ in stream_lines(STREAMS / f"{s}.jsonl")))
 
 
 @pytest.mark.parametrize("stream", sorted(EXPECTED))
@@ -37,11 +45,38 @@ def test_every_shipped_correlation_has_a_positive_and_near_misses() -> None:
 
 
 def test_alert_output_names_fields_of_both_steps(shipped: Engine) -> None:
-    """The alert text takes the user from the audit step and the command line from the kernel step."""
+    """The alert text takes the user from the audit step and the command line and container from the kernel step."""
     [alert] = replay(shipped, STREAMS / "exec_shell.positive.jsonl")
+    [in_pod] = kernel_pods(STREAMS / "exec_shell.positive.jsonl")
     assert "k8s_user=alice@example.com" in alert.output and "cmdline=bash -i" in alert.output
     assert alert.output_fields["session.ka.user.name"] == "alice@example.com"
+    assert alert.output_fields["activity.proc.name"] == "bash"
+    assert alert.output_fields["activity.container.id"] == in_pod.short_id and len(in_pod.short_id) == 12
     assert alert.source == "syscall" and alert.tags == tuple(sorted(alert.tags))
+
+
+def test_outbound_connection_names_the_socket_as_the_kernel_sees_it(shipped: Engine) -> None:
+    """A connect's fd.name has the server end; the local end is unknown to the tracepoints (0.0.0.0:0)."""
+    [alert] = replay(shipped, STREAMS / "exec_outbound.positive.jsonl")
+    assert alert.output_fields["activity.fd.name"] == "0.0.0.0:0->198.51.100.20:80"
+    assert alert.output_fields["activity.evt.type"] == "connect"
+
+
+@pytest.mark.parametrize("stream", KERNEL_STREAMS)
+def test_kernel_lines_replay_with_the_fields_of_their_pod(stream: str, tmp_path: Path) -> None:
+    """Every kernel line's last record replays at its time with its pod's namespace, name and container, so a
+    near miss is quiet for the reason its name gives, never for missing metadata."""
+    path = STREAMS / f"{stream}.jsonl"
+    lines = [orjson.loads(raw)[KERNEL] for is_kernel, raw in stream_lines(path) if is_kernel]
+    [replayer] = recorded_replayers(hostname="node-1")
+    events = [event for file in stream_files(path, tmp_path) if replayer.claims(file)
+              for event in replayer.events(file)]
+    for line in lines:
+        [event] = [e for e in events if e.ts_ns == time_ns(line["time"])]
+        where = pod(line["pod"])
+        seen = {name: extract(event, name) for name in ("k8s.ns.name", "k8s.pod.name", "container.id", "proc.name")}
+        assert seen == {"k8s.ns.name": where.namespace, "k8s.pod.name": where.name,
+                        "container.id": where.short_id, "proc.name": line["run"][0].rsplit("/", 1)[-1]}, line
 
 
 def test_absence_alert_is_timed_at_its_deadline(shipped: Engine) -> None:

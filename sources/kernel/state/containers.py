@@ -16,7 +16,8 @@ from sources.kernel.state.host import ContainerMeta, HostView
 class ContainerRegistry:
     """Bounded cache of ContainerMeta; with `fetch` off (replay) it learns only through `learn()`."""
 
-    def __init__(self, host: HostView, *, fetch: bool, max_containers: int = 4096) -> None:
+    def __init__(self, host: HostView, *, fetch: bool, max_containers: int = 4096,
+                 first_wait_s: float = 0.1) -> None:
         self._host = host
         self._meta: OrderedDict[str, ContainerMeta] = OrderedDict()
         self._requested: set[str] = set()
@@ -25,6 +26,7 @@ class ContainerRegistry:
         self._done: deque[ContainerMeta] = deque()
         self._pending: set[Future[None]] = set()
         self._max = max_containers
+        self._first_wait_s = first_wait_s
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="container-meta") if fetch else None
 
     def get(self, container_id: str) -> ContainerMeta | None:
@@ -38,6 +40,9 @@ class ContainerRegistry:
         future = self._executor.submit(self._fetch, container_id)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
+        # A local runtime answers in milliseconds: waiting that long lets the first events of a new container
+        # (its entrypoint, an escape right at start) carry its name and pod; a slow runtime costs at most this.
+        wait([future], timeout=self._first_wait_s)
 
     @property
     def has_news(self) -> bool:

@@ -138,6 +138,8 @@ class KernelState:
                 ctx.counters["records_malformed"] += 1
         if payload is None:
             payload = SyscallEvent(record, thread, ctx.lookups)
+        # Metadata that arrived while this record was applied is known before its event is evaluated.
+        self._integrate_containers()
         if self._observer is not None:
             self._observer.on_record(record)
         self._num += 1

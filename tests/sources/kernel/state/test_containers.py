@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sources.kernel.record import SyscallRecord
 from sources.kernel.state import ContainerMeta, KernelState
 from sources.kernel.state.runtime_api import meta_from_crictl, meta_from_docker, parse_time_ns
 from tests.sources.kernel.state_fixtures import CONTAINER_ID, FakeHost, Stream, default_host, extract
@@ -24,6 +25,26 @@ class TestRegistry:
             assert extract(event, "container.image.tag") == "1.25" and extract(event, "container.start_ts") == 5
             assert extract(event, "k8s.ns.name") == "prod" and extract(event, "k8s.pod.name") == "web-0"
             assert extract(event, "container.type") == "docker"
+        finally:
+            state.close()
+
+    def test_a_new_containers_first_event_carries_its_metadata(self) -> None:
+        """A runtime that answers quickly is waited for: the exec that starts a container already shows its pod."""
+        host = default_host()
+        state = KernelState(host, fetch_containers=True)
+        try:
+            s = Stream(host, seed=False)
+            s.state = state
+            state.seed()  # seeding asks for the container of process 300 ...
+            state.settle_containers(timeout_s=5)
+            fresh = "b" * 64
+            host.containers[fresh] = ContainerMeta(fresh, name="job", labels={
+                "io.kubernetes.pod.namespace": "batch", "io.kubernetes.pod.name": "job-1"})
+            host.cgroups[77] = fresh
+            s.fork(300, 310)
+            event = s.state.apply(SyscallRecord("execve", s.ts_ns + 1, 310, 310, 0, 0, "job", 0,
+                                                {"filename": "/job", "argv": ["/job"]}, cgroup_id=77))
+            assert extract(event, "container.name") == "job" and extract(event, "k8s.pod.name") == "job-1"
         finally:
             state.close()
 

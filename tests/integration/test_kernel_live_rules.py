@@ -1,4 +1,5 @@
-"""The stable upstream falco_rules.yaml on real behaviour: eBPF capture, user-space state, engine.
+"""The stable upstream falco_rules.yaml (and, for what it has no rule for, our rules/syscall.yaml) on real
+behaviour: eBPF capture, user-space state, engine.
 
 Each case runs an attack in a child process and expects its rule to fire within 2 s with the right
 fields; its benign twin runs the nearly-same thing and must stay quiet (checked once a marker step
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent.engine.engine import Engine
+from tests.support.agent_process import REPO
 from tests.support.kernel import (
     AlertLog,
     copy_binary,
@@ -100,6 +102,14 @@ CASES = {
     "bulk_data_removal": Case(
         "Remove Bulk Data from Disk", "echo x > {work}/f && shred -u {work}/f", "echo x > {work}/f && rm {work}/f",
         {"proc.name": "shred"}),
+    # Not in the stable file: our own rules/syscall.yaml covers writes below /etc and binary directories.
+    "write_below_etc": Case(
+        "File Written Below Etc", "echo x > /etc/falco-agent-{tag}; rm -f /etc/falco-agent-{tag}",
+        "echo x > {work}/etc-{tag}", {"fd.name": "/etc/falco-agent-{tag}"}),
+    "write_below_binary_dir": Case(
+        "Binary Directory Modified",
+        "cp /bin/true /usr/local/bin/falco-agent-{tag}; rm -f /usr/local/bin/falco-agent-{tag}",
+        "cp /bin/true {work}/true-{tag}", {"fd.name": "/usr/local/bin/falco-agent-{tag}"}),
     # exec, so that the reader's parent is not a shell (the rule leaves shells to other rules).
     "directory_traversal_read": Case(
         "Directory traversal monitored file read", f"exec {PY} -c \"open('/tmp/../../etc/shadow').read()\"",
@@ -109,7 +119,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def engine(reference: Path) -> Engine:
-    return loaded_engine(reference / "rules" / "falco_rules.yaml")
+    return loaded_engine(reference / "rules" / "falco_rules.yaml", REPO / "rules" / "syscall.yaml")
 
 
 @pytest.fixture(scope="module")

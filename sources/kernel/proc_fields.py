@@ -65,38 +65,27 @@ def _ancestor(attr: Attr) -> ExtractorFactory:
     return factory
 
 
-def _args_factory(arg: str | None) -> Extractor:
-    def extract(event: Event) -> Value:
-        ev = payload_of(event)
-        if ev is None:
+def _words(attr: Callable[[ThreadInfo], list[str]], *, by_name: bool = False) -> ExtractorFactory:
+    """`proc.args` / `proc.env`: all words joined, `[N]` the Nth, and for the environment `[NAME]` a value."""
+
+    def factory(arg: str | None) -> Extractor:
+        def extract(event: Event) -> Value:
+            ev = payload_of(event)
+            if ev is None:
+                return None
+            words = attr(ev.thread)
+            if arg is None:
+                return " ".join(words)
+            if arg.isdigit():
+                return words[int(arg)] if int(arg) < len(words) else None
+            if by_name:
+                prefix = arg + "="
+                return next((w[len(prefix):] for w in words if w.startswith(prefix)), None)
             return None
-        args = ev.thread.args
-        if arg is None:
-            return " ".join(args)
-        if arg.isdigit():
-            return args[int(arg)] if int(arg) < len(args) else None
-        return None
 
-    return extract
+        return extract
 
-
-def _env_factory(arg: str | None) -> Extractor:
-    def extract(event: Event) -> Value:
-        ev = payload_of(event)
-        if ev is None:
-            return None
-        env = ev.thread.env
-        if arg is None:
-            return " ".join(env)
-        if arg.isdigit():
-            return env[int(arg)] if int(arg) < len(env) else None
-        prefix = arg + "="
-        for entry in env:
-            if entry.startswith(prefix):
-                return entry[len(prefix):]
-        return None
-
-    return extract
+    return factory
 
 
 def _session_leader(ev: SyscallEvent) -> ThreadInfo | None:
@@ -175,14 +164,14 @@ PROC_EXTRACTORS: dict[str, ExtractorFactory] = {
     "proc.name": _on_thread(lambda t: t.comm),
     "proc.pname": _on_parent(lambda t: t.comm),
     "proc.aname": _ancestor(lambda t: t.comm),
-    "proc.args": _args_factory,
+    "proc.args": _words(lambda t: t.args),
     "proc.cmdline": _on_thread(cmdline),
     "proc.pcmdline": _on_parent(cmdline),
     "proc.acmdline": _ancestor(cmdline),
     "proc.cmdnargs": _on_thread(lambda t: len(t.args)),
     "proc.cmdlenargs": _on_thread(lambda t: sum(len(a) for a in t.args) + max(len(t.args) - 1, 0)),
     "proc.exeline": _on_thread(_exeline),
-    "proc.env": _env_factory,
+    "proc.env": _words(lambda t: t.env, by_name=True),
     "proc.cwd": _on_thread(lambda t: (t.cwd.rstrip("/") + "/") if t.cwd else None),
     "proc.tty": _on_thread(lambda t: t.tty),
     "proc.pid": _on_thread(lambda t: t.pid),

@@ -85,7 +85,10 @@ class TestExec:
         s.fork(200, 210)
         event = s.exec(210, "/usr/bin/python3", "-V")
         assert extract(event, "proc.exepath") == "/usr/bin/python3.11"
-        assert extract(event, "proc.env[A]") == "1"
+        assert extract(event, "proc.env[A]") == "1" and extract(event, "proc.env[B]") is None
+        assert extract(event, "proc.env") == "A=1" and extract(event, "proc.env[0]") == "A=1"
+        assert extract(event, "proc.args") == "-V" and extract(event, "proc.args[0]") == "-V"
+        assert extract(event, "proc.args[1]") is None and extract(event, "proc.args[x]") is None
         assert extract(event, "thread.cap_effective") == "CAP_SYS_ADMIN"
         assert extract(event, "evt.arg.flags") == "EXE_WRITABLE|EXE_UPPER_LAYER"
         assert extract(event, "proc.is_exe_upper_layer") is True

@@ -86,6 +86,9 @@ class KernelSource:
         self.capturing = syscalls_to_capture(types, self.settings.extra_syscalls)
         self._forward = types
         self._forward_checked = time.monotonic()
+        # A new probe counts its losses from zero.
+        self._meter = DropMeter(threshold=self.settings.drop_threshold,
+                                alert_interval_s=self.settings.drop_alert_interval_s)
         # The probe first: records of processes started while /proc is read are then not missed.
         probe = KernelProbe(self.capturing, ring_buffer_pages=self.settings.ring_buffer_pages,
                             headers=self.settings.kernel_headers)

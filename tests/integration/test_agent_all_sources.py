@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -85,3 +87,31 @@ def _wait(predicate: Any, timeout_s: float = 20) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "the gRPC subscriber did not get an alert of every source"
         time.sleep(0.05)
+
+
+def test_syscalls_lost_in_the_kernel_raise_the_drop_alert() -> None:
+    """A ring buffer too small for a flood: the agent says so with Falco's "syscall event drop" alert."""
+    require_probe()
+    agent = Agent("-o", "sources.k8s_audit.enabled=false", "-o", "sources.aws_cloudtrail.enabled=false",
+                  "-o", "sources.kernel.ring_buffer_pages=1", "-o", "sources.kernel.drops.alert_interval_s=0",
+                  "--json", kernel=True)
+    agent.read_alerts()
+    try:
+        agent.wait_for_log("agent_started", timeout_s=90)
+        flood = [sys.executable, "-c", "import os\nfor _ in range(30000): os.close(os.open('/', 0))"]
+        drop = None
+        deadline = time.monotonic() + 30
+        while drop is None and time.monotonic() < deadline:
+            subprocess.run(flood, check=True, timeout=60)
+            settle = time.monotonic() + 2  # the agent measures losses per second
+            while drop is None and time.monotonic() < settle:
+                try:
+                    alert = agent.alerts.get(timeout=0.2)
+                except Empty:
+                    continue
+                if alert["rule"] == "Falco internal: syscall event drop":
+                    drop = alert
+    finally:
+        agent.stop()
+    assert drop is not None, "no syscall event drop alert"
+    assert drop["source"] == "internal" and drop["output_fields"]["internal.count"] > 0

@@ -121,3 +121,29 @@ def test_a_flood_is_drained_in_bounded_batches_without_loss(probe: KernelProbe) 
         sizes.append(len(batch))
     assert max(sizes) == MAX_BATCH and sum(sizes) >= 6000  # a 1 MiB ring buffer holds all of them
     assert probe.counters()["lost"] == 0
+
+
+def test_a_ring_buffer_too_small_for_a_flood_gives_drop_notices() -> None:
+    """Losses in the kernel are counted, and past the threshold they become notices for the drop alert."""
+    from agent.builtin_sources import new_engine
+    from sources.kernel.source import KernelSettings, KernelSource
+    from sources.kernel.state import live_state
+    from tests.support.kernel import AlertLog
+
+    require_probe()
+    source = KernelSource(KernelSettings(ring_buffer_pages=1, drop_threshold=0.0, drop_alert_interval_s=0.0),
+                          rule_types=lambda: frozenset({"openat"}), new_state=live_state)
+    source.start(AlertLog(new_engine()))
+    try:
+        deadline = time.monotonic() + 20
+        notices = []
+        while not notices and time.monotonic() < deadline:
+            subprocess.run([sys.executable, "-c", "import os\nfor _ in range(20000): os.close(os.open('/', 0))"],
+                           check=True, timeout=60)
+            time.sleep(1.2)  # the meter closes one-second windows
+            notices = source.drop_notices()
+    finally:
+        source.stop()
+    assert notices, "no drop notice although a one-page ring buffer met a flood"
+    assert notices[0].what == "syscall event drop" and notices[0].lost > 0
+    assert source.metrics()["kernel_lost"] >= notices[0].lost

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sources.kernel.syscalls import CLONE_TYPES, SYSCALLS, Copy, Param, SyscallSpec
-from sources.kernel.wire import HEADER, MAX_ARGS, MAX_PARTS, TYPE_IDS
+from sources.kernel.wire import HEADER, LOCAL_SLOTS, MAX_ARGS, MAX_PARTS, TYPE_IDS
 
 #: Room for the variable parts (a power of two, for the masking the verifier needs) and the
 #: largest single copy; a path or argument longer than STR_MAX is cut.
@@ -52,6 +52,7 @@ struct event {{
 struct pending {{
     u64 ts;
     u64 args[{MAX_ARGS}];
+    u64 sk;  /* a TCP connect's socket, as the sock tracepoint names it: an opaque key, never read */
     u32 type;
 }};
 
@@ -200,7 +201,12 @@ def _saved(spec: SyscallSpec) -> str:
 def _joined(spec: SyscallSpec) -> str:
     """Enter saves the arguments; exit copies user memory and writes the record."""
     type_id = TYPE_IDS[spec.name]
-    body = "\n        ".join(_value_copies(spec, "p->args") + _user_parts(spec, "p->args"))
+    local = [f"e->args[{slot}] = p->args[{slot}];" for slot in LOCAL_SLOTS] if spec.tcp_local else []
+    if spec.tcp_local:
+        # The port comes last: the kernel picks it after SYN_SENT and it is known once the handshake is done.
+        local.append(f"if (p->sk) {{ u16 *port = tcp_ports.lookup(&p->sk); "
+                     f"if (port) {{ e->args[{LOCAL_SLOTS[0]}] |= *port; tcp_ports.delete(&p->sk); }} }}")
+    body = "\n        ".join(_value_copies(spec, "p->args") + local + _user_parts(spec, "p->args"))
     return f"""
 TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
@@ -320,6 +326,44 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {{
 """
 
 
+def _tcp_local(spec: SyscallSpec) -> str:
+    """The local end of a TCP connect from the sock tracepoint (its arguments, not the socket): SYN_SENT runs
+    in the connecting thread and gives the address; the port, chosen after it, comes with ESTABLISHED."""
+    family, low, high = LOCAL_SLOTS
+    return f"""
+BPF_TABLE("lru_hash", u64, u16, tcp_ports, 4096);
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {{
+    u64 sk = (u64)args->skaddr;
+    if (args->oldstate == 2 && args->newstate == 1 /* SYN_SENT -> ESTABLISHED */) {{
+        u16 port = args->sport;
+        tcp_ports.update(&sk, &port);
+        return 0;
+    }}
+    if (args->newstate != 2 /* TCP_SYN_SENT */) return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct pending *p = pending.lookup(&tid);
+    if (!p || p->type != {TYPE_IDS[spec.name]}) return 0;
+    u64 low = 0, high = 0;
+    if (args->family == 2) {{
+        #pragma unroll
+        for (int i = 0; i < 4; i++) low |= (u64)args->saddr[i] << (8 * i);
+    }} else {{
+        #pragma unroll
+        for (int i = 0; i < 8; i++) {{
+            low |= (u64)args->saddr_v6[i] << (8 * i);
+            high |= (u64)args->saddr_v6[8 + i] << (8 * i);
+        }}
+    }}
+    p->args[{family}] = ((u64)args->family << 16) | args->sport;
+    p->args[{low}] = low;
+    p->args[{high}] = high;
+    p->sk = sk;
+    return 0;
+}}
+"""
+
+
 def generate(syscalls: Iterable[str], *, ring_buffer_pages: int) -> str:
     """C source capturing `syscalls` (names from SYSCALLS) plus process lifecycle, for BCC."""
     if ring_buffer_pages <= 0 or ring_buffer_pages & (ring_buffer_pages - 1):
@@ -332,5 +376,7 @@ def generate(syscalls: Iterable[str], *, ring_buffer_pages: int) -> str:
     parts += [_clone_enter(name, _CLONE_FLAGS[name]) for name in CLONE_TYPES]
     for name in names:
         spec = SYSCALLS[name]
+        if spec.tcp_local:
+            parts.append(_tcp_local(spec))  # first: it declares the map the exit program reads
         parts.append(_exec(spec) if spec.read_at_enter else _joined(spec))
     return "\n".join(parts)

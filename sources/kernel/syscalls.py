@@ -69,6 +69,9 @@ class SyscallSpec:
     params: tuple[Param, ...]
     tracepoint: str = ""    # syscall name of the tracepoints when it differs from `name`
     read_at_enter: bool = False  # user memory gone at exit (execve replaces the address space)
+    #: The local end of a TCP connect, from the sock:inet_sock_set_state tracepoint the kernel fires in
+    #: the connecting thread (args `local_addr`: a raw struct sockaddr, empty when not TCP or it failed).
+    tcp_local: bool = False
 
     @property
     def syscall(self) -> str:
@@ -160,7 +163,7 @@ _SPECS: tuple[SyscallSpec, ...] = (
     SyscallSpec("socketpair", (_res(), _p("domain", ParamKind.SOCK_FAMILY, "family"),
                                _p("type", ParamKind.SOCK_TYPE), _p("proto", _UINT, "protocol"),
                                Param("fds", ParamKind.FD_PAIR, "usockvec", Copy.USER_BYTES, 8))),
-    SyscallSpec("connect", (_res(), _p("fd", _FD), _sockaddr("addr", "uservaddr", "addrlen"))),
+    SyscallSpec("connect", (_res(), _p("fd", _FD), _sockaddr("addr", "uservaddr", "addrlen")), tcp_local=True),
     SyscallSpec("bind", (_res(), _p("fd", _FD), _sockaddr("addr", "umyaddr", "addrlen"))),
     SyscallSpec("listen", (_res(), _p("fd", _FD), _p("backlog", _INT))),
     SyscallSpec("accept", (_res(_FD, "fd"), _p("listen_fd", _FD, "fd"),

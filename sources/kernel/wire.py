@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sources.kernel.record import SyscallRecord
-from sources.kernel.syscalls import CLONE_TYPES, SCHED_TYPES, SYSCALLS, Copy, Param, ParamKind
+from sources.kernel.syscalls import CLONE_TYPES, SCHED_TYPES, SYSCALLS, Copy, ParamKind, SyscallSpec
 
 #: Event type ids as the kernel writes them: the index in this tuple.
 TYPE_NAMES: tuple[str, ...] = (*SYSCALLS, *SCHED_TYPES)
@@ -31,6 +31,11 @@ _SIGN_BIT = 1 << 31
 _WRAP = 1 << 32
 _SIGNED_KINDS = frozenset({ParamKind.FD, ParamKind.INT, ParamKind.PID})
 _CLONE_THREAD = 0x00010000
+_AF_INET, _AF_INET6 = 2, 10
+
+#: Saved-argument slots where the TCP local end is kept for a connect in flight (its arguments use 0-2):
+#: family << 16 | port, then the address (IPv4 in the first 4 bytes, IPv6 over both slots).
+LOCAL_SLOTS = (3, 4, 5)
 
 
 def _signed(value: int) -> int:
@@ -58,8 +63,20 @@ def _open_how(raw: bytes) -> dict[str, int]:
     return {"flags": flags, "mode": mode, "resolve": resolve}
 
 
-def _args_source(params: tuple[Param, ...]) -> str:
+def _local_addr(family_port: int, low: int, high: int) -> bytes:
+    """The TCP local end the kernel noted for a connect, as a raw struct sockaddr (b"" when none)."""
+    family, port = family_port >> 16, family_port & 0xFFFF
+    if family == _AF_INET:
+        return struct.pack("<H", family) + port.to_bytes(2, "big") + low.to_bytes(8, "little")[:4] + bytes(8)
+    if family == _AF_INET6:
+        address = low.to_bytes(8, "little") + high.to_bytes(8, "little")
+        return struct.pack("<H", family) + port.to_bytes(2, "big") + bytes(4) + address + bytes(4)
+    return b""
+
+
+def _args_source(spec: SyscallSpec) -> str:
     """A dict display building one event type's args from `res`, the slots `a0..a5` and the parts `p`."""
+    params = spec.params
     items: list[str] = []
     merged: list[str] = []
     arg_index = part_index = 0
@@ -84,16 +101,19 @@ def _args_source(params: tuple[Param, ...]) -> str:
             else:
                 value = part
         items.append(f"{param.name!r}: {value}")
+    if spec.tcp_local:
+        slots = ", ".join(f"a{slot}" for slot in LOCAL_SLOTS)
+        items.append(f"'local_addr': _local_addr({slots})")
     return "{" + ", ".join(items + merged) + "}"
 
 
 def _compile_args_builders() -> dict[int, Callable[..., dict[str, Any]]]:
     """One generated function per captured syscall: no per-parameter loop on the hot path."""
     namespace: dict[str, Any] = {"_signed": _signed, "_text": _text, "_argv": _argv, "_fd_pair": _fd_pair,
-                                 "_open_how": _open_how}
+                                 "_open_how": _open_how, "_local_addr": _local_addr}
     lines = []
     for name, spec in SYSCALLS.items():
-        lines.append(f"def build_{name}(res, a0, a1, a2, a3, a4, a5, p):\n    return {_args_source(spec.params)}\n")
+        lines.append(f"def build_{name}(res, a0, a1, a2, a3, a4, a5, p):\n    return {_args_source(spec)}\n")
     exec(compile("\n".join(lines), "<kernel-record-args>", "exec"), namespace)
     return {TYPE_IDS[name]: namespace[f"build_{name}"] for name in SYSCALLS}
 

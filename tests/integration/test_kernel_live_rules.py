@@ -9,6 +9,7 @@ in a cgroup named like Docker's, which is what makes a process containerized for
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import uuid
@@ -43,6 +44,8 @@ class Case:
     benign: str
     expect: dict[str, str] = field(default_factory=dict)
     container: bool = False
+    #: A regular expression the alert's fd.name must match (both ends of a connection).
+    fd_name: str = ""
 
 
 def _ctypes_ptrace(request: int, target: str = "0") -> str:
@@ -84,7 +87,8 @@ CASES = {
         "Redirect STDOUT/STDIN to Network Connection in Container",
         f"{PY} -c \"import os,socket; s=socket.create_connection(('127.0.0.1', {{port}})); os.dup2(s.fileno(), 1)\"",
         f"{PY} -c \"import os; f=os.open('/dev/null', os.O_WRONLY); os.dup2(f, 1)\"",
-        {"fd.sip": "127.0.0.1", "fd.rport": "{port}"}, container=True),
+        {"fd.sip": "127.0.0.1", "fd.rport": "{port}"}, container=True,
+        fd_name=r"127\.0\.0\.1:[1-9][0-9]*->127\.0\.0\.1:{port}"),
     "packet_socket_in_container": Case(
         "Packet socket created in container",
         f"{PY} -c \"import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\"",
@@ -171,3 +175,5 @@ def test_attack_fires_and_benign_twin_stays_quiet(name: str, alerts: AlertLog, t
     assert hit is not None, f"{case.rule} did not fire within 2 s"
     for key, value in case.expect.items():
         assert str(hit.output_fields.get(key)).lower() == fill(value).lower(), (key, hit.output)
+    if case.fd_name:
+        assert re.fullmatch(fill(case.fd_name), str(hit.output_fields.get("fd.name"))), hit.output

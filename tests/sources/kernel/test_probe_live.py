@@ -67,6 +67,7 @@ def test_syscalls_of_a_child_arrive_with_arguments_and_results(probe: KernelProb
         port = listener.getsockname()[1]
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(port)])
         child.wait(timeout=10)
+        _connection, (_peer_ip, child_port) = listener.accept()
         records = _records_of(probe, child.pid, until_type="procexit")
     by_type: dict[str, list[SyscallRecord]] = {}
     for record in records:
@@ -81,6 +82,8 @@ def test_syscalls_of_a_child_arrive_with_arguments_and_results(probe: KernelProb
     connect = by_type["connect"][0]
     assert connect.res == 0 and int.from_bytes(connect.args["addr"][2:4], "big") == port
     assert connect.args["addr"][4:8] == bytes([127, 0, 0, 1])
+    local = connect.args["local_addr"]  # the kernel's TCP state change gives the connecting end
+    assert int.from_bytes(local[2:4], "big") == child_port and local[4:8] == bytes([127, 0, 0, 1])
     execs = by_type["execve"]
     assert execs[-1].res == 0 and execs[-1].args["filename"] == "/bin/true"
     assert execs[-1].args["argv"] == ["true", "one", "two words"] and execs[-1].comm == "true"

@@ -42,7 +42,18 @@ def test_two_paths_and_a_socket_address_are_kept_apart() -> None:
     assert link.args["target"] == "/etc/shadow" and link.args["linkpath"] == "/tmp/x"
     address = struct.pack("<HH4s8x", 2, 0x5000, bytes([127, 0, 0, 1]))
     connect = RecordDecoder().decode(_record("connect", args=(5,), parts=(address,)))
-    assert connect.args == {"res": 0, "fd": 5, "addr": address}
+    assert connect.args == {"res": 0, "fd": 5, "addr": address, "local_addr": b""}  # no TCP local end noted
+
+
+def test_the_tcp_local_end_of_a_connect_becomes_a_sockaddr() -> None:
+    family_port = (2 << 16) | 51000
+    ipv4 = int.from_bytes(bytes([10, 0, 0, 5]) + bytes(4), "little")
+    record = RecordDecoder().decode(_record("connect", args=(5, 0, 0, family_port, ipv4, 0), parts=(b"",)))
+    assert record.args["local_addr"] == struct.pack("<H", 2) + struct.pack(">H", 51000) + bytes([10, 0, 0, 5, *[0] * 8])
+    ipv6 = bytes(range(16))
+    low, high = int.from_bytes(ipv6[:8], "little"), int.from_bytes(ipv6[8:], "little")
+    record = RecordDecoder().decode(_record("connect", args=(5, 0, 0, (10 << 16) | 443, low, high), parts=(b"",)))
+    assert record.args["local_addr"] == struct.pack("<H", 10) + struct.pack(">H", 443) + bytes(4) + ipv6 + bytes(4)
 
 
 def test_openat2_splits_open_how_into_flags_mode_and_resolve() -> None:

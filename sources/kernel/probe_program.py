@@ -328,22 +328,46 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {{
 
 def _tcp_local(spec: SyscallSpec) -> str:
     """The local end of a TCP connect from the sock tracepoint (its arguments, not the socket): SYN_SENT runs
-    in the connecting thread and gives the address; the port, chosen after it, comes with ESTABLISHED."""
+    in the connecting thread and gives the address; the port, chosen after it, comes with ESTABLISHED. A
+    blocking connect is still in the syscall then (its exit record carries the port); a non-blocking one has
+    returned, so a `tcp_local` record brings the port to the fd state."""
     family, low, high = LOCAL_SLOTS
+    connect = TYPE_IDS[spec.name]
     return f"""
+struct tcp_owner {{
+    u32 tid;
+    u32 tgid;
+    u64 fd;
+}};
 BPF_TABLE("lru_hash", u64, u16, tcp_ports, 4096);
+BPF_TABLE("lru_hash", u64, struct tcp_owner, tcp_owners, 4096);
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {{
     u64 sk = (u64)args->skaddr;
-    if (args->oldstate == 2 && args->newstate == 1 /* SYN_SENT -> ESTABLISHED */) {{
+    if (args->oldstate == 2 && args->newstate == 1 /* SYN_SENT -> ESTABLISHED, in any context */) {{
+        struct tcp_owner *o = tcp_owners.lookup(&sk);
+        if (!o) return 0;
         u16 port = args->sport;
-        tcp_ports.update(&sk, &port);
+        u32 tid = o->tid;
+        struct pending *p = pending.lookup(&tid);
+        if (p && p->type == {connect} && p->sk == sk) {{
+            tcp_ports.update(&sk, &port);
+        }} else {{
+            struct event *e = new_event({TYPE_IDS["tcp_local"]}, ((u64)o->tgid << 32) | o->tid);
+            if (e) {{
+                e->args[0] = o->fd;
+                e->args[1] = port;
+                submit(e, 0);
+            }}
+        }}
+        tcp_owners.delete(&sk);
         return 0;
     }}
     if (args->newstate != 2 /* TCP_SYN_SENT */) return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
     struct pending *p = pending.lookup(&tid);
-    if (!p || p->type != {TYPE_IDS[spec.name]}) return 0;
+    if (!p || p->type != {connect}) return 0;
     u64 low = 0, high = 0;
     if (args->family == 2) {{
         #pragma unroll
@@ -359,6 +383,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {{
     p->args[{low}] = low;
     p->args[{high}] = high;
     p->sk = sk;
+    struct tcp_owner owner = {{tid, id >> 32, p->args[0]}};
+    tcp_owners.update(&sk, &owner);
     return 0;
 }}
 """

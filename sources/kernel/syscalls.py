@@ -203,7 +203,12 @@ SYSCALLS: dict[str, SyscallSpec] = {spec.name: spec for spec in _SPECS}
 #: `flags` as CLONE_* bits; res is the child's tid) and `procexit` from sched_process_exit
 #: (args: `group_dead`, true when the last thread of the process exited).
 CLONE_TYPES = ("clone", "clone3", "fork", "vfork")
-SCHED_TYPES = (*CLONE_TYPES, "procexit")
+#: `tcp_local` is the agent's own record, not a Falco event type: the local port a non-blocking TCP connect
+#: got once its handshake completed, after the syscall returned (args `fd`, `local_port`; tid/pid are the
+#: connecting thread's; comm and credentials are not meaningful). It updates the fd state only.
+SCHED_TYPES = (*CLONE_TYPES, "procexit", "tcp_local")
+#: Records that only update the state: never events for the rules.
+STATE_ONLY_TYPES = frozenset({"tcp_local"})
 
 #: What the user-space state always needs, whatever the rules ask: process lifecycle, cwd,
 #: credentials and the fd table.

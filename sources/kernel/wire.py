@@ -160,4 +160,6 @@ def _sched_args(type_name: str, pid: int, a0: int, a1: int) -> dict[str, Any]:
     if type_name in CLONE_TYPES:
         child_tid, flags = a0, a1
         return {"child_tid": child_tid, "child_pid": pid if flags & _CLONE_THREAD else child_tid, "flags": flags}
+    if type_name == "tcp_local":
+        return {"fd": _signed(a0), "local_port": a1}
     return {"group_dead": bool(a0)}

@@ -155,6 +155,17 @@ def on_connect(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Sys
     return event
 
 
+def on_tcp_local(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
+    """The local port a non-blocking connect got after it returned (the probe's own `tcp_local` record)."""
+    num = rec.args.get("fd", -1)
+    info = thread.fds.get(num)
+    if info is not None and info.type.is_ip and info.role is Role.CLIENT and not info.cport:
+        info = replace(info, cport=int(rec.args.get("local_port", 0)), is_connected=True)
+        info.name = socket_name(info)
+        thread.fds.add(info)
+    return SyscallEvent(rec, thread, ctx.lookups, fd=info, has_fd=True, fd_num=num)
+
+
 def on_bind(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
     num = rec.args.get("fd", -1)
     info = thread.fds.get(num)

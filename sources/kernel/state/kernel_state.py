@@ -27,7 +27,8 @@ _HANDLERS: dict[str, Handler] = {
     **dict.fromkeys(("open", "openat", "openat2", "creat"), fd_events.on_open),
     "close": fd_events.on_close, **dict.fromkeys(("dup", "dup2", "dup3"), fd_events.on_dup),
     "pipe": fd_events.on_pipe, "pipe2": fd_events.on_pipe, "socketpair": fd_events.on_socketpair,
-    "socket": fd_events.on_socket, "connect": fd_events.on_connect, "bind": fd_events.on_bind,
+    "socket": fd_events.on_socket, "connect": fd_events.on_connect, "tcp_local": fd_events.on_tcp_local,
+    "bind": fd_events.on_bind,
     "accept": fd_events.on_accept, "accept4": fd_events.on_accept, "memfd_create": fd_events.on_memfd_create,
     "sendto": fd_events.on_sendto,
 }

@@ -73,6 +73,10 @@ def test_clone_tells_a_new_process_from_a_new_thread(flags: int, child_pid: int)
     assert record.args == {"child_tid": 77, "child_pid": child_pid, "flags": flags}
 
 
+def test_a_late_tcp_port_names_its_fd() -> None:
+    assert RecordDecoder().decode(_record("tcp_local", args=(4, 51000))).args == {"fd": 4, "local_port": 51000}
+
+
 def test_procexit_says_whether_the_process_is_gone() -> None:
     assert RecordDecoder().decode(_record("procexit", args=(1,))).args == {"group_dead": True}
 

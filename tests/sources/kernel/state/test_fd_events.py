@@ -80,6 +80,18 @@ class TestSockets:
         assert extract(event, "fd.name_changed") is True and extract(event, "fd.sockfamily") == "ip"
         assert extract(event, "fd.typechar") == "4"
 
+    def test_a_non_blocking_connect_learns_its_port_after_it_returned(self) -> None:
+        """The probe's late tcp_local record gives the port to the fd: later events on it show both ends."""
+        s = Stream()
+        s.record("socket", 200, res=3, domain=AF_INET, type=SOCK_STREAM, proto=0)
+        connect = s.record("connect", 200, res=-115, fd=3, addr=inet("93.184.216.34", 443),
+                           local_addr=inet("10.0.0.5", 0))
+        assert extract(connect, "fd.name") == "10.0.0.5:0->93.184.216.34:443"
+        s.record("tcp_local", 200, fd=3, local_port=51000)
+        later = s.record("dup2", 200, res=1, oldfd=3, newfd=1)
+        assert extract(later, "fd.name") == "10.0.0.5:51000->93.184.216.34:443" and extract(later, "fd.lport") == 51000
+        assert extract(connect, "fd.name") == "10.0.0.5:0->93.184.216.34:443"  # what was emitted stays as it was
+
     def test_tcp_server(self) -> None:
         """bind makes a listening socket; accept makes a connection whose client is the peer."""
         s = Stream()

@@ -126,7 +126,6 @@ class KernelState:
 
     def apply(self, record: SyscallRecord) -> Event:
         """Update the state with one record and return its event (procexit included)."""
-        self._integrate_containers()
         ctx = self.ctx
         thread = ctx.thread_for(record)
         handler = _HANDLERS.get(record.type) or (fd_events.uses_fd if "fd" in record.args else None)
@@ -139,7 +138,8 @@ class KernelState:
                 ctx.counters["records_malformed"] += 1
         if payload is None:
             payload = SyscallEvent(record, thread, ctx.lookups)
-        # Metadata that arrived while this record was applied is known before its event is evaluated.
+        # Container metadata fetched since the last record (or waited for by this one) is known before this
+        # event is evaluated: one check per record, here rather than also before the handler.
         self._integrate_containers()
         if self._observer is not None:
             self._observer.on_record(record)

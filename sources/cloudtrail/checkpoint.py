@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 
-from agent.atomic_file import replace_atomically
+from agent.atomic_file import write_state
 from agent.event import Event
 from agent.event_queue import QueueClosed
 from agent.source import EventSink
@@ -32,29 +31,6 @@ SKIP_REASONS = ("insight", "missing_event_time", "missing_event_type", "invalid"
 #: A put waits at most this long before re-checking the stop flag, so that stop never hangs on a full queue.
 PUT_WAIT_S = 0.1
 _NS_PER_S = 1_000_000_000
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The document saved at `path`; empty when there is none, or (logged) when it cannot be read.
-
-    A checkpoint we cannot read means starting over, which repeats events rather than losing them.
-    """
-    try:
-        document = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, orjson.JSONDecodeError) as err:
-        log.warning("checkpoint_unreadable", file=str(path), reason=str(err))
-        return {}
-    if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
-        log.warning("checkpoint_unreadable", file=str(path), reason=f"not a version {FORMAT_VERSION} checkpoint")
-        return {}
-    return document
-
-
-def write_checkpoint(path: Path, document: dict[str, Any]) -> None:
-    """Replace the checkpoint at `path` atomically: readers see the old or the new content, never a mix."""
-    replace_atomically(path, orjson.dumps({"version": FORMAT_VERSION, **document}))
 
 
 class CheckpointWriter:
@@ -78,7 +54,7 @@ class CheckpointWriter:
             if self.path is None:
                 return
             try:
-                write_checkpoint(self.path, self._snapshot())
+                write_state(self.path, self._snapshot(), version=FORMAT_VERSION)
             except OSError as err:
                 # The consumer must go on; the next acknowledgement writes the state again.
                 self.write_failures += 1

@@ -19,12 +19,12 @@ from typing import Any
 
 import structlog
 
-from agent.atomic_file import prepare_folder
+from agent.atomic_file import prepare_folder, read_state
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
 from agent.source_worker import SourceWorker
-from sources.cloudtrail.checkpoint import CheckpointWriter, ReadTally, hand_over, load_checkpoint
+from sources.cloudtrail.checkpoint import FORMAT_VERSION, CheckpointWriter, ReadTally, hand_over
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
 from sources.cloudtrail.objects import decode_object
 
@@ -109,7 +109,7 @@ class CloudTrailDirectory:
     # --- checkpoint -------------------------------------------------------------------------------------------
 
     def _load(self, path: Path) -> None:
-        files = load_checkpoint(path).get("files", [])
+        files = read_state(path, version=FORMAT_VERSION).get("files", [])
         if not isinstance(files, list):
             log.warning("checkpoint_ignored", file=str(path), reason="no 'files' array")
             return

@@ -26,13 +26,13 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.atomic_file import prepare_folder
+from agent.atomic_file import prepare_folder, read_state
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
 from agent.source_worker import SourceWorker
 from sources.cloudtrail.aws import AwsSettings, make_client, make_session
-from sources.cloudtrail.checkpoint import CheckpointWriter, ReadTally, hand_over, load_checkpoint
+from sources.cloudtrail.checkpoint import FORMAT_VERSION, CheckpointWriter, ReadTally, hand_over
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
 from sources.cloudtrail.objects import decode_object
 
@@ -165,7 +165,7 @@ class S3TrailPoller:
     # --- checkpoint -------------------------------------------------------------------------------------------
 
     def _load(self, path: Path) -> None:
-        document = load_checkpoint(path)
+        document = read_state(path, version=FORMAT_VERSION)
         if not document:
             return
         if document.get("bucket") != self._bucket:

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import structlog
 
-from agent.atomic_file import replace_atomically
+from agent.atomic_file import read_state, write_state
 
 log = structlog.get_logger(__name__)
 
@@ -70,15 +69,11 @@ def load_positions(path: Path) -> dict[Identity, FilePosition]:
 
     A checkpoint we cannot read means starting over, which repeats events rather than losing them.
     """
-    try:
-        document = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, orjson.JSONDecodeError) as err:
-        log.warning("checkpoint_unreadable", file=str(path), reason=str(err))
+    document = read_state(path, version=_FORMAT_VERSION)
+    if not document:
         return {}
     positions: dict[Identity, FilePosition] = {}
-    entries = document.get("files") if isinstance(document, dict) else None
+    entries = document.get("files")
     if not isinstance(entries, list):
         log.warning("checkpoint_unreadable", file=str(path), reason="no 'files' array")
         return {}
@@ -138,8 +133,7 @@ def _identities_in(folder: str) -> dict[Identity, tuple[str, int]]:
 
 def write_positions(path: Path, positions: Sequence[FilePosition]) -> None:
     """Replace the checkpoint at `path` atomically: readers see the old or the new content, never a mix."""
-    replace_atomically(path, orjson.dumps({"version": _FORMAT_VERSION, "files": [p.as_json() for p in positions]},
-                                          option=orjson.OPT_INDENT_2))
+    write_state(path, {"files": [p.as_json() for p in positions]}, version=_FORMAT_VERSION)
 
 
 class CheckpointWriter:

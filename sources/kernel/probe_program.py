@@ -152,7 +152,7 @@ static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2,
 """
 
 
-def _tracepoint_args(spec: SyscallSpec) -> list[str]:
+def saved_slots(spec: SyscallSpec) -> list[str]:
     """The tracepoint arguments to save at enter, in slot order: values first, then user addresses."""
     values = [p.arg for p in spec.params if p.copy is Copy.VALUE]
     addresses = [p.arg for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
@@ -161,7 +161,7 @@ def _tracepoint_args(spec: SyscallSpec) -> list[str]:
 
 
 def _slot(spec: SyscallSpec, arg: str) -> int:
-    return _tracepoint_args(spec).index(arg)
+    return saved_slots(spec).index(arg)
 
 
 def _copy_part(spec: SyscallSpec, param: Param, part: int, source: str) -> str:
@@ -192,7 +192,7 @@ def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
 
 
 def _saved(spec: SyscallSpec) -> str:
-    args = [f"(u64)args->{name}" for name in _tracepoint_args(spec)]
+    args = [f"(u64)args->{name}" for name in saved_slots(spec)]
     if len(args) > MAX_ARGS:
         raise ValueError(f"syscall {spec.name}: more than {MAX_ARGS} arguments to save")
     return ", ".join(args + ["0"] * (MAX_ARGS - len(args)))

@@ -21,8 +21,8 @@ from agent.engine.engine import Engine
 from agent.event import Event
 from sources.kernel.probe import probe_available
 from sources.kernel.source import KernelSettings, KernelSource
-from sources.kernel.state.kernel_state import KernelState
-from sources.kernel.state.live_host import LiveHostView
+from sources.kernel.state import live_state
+from sources.kernel.state.cgroup_index import cgroup2_mount
 
 MARKER_RULE = "Create Symlink Over Sensitive Files"
 
@@ -71,15 +71,10 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
     require_probe()
     log = AlertLog(engine)
 
-    def new_state() -> KernelState:
-        state = KernelState(LiveHostView(), hostname="live-test")
-        state.seed()
-        return state
-
     ruleset = engine.ruleset("syscall")
     source = KernelSource(KernelSettings(ring_buffer_pages=1024),
                           rule_types=lambda: ruleset.index_values("evt.type") if ruleset else frozenset(),
-                          new_state=new_state)
+                          new_state=lambda: live_state(hostname="live-test"))
     source.start(log)
     try:
         yield log
@@ -87,18 +82,10 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
         source.stop()
 
 
-def cgroup2_root() -> Path | None:
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        _dev, mount, kind, *_ = line.split()
-        if kind == "cgroup2":
-            return Path(mount)
-    return None
-
-
 @contextmanager
 def docker_like_cgroup() -> Iterator[Path]:
     """A cgroup named like Docker's (`/docker/<64 hex>`): processes moved in look containerized."""
-    root = cgroup2_root()
+    root = cgroup2_mount()
     if root is None or not os.access(root, os.W_OK):
         pytest.skip("no writable cgroup2 hierarchy to make a container-like cgroup")
     path = root / "docker" / (uuid.uuid4().hex + uuid.uuid4().hex)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from process_stats import cpu_s, memory_mb, scrape, total
+from process_stats import Samples, cpu_s, memory_mb, total
+from running_agent import RunningAgent
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RULES = ROOT.parent / "shared" / "reference" / "rules" / "falco_rules.yaml"
@@ -62,55 +62,25 @@ def _generate(rate: float, seconds: float, exec_rate: float) -> tuple[float, int
     return float(speed), int(execs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _scrape(port: int) -> dict[str, float]:
+def _kernel_figures(agent: RunningAgent) -> dict[str, float]:
     """Kernel source counters and the alert total from the agent's /metrics."""
-    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    samples = agent.metrics()
     figures = {name.removeprefix("falco_agent_source_"): value for name, labels, value in samples
                if name.startswith("falco_agent_source_") and labels.get("source") == "kernel"}
     figures["alerts"] = total(samples, "falco_agent_alerts_total")
     return figures
 
 
-class RunningAgent:
-    def __init__(self, rules: Path) -> None:
-        self.state = Path(tempfile.mkdtemp(prefix="falco-agent-bench-"))
-        self.port = _free_port()
-        options = [f"metrics.address=127.0.0.1:{self.port}", f"grpc.socket_path={self.state / 'grpc.sock'}",
-                   f"grpc.spool_dir={self.state / 'spool'}", "sources.k8s_audit.enabled=false",
-                   "sources.aws_cloudtrail.enabled=false", "logging.format=json"]
-        args = [sys.executable, "-m", "agent.cli", "-r", str(rules)]
-        for option in options:
-            args += ["-o", option]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                errors = self.proc.stderr.read().decode()[-2000:] if self.proc.stderr else ""
-                raise SystemExit(f"the agent exited: {errors}")
-            try:
-                if "records" in _scrape(self.port):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit("the agent's kernel source did not start within 90 s")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+def _kernel_started(samples: Samples) -> bool:
+    return any(name == "falco_agent_source_records" and labels.get("source") == "kernel"
+               for name, labels, _value in samples)
 
 
 def _phase(agent: RunningAgent, rate: float, seconds: float, exec_rate: float) -> dict[str, Any]:
-    before, cpu_before, started = _scrape(agent.port), cpu_s(agent.proc.pid), time.monotonic()
+    before, cpu_before, started = _kernel_figures(agent), cpu_s(agent.proc.pid), time.monotonic()
     achieved, execs = _generate(rate, seconds, exec_rate)
     time.sleep(1.5)  # let the agent drain what is still in the ring buffer
-    after, cpu_after, wall = _scrape(agent.port), cpu_s(agent.proc.pid), time.monotonic() - started
+    after, cpu_after, wall = _kernel_figures(agent), cpu_s(agent.proc.pid), time.monotonic() - started
     delivered = after.get("records", 0) - before.get("records", 0)
     lost = after.get("kernel_lost", 0) - before.get("kernel_lost", 0)
     offered = achieved * seconds
@@ -140,7 +110,9 @@ def main() -> int:
 
     baseline, _ = _generate(0, args.seconds, 0)
     print(f"generator alone, unthrottled: {baseline:,.0f} openat/s")
-    agent = RunningAgent(args.rules)
+    agent = RunningAgent([args.rules], state=Path(tempfile.mkdtemp(prefix="falco-agent-bench-")),
+                         options=["sources.k8s_audit.enabled=false", "sources.aws_cloudtrail.enabled=false"],
+                         ready=_kernel_started)
     try:
         phases = []
         for rate in rates:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,7 +22,8 @@ from typing import Any
 
 import orjson
 from agent_load import Load, SyscallLoad, TrailDirectoryLoad, WebhookLoad, run_loads
-from process_stats import Samples, cpu_s, memory_mb, scrape, total
+from process_stats import Samples, cpu_s, memory_mb, total
+from running_agent import RunningAgent, free_port
 from samples import REFERENCE, cloudtrail_records, k8s_audit_events, with_reads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,59 +35,21 @@ _IDLE_S = 2.0
 _PAUSE_S = 0.2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class AgentProcess:
-    """The agent started with every source on loopback and files under a temporary folder."""
-
-    def __init__(self, rules: list[Path], *, drop_dir: Path, state: Path, extra_options: list[str],
-                 kernel: bool) -> None:
-        self.metrics_url = f"http://127.0.0.1:{_free_port()}"
-        self.webhook_port = _free_port()
-        options = [
-            f"metrics.address={self.metrics_url.removeprefix('http://')}",
-            f"sources.k8s_audit.webhook.listen=127.0.0.1:{self.webhook_port}",
-            f"sources.aws_cloudtrail.directory.paths=[{drop_dir}]",
-            "sources.aws_cloudtrail.directory.poll_interval_s=0.2",
-            f"sources.kernel.enabled={'true' if kernel else 'false'}",
-            f"grpc.socket_path={state / 'grpc.sock'}", f"grpc.spool_dir={state / 'spool'}",
-            "logging.format=json", "logging.level=warning", *extra_options,
-        ]
-        command = [sys.executable, "-m", "agent.cli", "--json"]
-        for path in rules:
-            command += ["-r", str(path)]
-        for option in options:
-            command += ["-o", option]
-        self._stderr = (state / "agent.log").open("w+")
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._stderr)
-        self._wait_healthy()
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._stderr.seek(0)
-                raise SystemExit(f"the agent exited at start:\n{self._stderr.read()[-3000:]}")
-            try:
-                if total(self.metrics(), "falco_agent_rules_loaded") > 0:
-                    return
-            except OSError:
-                pass  # not listening yet
-            time.sleep(_PAUSE_S)
-        raise SystemExit(f"the agent did not serve /metrics within {_START_TIMEOUT_S:.0f} s")
-
-    def metrics(self) -> Samples:
-        return scrape(f"{self.metrics_url}/metrics")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        code = self.proc.wait(timeout=60)
-        self._stderr.close()
-        return code
+def start_agent(rules: list[Path], *, drop_dir: Path, state: Path, extra_options: list[str],
+                kernel: bool) -> tuple[RunningAgent, int]:
+    """The agent with every source on loopback and files under `state`, and its webhook port."""
+    webhook_port = free_port()
+    options = [
+        f"sources.k8s_audit.webhook.listen=127.0.0.1:{webhook_port}",
+        f"sources.aws_cloudtrail.directory.paths=[{drop_dir}]",
+        "sources.aws_cloudtrail.directory.poll_interval_s=0.2",
+        f"sources.kernel.enabled={'true' if kernel else 'false'}",
+        *extra_options,
+    ]
+    agent = RunningAgent(rules, state=state, options=options,
+                         ready=lambda samples: total(samples, "falco_agent_rules_loaded") > 0,
+                         start_timeout_s=_START_TIMEOUT_S)
+    return agent, webhook_port
 
 
 class RssSampler:
@@ -114,7 +75,7 @@ class RssSampler:
         self.peak_mb = max(self.peak_mb, memory_mb(self._pid, "VmRSS"))
 
 
-def wait_drained(agent: AgentProcess, loads: list[Load]) -> tuple[Samples, float]:
+def wait_drained(agent: RunningAgent, loads: list[Load]) -> tuple[Samples, float]:
     """Metrics once every accepted event was evaluated (or after the drain timeout), and when that was."""
     deadline = time.monotonic() + _DRAIN_TIMEOUT_S
     while True:
@@ -132,7 +93,7 @@ def evaluated(samples: Samples, source: str) -> int:
     return int(total(samples, "falco_agent_events_evaluated_total", source=source))
 
 
-def measure(agent: AgentProcess, loads: list[tuple[Load, float]], seconds: float) -> dict[str, Any]:
+def measure(agent: RunningAgent, loads: list[tuple[Load, float]], seconds: float) -> dict[str, Any]:
     """Idle baseline, then the load until drained: the figures of one run (counters start at zero: no event
     reaches the agent before the load)."""
     pid = agent.proc.pid
@@ -189,11 +150,11 @@ def main() -> int:
     drop_dir = state / "cloudtrail"
     drop_dir.mkdir()
     kernel = args.syscall_rate > 0 and os.geteuid() == 0
-    agent = AgentProcess([REFERENCE / "rules" / name for name in STABLE_RULES], drop_dir=drop_dir, state=state,
-                         extra_options=args.option, kernel=kernel)
+    agent, webhook_port = start_agent([REFERENCE / "rules" / name for name in STABLE_RULES], drop_dir=drop_dir,
+                                      state=state, extra_options=args.option, kernel=kernel)
     try:
         loads: list[tuple[Load, float]] = [
-            (WebhookLoad(agent.webhook_port, WEBHOOK_PATH, with_reads(k8s_audit_events()),
+            (WebhookLoad(webhook_port, WEBHOOK_PATH, with_reads(k8s_audit_events()),
                          batch_size=args.batch_size), args.k8s_rate),
             (TrailDirectoryLoad(drop_dir, cloudtrail_records(), records_per_file=args.records_per_file),
              args.cloudtrail_rate),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.kernel import require_probe
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,9 +23,13 @@ REPO = Path(__file__).resolve().parents[2]
     ("whole_agent.py", ["--seconds", "1", "--k8s-rate", "200", "--cloudtrail-rate", "100", "--batch-size", "20",
                         "--records-per-file", "20"],
      {"events_per_s", "alerts_per_s", "agent_cpu_percent", "peak_rss_mb", "drops"}),
+    pytest.param("kernel.py", ["--rates", "2000", "--seconds", "1", "--exec-rate", "5"],
+                 {"phases", "generator_slowdown", "agent_peak_rss_mb"}, marks=[pytest.mark.root, pytest.mark.bpf]),
 ])
 def test_bench_script_prints_its_figures(script: str, args: list[str], keys: set[str], reference: Path) -> None:
     """Each benchmark runs on tiny inputs and its last line is one JSON object with its figures."""
+    if script == "kernel.py":
+        require_probe()
     proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args, "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -72,3 +72,26 @@ class SourceWorker:
     def failure(self) -> str | None:
         """Why the loop ended on its own (a bug), or None."""
         return self._failure
+
+
+class Stopped(Exception):
+    """A source's loop was asked to stop (or its queue closed) in the middle of handing work over."""
+
+
+class WorkerSource:
+    """A live source whose work runs on one SourceWorker (`_worker`): stopping, waiting for the end and the
+    failure the supervisor watches all come from it."""
+
+    _worker: SourceWorker
+
+    def stop(self) -> None:
+        """Stop taking input and wait, bounded, for the loop to end."""
+        self._worker.stop()
+
+    def wait_finished(self, timeout_s: float | None = None) -> bool:
+        """Whether the loop ended (its input done without `follow`, or stopped) within `timeout_s`."""
+        return self._worker.wait_finished(timeout_s)
+
+    def failure(self) -> str | None:
+        """Why the loop ended on its own (a bug), or None; the agent restarts the source then."""
+        return self._worker.failure()

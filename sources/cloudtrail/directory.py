@@ -23,7 +23,7 @@ from agent.atomic_file import prepare_folder, read_state
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
-from agent.source_worker import SourceWorker
+from agent.source_worker import SourceWorker, Stopped, WorkerSource
 from sources.cloudtrail.checkpoint import FORMAT_VERSION, CheckpointWriter, ReadTally, hand_over
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
 from sources.cloudtrail.objects import decode_object
@@ -36,11 +36,7 @@ LOG_SUFFIXES = (".json.gz", ".json")
 FileKey = tuple[str, int, int]
 
 
-class _Stopped(Exception):
-    """The watcher was asked to stop (or the queue closed) while handing over a file."""
-
-
-class CloudTrailDirectory:
+class CloudTrailDirectory(WorkerSource):
     """LiveSource reading CloudTrail log files; one thread scans every `poll_interval_s` and reads new files.
 
     Without `follow` it reads every file there once, without waiting for files to settle, and ends.
@@ -85,18 +81,6 @@ class CloudTrailDirectory:
         self._sink = sink
         self._worker.start(self._run)
 
-    def stop(self) -> None:
-        """Stop watching; a file read but not handed over is read again next time, as it was not acknowledged."""
-        self._worker.stop()
-
-    def wait_finished(self, timeout_s: float | None = None) -> bool:
-        """Whether the watcher ended (every file handed over without `follow`, or stopped) within `timeout_s`."""
-        return self._worker.wait_finished(timeout_s)
-
-    def failure(self) -> str | None:
-        """Why the watcher thread ended on its own (a bug), or None; the agent restarts the source then."""
-        return self._worker.failure()
-
     def metrics(self) -> dict[str, Any]:
         metrics = self._tally.as_metrics()
         with self._lock:
@@ -138,7 +122,7 @@ class CloudTrailDirectory:
                 self._poll()
                 if not self._follow or self._stopping.wait(self._poll_interval_s):
                     break
-        except _Stopped:
+        except Stopped:
             pass
 
     def _warn_once(self, event: str, key: object, **context: Any) -> None:
@@ -157,7 +141,7 @@ class CloudTrailDirectory:
                 del self._done[path]
         for path, version in sorted(found.items()):
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             key = (path, *version)
             with self._lock:
                 if self._done.get(path) == version or key in self._in_flight:
@@ -221,4 +205,4 @@ class CloudTrailDirectory:
         if not hand_over(self._sink, decoded.events, on_done, self._stopping):
             with self._lock:
                 self._in_flight.discard(key)
-            raise _Stopped
+            raise Stopped

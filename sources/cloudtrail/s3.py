@@ -30,7 +30,7 @@ from agent.atomic_file import prepare_folder, read_state
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
-from agent.source_worker import SourceWorker
+from agent.source_worker import SourceWorker, Stopped, WorkerSource
 from sources.cloudtrail.aws import AwsSettings, make_client, make_session
 from sources.cloudtrail.checkpoint import FORMAT_VERSION, CheckpointWriter, ReadTally, hand_over
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
@@ -48,10 +48,6 @@ _MAX_BACKOFF_S = 300.0
 _S3_ERRORS = (ClientError, BotoCoreError)
 #: Frozen, so one instance can be the default of every poller: boto3's own region and credential chain.
 DEFAULT_AWS = AwsSettings()
-
-
-class _Stopped(Exception):
-    """The poller was asked to stop while waiting for a download slot."""
 
 
 @dataclass(slots=True)
@@ -87,7 +83,7 @@ def _day_of(day_prefix: str) -> date | None:
         return None
 
 
-class S3TrailPoller:
+class S3TrailPoller(WorkerSource):
     """LiveSource polling an S3 bucket of CloudTrail logs; one poller thread lists, `concurrency` threads fetch.
 
     With `follow` it polls every `poll_interval_s` (longer after S3 errors); without it, it reads what is
@@ -139,18 +135,6 @@ class S3TrailPoller:
             raise AgentError(f"cannot reach AWS: {err}", Location(file=f"s3://{self._bucket}")) from err
         self._sink = sink
         self._worker.start(self._run)
-
-    def stop(self) -> None:
-        """Stop polling; objects fetched but not handed over are read again next time, as they were not acknowledged."""
-        self._worker.stop()
-
-    def wait_finished(self, timeout_s: float | None = None) -> bool:
-        """Whether the poller ended (its one pass handed over without `follow`, or stopped) within `timeout_s`."""
-        return self._worker.wait_finished(timeout_s)
-
-    def failure(self) -> str | None:
-        """Why the poller thread ended on its own (a bug), or None; the agent restarts the source then."""
-        return self._worker.failure()
 
     def metrics(self) -> dict[str, Any]:
         metrics = self._tally.as_metrics()
@@ -213,7 +197,7 @@ class S3TrailPoller:
                               max(self._poll_interval_s, _MAX_BACKOFF_S))
                 if self._stopping.wait(delay_s):
                     break
-        except _Stopped:
+        except Stopped:
             pass
         finally:
             executor.shutdown(wait=True, cancel_futures=self._stopping.is_set())
@@ -322,10 +306,10 @@ class S3TrailPoller:
         """Hand a key to a download thread once one of a bounded number of slots is free."""
         while not self._slots.acquire(timeout=_WAIT_S):
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
         if self._stopping.is_set():
             self._slots.release()
-            raise _Stopped
+            raise Stopped
         executor.submit(self._fetch, day_prefix, key)
 
     def _forget_settled(self, trail: str) -> None:

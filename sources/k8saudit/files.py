@@ -25,7 +25,7 @@ from agent.event import Event
 from agent.event_queue import QueueClosed
 from agent.location import Location
 from agent.source import EventSink, RecordDecoder
-from agent.source_worker import SourceWorker
+from agent.source_worker import SourceWorker, Stopped, WorkerSource
 from sources.k8saudit.checkpoint import (
     HEAD_BYTES,
     CheckpointWriter,
@@ -48,10 +48,6 @@ _CHUNK_BYTES = 1 << 20
 _PUT_WAIT_S = 0.1
 #: Positions of files no longer open that the checkpoint keeps, so that a rotated file met again is not re-read.
 _KNOWN_MAX = 64
-
-
-class _Stopped(Exception):
-    """The reader was asked to stop (or the queue closed) while handing over a batch."""
 
 
 @dataclass(slots=True)
@@ -84,7 +80,7 @@ def _reason(error: DecodeError) -> str:
     return error.reason if error.reason in REJECT_REASONS else "decode_error"
 
 
-class AuditLogFiles:
+class AuditLogFiles(WorkerSource):
     """LiveSource reading audit log files and directories; one reader thread feeds the sink.
 
     `paths` are files or directories (every *.log, *.json, *.jsonl file in it, oldest first by mtime then
@@ -135,18 +131,6 @@ class AuditLogFiles:
         self._sink = sink
         self._worker.start(self._run, cleanup=self._close_tails)
 
-    def stop(self) -> None:
-        """Stop reading; events read but not handed over are dropped and, unacknowledged, read again next time."""
-        self._worker.stop()
-
-    def wait_finished(self, timeout_s: float | None = None) -> bool:
-        """Whether the reader ended (all read without `follow`, or stopped) within `timeout_s`."""
-        return self._worker.wait_finished(timeout_s)
-
-    def failure(self) -> str | None:
-        """Why the reader thread ended on its own (a bug), or None; the agent restarts the source then."""
-        return self._worker.failure()
-
     def metrics(self) -> dict[str, Any]:
         counters: dict[str, Any] = {"lines_read": self._lines_read, "events": self._events,
                                     "bytes_read": self._bytes_read}
@@ -167,7 +151,7 @@ class AuditLogFiles:
                 self._flush()
                 if not self._follow or self._stopping.wait(self._poll_interval_s):
                     break
-        except _Stopped:
+        except Stopped:
             pass
 
     def _close_tails(self) -> None:
@@ -294,7 +278,7 @@ class AuditLogFiles:
     def _read_all(self) -> None:
         for tail in list(self._tails.values()):
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             try:
                 self._read(tail, is_final=tail.is_rotated or not self._follow)
             except OSError as err:
@@ -309,7 +293,7 @@ class AuditLogFiles:
         """Consume the complete lines of `tail` up to its end; `is_final` consumes a last line without newline."""
         while True:
             if self._stopping.is_set():
-                raise _Stopped
+                raise Stopped
             data = os.pread(tail.fd, _CHUNK_BYTES, tail.read_pos)
             if not data:
                 break
@@ -388,11 +372,11 @@ class AuditLogFiles:
         while True:
             if self._stopping.is_set():
                 self._checkpoint.cancel(seq)
-                raise _Stopped
+                raise Stopped
             try:
                 if self._sink.put(events, on_done, timeout_s=_PUT_WAIT_S):
                     break
             except QueueClosed:
                 self._checkpoint.cancel(seq)
-                raise _Stopped from None
+                raise Stopped from None
         self._last_sent = positions

@@ -19,7 +19,7 @@ import structlog
 
 from agent.event import Event
 from agent.source import DropNotice, EventSink
-from agent.source_worker import SourceWorker
+from agent.source_worker import SourceWorker, WorkerSource
 from sources.kernel.drops import DropMeter
 from sources.kernel.probe import KernelProbe
 from sources.kernel.record import SyscallRecord
@@ -55,7 +55,7 @@ def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] 
     return frozenset(wanted | STATE_SYSCALLS | set(extra))
 
 
-class KernelSource:
+class KernelSource(WorkerSource):
     """LiveSource for syscalls. `rule_types` gives the `evt.type` values the loaded rules can match
     (None: any), read at each start; `new_state` builds a seeded state each start."""
 
@@ -187,12 +187,6 @@ class KernelSource:
         if self._state is not None:
             self._state.close()
             self._state = None
-
-    def stop(self) -> None:
-        self._worker.stop()
-
-    def failure(self) -> str | None:
-        return self._worker.failure()
 
     def metrics(self) -> dict[str, Any]:
         return {

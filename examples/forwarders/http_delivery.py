@@ -71,21 +71,15 @@ def deliver_each(alerts: list[Alert], send: Callable[[Alert], HttpReply]) -> Out
     for index, alert in enumerate(alerts):
         try:
             reply = send(alert)
+            accepted = check_reply(reply)
         except DeliveryFailed as exc:
             if index == 0:
                 raise
             outcome.retry = alerts[index:]
             outcome.retry_after_s, outcome.reason = exc.retry_after_s, exc.reason
             break
-        try:
-            if not check_reply(reply):
-                outcome.rejected.append((alert, reply.summary()))
-        except DeliveryFailed as exc:
-            if index == 0:
-                raise
-            outcome.retry = alerts[index:]
-            outcome.retry_after_s, outcome.reason = exc.retry_after_s, exc.reason
-            break
+        if not accepted:
+            outcome.rejected.append((alert, reply.summary()))
     return outcome
 
 

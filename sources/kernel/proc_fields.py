@@ -88,31 +88,28 @@ def _words(attr: Callable[[ThreadInfo], list[str]], *, by_name: bool = False) ->
     return factory
 
 
-def _session_leader(ev: SyscallEvent) -> ThreadInfo | None:
-    """The thread whose pid is the session id, else the last ancestor still in the session."""
-    thread = ev.thread
-    leader = ev.lookups.threads.main(thread.sid)
-    if leader is not None:
-        return leader
-    found = thread
-    for ancestor in thread.ancestors():
-        if ancestor.sid != thread.sid:
-            break
-        found = ancestor
-    return found
+def _leader_by(leader_id: Callable[[ThreadInfo], int]) -> Callable[[SyscallEvent], ThreadInfo | None]:
+    """The leader of the thread's session (`sid`) or process group (`pgid`): the thread whose pid is that id,
+    else the last ancestor still sharing it."""
+
+    def find(ev: SyscallEvent) -> ThreadInfo | None:
+        thread = ev.thread
+        wanted = leader_id(thread)
+        leader = ev.lookups.threads.main(wanted)
+        if leader is not None:
+            return leader
+        found = thread
+        for ancestor in thread.ancestors():
+            if leader_id(ancestor) != wanted:
+                break
+            found = ancestor
+        return found
+
+    return find
 
 
-def _group_leader(ev: SyscallEvent) -> ThreadInfo | None:
-    thread = ev.thread
-    leader = ev.lookups.threads.main(thread.pgid)
-    if leader is not None:
-        return leader
-    found = thread
-    for ancestor in thread.ancestors():
-        if ancestor.pgid != thread.pgid:
-            break
-        found = ancestor
-    return found
+_session_leader = _leader_by(lambda t: t.sid)
+_group_leader = _leader_by(lambda t: t.pgid)
 
 
 def _of_leader(find: Callable[[SyscallEvent], ThreadInfo | None], attr: Attr) -> ExtractorFactory:

@@ -175,6 +175,14 @@ class TestCredentialsAndSessions:
         assert extract(event, "proc.sid") == 210 and extract(event, "proc.sname") == "tmux"
         assert extract(s.open(210, "/x"), "proc.is_sid_leader") is True
 
+    def test_setpgid_and_process_group_name(self) -> None:
+        """setpgid(0, 0) makes a process its group's leader; its children's proc.vpgid.name names it."""
+        s = Stream()
+        s.spawn(200, 230, "/usr/bin/make")
+        s.record("setpgid", 230, pid=0, pgid=0)
+        event = s.spawn(230, 231, "/usr/bin/cc")
+        assert extract(event, "proc.vpgid.name") == "make" and extract(event, "proc.pgid.exepath") == "/usr/bin/make"
+
     def test_unknown_thread_is_read_from_the_host_then_guessed(self) -> None:
         """A record from a thread never seen is filled from the host, or from the record itself."""
         host = FakeHost(snapshots=[snapshot(1, 0, "init")])

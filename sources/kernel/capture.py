@@ -180,7 +180,9 @@ def replay_capture(path: str | Path, *, hostname: str = "") -> Iterator[Event]:
         for line in read_capture(path):
             kind = line.get("kind")
             if kind == "record":
-                yield state.apply(record_from_line(line))
+                event = state.apply(record_from_line(line))
+                if event is not None:
+                    yield event
             elif kind == "seeded":
                 state.seed()
             elif kind == "container":

@@ -23,7 +23,7 @@ from agent.source_worker import SourceWorker, WorkerSource
 from sources.kernel.drops import DropMeter
 from sources.kernel.probe import KernelProbe
 from sources.kernel.record import SyscallRecord
-from sources.kernel.syscalls import STATE_ONLY_TYPES, STATE_SYSCALLS, SYSCALLS
+from sources.kernel.syscalls import STATE_SYSCALLS, SYSCALLS
 from sources.kernel.wire import RecordDecoder
 
 log = structlog.get_logger(__name__)
@@ -154,8 +154,7 @@ class KernelSource(WorkerSource):
                 counts["state_errors"] += 1
                 log.exception("kernel_state_failed", type=record.type, tid=record.tid)
                 continue
-            if event is not None and (event.type in forward if forward is not None
-                                      else event.type not in STATE_ONLY_TYPES):
+            if event is not None and (forward is None or event.type in forward):
                 batch.append(event)
         counts["records"] += len(raws)
         self._meter.delivered(len(raws))

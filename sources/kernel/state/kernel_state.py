@@ -12,7 +12,7 @@ from sources.kernel.state.context import StateContext, StateLimits
 from sources.kernel.state.host import Accounts, ContainerMeta, HostView, ProcessSnapshot
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.threads import ThreadInfo
-from sources.kernel.syscalls import CLONE_TYPES
+from sources.kernel.syscalls import CLONE_TYPES, STATE_ONLY_TYPES
 
 SOURCE = "syscall"
 
@@ -124,8 +124,9 @@ class KernelState:
         if self._observer is not None:
             self._observer.on_seeded()
 
-    def apply(self, record: SyscallRecord) -> Event:
-        """Update the state with one record and return its event (procexit included)."""
+    def apply(self, record: SyscallRecord) -> Event | None:
+        """Update the state with one record and return its event (procexit included); None for a record that
+        only informs the state (`tcp_local`), which no rule may see, live or replayed."""
         ctx = self.ctx
         thread = ctx.thread_for(record)
         handler = _HANDLERS.get(record.type) or (fd_events.uses_fd if "fd" in record.args else None)
@@ -143,6 +144,8 @@ class KernelState:
         self._integrate_containers()
         if self._observer is not None:
             self._observer.on_record(record)
+        if record.type in STATE_ONLY_TYPES:
+            return None
         self._num += 1
         return Event(source=SOURCE, ts_ns=record.ts_ns, payload=payload, type=record.type, hostname=self.hostname,
                      num=self._num)

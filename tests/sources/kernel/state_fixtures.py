@@ -82,8 +82,16 @@ class Stream:
         pid = record_pid if record_pid is not None else (thread.pid if thread is not None else tid)
         event = self.state.apply(SyscallRecord(type_, self.ts_ns, tid, pid, record_uid, record_uid, name, res,
                                                dict(args)))
+        assert event is not None, f"{type_} records only inform the state: use update() for them"
         self.events.append(event)
         return event
+
+    def update(self, type_: str, tid: int, **args: Any) -> None:
+        """A record that only informs the state (no event, as the rules must not see it)."""
+        self.ts_ns += 1_000_000
+        thread = self.state.ctx.table.get(tid)
+        pid = thread.pid if thread is not None else tid
+        assert self.state.apply(SyscallRecord(type_, self.ts_ns, tid, pid, 0, 0, "", 0, dict(args))) is None
 
     def fork(self, parent: int, child: int, *, flags: int = 0x11, child_pid: int | None = None) -> Event:
         return self.record("clone", parent, res=child, child_tid=child, child_pid=child_pid or child, flags=flags)

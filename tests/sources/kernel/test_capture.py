@@ -32,6 +32,10 @@ def _record_run(path: Path) -> list[dict[str, object]]:
         stream.record("memfd_create", 300, res=5, name="m", flags=0)
         stream.record("symlinkat", 200, target="/etc/shadow", linkdirfd=-100, linkpath="/tmp/s")
         stream.record("openat", 777, res=3, comm="late", dirfd=-100, name="/x", flags=0)
+        stream.record("socket", 210, res=6, domain=2, type=1, proto=0)
+        stream.record("connect", 210, res=-115, fd=6, addr=inet("192.0.2.1", 443), local_addr=inet("10.0.0.5", 0))
+        stream.update("tcp_local", 210, fd=6, local_port=51000)  # recorded, but never an event
+        stream.record("dup2", 210, res=1, oldfd=6, newfd=1)
         stream.exit(210)
         state.close()
     return [{name: str(extract(event, name)) for name in FIELDS} for event in stream.events]
@@ -44,6 +48,8 @@ def test_replay_gives_the_same_field_values(tmp_path: Path) -> None:
     replayed = [{name: str(extract(event, name)) for name in FIELDS} for event in replay_capture(path)]
     assert replayed == live
     assert live[1]["proc.exepath"] == "/usr/bin/curl" and live[4]["container.name"] == "web"
+    assert "tcp_local" not in {event["evt.type"] for event in replayed}
+    assert replayed[-2]["fd.name"] == "10.0.0.5:51000->192.0.2.1:443"  # the dup2 after the late port
 
 
 def test_capture_lines(tmp_path: Path) -> None:

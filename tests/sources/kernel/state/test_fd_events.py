@@ -87,7 +87,7 @@ class TestSockets:
         connect = s.record("connect", 200, res=-115, fd=3, addr=inet("93.184.216.34", 443),
                            local_addr=inet("10.0.0.5", 0))
         assert extract(connect, "fd.name") == "10.0.0.5:0->93.184.216.34:443"
-        s.record("tcp_local", 200, fd=3, local_port=51000)
+        s.update("tcp_local", 200, fd=3, local_port=51000)
         later = s.record("dup2", 200, res=1, oldfd=3, newfd=1)
         assert extract(later, "fd.name") == "10.0.0.5:51000->93.184.216.34:443" and extract(later, "fd.lport") == 51000
         assert extract(connect, "fd.name") == "10.0.0.5:0->93.184.216.34:443"  # what was emitted stays as it was

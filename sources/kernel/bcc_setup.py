@@ -76,3 +76,13 @@ def syscall_tracepoints(root: Path) -> frozenset[str]:
     prefix = "sys_enter_"
     return frozenset(entry.name[len(prefix):] for entry in (root / "events" / "syscalls").iterdir()
                      if entry.name.startswith(prefix))
+
+
+def prepare(headers: str = "") -> tuple[ModuleType, Path, frozenset[str]]:
+    """Everything a probe needs here: the bcc module, the header tree and the syscalls with tracepoints.
+
+    Raises KernelUnavailable naming the first thing missing.
+    """
+    root = tracefs()
+    tree = kernel_headers(headers)
+    return load_bcc(tree), tree, syscall_tracepoints(root)

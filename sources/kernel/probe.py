@@ -28,10 +28,7 @@ class KernelProbe:
 
     def __init__(self, syscalls: Iterable[str], *, ring_buffer_pages: int, headers: str = "",
                  self_pid: int | None = None) -> None:
-        root = bcc_setup.tracefs()
-        self.headers = bcc_setup.kernel_headers(headers)
-        bcc = bcc_setup.load_bcc(self.headers)
-        available = bcc_setup.syscall_tracepoints(root)
+        bcc, self.headers, available = bcc_setup.prepare(headers)
         wanted = sorted(set(syscalls))
         self.missing = tuple(n for n in wanted if SYSCALLS[n].syscall not in available)
         self.syscalls = tuple(n for n in wanted if SYSCALLS[n].syscall in available)
@@ -114,9 +111,7 @@ def _release_compiler_memory() -> None:
 def probe_available(headers: str = "") -> str | None:
     """None when a probe can load here, else the reason (for tests and `make run` messages)."""
     try:
-        root = bcc_setup.tracefs()
-        bcc_setup.load_bcc(bcc_setup.kernel_headers(headers))
-        bcc_setup.syscall_tracepoints(root)
+        bcc_setup.prepare(headers)
     except bcc_setup.KernelUnavailable as exc:
         return str(exc)
     return None

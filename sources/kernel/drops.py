@@ -34,8 +34,12 @@ class DropMeter:
     def delivered(self, count: int) -> None:
         self._delivered_second += count
 
+    def due(self) -> bool:
+        """Whether a second has passed, so that tick() has one to close (the kernel's counter is read only then)."""
+        return self._clock() - self._second_start >= 1.0
+
     def tick(self, lost_total: int) -> DropNotice | None:
-        """Called often with the kernel's lost total; closes a second when one has passed."""
+        """Called with the kernel's lost total; closes a second when one has passed."""
         now = self._clock()
         if now - self._second_start < 1.0:
             return None

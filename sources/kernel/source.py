@@ -161,6 +161,8 @@ class KernelSource(WorkerSource):
         return batch
 
     def _check_drops(self, probe: KernelProbe) -> None:
+        if not self._meter.due():
+            return  # reading the per-CPU counters costs a map walk per CPU: once a second is enough
         self._kernel_counters = probe.counters()
         notice = self._meter.tick(self._kernel_counters["lost"])
         if notice is not None:

@@ -44,6 +44,7 @@ def test_nothing_happens_within_a_second() -> None:
     clock = Clock()
     meter = DropMeter(threshold=0.0, alert_interval_s=0.0, clock=clock)
     clock.now = 0.5
-    assert meter.tick(1000) is None
+    assert not meter.due() and meter.tick(1000) is None
     clock.now = 1.0
-    assert meter.tick(1000).lost == 1000
+    assert meter.due() and meter.tick(1000).lost == 1000
+    assert not meter.due()

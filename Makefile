@@ -3,9 +3,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bootstrapped
 
-.PHONY: run test lint bench clean protos
+.PHONY: run test lint typecheck lock bench clean protos
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh scripts/install_bcc.sh
+$(STAMP): requirements.lock pyproject.toml scripts/bootstrap.sh scripts/install_bcc.sh scripts/system-packages.txt
 	scripts/bootstrap.sh $(VENV)
 	@touch $@
 
@@ -22,10 +22,21 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Every Python dependency (runtime, tests, tools) pinned with hashes for every platform and Python
+# 3.11+; edit the ranges in pyproject.toml, then run this and commit both files.
+# tests/test_lock.py fails when the two disagree.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
+		--python-version 3.11 --custom-compile-command "make lock" --quiet -o requirements.lock
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

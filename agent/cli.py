@@ -257,7 +257,7 @@ def tail_alerts(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except grpc.RpcError as exc:
-        print(f"tail: {client.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"tail: {client.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         client.close()

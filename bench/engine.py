@@ -14,6 +14,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from samples import REFERENCE, cloudtrail_records, k8s_audit_events, with_reads
@@ -27,7 +28,7 @@ from agent.source import RecordDecoder
 STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
 
 
-def texts_of(documents: list[dict]) -> list[bytes]:
+def texts_of(documents: list[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(d) for d in documents]
 
 

@@ -85,7 +85,8 @@ def spawn_client(port: int, args: argparse.Namespace) -> dict[str, Any]:
         [sys.executable, __file__, "--client", str(port), "--batches", str(args.batches),
          "--batch-size", str(args.batch_size), "--concurrency", str(args.concurrency), "--mix", args.mix],
         capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 # ----- servers --------------------------------------------------------------------------------

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Creates the project's virtualenv on a fresh Debian machine: system packages first (only the
-# missing ones), then the Python dependencies. Safe to run again; `make` calls it only when
-# pyproject.toml or this script changed.
+# missing ones, named in scripts/system-packages.txt), then every Python dependency at the exact
+# version and hash of requirements.lock. Safe to run again; `make` calls it only when the lock,
+# pyproject.toml or a set-up script changed.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 venv=${1:-.venv}
 
+missing_in_group() {
+  local pkg
+  for pkg in $(scripts/system_packages.sh "$1"); do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+  done
+}
+
 apt_missing=()
-command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_missing+=(python3-venv)
-# The NATS output's tests start a real JetStream server (Debian installs it in /usr/sbin).
-command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
-if ((${#apt_missing[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    echo "bootstrap: missing ${apt_missing[*]}; run as root or: sudo apt-get install ${apt_missing[*]}" >&2
-    # Only Python is indispensable; without nats-server the NATS tests skip and say why.
-    [[ " ${apt_missing[*]} " == *" python3"* ]] && exit 1
-    apt_missing=()
-  fi
+# A Python from elsewhere (pyenv, a container image) is fine as long as it can build a venv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || mapfile -t -O 0 apt_missing < <(missing_in_group base)
+# An existing nats-server on PATH or in /usr/sbin (Debian's place) is used as it is.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  mapfile -t -O "${#apt_missing[@]}" apt_missing < <(missing_in_group test)
+fi
+if ((${#apt_missing[@]})) && [ "$(id -u)" != 0 ]; then
+  echo "bootstrap: missing ${apt_missing[*]}; run as root or: sudo apt-get install ${apt_missing[*]}" >&2
+  # Only Python is indispensable; without nats-server the NATS tests skip and say why.
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || exit 1
+  apt_missing=()
 fi
 if ((${#apt_missing[@]})); then
   echo "bootstrap: installing ${apt_missing[*]} with apt-get" >&2
@@ -30,7 +39,13 @@ if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# --require-hashes refuses any file whose hash the lock does not name; --no-deps keeps pip from
+# resolving anything the lock does not list. The project itself goes in editable, with the
+# setuptools the lock pins (no isolated build that would fetch an unpinned one).
+"${pip[@]}" install --require-hashes --no-deps -r requirements.lock
+"${pip[@]}" install --no-deps --no-build-isolation -e .
+"${pip[@]}" check
 echo "bootstrap: $venv is ready" >&2
 # The kernel source: BCC, kernel headers and tracefs (reports and carries on when it cannot).
 scripts/install_bcc.sh "$venv"

@@ -15,7 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 missing=()
-for pkg in bpfcc-tools python3-bpfcc libbpfcc; do
+for pkg in $("$(dirname "$0")/system_packages.sh" kernel); do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

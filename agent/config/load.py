@@ -22,6 +22,11 @@ from agent.config.schema import AgentConfig, RuleMatchConfig, RuleSelectionConfi
 from agent.errors import ConfigError
 from agent.location import Location
 
+if typing.TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = typing.TypeVar("_T", bound="DataclassInstance")
+
 
 @dataclasses.dataclass(slots=True)
 class _Value:
@@ -58,7 +63,7 @@ def _read_yaml(path: Path) -> dict[str, _Value]:
     value = _from_node(node, str(path))
     if not isinstance(value.value, dict):
         raise ConfigError("the configuration must be a mapping of keys", Location(str(path), 1))
-    return value.value  # type: ignore[no-any-return]
+    return value.value
 
 
 def _from_node(node: yaml.Node, file: str) -> _Value:
@@ -70,7 +75,7 @@ def _from_node(node: yaml.Node, file: str) -> _Value:
     return _Value(_scalar(node), where)
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
+def _scalar(node: yaml.Node) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node)
@@ -94,9 +99,10 @@ def _apply_override(tree: dict[str, _Value], override: str) -> None:
             child = _Value({}, where)
             _list_at(node, part[:-2], where).append(child)
         else:
-            child = node.get(part)
-            if child is None or not isinstance(child.value, dict):
-                child = node[part] = _Value({}, where)
+            found = node.get(part)
+            if found is None or not isinstance(found.value, dict):
+                found = node[part] = _Value({}, where)
+            child = found
         node = child.value
     last = parts[-1]
     if last.endswith("[]"):
@@ -121,7 +127,7 @@ def _wrap(value: Any, where: str) -> _Value:
     return _Value(value, where)
 
 
-def _build(cls: type, tree: dict[str, _Value], prefix: str, env: Mapping[str, str]) -> Any:
+def _build(cls: type[_T], tree: dict[str, _Value], prefix: str, env: Mapping[str, str]) -> _T:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -146,13 +152,13 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
         if value is None:
             return None
         return _convert(options[0], raw, dotted, env)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if value is None:
-            return hint()  # type: ignore[operator]
+            return hint()
         if not isinstance(value, dict):
             raise bad("a mapping")
-        built = _build(hint, value, dotted + ".", env)  # type: ignore[arg-type]
-        check = _CHECKS.get(hint)  # type: ignore[call-overload]
+        built = _build(hint, value, dotted + ".", env)
+        check = _CHECKS.get(hint)
         problem = check(built) if check is not None else None
         if problem is not None:
             raise ConfigError(f"{dotted}: {problem} ({raw.where})")

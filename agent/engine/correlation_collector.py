@@ -294,5 +294,6 @@ def _value_node(node: yaml.Node, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.value == key:
-                return value_node
+                found: yaml.Node = value_node
+                return found
     return None

@@ -147,7 +147,8 @@ class Engine:
     def set_enabled(self, *, name: str | None = None, tag: str | None = None, enabled: bool) -> int:
         """Enable or disable rules and correlations by name or tag (shell wildcards); returns how many changed."""
         changed = 0
-        for rule in (*self._rules, *self._correlations.correlations):
+        selectable: list[CompiledRule | CompiledCorrelation] = [*self._rules, *self._correlations.correlations]
+        for rule in selectable:
             hit = (name is not None and fnmatch.fnmatchcase(rule.name, name)) or (
                 tag is not None and any(fnmatch.fnmatchcase(t, tag) for t in rule.tags))
             if hit and rule.enabled != enabled:

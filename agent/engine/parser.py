@@ -323,13 +323,13 @@ class Parser:
                     self.i = number.end()
                     return Check(lhs, op, StrLit(number.group(), self.pos(number.start()), is_number=True), pos)
                 return Check(lhs, op, rhs, pos)
-        op = self.lex_str_op()
-        if op is not None:
+        str_op = self.lex_str_op()
+        if str_op is not None:
             modifier = self.lex_modifier()
             if modifier is not None:
-                return Check(lhs, op, self.parse_list_value(), pos, modifier)
+                return Check(lhs, str_op, self.parse_list_value(), pos, modifier)
             self.skip_blanks()
-            return Check(lhs, op, self.parse_str_value(callable_ok=True), pos)
+            return Check(lhs, str_op, self.parse_str_value(callable_ok=True), pos)
         for op in LIST_OPS:
             if self.eat(op):
                 self.skip_blanks()

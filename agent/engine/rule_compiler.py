@@ -42,8 +42,10 @@ class CompileContext:
 def build_context(collector: Collector, sources: dict[str, SourceSpec], result: LoadResult,
                   *, parse_cache: dict[str, Expr]) -> CompileContext:
     """Expand lists and macros once; raises LoadAborted after recording an error."""
-    for definition in (*collector.lists.values(), *collector.macros.values()):
-        definition.used = False
+    for list_def in collector.lists.values():
+        list_def.used = False
+    for macro_def in collector.macros.values():
+        macro_def.used = False
     lists = ListExpander(collector.lists)
     trees: dict[str, Expr] = {}
     for macro in sorted(collector.macros.values(), key=lambda m: m.index):

@@ -38,7 +38,8 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXH
 def make_filter(*, min_priority: Priority | None = None, sources: Iterable[str] = (), rules: Iterable[str] = (),
                 tags_any: Iterable[str] = (), tags_all: Iterable[str] = ()) -> pb.AlertFilter:
     """One `AlertFilter`: every argument given must match (see alerts.proto for the semantics)."""
-    return pb.AlertFilter(min_priority=proto_priority(min_priority) if min_priority is not None else 0,
+    return pb.AlertFilter(min_priority=proto_priority(min_priority) if min_priority is not None
+                          else pb.PRIORITY_UNSPECIFIED,
                           sources=list(sources), rules=list(rules), tags_any=list(tags_any), tags_all=list(tags_all))
 
 
@@ -66,7 +67,8 @@ class AlertClient:
         self.reconnects = 0
 
     def version(self) -> pb.VersionResponse:
-        return self._stub.Version(pb.VersionRequest(), timeout=self._call_timeout_s)
+        response: pb.VersionResponse = self._stub.Version(pb.VersionRequest(), timeout=self._call_timeout_s)
+        return response
 
     def get(self, *, after_seq: int = 0, limit: int = 0, allow: Iterable[pb.AlertFilter] = (),
             deny: Iterable[pb.AlertFilter] = ()) -> Iterator[Alert]:
@@ -121,7 +123,7 @@ class AlertClient:
                 finally:
                     call.cancel()
             except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
+                code = exc.code()
                 if self._closed.is_set():
                     return
                 if code == grpc.StatusCode.OUT_OF_RANGE and cursor:

@@ -6,7 +6,7 @@ enum number them from 0. Every conversion of that number goes through this modul
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from agent.alert import Alert
 from agent.generic_fields import format_time
@@ -24,9 +24,13 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _LEGACY_SOURCES = {"syscall": schema_pb2.SYSCALL, "k8s_audit": schema_pb2.K8S_AUDIT, "internal": schema_pb2.INTERNAL}
 
 
-def proto_priority(priority: Priority) -> int:
-    """Our API's priority number for an agent priority (one more than Falco's)."""
-    return int(priority) + 1
+_WIRE_PRIORITY = {p: cast(pb.Priority, int(p) + 1) for p in Priority}
+_LEGACY_PRIORITY = {p: cast(schema_pb2.priority, int(p)) for p in Priority}
+
+
+def proto_priority(priority: Priority) -> pb.Priority:
+    """Our API's priority for an agent priority (numbered one more than Falco's)."""
+    return _WIRE_PRIORITY[priority]
 
 
 def _list_item(value: Any) -> str:
@@ -58,7 +62,7 @@ def alert_to_proto(alert: Alert, seq: int) -> pb.Alert:
 
     Built by assignment into a message rather than nested constructors: about three times faster.
     """
-    msg = pb.Alert(seq=seq, rule=alert.rule, priority=int(alert.priority) + 1, source=alert.source,
+    msg = pb.Alert(seq=seq, rule=alert.rule, priority=_WIRE_PRIORITY[alert.priority], source=alert.source,
                    tags=alert.tags, hostname=alert.hostname, output=alert.output)
     msg.time.seconds, msg.time.nanos = divmod(alert.ts_ns, 1_000_000_000)
     fields = msg.output_fields
@@ -135,7 +139,7 @@ def legacy_response(msg: pb.Alert) -> outputs_pb2.response:
     ts_ns = msg.time.seconds * 1_000_000_000 + msg.time.nanos
     return outputs_pb2.response(
         time=msg.time,
-        priority=int(priority),
+        priority=_LEGACY_PRIORITY[priority],
         source_deprecated=_LEGACY_SOURCES.get(msg.source, schema_pb2.PLUGIN),
         rule=msg.rule,
         output=f"{format_time(ts_ns)}: {priority.label} {msg.output}",

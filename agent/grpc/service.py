@@ -114,7 +114,7 @@ class AlertApi:
         self._max_get_limit = max_get_limit
 
     def handler(self) -> grpc.GenericRpcHandler:
-        methods = {
+        methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "Subscribe": grpc.unary_stream_rpc_method_handler(
                 self.subscribe, request_deserializer=pb.SubscribeRequest.FromString, response_serializer=bytes_out),
             "Get": grpc.unary_stream_rpc_method_handler(

@@ -112,9 +112,9 @@ class Subscription:
             else:
                 self.missed += 1
                 tail = self._items[-1] if self._items else None
-                if tail.__class__ is _GapRun:
-                    tail.missed += 1  # type: ignore[union-attr]
-                    tail.last = item.seq  # type: ignore[union-attr]
+                if isinstance(tail, _GapRun):
+                    tail.missed += 1
+                    tail.last = item.seq
                 else:
                     self._items.append(_GapRun(item.seq))
             wake, self._idle = self._idle, False
@@ -136,7 +136,7 @@ class Subscription:
             items = list(self._items)
             self._items.clear()
             self._queued = 0
-        return [Gap(i.missed, i.first, i.last) if i.__class__ is _GapRun else i for i in items]  # type: ignore[union-attr]
+        return [Gap(i.missed, i.first, i.last) if isinstance(i, _GapRun) else i for i in items]
 
     def close(self) -> None:
         with self._lock:

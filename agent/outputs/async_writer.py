@@ -28,7 +28,6 @@ __all__ = ["AsyncWriter", "Backoff", "DeliveryError", "Destination", "RejectedEr
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
 
 
 class DeliveryError(Exception):
@@ -39,10 +38,10 @@ class RejectedError(Exception):
     """The destination refused the batch for good; sending it again would not help."""
 
 
-class Destination(Protocol[T_contra]):
+class Destination(Protocol[T]):
     """Where the writer thread delivers; both methods run on the writer thread only."""
 
-    def send(self, items: list[T_contra]) -> None:
+    def send(self, items: list[T]) -> None:
         """Deliver the whole batch or raise DeliveryError / RejectedError."""
         ...
 

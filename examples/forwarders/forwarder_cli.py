@@ -50,6 +50,6 @@ def run_forwarder(argv: Sequence[str] | None, *, name: str, own_key: str, own_cl
     try:
         forwarder.run()
     except grpc.RpcError as exc:
-        print(f"{name}: the agent refused the subscription: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"{name}: the agent refused the subscription: {exc.details()}", file=sys.stderr)
         return 1
     return 0

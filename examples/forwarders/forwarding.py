@@ -188,7 +188,7 @@ class Forwarder:
             try:
                 last_seq = int(self._client.version().last_seq)
             except grpc.RpcError as exc:
-                self.log.warning("agent_unreachable", code=exc.code().name)  # type: ignore[attr-defined]
+                self.log.warning("agent_unreachable", code=exc.code().name)
                 self._stopping.wait(backoff.next_delay_s())
                 continue
             self.state.write(last_seq)  # so a crash before the first delivery still resumes from here
@@ -210,7 +210,7 @@ class Forwarder:
                         continue
         except grpc.RpcError as exc:
             if not self._stopping.is_set():
-                self.log.error("subscription_failed", code=exc.code().name, details=exc.details())  # type: ignore[attr-defined]
+                self.log.error("subscription_failed", code=exc.code().name, details=exc.details())
                 self._reader_error = exc
         finally:
             self._stopping.set()

@@ -144,7 +144,7 @@ class ElasticsearchSink:
             raise DeliveryFailed(f"bulk answer has {len(items)} items for {len(alerts)} actions")
         outcome = Outcome()
         for alert, item in zip(alerts, items, strict=True):
-            result = next(iter(item.values()), {})
+            result: dict[str, Any] = next(iter(item.values()), {})
             status = int(result.get("status", 500))
             if 200 <= status < 300:
                 continue

@@ -35,6 +35,7 @@ from sources.cloudtrail.info import (
     original_user,
     s3_uri,
     summary,
+    text,
     transferred_bytes,
     user_name,
 )
@@ -216,14 +217,14 @@ def _image_ids(record: dict[str, Any]) -> tuple[str, ...] | None:
         if items.__class__ is not list:
             return None
         ids = tuple(
-            as_text(item["imageId"]) for item in items if item.__class__ is dict and "imageId" in item
+            text(item["imageId"]) for item in items if item.__class__ is dict and "imageId" in item
         )
         return ids or None
     params = record.get(_REQUEST)
     for path in _IMAGE_ID_FALLBACKS:
         image_id = _value_at(params, path)
         if image_id is not MISSING:
-            return (as_text(image_id),)
+            return (text(image_id),)
     return None
 
 

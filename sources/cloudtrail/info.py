@@ -24,6 +24,11 @@ def as_text(value: Any) -> str | None:
     """A plain field's value: a JSON string as is, any other JSON value as "", absent as None."""
     if value is MISSING:
         return None
+    return text(value)
+
+
+def text(value: Any) -> str:
+    """A present value as text: a JSON string as is, any other JSON value as ""."""
     return value if value.__class__ is str else ""
 
 
@@ -77,7 +82,8 @@ def _byte_count(value: Any) -> int:
     """A transferred-bytes number as uint64: fractions truncated, anything not a number is 0."""
     kind = value.__class__
     if kind is int:
-        return min(max(value, 0), _UINT64_LIMIT - 1)
+        number: int = value
+        return min(max(number, 0), _UINT64_LIMIT - 1)
     if kind is float:
         if value != value:  # NaN, which lenient JSON parsers accept
             return 0

@@ -43,7 +43,7 @@ class HeldMessage:
 
 def backoff_s(failures: int) -> float:
     """Exponential, capped, with jitter so that agents failing together do not retry together."""
-    ceiling = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** max(failures - 1, 0))
+    ceiling = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2.0 ** max(failures - 1, 0))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 

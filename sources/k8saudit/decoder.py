@@ -141,13 +141,14 @@ class K8sAuditDecoder:
             items = records
             is_batch = True
         elif isinstance(document, dict) and document.get("kind") == "EventList":
-            items = document.get("items")
-            if not isinstance(items, list):
+            listed = document.get("items")
+            if not isinstance(listed, list):
                 yield DecodeError(
-                    f"not a Kubernetes audit EventList: 'items' is {_shown(items)}, expected an array",
+                    f"not a Kubernetes audit EventList: 'items' is {_shown(listed)}, expected an array",
                     Location(file=origin, item_kind="document"), reason="not_audit_event",
                 )
                 return
+            items = listed
             is_batch = False
         elif isinstance(document, list):
             items = document

@@ -106,7 +106,7 @@ def scalar_at(*keys: str) -> ExtractorFactory:
             payload = event.payload
             if payload.__class__ is not dict or "auditID" not in payload:
                 return None
-            node = payload
+            node: Any = payload
             for key in keys:
                 node = node.get(key, MISSING) if node.__class__ is dict else MISSING
                 if node is MISSING:

@@ -72,7 +72,7 @@ class WebhookStats:
         self.events_received = 0
         self.events_accepted = 0
         self.rejected: Counter[str] = Counter()
-        self.requests_refused: Counter[str] = Counter()
+        self.requests_refused: Counter[int] = Counter()
         self.batch_sizes: Counter[int] = Counter()
 
     def observe_batch(self, size: int) -> None:
@@ -162,8 +162,7 @@ class AuditWebhook:
                            reuse_address=True)
         await site.start()
         self._server = site._server  # aiohttp keeps the listening server here; failure() asks it
-        sockets = self._server.sockets if self._server else []
-        host, port = sockets[0].getsockname()[:2]
+        host, port = self._runner.addresses[0][:2]
         return host, port
 
     async def _close(self) -> None:
@@ -269,5 +268,6 @@ def _items(document: Any) -> Sequence[Any]:
     if isinstance(document, list):
         return document
     if isinstance(document, dict) and document.get("kind") == "EventList" and isinstance(document.get("items"), list):
-        return document["items"]
+        items: list[Any] = document["items"]
+        return items
     return (document,)

@@ -32,6 +32,7 @@ from sources.kernel.arg_format import (
     flag_names,
     ppm_open_flags,
 )
+from sources.kernel.record import SyscallRecord
 from sources.kernel.state.fd_events import OPEN_TYPES, open_flags
 from sources.kernel.state.fds import FdInfo
 from sources.kernel.state.paths import AT_FDCWD, absolute_path
@@ -77,6 +78,11 @@ def _path(ev: SyscallEvent, param: Param, value: str) -> Rendered:
     return value, absolute_path(ev.thread.cwd, value)
 
 
+def _argument(rec: SyscallRecord, param: Param) -> Any:
+    """The parameter as captured: the syscall's result or one of its arguments (None when absent)."""
+    return rec.res if param.copy is Copy.RESULT else rec.args.get(param.name)
+
+
 def render_param(ev: SyscallEvent, param: Param) -> Rendered | None:
     """A parameter of the record as (raw, resolved); None when the record lacks it."""
     rec = ev.record
@@ -84,7 +90,7 @@ def render_param(ev: SyscallEvent, param: Param) -> Rendered | None:
     if kind is ParamKind.OPEN_FLAGS and rec.type in OPEN_TYPES:
         ppm = ppm_open_flags(open_flags(rec))
         return str(ppm), flag_names(ppm, OPEN_FLAG_NAMES)
-    value = rec.res if param.copy is Copy.RESULT else rec.args.get(param.name)
+    value = _argument(rec, param)
     if value is None:
         return None
     if kind is ParamKind.FD:
@@ -132,7 +138,7 @@ def raw_value(ev: SyscallEvent, param: Param) -> Any:
     rec = ev.record
     if param.kind is ParamKind.OPEN_FLAGS and rec.type in OPEN_TYPES:
         return ppm_open_flags(open_flags(rec))
-    value = rec.res if param.copy is Copy.RESULT else rec.args.get(param.name)
+    value = _argument(rec, param)
     if value is None:
         return None
     if param.kind is ParamKind.OPEN_FLAGS:

@@ -6,6 +6,7 @@ and turns every gap into a KernelUnavailable whose message says what to do.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import subprocess
@@ -64,11 +65,10 @@ def load_bcc(headers: Path) -> ModuleType:
     # BCC reads the header location from the environment when it compiles.
     os.environ["BCC_KERNEL_SOURCE"] = str(headers)
     try:
-        import bcc
+        return importlib.import_module("bcc")
     except ImportError:
         raise KernelUnavailable("the bcc Python module is missing: run `make` as root "
                                 "(scripts/install_bcc.sh installs python3-bpfcc)") from None
-    return bcc
 
 
 def syscall_tracepoints(root: Path) -> frozenset[str]:

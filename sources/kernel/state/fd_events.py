@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
@@ -83,7 +84,7 @@ def on_dup(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscall
 
 
 def _pair(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo, make: FdInfo) -> SyscallEvent:
-    fds = rec.args.get("fds") or ()
+    fds: Sequence[int] = rec.args.get("fds") or ()
     if rec.res < 0 or len(fds) != 2:
         return SyscallEvent(rec, thread, ctx.lookups, has_fd=True, fd_num=-1)
     first = replace(make, num=fds[0])

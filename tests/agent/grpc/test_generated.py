@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from importlib import metadata
 from pathlib import Path
+
+from packaging.version import Version
+
+from tests.test_lock import PINS
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -24,7 +29,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_checked_in_stubs_are_fresh(tmp_path: Path) -> None:
-    """Editing a .proto without running `make protos` fails here, naming the stale files."""
+    """Editing a .proto, or bumping grpcio-tools in the lock, without `make protos` fails here, naming the files."""
+    locked = {pin.name: pin.version for pin in PINS}["grpcio-tools"]
+    assert Version(metadata.version("grpcio-tools")) == locked, "the venv is older than requirements.lock"
     gen = _load_script()
     gen.generate(tmp_path / "_gen")
     fresh, checked_in = _tree(tmp_path / "_gen"), _tree(REPO / "agent" / "grpc" / "_gen")

@@ -5,7 +5,7 @@ import warnings
 
 from agent.grpc._gen.falco.outputs import outputs_pb2 as falco_dot_outputs_dot_outputs__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -5,7 +5,7 @@ import warnings
 
 from agent.grpc._gen.falco.version import version_pb2 as falco_dot_version_dot_version__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

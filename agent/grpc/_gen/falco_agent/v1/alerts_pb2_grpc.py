@@ -5,7 +5,7 @@ import warnings
 
 from agent.grpc._gen.falco_agent.v1 import alerts_pb2 as falco__agent_dot_v1_dot_alerts__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

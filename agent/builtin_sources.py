@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -18,12 +19,14 @@ from agent.priority import Priority
 from agent.recorded import FileReplayer
 from agent.source import LiveSource, RecordDecoder, SourceSpec
 from sources.cloudtrail.aws import AwsSettings
+from sources.cloudtrail.decoder import SOURCE as CLOUDTRAIL
 from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.directory import CloudTrailDirectory
 from sources.cloudtrail.fields import cloudtrail_source
 from sources.cloudtrail.s3 import S3TrailPoller
 from sources.cloudtrail.sqs import SqsTrailConsumer
 from sources.k8saudit.decoder import K8sAuditDecoder
+from sources.k8saudit.fields import SOURCE_NAME as K8S_AUDIT
 from sources.k8saudit.fields import k8s_audit_source
 from sources.k8saudit.files import AuditLogFiles
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
@@ -38,9 +41,41 @@ from sources.kernel.syscalls import SYSCALLS
 
 log = structlog.get_logger(__name__)
 
+@dataclass(frozen=True, slots=True)
+class LiveContext:
+    """What every live input builder may need besides the configuration."""
+
+    hostname: str
+    #: The `evt.type` values the current rules can match (None: any); read when the kernel source starts.
+    syscall_rule_types: Callable[[], frozenset[str] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinSource:
+    """One built-in event source: its field table for the engine and the live inputs its config section enables.
+
+    `name` is the event-source name rules, alerts and `--enable-source` use (Falco's names).
+    """
+
+    name: str
+    spec: Callable[[], SourceSpec]
+    live: Callable[[AgentConfig, LiveContext], list[LiveSource]]
+    config_section: str
+
+
 def builtin_source_specs() -> list[SourceSpec]:
     """Every built-in source, so that rules of any of them load."""
-    return [syscall_source(), k8s_audit_source(), cloudtrail_source()]
+    return [source.spec() for source in BUILTIN_SOURCES]
+
+
+def builtin_source_names() -> list[str]:
+    """The event-source names the agent can run, in their usual order."""
+    return [source.name for source in BUILTIN_SOURCES]
+
+
+def source_config_section(name: str) -> str:
+    """Where the configuration enables the inputs of event source `name`."""
+    return next(source.config_section for source in BUILTIN_SOURCES if source.name == name)
 
 
 def recorded_decoders(*, hostname: str) -> list[RecordDecoder]:
@@ -81,18 +116,15 @@ def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priorit
     return engine
 
 
-def live_sources(config: AgentConfig, *, hostname: str,
-                 syscall_rule_types: Callable[[], frozenset[str] | None] = frozenset) -> list[LiveSource]:
-    """The live inputs the configuration enables, not yet started; one builder per source (`sources.<name>`).
-
-    `syscall_rule_types` says what the current rules can use of the kernel (see syscall_rule_types()).
-    """
-    return [*_kernel_sources(config, hostname=hostname, rule_types=syscall_rule_types),
-            *_k8s_audit_sources(config, hostname=hostname), *_cloudtrail_sources(config, hostname=hostname)]
+def live_sources(config: AgentConfig, context: LiveContext, *,
+                 selected: Collection[str] | None = None) -> dict[str, list[LiveSource]]:
+    """The live inputs the configuration enables, not yet started, per event source; only the `selected`
+    event sources are built (None: all), so a source left out never touches the kernel or the network."""
+    return {source.name: source.live(config, context) for source in BUILTIN_SOURCES
+            if selected is None or source.name in selected}
 
 
-def _kernel_sources(config: AgentConfig, *, hostname: str,
-                    rule_types: Callable[[], frozenset[str] | None]) -> list[LiveSource]:
+def _kernel_sources(config: AgentConfig, context: LiveContext) -> list[LiveSource]:
     kernel = config.sources.kernel
     if not kernel.enabled:
         return []
@@ -104,12 +136,13 @@ def _kernel_sources(config: AgentConfig, *, hostname: str,
         # Not an error: a machine without root or BPF still runs the other sources.
         log.warning("kernel_source_unavailable", reason=reason)
         return []
-    return [KernelSource(kernel_settings(kernel), rule_types=rule_types,
-                         new_state=lambda: live_state(hostname=hostname,
+    return [KernelSource(kernel_settings(kernel), rule_types=context.syscall_rule_types,
+                         new_state=lambda: live_state(hostname=context.hostname,
                                                       runtime_sockets=kernel.container_runtime_sockets))]
 
 
-def _k8s_audit_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
+def _k8s_audit_sources(config: AgentConfig, context: LiveContext) -> list[LiveSource]:
+    hostname = context.hostname
     out: list[LiveSource] = []
     k8s = config.sources.k8s_audit
     if k8s.enabled and k8s.webhook.enabled:
@@ -134,7 +167,8 @@ def _k8s_audit_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource
     return out
 
 
-def _cloudtrail_sources(config: AgentConfig, *, hostname: str) -> list[LiveSource]:
+def _cloudtrail_sources(config: AgentConfig, context: LiveContext) -> list[LiveSource]:
+    hostname = context.hostname
     trail = config.sources.aws_cloudtrail
     if not trail.enabled:
         return []
@@ -166,3 +200,12 @@ def _cloudtrail_sources(config: AgentConfig, *, hostname: str) -> list[LiveSourc
 
 def _path(text: str) -> Path | None:
     return Path(text) if text else None
+
+
+# The one registration of each built-in source. The kernel's config section keeps its name: it configures
+# the capture, whose events are the `syscall` source.
+BUILTIN_SOURCES = (
+    BuiltinSource(SYSCALL, syscall_source, _kernel_sources, "sources.kernel"),
+    BuiltinSource(K8S_AUDIT, k8s_audit_source, _k8s_audit_sources, "sources.k8s_audit"),
+    BuiltinSource(CLOUDTRAIL, cloudtrail_source, _cloudtrail_sources, "sources.aws_cloudtrail"),
+)

@@ -18,6 +18,7 @@ import structlog
 
 from agent import __version__
 from agent.builtin_sources import (
+    builtin_source_names,
     builtin_source_specs,
     capture_syscalls,
     new_engine,
@@ -53,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", metavar="AGENT_YAML", help="agent configuration file")
     parser.add_argument("-r", "--rules", action="append", default=[], metavar="RULES",
                         help="rules file or directory; repeat to load several, in order")
+    names = ", ".join(builtin_source_names())
     parser.add_argument("--enable-source", action="append", default=[], metavar="NAME",
-                        help="run only these sources (syscall, k8s_audit, aws_cloudtrail)")
+                        help=f"run only this event source ({names}); repeat for several")
+    parser.add_argument("--disable-source", action="append", default=[], metavar="NAME",
+                        help="run every event source but this one; repeat for several; not with --enable-source")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a configuration key")
     parser.add_argument("--json", action="store_true", help="alerts as JSON lines")
@@ -71,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit, CloudTrail or kernel capture files")
     replay.add_argument("-r", "--rules", action="append", required=True, dest="replay_rules", metavar="RULES",
                         help="rules file, once per file, loaded in order")
-    replay.add_argument("--source", choices=["k8s_audit", "aws_cloudtrail"],
+    replay.add_argument("--source", choices=[decoder.source for decoder in recorded_decoders(hostname="")],
                         help="decode every input as this source instead of recognising it")
     replay.add_argument("--rule-matching", choices=["first", "all"], default="first")
     replay.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="PRIORITY")
@@ -209,7 +213,7 @@ def list_fields(source: str | None, *, as_json: bool) -> int:
     if source is not None:
         specs = [s for s in specs if s.name == source]
         if not specs:
-            print(f"unknown source '{source}'; known: syscall, k8s_audit, aws_cloudtrail", file=sys.stderr)
+            print(f"unknown source '{source}'; known: {', '.join(builtin_source_names())}", file=sys.stderr)
             return EXIT_USAGE
     rows = [
         {"source": spec.name, "name": f.name, "type": f.type.value, "list": f.is_list, "arg": f.arg.label,

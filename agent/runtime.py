@@ -21,7 +21,14 @@ from typing import Any, Protocol
 import structlog
 
 from agent.alert import Alert
-from agent.builtin_sources import live_sources, new_engine, syscall_rule_types
+from agent.builtin_sources import (
+    LiveContext,
+    builtin_source_names,
+    live_sources,
+    new_engine,
+    source_config_section,
+    syscall_rule_types,
+)
 from agent.config import AgentConfig, load_config
 from agent.config.schema import GrpcConfig
 from agent.drop_watch import DropWatch
@@ -54,6 +61,7 @@ from agent.reload import (
 )
 from agent.rule_selection import apply_rule_selection
 from agent.source import DropReporting, LiveSource
+from agent.source_selection import SourceSelectionError, select_sources
 from agent.supervisor import SourceSupervisor
 
 log = structlog.get_logger(__name__)
@@ -196,9 +204,13 @@ class AgentRuntime:
             on_done()
 
 
-def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: list[str], json_alerts: bool,
-                  config_path: str | None = None, overrides: list[str] | None = None) -> AgentRuntime:
-    """Engine with rules loaded, the enabled sources and the outputs, from the configuration; rules hot reload on."""
+def build_runtime(config: AgentConfig, *, extra_rules: list[str], json_alerts: bool,
+                  selected_sources: frozenset[str] | None = None, config_path: str | None = None,
+                  overrides: list[str] | None = None) -> AgentRuntime:
+    """Engine with rules loaded, the enabled sources and the outputs, from the configuration; rules hot reload on.
+
+    `selected_sources` are the event sources the command line chose (None: every one the config enables).
+    """
     engine = new_engine(rule_matching=config.rule_matching, min_priority=Priority.parse(config.priority),
                         hostname=config.hostname)
     # Taken before loading, so that a file changed while the agent starts is reloaded, not missed.
@@ -213,9 +225,14 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], only_sources: 
     log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules),
              enabled=sum(rule.enabled for rule in engine.rules))
     # Read when the kernel source starts and as rules reload: the engine in use then, not this first one.
-    sources = [s for s in live_sources(config, hostname=engine.hostname,
-                                       syscall_rule_types=lambda: syscall_rule_types(runtime.engine))
-               if not only_sources or s.name in only_sources]
+    context = LiveContext(hostname=engine.hostname, syscall_rule_types=lambda: syscall_rule_types(runtime.engine))
+    built = live_sources(config, context, selected=selected_sources)
+    for name, inputs in built.items():
+        if not inputs and selected_sources is not None:
+            log.warning("selected_source_has_no_input", source=name,
+                        hint=f"enable an input under {source_config_section(name)} in the configuration")
+    sources = [source for inputs in built.values() for source in inputs]
+    log.info("event_sources_enabled", sources=[name for name, inputs in built.items() if inputs])
     outputs = build_outputs(config, json_alerts=json_alerts)
     servers: list[Stoppable] = []
     server = start_grpc_server(config.grpc)
@@ -316,7 +333,13 @@ def run_agent(args: argparse.Namespace) -> int:
     log_format = config.logging.format
     configure_logging(level=config.logging.level, json=None if log_format == "auto" else log_format == "json")
     try:
-        runtime = build_runtime(config, extra_rules=args.rules, only_sources=args.enable_source,
+        selected = select_sources(builtin_source_names(), enable=args.enable_source, disable=args.disable_source)
+    except SourceSelectionError as exc:
+        print(f"falco-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    explicit = selected if args.enable_source or args.disable_source else None
+    try:
+        runtime = build_runtime(config, extra_rules=args.rules, selected_sources=explicit,
                                 json_alerts=args.json, config_path=args.config, overrides=args.option)
     except ConfigError as exc:
         print(f"falco-agent: {exc}", file=sys.stderr)

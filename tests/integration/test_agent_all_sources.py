@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.alert import Alert
 from agent.grpc.client import AlertClient
 from tests.agent.test_runtime import exec_event, post
 from tests.support.agent_process import REPO, Agent
@@ -36,7 +37,7 @@ def test_kernel_audit_and_cloudtrail_alerts_reach_stdout_file_and_grpc(tmp_path:
                   f"sources.aws_cloudtrail.directory.paths=[{trails}]", "-o", "outputs.file.enabled=true",
                   "-o", f"outputs.file.path={alerts_file}", "--json", kernel=True)
     agent.read_alerts()
-    received: list[Any] = []
+    received: list[Alert] = []
     try:
         url = agent.wait_for_log("webhook_listening")["url"]
         started = agent.wait_for_log("agent_started", timeout_s=90)
@@ -66,9 +67,10 @@ def test_kernel_audit_and_cloudtrail_alerts_reach_stdout_file_and_grpc(tmp_path:
     assert any(a["rule"] == EXPECTED["syscall"] for a in in_file)
 
 
-def _collect(client: AlertClient) -> list[Any]:
+def _collect(client: AlertClient) -> list[Alert]:
     out = []
     for item in client.subscribe(resume_after=0, reconnect=False):
+        assert isinstance(item, Alert), item  # a fresh agent has lost nothing, so there is no gap
         out.append(item)
         if {a.source for a in out} >= set(EXPECTED):
             break
@@ -90,14 +92,16 @@ def _wait(predicate: Any, timeout_s: float = 20) -> None:
 
 
 def test_syscalls_lost_in_the_kernel_raise_the_drop_alert() -> None:
-    """A ring buffer too small for a flood: the agent says so with Falco's "syscall event drop" alert."""
+    """A ring buffer too small for a flood: the agent says so with Falco's "syscall event drop" alert.
+
+    Started as a Falco user would run syscalls alone: `--enable-source syscall`."""
     require_probe()
-    agent = Agent("-o", "sources.k8s_audit.enabled=false", "-o", "sources.aws_cloudtrail.enabled=false",
-                  "-o", "sources.kernel.ring_buffer_pages=1", "-o", "sources.kernel.drops.alert_interval_s=0",
-                  "--json", kernel=True)
+    agent = Agent("--enable-source", "syscall", "-o", "sources.kernel.ring_buffer_pages=1",
+                  "-o", "sources.kernel.drops.alert_interval_s=0", "--json", kernel=True)
     agent.read_alerts()
     try:
-        agent.wait_for_log("agent_started", timeout_s=90)
+        assert agent.wait_for_log("event_sources_enabled", timeout_s=90)["sources"] == ["syscall"]
+        assert agent.wait_for_log("agent_started", timeout_s=90)["sources"] == ["kernel"]
         flood = [sys.executable, "-c", "import os\nfor _ in range(30000): os.close(os.open('/', 0))"]
         drop = None
         deadline = time.monotonic() + 30

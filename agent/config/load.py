@@ -116,7 +116,7 @@ def _list_at(node: dict[str, _Value], key: str, where: str) -> list[_Value]:
     child = node.get(key)
     if child is None or not isinstance(child.value, list):
         child = node[key] = _Value([], where)
-    return child.value  # type: ignore[no-any-return]
+    return child.value
 
 
 def _wrap(value: Any, where: str) -> _Value:

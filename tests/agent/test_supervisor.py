@@ -145,7 +145,7 @@ class TestRealSource:
         log_file = tmp_path / "audit.log"
         log_file.write_text("".join(json.dumps(exec_event(n)) + "\n" for n in range(3)))
         queue = EventQueue(100)
-        source = AuditLogFiles(paths=[log_file], poll_interval_s=0.02, decoder=OnceBrokenDecoder())  # type: ignore[arg-type]
+        source = AuditLogFiles(paths=[log_file], poll_interval_s=0.02, decoder=OnceBrokenDecoder())
         raised: list[Alert] = []
         sup = SourceSupervisor([source], queue, alerts=InternalAlerts(hostname="n"), emit=raised.append,
                                initial_backoff_s=0)
@@ -155,11 +155,11 @@ class TestRealSource:
             sup.check()  # notices the death
             sup.check()  # restarts (no backoff in this test)
             assert [a.rule for a in raised] == [SOURCE_FAILED, SOURCE_RESTARTED]
-            names = []
+            names: list[str] = []
             while len(names) < 3:
                 batch = queue.get(timeout_s=WAIT_S)
                 assert batch is not None, names
-                names += [e.payload["objectRef"]["name"] for e in batch.events]  # type: ignore[index]
+                names += [e.payload["objectRef"]["name"] for e in batch.events]
         finally:
             sup.stop()
         assert sorted(names) == ["cart-0", "cart-1", "cart-2"] and source.failure() is None

@@ -15,6 +15,7 @@ import pytest
 
 from agent.builtin_sources import new_engine, recorded_replayers
 from agent.engine.engine import Engine
+from agent.event import Event
 from tests.correlation.conftest import SHIPPED, STREAMS, mixed_engine, replay
 from tests.sources.kernel.state_fixtures import extract
 from tests.support.kernel_scenarios import KERNEL, kernel_pods, pod, stream_files, stream_lines, time_ns
@@ -69,8 +70,10 @@ def test_kernel_lines_replay_with_the_fields_of_their_pod(stream: str, tmp_path:
     path = STREAMS / f"{stream}.jsonl"
     lines = [orjson.loads(raw)[KERNEL] for is_kernel, raw in stream_lines(path) if is_kernel]
     [replayer] = recorded_replayers(hostname="node-1")
-    events = [event for file in stream_files(path, tmp_path) if replayer.claims(file)
-              for event in replayer.events(file)]
+    results = [event for file in stream_files(path, tmp_path) if replayer.claims(file)
+               for event in replayer.events(file)]
+    events = [event for event in results if isinstance(event, Event)]
+    assert events == results, "a recorded line did not decode"
     for line in lines:
         [event] = [e for e in events if e.ts_ns == time_ns(line["time"])]
         where = pod(line["pod"])

@@ -32,7 +32,7 @@ def fired(engine: Engine, *events: Event) -> list[str]:
 
 def metrics(engine: Engine) -> dict[str, int]:
     [m] = engine.correlation_metrics()
-    return {k: getattr(m, k) for k in m.__slots__ if k != "rule"}  # type: ignore[attr-defined]
+    return {k: getattr(m, k) for k in m.__slots__ if k != "rule"}
 
 
 def sequence(*, window: str = "10m", lateness: str = "1m", extra: str = "", b_extra: str = "",

@@ -164,6 +164,12 @@ def test_shell_in_the_pod_of_an_exec_session_raises_the_correlation(node: LiveNo
     assert "/etc/shadow" in f"{fields['activity.proc.cmdline']} {fields['activity.fd.name']}", fields
 
 
+def marker_alert(marker: Path) -> Callable[[Alert], bool]:
+    """Matches the alert for a symlink created at `marker`."""
+    link = str(marker)
+    return lambda a: a["rule"] == MARKER_RULE and a["output_fields"].get("evt.arg.linkpath") == link
+
+
 def test_the_same_shell_in_a_pod_of_another_name_stays_quiet(node: LiveNode) -> None:
     """An exec session for one pod and the same shell in another pod's container: no correlation alert, checked
     once the shell's own file read and a later marker event have been evaluated."""
@@ -175,8 +181,7 @@ def test_the_same_shell_in_a_pod_of_another_name_stays_quiet(node: LiveNode) -> 
         run_script("cat /etc/shadow > /dev/null", cgroup=other.cgroup)
         marker = node.work / f"marker-{uuid.uuid4().hex[:8]}"
         run_script(f"ln -sf /etc/shadow {marker}; rm -f {marker}")
-        marked = node.wait_for(lambda a, m=str(marker): a["rule"] == MARKER_RULE
-                               and a["output_fields"].get("evt.arg.linkpath") == m, since=behaviour_at)
+        marked = node.wait_for(marker_alert(marker), since=behaviour_at)
         read = next((a for a in node.seen[behaviour_at:] if a["rule"] == SECRET_READ_RULE
                      and a["output_fields"].get("container.id") == other.short_id), None)
         if (marked is not None and read is not None) or not node.lost_syscalls_since(behaviour_at):

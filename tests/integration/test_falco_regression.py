@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ K8S_DIR = REFERENCE / "samples" / "k8s_audit" / "falco-regression"
 CT_DIR = REFERENCE / "samples" / "cloudtrail" / "falco-regression"
 
 
-def _cases(path: Path) -> list[dict]:
+def _cases(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
@@ -34,7 +35,7 @@ def _replay(rules_files: list[Path], trace: Path) -> list[Alert]:
     return alerts
 
 
-def _assert_case(case: dict, alerts: list[Alert]) -> None:
+def _assert_case(case: dict[str, Any], alerts: list[Alert]) -> None:
     counts = Counter(a.rule for a in alerts)
     if not case["detect"]:
         assert not alerts, f"expected no alert, got {dict(counts)}"
@@ -46,14 +47,14 @@ def _assert_case(case: dict, alerts: list[Alert]) -> None:
 
 
 @pytest.mark.parametrize("case", _cases(K8S_DIR / "expected-current.json"), ids=lambda c: c["test"])
-def test_k8s_audit_regression_case(case: dict, reference: Path) -> None:
+def test_k8s_audit_regression_case(case: dict[str, Any], reference: Path) -> None:
     """Each Falco k8s-audit regression case gives the expected rules, counts and priority."""
     alerts = _replay([reference / f for f in case["rules_files"]], K8S_DIR / case["trace"])
     _assert_case(case, alerts)
 
 
 @pytest.mark.parametrize("case", _cases(CT_DIR / "expected.json"), ids=lambda c: c["test"])
-def test_cloudtrail_regression_case(case: dict, reference: Path) -> None:
+def test_cloudtrail_regression_case(case: dict[str, Any], reference: Path) -> None:
     """Falco's CloudTrail plugin cases (one small and one 64 KB record) fire exactly once at INFO."""
     alerts = _replay([reference / f for f in case["rules_files"]], CT_DIR / case["trace"])
     _assert_case(case, alerts)

@@ -21,10 +21,10 @@ def _dataclass_of(hint: Any) -> type | None:
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union, tuple):
         for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg):
-                return arg  # type: ignore[return-value]
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg):
+                return arg
         return None
-    return hint if dataclasses.is_dataclass(hint) else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
 def missing_keys(cls: type, value: Any, prefix: str) -> Iterator[str]:
@@ -32,7 +32,7 @@ def missing_keys(cls: type, value: Any, prefix: str) -> Iterator[str]:
     items = value if isinstance(value, list) else [value]
     mappings = [item for item in items if isinstance(item, dict)]
     hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         dotted = f"{prefix}{field.name}"
         present = [m[field.name] for m in mappings if field.name in m]
         if not present:

@@ -6,10 +6,11 @@ import pytest
 
 from agent.engine.engine import RuleMatching, RulesText
 from agent.priority import Priority
+from tests.agent.engine.conftest import Lab
 
 
 @pytest.fixture
-def three(lab) -> str:
+def three(lab: Lab) -> str:
     return (lab.rule("t.name = x", name="Alpha Rule", priority="ERROR", extra="  tags: [net, k8s]")
             + lab.rule("t.name = x", name="beta", priority="NOTICE", extra="  tags: [files]")
             + lab.rule("t.name = x", name="gamma", priority="DEBUG"))
@@ -51,7 +52,8 @@ class TestEnableDisable:
         ({"tag": "f*"}, ["Alpha Rule", "gamma"], 1),
         ({"tag": "nosuch"}, ["Alpha Rule", "beta", "gamma"], 0),
     ])
-    def test_disable_by_name_or_tag(self, lab, three, kwargs: dict, remaining: list[str], changed: int) -> None:
+    def test_disable_by_name_or_tag(self, lab, three, kwargs: dict[str, str], remaining: list[str],
+                                    changed: int) -> None:
         """Names and tags with shell wildcards select the rules to disable."""
         engine = lab.loaded(three, rule_matching=RuleMatching.ALL)
         assert engine.set_enabled(enabled=False, **kwargs) == changed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.engine.infos import ExceptionDef
@@ -19,8 +21,8 @@ RULE = """\
 """
 
 
-def ex(name: str, fields: object, comps: object, values: list) -> ExceptionDef:
-    return ExceptionDef(name, fields, comps, values, Location())  # type: ignore[arg-type]
+def ex(name: str, fields: list[str] | str | None, comps: list[str] | str | None, values: list[Any]) -> ExceptionDef:
+    return ExceptionDef(name, fields, comps, values, Location())
 
 
 class TestGeneratedText:

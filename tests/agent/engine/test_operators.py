@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ class TestEquality:
         ("t.ip = ::1", {"ip": "::1"}, True),
         ("t.buf = abc", {"buf": b"abc"}, True),
     ])
-    def test_equality(self, lab, condition: str, payload: dict, expected: bool) -> None:
+    def test_equality(self, lab, condition: str, payload: dict[str, Any], expected: bool) -> None:
         """`=`/`==`/`!=` compare after converting the constant to the field's type."""
         assert lab.matches(condition, **payload) is expected
 
@@ -71,7 +72,7 @@ class TestOrdering:
         ("t.name >= 10", {"name": "9"}, True),
         ("t.name <= 10", {"name": "10"}, True),
     ])
-    def test_numeric_on_numbers_lexicographic_on_strings(self, lab, condition: str, payload: dict,
+    def test_numeric_on_numbers_lexicographic_on_strings(self, lab, condition: str, payload: dict[str, Any],
                                                           expected: bool) -> None:
         """Numeric fields compare as numbers; string fields compare byte-wise (`"1000" < "400"`)."""
         assert lab.matches(condition, **payload) is expected
@@ -156,7 +157,7 @@ class TestListOperators:
         ("t.ip in (10.0.0.0/8, 192.168.1.1)", {"ip": "11.0.0.1"}, False),
         ("t.name in ()", {"name": "a"}, False),
     ])
-    def test_in_and_intersects(self, lab, condition: str, payload: dict, expected: bool) -> None:
+    def test_in_and_intersects(self, lab, condition: str, payload: dict[str, Any], expected: bool) -> None:
         """`in` on a list field needs every value in the set; `intersects` needs one."""
         assert lab.matches(condition, **payload) is expected
 
@@ -252,7 +253,8 @@ class TestRightHandFields:
         ("t.name = val(t.label[app])", {"name": "web", "labels": {"app": "web"}}, True),
         ("t.name = tolower(t.other)", {"name": "abc", "other": "ABC"}, True),
     ])
-    def test_val_and_transformer_on_the_right(self, lab, condition: str, payload: dict, expected: bool) -> None:
+    def test_val_and_transformer_on_the_right(self, lab, condition: str, payload: dict[str, Any],
+                                              expected: bool) -> None:
         """`val(f)` and transformers compare with another field of the same event."""
         assert lab.matches(condition, **payload) is expected
 
@@ -295,7 +297,7 @@ class TestTransformers:
         ('getopt(t.args, "n:v") in (nfoo, v)', {"args": ["--long", "-n", "foo", "-v"]}, True),
         ('getopt(("-n", "kube-system", "-v"), "n:v")[n] = kube-system', {}, True),
     ])
-    def test_transformers(self, lab, condition: str, payload: dict, expected: bool) -> None:
+    def test_transformers(self, lab, condition: str, payload: dict[str, Any], expected: bool) -> None:
         """Each transformer maps its input as documented; a missing input gives a missing result."""
         assert lab.matches(condition, **payload) is expected
 

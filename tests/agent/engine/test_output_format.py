@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.engine.compiler import CompileError
@@ -31,7 +33,7 @@ class TestRendering:
         ("%len(t.tags)", {"tags": ["a", "b"]}, "2"),
         ("50% off", {}, None),
     ])
-    def test_render(self, table, lab, fmt: str, payload: dict, text: str | None) -> None:
+    def test_render(self, table, lab, fmt: str, payload: dict[str, Any], text: str | None) -> None:
         """Tokens render values; missing is <NA>; lists are (a,b); width pads or cuts; bare text stays."""
         if text is None:
             with pytest.raises(CompileError):

@@ -19,6 +19,13 @@ from agent.rules import (
 )
 
 
+def string_rhs(text: str) -> StrLit:
+    """The constant on the right of the single check `text` parses to."""
+    check = parse_condition(text)
+    assert isinstance(check, Check) and isinstance(check.rhs, StrLit), check
+    return check.rhs
+
+
 def syntax_error(text: str) -> ConditionSyntaxError:
     with pytest.raises(ConditionSyntaxError) as info:
         parse_condition(text)
@@ -127,7 +134,7 @@ class TestChecks:
     @pytest.mark.parametrize("value", ["runc:[1:CHILD]", "system:masters", "/a/b*", "<NA>", "a-b.c@d+e~f!"])
     def test_bare_strings_keep_punctuation(self, value: str) -> None:
         """Bare values may hold `: / . * - [ ] < > ! @ + ~`."""
-        rhs = parse_condition(f"t.name = {value}").rhs  # type: ignore[union-attr]
+        rhs = string_rhs(f"t.name = {value}")
         assert rhs.value == value and not rhs.quoted
 
     def test_bare_strings_split_on_commas_and_parentheses(self) -> None:
@@ -143,7 +150,7 @@ class TestChecks:
     @pytest.mark.parametrize("number", ["0x1F", "-3", "+4", "1.5", "2e+10", "10."])
     def test_number_literals(self, number: str) -> None:
         """Hex, signed, decimal and exponent numbers are kept as text."""
-        rhs = parse_condition(f"t.num >= {number}").rhs  # type: ignore[union-attr]
+        rhs = string_rhs(f"t.num >= {number}")
         assert rhs.value == number and rhs.is_number
 
     def test_field_names_are_greedy(self) -> None:
@@ -226,7 +233,7 @@ class TestStrings:
     ])
     def test_escapes(self, text: str, value: str) -> None:
         """Escape sequences are decoded; backslash-space yields one backslash."""
-        rhs = parse_condition(f"t.name = {text}").rhs  # type: ignore[union-attr]
+        rhs = string_rhs(f"t.name = {text}")
         assert rhs.value == value and rhs.quoted
 
     def test_escaped_backslash_closes_the_string(self) -> None:

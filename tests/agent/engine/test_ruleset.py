@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.engine.ruleset import MISSING, possible_values
@@ -27,7 +29,7 @@ class TestPossibleValues:
         ("t.type = anyof (a, b)", set(), True),
         ("t.type = val(t.name)", set(), True),
     ])
-    def test_over_approximation(self, condition: str, values: set, cofinite: bool) -> None:
+    def test_over_approximation(self, condition: str, values: set[str | None], cofinite: bool) -> None:
         """The values of the index field for which a condition may hold, complement-aware."""
         found = possible_values(parse_condition(condition), "t.type")
         assert (set(found.values), found.cofinite) == (values, cofinite)
@@ -52,7 +54,7 @@ class TestCandidates:
         ({"type": "other"}, ["negated", "unpinned"]),
         ({}, ["negated", "unpinned", "missing"]),
     ])
-    def test_candidates_in_evaluation_order(self, engine, lab, payload: dict, candidates: list[str]) -> None:
+    def test_candidates_in_evaluation_order(self, engine, lab, payload: dict[str, Any], candidates: list[str]) -> None:
         """Pinned rules meet only their values, negated ones all but theirs, unpinned ones every event; order kept."""
         ruleset = engine.ruleset("test")
         assert [r.name for r in ruleset.candidates(lab.event(**payload))] == candidates
@@ -61,7 +63,7 @@ class TestCandidates:
         {"type": "open", "name": "x"}, {"type": "close", "name": "x"}, {"type": "zzz", "name": "x"}, {"name": "x"},
         {"type": "open"}, {},
     ])
-    def test_index_never_changes_results(self, engine, lab, payload: dict) -> None:
+    def test_index_never_changes_results(self, engine, lab, payload: dict[str, Any]) -> None:
         """Alerts with the index equal a brute-force evaluation of every rule."""
         event = lab.event(**payload)
         expected = [r.name for r in engine.rules if r.predicate(lab.event(**payload))]

@@ -19,10 +19,11 @@ from google.protobuf.json_format import MessageToDict
 def main() -> int:
     stubs, target, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     sys.path.insert(0, stubs)
-    import outputs_pb2
-    import outputs_pb2_grpc
-    import version_pb2
-    import version_pb2_grpc
+    # Generated at test time into STUBS_DIR, so there is nothing for mypy to find.
+    import outputs_pb2  # type: ignore[import-not-found]
+    import outputs_pb2_grpc  # type: ignore[import-not-found]
+    import version_pb2  # type: ignore[import-not-found]
+    import version_pb2_grpc  # type: ignore[import-not-found]
 
     with grpc.insecure_channel(target) as channel:
         if mode == "version":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -15,7 +16,7 @@ from tests.agent.grpc.conftest import StreamReader, make_alert, running_server
 pytestmark = pytest.mark.server
 
 
-def _seqs(items: list) -> list[int]:
+def _seqs(items: list[Any]) -> list[int]:
     return [i.seq for i in items]
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc_tools import protoc
@@ -35,7 +36,7 @@ def _client(stubs: Path, server: AlertServer, *args: str) -> subprocess.Popen[st
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _lines(proc: subprocess.Popen[str]) -> list[dict]:
+def _lines(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
     out, err = proc.communicate(timeout=WAIT_S * 2)
     assert proc.returncode == 0, err
     return [json.loads(line) for line in out.splitlines()]

@@ -36,7 +36,7 @@ class TestTransports:
     def test_tcp_loopback_serves_alerts(self, short_dir: Path) -> None:
         """A server on 127.0.0.1:0 reports its port and streams alerts over TCP."""
         with running_server(short_dir / "spool", address="127.0.0.1:0", allow_insecure_tcp=True) as server:
-            assert server.port
+            assert server.port and server.tcp_target is not None
             with grpc.insecure_channel(server.tcp_target) as channel:
                 reader = StreamReader(subscribe(channel, resume_after=0))
                 for i in range(5):
@@ -52,7 +52,8 @@ class TestTransports:
         """The standard health service answers SERVING for the server and for our service."""
         health = health_pb2_grpc.HealthStub(channel_to(unix_server))
         for service in ("", "falco_agent.v1.AlertService", "falco.outputs.service"):
-            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=WAIT_S)
+            # types-grpcio-health-checking declares no methods on HealthStub; grpc_health sets them at runtime.
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=WAIT_S)  # type: ignore[attr-defined]
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 

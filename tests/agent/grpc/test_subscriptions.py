@@ -7,6 +7,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from agent.grpc._gen.falco_agent.v1 import alerts_pb2 as pb
 from agent.grpc.filters import match_all
 from agent.grpc.server import AlertServer
 from agent.grpc.subscriptions import Gap, Published, Subscription
@@ -75,7 +76,7 @@ class TestFanout:
                     assert seqs(reader.take(batch)) == list(range(start + 1, start + batch + 1))
             slow = StreamReader(stalled)
 
-            def accounted(got: list) -> int:
+            def accounted(got: list[pb.SubscribeResponse]) -> int:
                 return sum(r.gap.missed if r.WhichOneof("event") == "gap" else 1 for r in got)
 
             items = slow.take_until(lambda got: accounted(got) == total)

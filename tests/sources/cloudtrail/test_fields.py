@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.event import Event
-from agent.fields import ArgKind, FieldFlag, FieldType
+from agent.fields import ArgKind, FieldFlag, FieldSpec, FieldType
 from sources.cloudtrail.fields import cloudtrail_field_specs, cloudtrail_source
 
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference"
@@ -25,10 +25,14 @@ def reference(relative: str) -> Path:
     return path
 
 
+def field_spec(name: str) -> FieldSpec:
+    spec = SOURCE.fields.get(name)
+    assert spec is not None, name
+    return spec
+
+
 def extract(record: Any, field: str, arg: str | None = None) -> Any:
-    spec = SOURCE.fields.get(field)
-    assert spec is not None, field
-    return spec.bind(arg)(Event(source="aws_cloudtrail", ts_ns=0, payload=record))
+    return field_spec(field).bind(arg)(Event(source="aws_cloudtrail", ts_ns=0, payload=record))
 
 
 def sample_records() -> list[tuple[str, dict[str, Any]]]:
@@ -95,14 +99,14 @@ class TestFieldTable:
         assert used
         missing = [name for name in used if name not in SOURCE.fields]
         assert missing == []
-        assert all(SOURCE.fields.get(name).is_implemented for name in used)
+        assert all(field_spec(name).is_implemented for name in used)
 
     def test_index_argument_is_validated_when_a_rule_is_compiled(self) -> None:
         """ec2.imageids[x] is refused and fields without arguments refuse one."""
         with pytest.raises(ValueError, match="numeric index"):
-            SOURCE.fields.get("ec2.imageids").bind("x")
+            field_spec("ec2.imageids").bind("x")
         with pytest.raises(ValueError, match="does not take an argument"):
-            SOURCE.fields.get("ct.name").bind("0")
+            field_spec("ct.name").bind("0")
 
 
 class TestPlainFields:
@@ -470,7 +474,7 @@ class TestEc2:
 
     def test_imageid_is_deprecated(self) -> None:
         """ec2.imageid is flagged deprecated in favour of ec2.imageids[0]."""
-        assert FieldFlag.DEPRECATED in SOURCE.fields.get("ec2.imageid").flags
+        assert FieldFlag.DEPRECATED in field_spec("ec2.imageid").flags
 
 
 class TestRealSamples:

@@ -67,7 +67,8 @@ def bucket(s3: Any) -> str:
 
 
 def new_queue(sqs: Any, label: str = "q") -> str:
-    return sqs.create_queue(QueueName=f"{label}-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    url: str = sqs.create_queue(QueueName=f"{label}-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    return url
 
 
 @pytest.fixture

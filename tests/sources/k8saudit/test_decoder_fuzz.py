@@ -160,6 +160,7 @@ class TestRegressions:
     def test_unhashable_category_is_not_a_crash(self) -> None:
         """A diagnostic record whose category is an array or object is handled, not raised on (found by fuzzing)."""
         assert_decodes_without_raising({"category": [], "properties": {"log": "", "stream": "stdout"}})
-        for category in ([], {"a": 1}):
+        unhashable: tuple[Any, ...] = ([], {"a": 1})
+        for category in unhashable:
             assert_decodes_without_raising({"records": [{"category": category, "properties": {"log": "{}"}}]})
             assert_decodes_without_raising([{"category": category}])

@@ -10,7 +10,9 @@ from agent.event import Event
 from sources.kernel.fields import syscall_source
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state import Accounts, ContainerMeta, KernelState, ProcessSnapshot, UserEntry
+from sources.kernel.state.fds import FdInfo
 from sources.kernel.state.sockaddr import AF_INET, AF_INET6, SockAddr, pack_sockaddr
+from sources.kernel.state.threads import ThreadInfo
 
 ROOT_USERS = {0: UserEntry(0, "root", "/root", "/bin/bash"), 1000: UserEntry(1000, "alice", "/home/alice", "/bin/sh")}
 CONTAINER_ID = "a" * 64
@@ -73,6 +75,12 @@ class Stream:
         if seed:
             self.state.seed()
 
+    def thread(self, tid: int) -> ThreadInfo:
+        """The state's entry for `tid`, which must exist."""
+        thread = self.state.ctx.table.get(tid)
+        assert thread is not None, f"thread {tid} is not in the table"
+        return thread
+
     def record(self, type_: str, tid: int, *, res: int = 0, record_pid: int | None = None, comm: str | None = None,
                record_uid: int = 0, **args: Any) -> Event:
         """A record of `tid`; its pid and comm default to what the state knows about that thread."""
@@ -128,6 +136,19 @@ def default_host() -> FakeHost:
                                                 labels={"io.kubernetes.pod.namespace": "prod",
                                                         "io.kubernetes.pod.name": "web-0"})},
     )
+
+
+def parent_of(thread: ThreadInfo) -> ThreadInfo:
+    """A thread's parent, which must be known."""
+    assert thread.parent is not None, f"thread {thread.tid} has no parent"
+    return thread.parent
+
+
+def open_fd(thread: ThreadInfo, num: int) -> FdInfo:
+    """A thread's descriptor `num`, which must be open."""
+    info = thread.fds.get(num)
+    assert info is not None, f"thread {thread.tid} has no fd {num}"
+    return info
 
 
 def extract(event: Event, field: str) -> Any:

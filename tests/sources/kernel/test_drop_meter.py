@@ -46,5 +46,7 @@ def test_nothing_happens_within_a_second() -> None:
     clock.now = 0.5
     assert not meter.due() and meter.tick(1000) is None
     clock.now = 1.0
-    assert meter.due() and meter.tick(1000).lost == 1000
+    assert meter.due()
+    notice = meter.tick(1000)
+    assert notice is not None and notice.lost == 1000
     assert not meter.due()

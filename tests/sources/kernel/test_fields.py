@@ -96,7 +96,8 @@ def source() -> SourceSpec:
 @pytest.fixture(scope="module")
 def falco_rules() -> list[dict[str, Any]]:
     with _need(FALCO_RULES).open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        rules: list[dict[str, Any]] = yaml.safe_load(handle)
+    return rules
 
 
 def _spec(source: SourceSpec, name: str) -> FieldSpec:

@@ -129,6 +129,7 @@ def test_a_flood_is_drained_in_bounded_batches_without_loss(probe: KernelProbe) 
 def test_a_ring_buffer_too_small_for_a_flood_gives_drop_notices() -> None:
     """Losses in the kernel are counted, and past the threshold they become notices for the drop alert."""
     from agent.builtin_sources import new_engine
+    from agent.source import DropNotice
     from sources.kernel.source import KernelSettings, KernelSource
     from sources.kernel.state import live_state
     from tests.support.kernel import AlertLog
@@ -139,7 +140,7 @@ def test_a_ring_buffer_too_small_for_a_flood_gives_drop_notices() -> None:
     source.start(AlertLog(new_engine()))
     try:
         deadline = time.monotonic() + 20
-        notices = []
+        notices: list[DropNotice] = []
         while not notices and time.monotonic() < deadline:
             subprocess.run([sys.executable, "-c", "import os\nfor _ in range(20000): os.close(os.open('/', 0))"],
                            check=True, timeout=60)

@@ -11,7 +11,7 @@ from sources.kernel.syscalls import SYSCALLS, Copy
 from sources.kernel.wire import LOCAL_SLOTS, MAX_ARGS, MAX_PARTS
 
 
-def _attached(source: str) -> set[str]:
+def _attached(source: str) -> set[tuple[str, str]]:
     return set(re.findall(r"TRACEPOINT_PROBE\((\w+), (\w+)\)", source))
 
 

@@ -44,6 +44,7 @@ class TestRegistry:
             s.fork(300, 310)
             event = s.state.apply(SyscallRecord("execve", s.ts_ns + 1, 310, 310, 0, 0, "job", 0,
                                                 {"filename": "/job", "argv": ["/job"]}, cgroup_id=77))
+            assert event is not None
             assert extract(event, "container.name") == "job" and extract(event, "k8s.pod.name") == "job-1"
         finally:
             state.close()

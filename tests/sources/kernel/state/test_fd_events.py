@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sources.kernel.state.sockaddr import AF_UNIX, SockAddr, pack_sockaddr
-from tests.sources.kernel.state_fixtures import Stream, extract, inet
+from tests.sources.kernel.state_fixtures import Stream, extract, inet, open_fd
 
 AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM = 2, 10, 1, 2
 O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_DIRECTORY, O_CLOEXEC = 0, 1, 2, 0o100, 0o200000, 0o2000000
@@ -51,7 +51,7 @@ class TestFiles:
         assert extract(dup, "fd.name") == "/tmp/log" and extract(dup, "fd.num") == 1
         close = s.record("close", 200, fd=3)
         assert extract(close, "fd.name") == "/tmp/log"
-        fds = s.state.ctx.table.get(200).fds
+        fds = s.thread(200).fds
         assert fds.get(3) is None and fds.get(1) is not None
         s.record("pipe2", 200, fds=(5, 6), flags=O_CLOEXEC)
         event = s.open(200, "/x", res=7)
@@ -127,7 +127,7 @@ class TestSockets:
         s.record("socket", 200, res=3, domain=AF_INET, type=SOCK_STREAM, proto=0)
         event = s.record("connect", 200, res=-111, fd=3, addr=inet("10.1.1.1", 22))
         assert extract(event, "fd.name") == "10.1.1.1:22" and extract(event, "evt.res") == "ECONNREFUSED"
-        assert s.state.ctx.table.get(200).fds.get(3).name == ""
+        assert open_fd(s.thread(200), 3).name == ""
 
     def test_events_without_fd_have_no_fd_fields(self) -> None:
         """An exec is no fd event: fd.name and fd.num are not available."""

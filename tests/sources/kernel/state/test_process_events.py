@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sources.kernel.state.process_events import CLONE_THREAD
-from tests.sources.kernel.state_fixtures import CONTAINER_ID, FakeHost, Stream, extract, snapshot
+from tests.sources.kernel.state_fixtures import CONTAINER_ID, FakeHost, Stream, extract, open_fd, parent_of, snapshot
 
 CLONE_VM_FS_FILES_SIGHAND = 0x100 | 0x200 | 0x400 | 0x800
 
@@ -14,9 +14,9 @@ class TestFork:
         s = Stream()
         s.open(200, "/tmp/a", res=7)
         s.fork(200, 210)
-        child = s.state.ctx.table.get(210)
-        parent = s.state.ctx.table.get(200)
-        assert child.fds.get(7).name == "/tmp/a" and child.cwd == "/home/alice"
+        child = s.thread(210)
+        parent = s.thread(200)
+        assert open_fd(child, 7).name == "/tmp/a" and child.cwd == "/home/alice"
         s.record("close", 210, fd=7)
         s.record("chdir", 210, path="/var")
         assert parent.fds.get(7) is not None and parent.cwd == "/home/alice"
@@ -26,12 +26,12 @@ class TestFork:
         """A CLONE_THREAD child is a thread of the caller's process sharing its fd table and cwd."""
         s = Stream()
         s.fork(200, 201, child_pid=200, flags=CLONE_THREAD | CLONE_VM_FS_FILES_SIGHAND)
-        thread = s.state.ctx.table.get(201)
+        thread = s.thread(201)
         assert thread.pid == 200 and not thread.is_main
         s.open(201, "/tmp/t", res=9)
         s.record("chdir", 201, path="/tmp")
-        main = s.state.ctx.table.get(200)
-        assert main.fds.get(9).name == "/tmp/t" and main.cwd == "/tmp"
+        main = s.thread(200)
+        assert open_fd(main, 9).name == "/tmp/t" and main.cwd == "/tmp"
         assert thread.parent is main.parent
 
     def test_clone_of_a_reused_tid_replaces_the_stale_entry(self) -> None:
@@ -40,8 +40,8 @@ class TestFork:
         s.spawn(200, 210, "/usr/bin/sleep", "1")
         stale = s.state.ctx.table.get(210)
         s.spawn(100, 210, "/usr/bin/ls")
-        fresh = s.state.ctx.table.get(210)
-        assert fresh is not stale and fresh.comm == "ls" and fresh.parent.comm == "sshd"
+        fresh = s.thread(210)
+        assert fresh is not stale and fresh.comm == "ls" and parent_of(fresh).comm == "sshd"
         assert 210 not in s.state.ctx.table.child_pids(200)
 
 
@@ -65,7 +65,7 @@ class TestExec:
         s.open(210, "/tmp/drop", res=5, flags=0o2000000)
         s.record("dup3", 210, res=6, oldfd=4, newfd=6, flags=0o2000000)
         s.exec(210, "/usr/bin/true")
-        fds = s.state.ctx.table.get(210).fds
+        fds = s.thread(210).fds
         assert fds.get(4) is not None and fds.get(5) is None and fds.get(6) is None
 
     def test_failed_exec_changes_nothing(self) -> None:
@@ -99,7 +99,7 @@ class TestExec:
         s.fork(200, 210)
         s.fork(210, 220)
         s.exec(210, "/usr/bin/make")
-        assert s.state.ctx.table.get(220).parent.comm == "make"
+        assert parent_of(s.thread(220)).comm == "make"
 
 
 class TestExit:
@@ -110,7 +110,7 @@ class TestExit:
         s.spawn(210, 220, "/usr/bin/sleep", "100")
         event = s.exit(210)
         table = s.state.ctx.table
-        assert table.get(210) is None and table.get(220).parent.pid == 1
+        assert table.get(210) is None and parent_of(s.thread(220)).pid == 1
         assert extract(event, "evt.type") == "procexit" and extract(event, "proc.name") == "sh"
 
     def test_orphans_go_to_the_nearest_subreaper(self) -> None:
@@ -119,12 +119,12 @@ class TestExit:
         s.spawn(300, 310, "/bin/sh")
         s.spawn(310, 320, "/bin/sleep", "5")
         s.exit(310)
-        assert s.state.ctx.table.get(320).parent.pid == 300
-        s.state.ctx.table.get(200).is_subreaper = True
+        assert parent_of(s.thread(320)).pid == 300
+        s.thread(200).is_subreaper = True
         s.spawn(200, 230, "/bin/sh")
         s.spawn(230, 240, "/bin/sleep", "5")
         s.exit(230)
-        assert s.state.ctx.table.get(240).parent.pid == 200
+        assert parent_of(s.thread(240)).pid == 200
 
     def test_leader_exit_keeps_the_process_while_threads_live(self) -> None:
         """A main thread that exits before its threads stays as the process's representative."""
@@ -164,7 +164,7 @@ class TestCredentialsAndSessions:
         event = s.record("setgid", 210, gid=1000)
         assert extract(event, "user.uid") == 1000 and extract(event, "user.name") == "alice"
         assert extract(event, "group.gid") == 1000 and extract(event, "group.name") == "alice"
-        assert s.state.ctx.table.get(210).suid == 0
+        assert s.thread(210).suid == 0
 
     def test_setsid_and_session_name(self) -> None:
         """setsid makes a process its session's leader; proc.sname names the leader."""

@@ -18,7 +18,9 @@ def test_eviction_prefers_exited_threads() -> None:
     table = ThreadTable(max_threads=32)
     for tid in range(1, 33):
         table.add(_thread(tid))
-    table.get(30).exited = True
+    thirty = table.get(30)
+    assert thirty is not None
+    thirty.exited = True
     table.add(_thread(100))
     assert table.get(30) is None and table.get(100) is not None and table.evicted >= 1
     assert len(table) <= 32
@@ -37,4 +39,4 @@ def test_fd_table_is_bounded() -> None:
     s = Stream(limits=StateLimits(max_fds_per_process=4))
     for fd in range(3, 10):
         s.open(200, f"/tmp/{fd}", res=fd)
-    assert len(s.state.ctx.table.get(200).fds) == 4 and s.state.counters["fds_dropped"] == 3
+    assert len(s.thread(200).fds) == 4 and s.state.counters["fds_dropped"] == 3

@@ -3,7 +3,9 @@
 Local files: the reference samples, written as gzipped log files until there are --records
 records, go through gunzip + orjson.loads alone (the baseline) and through the whole path —
 decode, evaluate `aws_cloudtrail_rules.yaml` — in the same run. S3: the same objects uploaded to
-a moto server on 127.0.0.1 and read by the S3 poller with 1 and 8 concurrent downloads.
+a moto server on 127.0.0.1, read by the S3 poller with 1 and 8 concurrent downloads and evaluated by the
+same rules as they arrive. Every phase counts the records the engine evaluated; fewer than offered, or no
+alert from the samples (Stratus attack logs, which alert), exits 1 with no figures.
 With --json the last line is one JSON object of all figures.
 """
 
@@ -18,9 +20,11 @@ import threading
 import time
 
 import orjson
+from accounting import Tally, main_guard
 from samples import REFERENCE, cloudtrail_records
 
 from agent.builtin_sources import new_engine
+from agent.engine.engine import Engine
 from agent.event_queue import EventQueue
 from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.objects import decode_object
@@ -38,31 +42,46 @@ def log_files(total: int) -> list[bytes]:
     return files
 
 
+def loaded_engine() -> Engine:
+    engine = new_engine()
+    result = engine.load_rules_files([REFERENCE / "rules" / "aws_cloudtrail_rules.yaml"])
+    if not result.successful:
+        raise SystemExit(result.as_text())
+    return engine
+
+
+def count_into(tally: Tally, engine: Engine, offered: int) -> None:
+    tally.offered = offered
+    tally.evaluated = engine.stats.events
+    tally.alerts = engine.stats.alerts
+    tally.verify()
+
+
 def bench_local(files: list[bytes], total: int) -> dict[str, float]:
     start = time.perf_counter()
     for data in files:
         orjson.loads(gzip.decompress(data))
     baseline_s = time.perf_counter() - start
-    engine = new_engine()
-    assert engine.load_rules_files([REFERENCE / "rules" / "aws_cloudtrail_rules.yaml"]).successful
+    engine = loaded_engine()
     decoder = CloudTrailDecoder(hostname="bench")
-    alerts = 0
     start = time.perf_counter()
     for n, data in enumerate(files):
         for event in decode_object(data, name=f"file-{n}", decoder=decoder).events:
-            alerts += len(engine.process(event))
+            engine.process(event)
     full_s = time.perf_counter() - start
+    tally = Tally("local", expect_alerts=True)
+    count_into(tally, engine, total)
     return {
         "local_baseline_records_per_s": round(total / baseline_s),
         "local_records_per_s": round(total / full_s),
         "local_us_per_record": round(full_s / total * 1e6, 3),
         "local_ratio_vs_baseline": round(full_s / baseline_s, 2),
-        "local_alerts": alerts,
+        **tally.as_figures(),
     }
 
 
 def bench_s3(files: list[bytes], total: int, concurrency: int) -> dict[str, float]:
-    """Records/s read from a moto S3 endpoint by the poller (decode only, no rules), one pass."""
+    """Records/s read from a moto S3 endpoint by the poller and evaluated by the rules, one pass."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -87,15 +106,15 @@ def bench_s3(files: list[bytes], total: int, concurrency: int) -> dict[str, floa
         queue = EventQueue(1_000_000)
         poller = S3TrailPoller(bucket="bench-trail", concurrency=concurrency, follow=False,
                                aws=AwsSettings(region="us-east-1", endpoint_url=endpoint))
-        received = 0
+        engine = loaded_engine()
 
         def consume() -> None:
-            nonlocal received
-            while received < total:
+            while engine.stats.events < total:
                 batch = queue.get(timeout_s=60)
                 if batch is None:
                     return
-                received += len(batch.events)
+                for event in batch.events:
+                    engine.process(event)
                 if batch.on_done:
                     batch.on_done()
 
@@ -106,7 +125,9 @@ def bench_s3(files: list[bytes], total: int, concurrency: int) -> dict[str, floa
         consumer.join(timeout=600)
         elapsed = time.perf_counter() - start
         poller.stop()
-        return {f"s3_c{concurrency}_records_per_s": round(received / elapsed), f"s3_c{concurrency}_records": received}
+        tally = Tally(f"s3_c{concurrency}", expect_alerts=True)
+        count_into(tally, engine, total)
+        return {f"s3_c{concurrency}_records_per_s": round(tally.evaluated / elapsed), **tally.as_figures()}
     finally:
         server.stop()
 
@@ -125,14 +146,16 @@ def main() -> int:
     figures.update(bench_local(log_files(args.records), args.records))
     print(f"local .json.gz: gunzip+orjson.loads alone {figures['local_baseline_records_per_s']:,} records/s; "
           f"decode+evaluate {figures['local_records_per_s']:,} records/s ({figures['local_us_per_record']} µs), "
-          f"{figures['local_ratio_vs_baseline']}x baseline, {figures['local_alerts']} alerts")
+          f"{figures['local_ratio_vs_baseline']}x baseline, {figures['local_evaluated']:,} records evaluated, "
+          f"{figures['local_alerts']} alerts")
     if not args.skip_s3:
         s3_files = log_files(args.s3_records)
         for concurrency in (1, 8):
             result = bench_s3(s3_files, args.s3_records, concurrency)
             figures.update(result)
             print(f"S3 (moto on 127.0.0.1), {concurrency} concurrent downloads: "
-                  f"{result[f's3_c{concurrency}_records_per_s']:,} records/s")
+                  f"{result[f's3_c{concurrency}_records_per_s']:,} records/s evaluated, "
+                  f"{result[f's3_c{concurrency}_alerts']} alerts")
     figures["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.json:
         print(orjson.dumps(figures).decode())
@@ -140,4 +163,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

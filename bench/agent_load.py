@@ -1,8 +1,9 @@
 """The load bench/whole_agent.py puts on a running agent: a paced sender per source, each on its own thread.
 
-A sender offers its events at a set rate in units (a POSTed batch, a dropped file) and says how many events the
-agent accepted, so that the benchmark can tell evaluated events from drops. Another source's load (syscalls from
-a generator process, as bench/kernel.py makes them) plugs in as one more `Load`.
+A sender offers its events at a set rate in units (a POSTed batch, a dropped file) and accounts for them from two
+scrapes of the agent's /metrics, one before the load and one after: what it offered against what the engine
+evaluated for its source (bench/accounting.py). `SyscallAccount` does that for openat+close pairs, here from a
+thread, in bench/kernel.py from a generator process; the agent then runs `Fence.rules` too.
 """
 
 from __future__ import annotations
@@ -12,13 +13,76 @@ import http.client
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from process_stats import Samples, total
+from accounting import Tally
+from process_stats import Samples, growth
+from running_agent import RunningAgent
 
 _RETRY_WAIT_S = 0.01
+_DRAIN_TIMEOUT_S = 60.0
+#: The kernel source reads the kernel's loss counters once a second: a scrape this long after a syscall load
+#: ended holds all its losses.
+_KERNEL_COUNTERS_S = 1.2
+EVALUATED = "falco_agent_events_evaluated_total"
+RULE_ALERTS = "falco_agent_rule_alerts_total"
+#: The correlations of `Fence.rules`.
+LOAD_COUNTER = "Benchmark load openat"
+FENCE_COUNTER = "Benchmark fence openat"
+
+
+def _counting(name: str, condition: str) -> str:
+    """Rules text of a correlation whose step matches count the openat events matching `condition` the engine
+    evaluated. Its key, fd.sip, is never set on a file's open: nothing is kept and it never fires."""
+    return f"""
+- correlation: {name}
+  desc: Counts the benchmark's openat events in its step matches; never fires.
+  threshold:
+    source: syscall
+    condition: evt.type = openat and {condition}
+    key: fd.sip
+    count: 1000000
+    window: 1ms
+    lateness: 1ms
+  output: "benchmark (%fd.sip)"
+  priority: EMERGENCY
+"""
+
+
+class Fence:
+    """A file this process opens, once a syscall load ended, until the engine has evaluated one of its opens: the
+    ring buffer and the engine queue keep order, so by then every record the load made was read or counted lost.
+
+    The agent must run `rules`: correlations that never fire and count, in their step matches, the load's openat
+    events and the fence's.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.write_text("fence\n")
+        self._path = str(path)
+
+    def rules(self, load: str) -> str:
+        """`load`: the condition that tells the load's openat events from other processes'."""
+        return _counting(LOAD_COUNTER, load) + _counting(FENCE_COUNTER, f'fd.name = "{self._path}"')
+
+    def open(self) -> None:
+        os.close(os.open(self._path, os.O_RDONLY))
+
+
+class Account(Protocol):
+    """What a load offered and what became of it, between two scrapes."""
+
+    def settled(self) -> bool:
+        """The agent has done all it will do with what it took of the load."""
+        ...
+
+    def problems(self) -> list[str]: ...
+
+    def as_figures(self) -> dict[str, int]: ...
 
 
 class Load(Protocol):
@@ -33,10 +97,68 @@ class Load(Protocol):
         """Offer unit `index` (of `unit_events` events) and wait until the agent took it."""
         ...
 
-    def accepted(self, samples: Samples) -> int | None:
-        """Events the agent accepted to evaluate, by its answers or its metrics; None while it has not yet taken
-        every unit sent."""
+    def account(self, before: Samples, after: Samples) -> Account:
+        """What was offered so far against what the agent did between the scrapes `before` and `after`."""
         ...
+
+
+def source_tally(source: str, before: Samples, after: Samples, offered: int, samples: int) -> Tally:
+    """`offered` events, cycling through `samples` sample events, against what the engine evaluated for `source`
+    and the alerts it raised. The audit and CloudTrail sample sets are known to alert (Falco's regression traces,
+    Stratus attack logs), a part of them need not: alerts are due once every sample was offered."""
+    return Tally(source, offered=offered, evaluated=growth(before, after, EVALUATED, source=source),
+                 alerts=growth(before, after, RULE_ALERTS, source=source), expect_alerts=offered >= samples)
+
+
+@dataclass(frozen=True)
+class QueuedAccount:
+    """A load of which the agent queues every event it takes: settled once it evaluated as many as it took."""
+
+    tally: Tally
+    #: Events the agent said it took, by its answers or its metrics; None while it has not yet taken every unit.
+    taken: int | None
+
+    def settled(self) -> bool:
+        return self.taken is not None and self.tally.evaluated >= self.taken
+
+    def problems(self) -> list[str]:
+        return self.tally.problems()
+
+    def as_figures(self) -> dict[str, int]:
+        return self.tally.as_figures()
+
+
+@dataclass(frozen=True)
+class Drained:
+    """The agent done with a load: when, and its /metrics then; `final` holds every loss the kernel counted (the
+    same scrape when there was no syscall load)."""
+
+    at: float
+    samples: Samples
+    final: Samples
+
+
+def drain(agent: RunningAgent, accounts: Callable[[Samples], list[Account]], *, fence: Fence | None) -> Drained:
+    """Scrape until the `accounts` of the loads that just ended all settled (or the drain timeout passed), opening
+    the `fence` of a syscall load meanwhile; then, with a fence, once more when the agent has read the kernel's
+    loss counters since."""
+    def settled(samples: Samples) -> bool:
+        if all(account.settled() for account in accounts(samples)):
+            return True
+        if fence is not None:
+            fence.open()  # again: an open may be lost while the ring buffer is full
+        return False
+
+    ended = time.monotonic()
+    if fence is not None:
+        fence.open()
+    found = agent.wait_for(settled, _DRAIN_TIMEOUT_S)
+    at = time.monotonic()
+    samples = agent.metrics() if found is None else found
+    if found is None or fence is None:  # never settled (the accounts will say why), or no loss counters to wait for
+        return Drained(at, samples, samples)
+    time.sleep(max(0.0, ended + _KERNEL_COUNTERS_S - time.monotonic()))
+    return Drained(at, samples, agent.metrics())
 
 
 def run_paced(load: Load, rate_per_s: float, seconds: float) -> None:
@@ -66,7 +188,8 @@ class WebhookLoad:
                                       "items": [events[(start + i) % len(events)] for i in range(batch_size)]})
                         for start in range(0, len(events), batch_size)]
         self._batch_size = batch_size
-        self._accepted = 0
+        self._samples = len(events)
+        self._offered = self._accepted = 0
         self.retries = 0
 
     @property
@@ -85,18 +208,20 @@ class WebhookLoad:
             time.sleep(_RETRY_WAIT_S)
         if response.status != 200:
             raise SystemExit(f"the webhook answered {response.status}: {answer}")
+        self._offered += self._batch_size
         self._accepted += answer["accepted"]
 
-    def accepted(self, samples: Samples) -> int | None:
-        return self._accepted
+    def account(self, before: Samples, after: Samples) -> QueuedAccount:
+        return QueuedAccount(source_tally(self.source, before, after, self._offered, self._samples),
+                             self._accepted)
 
 
 class TrailDirectoryLoad:
     """CloudTrail log files (gzipped, `records_per_file` records) written into the watched directory, each
     written under a dot name and renamed, as `aws s3 sync` does, so that the agent never sees half a file.
 
-    What the agent accepted is what it read (its `records_read`): records it skips by design (Insight records,
-    records without eventTime) are no drops.
+    The agent has taken the files once it read them all (its `files_read`, `records_read`); every record written
+    must then be evaluated.
     """
 
     source = "aws_cloudtrail"
@@ -107,6 +232,7 @@ class TrailDirectoryLoad:
                                                                for i in range(records_per_file)]}), 1)
                        for start in range(0, len(records), records_per_file)]
         self._records_per_file = records_per_file
+        self._samples = len(records)
         self._files_sent = 0
         self.retries = 0
 
@@ -121,26 +247,89 @@ class TrailDirectoryLoad:
         os.replace(partial, self._folder / name)
         self._files_sent += 1
 
-    def accepted(self, samples: Samples) -> int | None:
-        if total(samples, "falco_agent_source_files_read", source=self.source) < self._files_sent:
-            return None
-        return int(total(samples, "falco_agent_source_records_read", source=self.source))
+    def account(self, before: Samples, after: Samples) -> QueuedAccount:
+        read_all = growth(before, after, "falco_agent_source_files_read", source=self.source) >= self._files_sent
+        taken = growth(before, after, "falco_agent_source_records_read", source=self.source) if read_all else None
+        offered = self._files_sent * self._records_per_file
+        return QueuedAccount(source_tally(self.source, before, after, offered, self._samples), taken)
+
+
+@dataclass(frozen=True)
+class SyscallAccount:
+    """`opens` openat+close pairs made by a load, against what the agent counted meanwhile; settled once the
+    engine evaluated an open of the load's `Fence`.
+
+    `evaluated` is the load's openat events the engine evaluated, counted by a correlation of `Fence.rules`. With
+    no loss it must equal `opens`; the kernel source sees every process, so losses can be told apart from the
+    machine's other syscalls only in sum: `opens - lost <= evaluated <= opens`, and the pairs' two records each
+    must be delivered or counted lost (ring buffer full, or an exit whose enter was lost): `records + lost >=
+    2 * opens`. Less means events vanished uncounted. No record may fail to decode or to apply to the state.
+    """
+
+    phase: str
+    opens: int
+    evaluated: int
+    fences: int
+    records: int
+    lost: int
+    #: Every syscall event the engine evaluated, and those the source handed it (the load's and the machine's).
+    events: int
+    handed: int
+    alerts: int
+    errors: int
+
+    @classmethod
+    def between(cls, phase: str, before: Samples, after: Samples, opens: int) -> SyscallAccount:
+        def grew(key: str) -> int:
+            return growth(before, after, f"falco_agent_source_{key}", source="kernel")
+
+        def matches(correlation: str) -> int:
+            return growth(before, after, "falco_agent_correlation_step_matches_total", rule=correlation)
+
+        return cls(phase, opens, evaluated=matches(LOAD_COUNTER), fences=matches(FENCE_COUNTER),
+                   records=grew("records"), lost=grew("kernel_lost") + grew("kernel_exit_without_enter"),
+                   events=growth(before, after, EVALUATED, source="syscall"), handed=grew("events"),
+                   alerts=growth(before, after, RULE_ALERTS, source="syscall"),
+                   errors=grew("decode_errors") + grew("state_errors"))
+
+    def settled(self) -> bool:
+        return self.fences > 0
+
+    def problems(self) -> list[str]:
+        out = [] if self.opens > 0 else [f"{self.phase}: no openat was made"]
+        if not self.opens - self.lost <= self.evaluated <= self.opens:
+            out.append(f"{self.phase}: {self.evaluated:,} events evaluated of {self.opens:,} openat made, with "
+                       f"{self.lost:,} records counted lost")
+        if self.records + self.lost < 2 * self.opens:
+            out.append(f"{self.phase}: {self.records:,} records delivered and {self.lost:,} counted lost, fewer than "
+                       f"the {2 * self.opens:,} syscalls of {self.opens:,} openat+close pairs")
+        if self.errors:
+            out.append(f"{self.phase}: {self.errors:,} records failed to decode or to apply to the state")
+        return out
+
+    def as_figures(self) -> dict[str, int]:
+        return {f"{self.phase}_offered": self.opens, f"{self.phase}_evaluated": self.evaluated,
+                f"{self.phase}_alerts": self.alerts, f"{self.phase}_records": self.records,
+                f"{self.phase}_lost": self.lost, f"{self.phase}_all_events": self.events}
 
 
 class SyscallLoad:
-    """openat+close pairs on one file from this process, which the agent's kernel source captures (needs root).
-
-    The openat is what the rules see; other processes add their own syscalls, so the agent evaluates at least
-    what was sent. What the kernel could not hand over is the source's `kernel_lost`."""
+    """openat+close pairs on one file from this process, which the agent's kernel source captures (needs root);
+    the agent must run `rules()` too. Its files go in `folder`."""
 
     source = "syscall"
 
-    def __init__(self, path: Path, *, batch: int = 100) -> None:
-        self._path = str(path)
+    def __init__(self, folder: Path, *, batch: int = 100) -> None:
+        path = folder / "opened-by-bench"
         path.write_text("bench\n")
+        self._path = str(path)
+        self.fence = Fence(folder / "fence")
         self._batch = batch
         self._sent = 0
         self.retries = 0
+
+    def rules(self) -> str:
+        return self.fence.rules(f'fd.name = "{self._path}"')
 
     @property
     def unit_events(self) -> int:
@@ -151,8 +340,8 @@ class SyscallLoad:
             os.close(os.open(self._path, os.O_RDONLY))
         self._sent += self._batch
 
-    def accepted(self, samples: Samples) -> int | None:
-        return self._sent
+    def account(self, before: Samples, after: Samples) -> SyscallAccount:
+        return SyscallAccount.between(self.source, before, after, self._sent)
 
 
 def run_loads(loads: list[tuple[Load, float]], seconds: float) -> float:

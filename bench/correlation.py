@@ -9,6 +9,11 @@ rules/correlation.yaml alone. All see the same events, decoded beforehand, with 
 time, best of --repeat interleaved runs. Memory per live key is what the state retains after the filling
 events are gone, measured with tracemalloc. Prints readable lines; with --json the last line is one JSON
 object with every figure.
+
+Counts come from each engine's own counters (bench/accounting.py): every filling and timed event must be
+evaluated, the filling must leave one live key per filling event and at least as many must be live after the
+timed runs, and the engines holding the upstream rules must raise alerts on the samples (the correlations'
+alerts are reported, not required). Otherwise the run exits 1 with no figures.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+from accounting import BenchmarkInvalid, Tally, main_guard
 from samples import REFERENCE, cloudtrail_records, k8s_audit_events
 
 from agent.builtin_sources import new_engine, recorded_decoders
@@ -142,14 +149,31 @@ def fresh(events: list[Event], start_ns: int) -> list[Event]:
     return [Event(e.source, start_ns + i * STEP_NS, e.payload, e.type, e.hostname) for i, e in enumerate(events)]
 
 
-def run(engine: Engine, events: list[Event]) -> tuple[float, int]:
-    """CPU seconds of this process (other work on the machine does not count) and alerts raised."""
+@contextmanager
+def counted(engine: Engine, tally: Tally, offered: int) -> Iterator[None]:
+    """Counts into `tally` the `offered` events, what the engine evaluated of them and the alerts it raised while
+    the block ran, and verifies it."""
+    events, alerts = engine.stats.events, engine.stats.alerts
+    yield
+    tally.offered = offered
+    tally.evaluated = engine.stats.events - events
+    tally.alerts = engine.stats.alerts - alerts
+    tally.verify()
+
+
+def run(engine: Engine, events: list[Event], tally: Tally) -> float:
+    """CPU seconds of this process (other work on the machine does not count)."""
     process = engine.process
-    alerts = 0
-    start = time.process_time()
-    for event in events:
-        alerts += len(process(event))
-    return time.process_time() - start, alerts
+    with counted(engine, tally, len(events)):
+        start = time.process_time()
+        for event in events:
+            process(event)
+        elapsed = time.process_time() - start
+    return elapsed
+
+
+def live_keys(engine: Engine) -> int:
+    return sum(m.live_keys for m in engine.correlation_metrics())
 
 
 def loaded_engine(*extra: RulesText, with_rules: bool = True) -> Engine:
@@ -162,22 +186,27 @@ def loaded_engine(*extra: RulesText, with_rules: bool = True) -> Engine:
     return engine
 
 
-def fill(engine: Engine, keys: int) -> float:
-    """Open `keys` live keys; returns the bytes the state retains per live key."""
+def fill(engine: Engine, keys: int, tally: Tally) -> float:
+    """Open `keys` live keys (rounded down to a multiple of 20); returns the bytes the state retains per live
+    key. BenchmarkInvalid unless every filling event was evaluated and opened its key."""
     documents = list(filling_documents(keys))
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     events = decode(documents)
-    for event in fresh(events, BASE_NS - len(events) * STEP_NS):
-        engine.process(event)
+    with counted(engine, tally, len(documents)):
+        for event in fresh(events, BASE_NS - len(events) * STEP_NS):
+            engine.process(event)
     del events
     documents.clear()
     gc.collect()
     retained = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    live = sum(m.live_keys for m in engine.correlation_metrics())
-    return retained / max(live, 1)
+    live = live_keys(engine)
+    if live != tally.offered:
+        raise BenchmarkInvalid(f"{tally.phase}: {live:,} live keys after {tally.offered:,} filling events, "
+                               "each of which opens one")
+    return retained / live
 
 
 def main() -> int:
@@ -199,23 +228,29 @@ def main() -> int:
         "both": loaded_engine(bench_rules),
         "shipped": loaded_engine(shipped_rules, with_rules=False),
     }
-    bytes_per_key = fill(engines["correlations"], args.keys)
-    fill(engines["both"], args.keys)
-    live_keys = sum(m.live_keys for m in engines["both"].correlation_metrics())
+    fills = {name: Tally(f"fill_{name}") for name in ("correlations", "both")}
+    bytes_per_key = fill(engines["correlations"], args.keys, fills["correlations"])
+    fill(engines["both"], args.keys, fills["both"])
+    filled = live_keys(engines["both"])
     settle_after_startup()
     matches_before = sum(m.step_matches for m in engines["both"].correlation_metrics())
+    # The samples alert under the upstream rules; the correlations' alerts are reported, not required.
+    tallies = {name: Tally(name, expect_alerts=name in ("rules", "both")) for name in engines}
     # Interleaved, best of --repeat, CPU time: other work on the machine weighs on every engine alike.
-    best: dict[str, tuple[float, int]] = {}
+    best: dict[str, float] = {}
     for _ in range(args.repeat):
         for name, engine in engines.items():
-            best[name] = min(best.get(name, (float("inf"), 0)), run(engine, fresh(stream, BASE_NS)))
+            best[name] = min(best.get(name, float("inf")), run(engine, fresh(stream, BASE_NS), tallies[name]))
+    for name in fills:
+        if (live := live_keys(engines[name])) < filled:
+            raise BenchmarkInvalid(f"{name}: {live:,} live keys after the timed runs, of the {filled:,} filled")
     n = len(stream)
     step_matches = (sum(m.step_matches for m in engines["both"].correlation_metrics()) - matches_before)
-    us = {name: seconds / n * 1e6 for name, (seconds, _alerts) in best.items()}
+    us = {name: seconds / n * 1e6 for name, seconds in best.items()}
     figures = {
         "events": n,
         "correlations": len(engines["both"].correlations),
-        "live_keys": live_keys,
+        "live_keys": filled,
         "bytes_per_live_key": round(bytes_per_key),
         "step_matches_per_event": round(step_matches / args.repeat / n, 3),
         "rules_events_per_s": round(1e6 / us["rules"]),
@@ -228,17 +263,18 @@ def main() -> int:
         "added_us_per_event": round(us["both"] - us["rules"], 3),
         "shipped_us_per_event": round(us["shipped"], 3),
         "shipped_cost_vs_rules": round(us["shipped"] / us["rules"], 3),
-        "rule_alerts": best["rules"][1],
-        "correlation_alerts": best["correlations"][1],
+        "rule_alerts": tallies["rules"].alerts,
+        "correlation_alerts": tallies["correlations"].alerts,
+        **{key: value for tally in (*fills.values(), *tallies.values()) for key, value in tally.as_figures().items()},
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    print(f"{n} events (audit + CloudTrail samples) | {figures['correlations']} correlations, {live_keys:,} live "
+    print(f"{n} events (audit + CloudTrail samples) | {figures['correlations']} correlations, {filled:,} live "
           f"keys, {figures['bytes_per_live_key']} bytes per live key, {figures['step_matches_per_event']} step "
           "matches per event")
     for label, name in (("upstream single-event rules", "rules"), ("20 correlations alone", "correlations"),
                         ("both together", "both"), ("rules/correlation.yaml alone", "shipped")):
         print(f"{label:<30} {round(1e6 / us[name]):>9,} ev/s  {us[name]:7.2f} µs/event  "
-              f"{us[name] / us['rules']:.2f}x the rules  {best[name][1]} alerts")
+              f"{us[name] / us['rules']:.2f}x the rules  {tallies[name].alerts} alerts")
     print(f"max RSS {figures['rss_mb']} MiB")
     if args.json:
         print(orjson.dumps(figures).decode())
@@ -246,4 +282,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

@@ -7,27 +7,38 @@ subscriber has received all of them; a latency phase emits at a fixed rate (defa
 and measures, per received alert, the time from `emit` to the client having parsed it (p50, p99).
 The baseline is `emit` with no subscriber: encoding plus the spool append. With --json the last
 line is one JSON object with every figure.
+
+Every alert emitted must be published by the fan-out and spooled without error, and every subscriber
+must receive every one of them (a gap, an alert its queue could not hold, is a miss): otherwise the
+run exits 1 with no figures (bench/accounting.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue
 import resource
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from accounting import BenchmarkInvalid, Tally, main_guard
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.alert import Alert  # noqa: E402
 from agent.priority import Priority  # noqa: E402
+
+if TYPE_CHECKING:
+    from agent.grpc.subscriptions import Fanout
+
+_RESULTS_TIMEOUT_S = 300
 
 
 def _alert(i: int) -> Alert:
@@ -39,6 +50,7 @@ def _alert(i: int) -> Alert:
 
 
 def _subscriber(target: str, total: int, marks: int, ready: Any, results: Any, index: int, max_batch: int) -> None:
+    """Receives until `total` alerts were received or reported missed (in gaps); reports both counts."""
     import grpc
 
     from agent.grpc._gen.falco_agent.v1 import alerts_pb2 as pb
@@ -47,27 +59,26 @@ def _subscriber(target: str, total: int, marks: int, ready: Any, results: Any, i
     with grpc.insecure_channel(target) as channel:
         call = pb_grpc.AlertServiceStub(channel).Subscribe(pb.SubscribeRequest(max_batch=max_batch))
         ready.put(index)
-        received = gaps = 0
+        received = missed = 0
         throughput_done_ns = 0
         latencies: list[int] = []
         for response in call:
             now = time.time_ns()
             kind = response.WhichOneof("event")
             if kind == "gap":
-                gaps += response.gap.missed
-                received += response.gap.missed
+                missed += response.gap.missed
             else:
                 for alert in (response.alert,) if kind == "alert" else response.batch.alerts:
                     received += 1
                     if alert.seq > marks:
                         t = alert.time
                         latencies.append(now - (t.seconds * 1_000_000_000 + t.nanos))
-            if not throughput_done_ns and received >= marks:
+            if not throughput_done_ns and received + missed >= marks:
                 throughput_done_ns = now
-            if received >= total:
+            if received + missed >= total:
                 break
         call.cancel()
-    results.put((index, throughput_done_ns, gaps, latencies))
+    results.put((index, throughput_done_ns, received, missed, latencies))
 
 
 def _client_process(target: str, count: int, first_index: int, total: int, marks: int, ready: Any,
@@ -115,6 +126,7 @@ def run(subscribers: int, throughput_alerts: int, latency_alerts: int, rate: flo
         if not server.fanout.wait_for_subscribers(subscribers, 60):
             raise RuntimeError("subscribers did not attach")
         output = server.output
+        published_before, spool_errors_before = server.fanout.published, server.fanout.spool_errors
         began_ns = time.time_ns()
         for i in range(throughput_alerts):
             output.emit(_alert(i))
@@ -127,27 +139,50 @@ def run(subscribers: int, throughput_alerts: int, latency_alerts: int, rate: flo
             pause = next_t - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-        got = [results.get(timeout=300) for _ in range(subscribers)]
+        try:
+            got = [results.get(timeout=_RESULTS_TIMEOUT_S) for _ in range(subscribers)]
+        except queue.Empty:
+            raise BenchmarkInvalid(f"{subscribers} subscribers: not all of them received or missed the {total} "
+                                   f"alerts within {_RESULTS_TIMEOUT_S} s") from None
+        published = _published(server.fanout, f"{subscribers}_subscribers_publish", total, published_before,
+                                spool_errors_before)
     finally:
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
         server.stop(grace_s=0)
+    # Every subscriber had to receive every alert published: a gap is a miss.
+    deliveries = Tally(f"{subscribers}_subscribers_deliveries", offered=published * subscribers,
+                       evaluated=sum(g[2] for g in got))
+    deliveries.verify()
     done_ns = max(g[1] for g in got)
-    latencies = [lat for g in got for lat in g[3]]
+    latencies = [lat for g in got for lat in g[4]]
     elapsed_s = (done_ns - began_ns) / 1e9
     return {
         "subscribers": subscribers,
         "alerts": throughput_alerts,
+        "published": published, "delivered": deliveries.evaluated,
         "emit_per_s": round(throughput_alerts / ((emitted_ns - began_ns) / 1e9)),
         "alerts_per_s_each": round(throughput_alerts / elapsed_s),
         "deliveries_per_s": round(throughput_alerts * subscribers / elapsed_s),
         "latency_rate_per_s": rate,
         "p50_ms": round(_percentile(latencies, 0.50), 3),
         "p99_ms": round(_percentile(latencies, 0.99), 3),
-        "gaps": sum(g[2] for g in got),
+        "gaps": sum(g[3] for g in got),
     }
+
+
+def _published(fanout: Fanout, phase: str, emitted: int, published_before: int, spool_errors_before: int) -> int:
+    """What the fan-out published of the `emitted` alerts; BenchmarkInvalid unless it published and spooled
+    every one."""
+    published = Tally(phase, offered=emitted, evaluated=fanout.published - published_before)
+    problems = published.problems()
+    if fanout.spool_errors > spool_errors_before:
+        problems.append(f"{phase}: {fanout.spool_errors - spool_errors_before:,} spool appends failed")
+    if problems:
+        raise BenchmarkInvalid("; ".join(problems))
+    return published.evaluated
 
 
 def baseline(alerts: int, spool_dir: Path) -> float:
@@ -156,13 +191,15 @@ def baseline(alerts: int, spool_dir: Path) -> float:
     from agent.grpc.subscriptions import Fanout, GrpcOutput
 
     spool = Spool(spool_dir / "spool-baseline")
-    output = GrpcOutput(Fanout(spool))
+    fanout = Fanout(spool)
+    output = GrpcOutput(fanout)
     batch = [_alert(i) for i in range(alerts)]
     began = time.perf_counter()
     for alert in batch:
         output.emit(alert)
     elapsed = time.perf_counter() - began
     spool.close()
+    _published(fanout, "baseline", alerts, 0, 0)
     return alerts / elapsed
 
 
@@ -198,4 +235,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

@@ -1,7 +1,8 @@
 """What a benchmark reads about an agent running as another process: CPU time, memory, and its /metrics.
 
 CPU and memory come from /proc (Linux): user+system time from `/proc/<pid>/stat`, peak and current resident
-memory (VmHWM, VmRSS) from `/proc/<pid>/status`. The Prometheus text of `/metrics` is read into a flat dict.
+memory (VmHWM, VmRSS) from `/proc/<pid>/status`. The Prometheus text of `/metrics` is read into a flat list of
+samples, summed by name and labels, and compared between two scrapes.
 """
 
 from __future__ import annotations
@@ -48,3 +49,8 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """The sum of the samples called `name` whose labels include `labels`."""
     return sum(value for sample, have, value in samples
                if sample == name and all(have.get(key) == wanted for key, wanted in labels.items()))
+
+
+def growth(before: Samples, after: Samples, name: str, **labels: str) -> int:
+    """How much a counter (the sum of the samples `total` picks) grew from one scrape to the next."""
+    return int(total(after, name, **labels) - total(before, name, **labels))

@@ -37,22 +37,28 @@ class RunningAgent:
             command += ["-o", option]
         self._stderr = (state / "agent.log").open("w+")
         self.proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._stderr)
-        self._wait_ready(ready, start_timeout_s)
+        if self.wait_for(ready, start_timeout_s) is None:
+            self.stop()
+            raise SystemExit(f"the agent was not ready within {start_timeout_s:.0f} s")
 
-    def _wait_ready(self, ready: Callable[[Samples], bool], timeout_s: float) -> None:
+    def wait_for(self, done: Callable[[Samples], bool], timeout_s: float) -> Samples | None:
+        """Scrape /metrics until `done` holds: that scrape, or None after `timeout_s`. The agent exiting meanwhile
+        ends the benchmark with the end of its log."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while True:
             if self.proc.poll() is not None:
                 self._stderr.seek(0)
-                raise SystemExit(f"the agent exited at start:\n{self._stderr.read()[-3000:]}")
+                raise SystemExit(f"the agent exited (status {self.proc.returncode}):\n{self._stderr.read()[-3000:]}")
             try:
-                if ready(self.metrics()):
-                    return
+                samples = self.metrics()
             except OSError:
                 pass  # not listening yet
+            else:
+                if done(samples):
+                    return samples
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(_PAUSE_S)
-        self.stop()
-        raise SystemExit(f"the agent was not ready within {timeout_s:.0f} s")
 
     def metrics(self) -> Samples:
         return scrape(f"{self.metrics_url}/metrics")

@@ -4,9 +4,16 @@ The agent runs with the stable Falco rules (falco_rules.yaml, k8s_audit_rules.ya
 its webhook on 127.0.0.1, a watched CloudTrail directory, gRPC on a unix socket, JSON alerts on stdout (to
 /dev/null) and /metrics. For `--seconds` this process POSTs k8s audit batches (the read-heavy mix: nine reads per
 regression sample) at `--k8s-rate` events/s and drops CloudTrail files at `--cloudtrail-rate` records/s, then
-waits for the agent to evaluate what it accepted. The baseline is the same agent idle (rules loaded, no events).
-It prints events/s and alerts/s evaluated, the agent's CPU (/proc/<pid>/stat), peak RSS (VmHWM) and drops (events
-accepted but not evaluated, and alerts an output dropped); with --json the last line is one JSON object.
+waits for the agent to evaluate what it took. The baseline is the same agent idle (rules loaded, no events).
+It prints events/s and alerts/s evaluated, the agent's CPU (/proc/<pid>/stat), peak RSS (VmHWM) and drops (records
+the kernel lost, alerts an output dropped); with --json the last line is one JSON object.
+
+Counts are the agent's /metrics between the start of the load and the end of the drain (bench/agent_load.py):
+every audit event posted and CloudTrail record written must be evaluated, and each sample set, once offered
+whole, must raise alerts. The openat calls are counted by correlations that never fire, run beside the rules
+(bench/agent_load.py, Fence): each must be evaluated, unless the kernel counted losses (then evaluated + lost
+must cover them). Otherwise the run exits 1 with no figures (bench/accounting.py). The kernel source sees every
+process: events/s includes other processes' syscalls.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from agent_load import Load, SyscallLoad, TrailDirectoryLoad, WebhookLoad, run_loads
-from process_stats import Samples, cpu_s, memory_mb, total
+from accounting import BenchmarkInvalid, main_guard
+from agent_load import EVALUATED, Load, SyscallLoad, TrailDirectoryLoad, WebhookLoad, drain, run_loads
+from process_stats import cpu_s, growth, memory_mb, total
 from running_agent import RunningAgent, free_port
 from samples import REFERENCE, cloudtrail_records, k8s_audit_events, with_reads
 
@@ -30,9 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
 WEBHOOK_PATH = "/k8s-audit"
 _START_TIMEOUT_S = 90.0
-_DRAIN_TIMEOUT_S = 60.0
 _IDLE_S = 2.0
-_PAUSE_S = 0.2
 
 
 def start_agent(rules: list[Path], *, drop_dir: Path, state: Path, extra_options: list[str],
@@ -75,54 +81,44 @@ class RssSampler:
         self.peak_mb = max(self.peak_mb, memory_mb(self._pid, "VmRSS"))
 
 
-def wait_drained(agent: RunningAgent, loads: list[Load]) -> tuple[Samples, float]:
-    """Metrics once every accepted event was evaluated (or after the drain timeout), and when that was."""
-    deadline = time.monotonic() + _DRAIN_TIMEOUT_S
-    while True:
-        samples = agent.metrics()
-        done = True
-        for load in loads:
-            accepted = load.accepted(samples)
-            done &= accepted is not None and evaluated(samples, load.source) >= accepted
-        if done or time.monotonic() > deadline:
-            return samples, time.perf_counter()
-        time.sleep(_PAUSE_S)
-
-
-def evaluated(samples: Samples, source: str) -> int:
-    return int(total(samples, "falco_agent_events_evaluated_total", source=source))
-
-
 def measure(agent: RunningAgent, loads: list[tuple[Load, float]], seconds: float) -> dict[str, Any]:
-    """Idle baseline, then the load until drained: the figures of one run (counters start at zero: no event
-    reaches the agent before the load)."""
+    """Idle baseline, then the load until drained: the figures of one run, counted from a scrape taken as the
+    load starts. BenchmarkInvalid when a load's account does not add up."""
     pid = agent.proc.pid
     idle_cpu = cpu_s(pid)
     time.sleep(_IDLE_S)
     idle_cpu_percent = 100 * (cpu_s(pid) - idle_cpu) / _IDLE_S
     idle_rss_mb = memory_mb(pid, "VmRSS")
-    cpu_before, started = cpu_s(pid), time.perf_counter()
+    before = agent.metrics()
+    cpu_before, started = cpu_s(pid), time.monotonic()
     with RssSampler(pid) as rss:
         load_s = run_loads(loads, seconds)
-        after, finished = wait_drained(agent, [load for load, _ in loads])
-    wall_s = finished - started
-    done = {load.source: evaluated(after, load.source) for load, _ in loads}
-    accepted = {load.source: load.accepted(after) or 0 for load, _ in loads}
-    alerts = int(total(after, "falco_agent_alerts_total"))
-    kernel_lost = int(total(after, "falco_agent_source_kernel_lost", source="kernel"))
-    output_drops = int(total(after, "falco_agent_output_alerts_total", result="dropped"))
-    events = sum(done.values())
+        drained = drain(agent, lambda after: [load.account(before, after) for load, _ in loads],
+                        fence=next((load.fence for load, _ in loads if isinstance(load, SyscallLoad)), None))
+    cpu_used = cpu_s(pid) - cpu_before
+    wall_s = drained.at - started
+    accounts = {load.source: load.account(before, drained.final) for load, _ in loads}
+    problems = [problem for account in accounts.values() for problem in account.problems()]
+    if problems:
+        raise BenchmarkInvalid("; ".join(problems))
+    counted = {key: value for account in accounts.values() for key, value in account.as_figures().items()}
+    # Rates over the load and its drain, from the scrape that found it drained.
+    events = sum(growth(before, drained.samples, EVALUATED, source=source) for source in accounts)
+    alerts = growth(before, drained.samples, "falco_agent_alerts_total")
+    kernel_lost = growth(before, drained.final, "falco_agent_source_kernel_lost", source="kernel")
+    output_drops = growth(before, drained.final, "falco_agent_output_alerts_total", result="dropped")
     return {
         "seconds": round(seconds, 1), "load_s": round(load_s, 2), "drain_s": round(wall_s - load_s, 2),
         "offered_per_s": {load.source: rate for load, rate in loads},
-        "accepted": accepted, "evaluated": done,
+        # What each load offered, as before (the checks above held it to what was evaluated).
+        "accepted": {source: counted[f"{source}_offered"] for source in accounts},
+        "evaluated": {source: counted[f"{source}_evaluated"] for source in accounts}, **counted,
         "events_per_s": round(events / wall_s), "alerts_per_s": round(alerts / wall_s, 1), "alerts": alerts,
-        "agent_cpu_percent": round(100 * (cpu_s(pid) - cpu_before) / wall_s, 1),
+        "agent_cpu_percent": round(100 * cpu_used / (time.monotonic() - started), 1),
         "idle_cpu_percent": round(idle_cpu_percent, 1), "idle_rss_mb": round(idle_rss_mb, 1),
         # VmHWM includes start-up (BCC compiling the kernel probe); the load's own peak is sampled.
         "peak_rss_mb": round(memory_mb(pid, "VmHWM"), 1), "load_peak_rss_mb": round(rss.peak_mb, 1),
-        # Other processes' syscalls make the kernel source evaluate more than was sent: no negative drops.
-        "drops": sum(max(0, accepted[s] - done[s]) for s in done) + output_drops + kernel_lost,
+        "drops": output_drops + kernel_lost,
         "output_drops": output_drops,
         "webhook_503_retries": sum(load.retries for load, _ in loads),
         "kernel_lost": kernel_lost,
@@ -149,9 +145,14 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="falco-agent-bench-"))
     drop_dir = state / "cloudtrail"
     drop_dir.mkdir()
-    kernel = args.syscall_rate > 0 and os.geteuid() == 0
-    agent, webhook_port = start_agent([REFERENCE / "rules" / name for name in STABLE_RULES], drop_dir=drop_dir,
-                                      state=state, extra_options=args.option, kernel=kernel)
+    rules = [REFERENCE / "rules" / name for name in STABLE_RULES]
+    syscalls = SyscallLoad(state) if args.syscall_rate > 0 and os.geteuid() == 0 else None
+    if syscalls is not None:
+        counter = state / "load-counter.yaml"
+        counter.write_text(syscalls.rules())
+        rules.append(counter)
+    agent, webhook_port = start_agent(rules, drop_dir=drop_dir, state=state, extra_options=args.option,
+                                      kernel=syscalls is not None)
     try:
         loads: list[tuple[Load, float]] = [
             (WebhookLoad(webhook_port, WEBHOOK_PATH, with_reads(k8s_audit_events()),
@@ -159,17 +160,17 @@ def main() -> int:
             (TrailDirectoryLoad(drop_dir, cloudtrail_records(), records_per_file=args.records_per_file),
              args.cloudtrail_rate),
         ]
-        if kernel:
-            loads.append((SyscallLoad(state / "opened-by-bench"), args.syscall_rate))
+        if syscalls is not None:
+            loads.append((syscalls, args.syscall_rate))
         figures = measure(agent, loads, args.seconds)
     finally:
         code = agent.stop()
     figures["exit_code"] = code
     print(f"idle agent with {', '.join(STABLE_RULES)}: CPU {figures['idle_cpu_percent']}%, "
           f"RSS {figures['idle_rss_mb']} MiB")
-    syscalls = f", openat {args.syscall_rate:,.0f}/s" if kernel else " (kernel source off: not root or rate 0)"
+    opens = f", openat {args.syscall_rate:,.0f}/s" if syscalls else " (kernel source off: not root or rate 0)"
     print(f"offered for {figures['seconds']} s: k8s audit {args.k8s_rate:,.0f} events/s, "
-          f"CloudTrail {args.cloudtrail_rate:,.0f} records/s{syscalls}; accepted {figures['accepted']}")
+          f"CloudTrail {args.cloudtrail_rate:,.0f} records/s{opens}; sent {figures['accepted']}")
     print(f"evaluated {figures['evaluated']} in {figures['load_s'] + figures['drain_s']:.1f} s "
           f"(drained {figures['drain_s']} s after the load): {figures['events_per_s']:,} events/s, "
           f"{figures['alerts_per_s']:,} alerts/s")
@@ -183,4 +184,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

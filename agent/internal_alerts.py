@@ -41,6 +41,13 @@ class InternalAlerts:
                             "internal.error": first.as_text(), "internal.errors": len(problems),
                             "internal.files": ",".join(files)})
 
+    def rules_reload_crashed(self, error: str, *, reason: str, files: list[str]) -> Alert:
+        """A reload ended on an unexpected exception rather than on errors in the rules; the running rules are kept."""
+        return self._alert(RULES_RELOAD_FAILED, Priority.ERROR,
+                           f"Rules reload failed on an internal error, the running rules are kept "
+                           f"(reason={reason} error={error})",
+                           {"internal.error": error, "internal.errors": 1, "internal.files": ",".join(files)})
+
     def config_reload_failed(self, error: str, *, file: str) -> Alert:
         """The changed configuration file does not load; the running configuration and rules are kept."""
         return self._alert(RULES_RELOAD_FAILED, Priority.ERROR,

@@ -15,6 +15,12 @@ the previous rule set; the `rules` commands of the (re-read) configuration are a
 
 Write rules files atomically (write a temporary file, then rename it over the old one): a half-written file seen
 by a poll fails to load (internal alert), and the next poll, seeing the file changed again, reloads it.
+
+Nothing a reload meets ends reloading: an unexpected exception (a bug, an input the loader did not foresee) is
+logged as `rules_reload_crashed` with its traceback and raises the same internal alert naming it; the running rules
+stay, and the next change or SIGHUP reloads again. `failure()` (see agent.supervisor.FailureReporting) tells the
+agent's health when rules changes are no longer applied: the thread ended anyway, or one poll or reload has been
+busy for more than `stuck_after_s`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +142,8 @@ class RulesReloader:
 
     def __init__(self, *, config: AgentConfig, config_path: str | None, overrides: Sequence[str],
                  extra_rules: Sequence[str], template: Engine, swap: EngineSwap, alerts: InternalAlerts,
-                 emit: Callable[[Alert], None], interval_s: float = 1.0, seen: Fingerprint | None = None) -> None:
+                 emit: Callable[[Alert], None], interval_s: float = 1.0, stuck_after_s: float = 60.0,
+                 seen: Fingerprint | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         """`seen` is the fingerprint taken before the running rules were loaded (a change since is reloaded)."""
         self._config = config
         self._boot_config = config
@@ -147,6 +155,9 @@ class RulesReloader:
         self._alerts = alerts
         self._emit = emit
         self.interval_s = interval_s
+        self.stuck_after_s = stuck_after_s
+        self._clock = clock
+        self._busy_since_s: float | None = None  # while the thread polls or reloads
         self._wake = threading.Event()
         self._is_forced = False
         self._stopping = threading.Event()
@@ -171,6 +182,21 @@ class RulesReloader:
         self._is_forced = True
         self._wake.set()
 
+    def failure(self) -> str | None:
+        """Why rules changes are no longer applied: the thread ended, or is stuck in one poll or reload.
+
+        None before `start()`, after `stop()` and while it works: rules that fail to load are not a failure of the
+        reloader (they raise an internal alert, and the next change is reloaded).
+        """
+        thread, busy_since_s = self._thread, self._busy_since_s
+        if thread is None or self._stopping.is_set():
+            return None
+        if not thread.is_alive():
+            return "the rules reload thread ended"
+        if busy_since_s is not None and (busy_s := self._clock() - busy_since_s) > self.stuck_after_s:
+            return f"the rules reload thread has been busy for {busy_s:.0f} s (more than {self.stuck_after_s:g} s)"
+        return None
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(self.interval_s)
@@ -178,13 +204,30 @@ class RulesReloader:
             if self._stopping.is_set():
                 return
             is_forced, self._is_forced = self._is_forced, False
-            watched = self.watched()
-            seen = fingerprint(watched)
-            if is_forced or seen != self._seen:
-                self._seen = seen  # taken before loading: an edit during the load triggers another reload
-                self.reload(reason="signal" if is_forced else "file_changed")
-                if self.watched() != watched:  # rules_files changed: watch the new set from now on
-                    self._seen = fingerprint(self.watched())
+            reason = "signal" if is_forced else "file_changed"
+            self._busy_since_s = self._clock()
+            try:
+                self._poll(reason, is_forced=is_forced)
+            except Exception as exc:  # the thread's boundary: nothing a reload meets may end reloading for good
+                self._crashed(exc, reason=reason)
+            finally:
+                self._busy_since_s = None
+
+    def _poll(self, reason: str, *, is_forced: bool) -> None:
+        watched = self.watched()
+        seen = fingerprint(watched)
+        if is_forced or seen != self._seen:
+            self._seen = seen  # taken before loading: an edit during the load (or a crash) triggers another reload
+            self.reload(reason=reason)
+            if self.watched() != watched:  # rules_files changed: watch the new set from now on
+                self._seen = fingerprint(self.watched())
+
+    def _crashed(self, exc: Exception, *, reason: str) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("rules_reload_crashed", reason=reason, error=error,
+                      hint="the running rules are kept; the next change or SIGHUP reloads again")
+        files = rules_entries(self._config, self._extra_rules)  # no I/O here: the crash may have come from it
+        self._emit(self._alerts.rules_reload_crashed(error, reason=reason, files=files))
 
     def reload(self, *, reason: str) -> bool:
         """Dry-run the rules (and config) as they are on disk now; offer the new engine when they load."""

@@ -29,16 +29,22 @@ TAB, BS, CR, LF)::
 
 `and`, `or`, `not` bind as usual (not > and > or); and/or chains are n-ary. Every node keeps
 its position; errors raise ConditionSyntaxError with the offset, line and column.
+
+Bounds (no real rule comes near them: the upstream rules nest 4 levels and have at most 124 checks and
+operators once macros are expanded): a condition may nest MAX_DEPTH levels (each parenthesis, each `not`
+and each transformer call opens one) and hold MAX_NODES checks, macro references and and/or/not operators.
+The parser recurses a few frames per level, so MAX_DEPTH keeps it far from Python's recursion limit.
 """
 
 from __future__ import annotations
 
 import re
-import sys
+from typing import TypeVar
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, MacroRef, Not, Operand, Or, Pos, StrLit, Transform
 
-MAX_DEPTH = 1000
+MAX_DEPTH = 100
+MAX_NODES = 5_000
 TRANSFORMERS = frozenset({"tolower", "toupper", "b64", "basename", "len", "join", "concat", "getopt"})
 MODIFIERS = ("oneof", "anyof", "allof")
 NUM_OPS = ("<=", "<", ">=", ">")
@@ -56,6 +62,7 @@ _BARE_RE = re.compile(r"[^()\"' \t\b\r\n=,]+")
 _ARG_BARE_RE = re.compile(r"[^\]\[\"' \t\b\r\n]+")
 _NUMBER_RE = re.compile(r"0[xX][0-9a-fA-F]+|[+-]?[0-9]+\.?[0-9]*(?:[eE][+-][0-9]+)?")
 _WORD_OP_RE = re.compile(r"(" + "|".join(sorted(WORD_STR_OPS, key=len, reverse=True)) + r")[ \t\b\r\n]")
+_Node = TypeVar("_Node", Check, MacroRef, Not, And, Or)
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "\\": "\\", "/": "/", " ": "\\"}
 
 
@@ -78,6 +85,7 @@ class Parser:
         self.text = text
         self.i = 0
         self.depth = 0
+        self.nodes = 0
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
 
     # ----- positions and errors -------------------------------------------------------------
@@ -123,13 +131,7 @@ class Parser:
         self.skip_blanks()
         if self.at_end():
             raise self.fail("empty condition")
-        limit = sys.getrecursionlimit()
-        # Each nesting level costs a handful of Python frames; make room for MAX_DEPTH levels.
-        sys.setrecursionlimit(max(limit, MAX_DEPTH * 8 + 200))
-        try:
-            expr = self.parse_or()
-        finally:
-            sys.setrecursionlimit(limit)
+        expr = self.parse_or()
         self.skip_blanks()
         if not self.at_end():
             raise self.fail("unexpected token after condition")
@@ -140,6 +142,13 @@ class Parser:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self.fail(f"condition nests deeper than {MAX_DEPTH} levels", index)
+
+    def node(self, node: _Node) -> _Node:
+        """Count one more check, macro reference or operator; past MAX_NODES the error points at it."""
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(f"condition has more than {MAX_NODES} checks and operators", node.pos.index)
+        return node
 
     def parse_or(self) -> Expr:
         start = self.pos()
@@ -153,7 +162,7 @@ class Parser:
                 children.append(self.parse_group())
             else:
                 break
-        return children[0] if len(children) == 1 else Or(tuple(children), start)
+        return children[0] if len(children) == 1 else self.node(Or(tuple(children), start))
 
     def parse_and(self) -> Expr:
         start = self.pos()
@@ -167,7 +176,7 @@ class Parser:
                 children.append(self.parse_group())
             else:
                 break
-        return children[0] if len(children) == 1 else And(tuple(children), start)
+        return children[0] if len(children) == 1 else self.node(And(tuple(children), start))
 
     def parse_not(self) -> Expr:
         self.skip_blanks()
@@ -175,6 +184,7 @@ class Parser:
         while True:
             here = self.pos()
             if self.eat_word("not"):
+                self.enter(here.index)
                 nots.append(here)
                 self.skip_blanks()
             else:
@@ -182,11 +192,12 @@ class Parser:
         here = self.pos()
         if self.peek("not("):
             self.i += 3
-            expr: Expr = Not(self.parse_group(), here)
+            expr: Expr = self.node(Not(self.parse_group(), here))
         else:
             expr = self.parse_check()
         for pos in reversed(nots):
-            expr = Not(expr, pos)
+            expr = self.node(Not(expr, pos))
+        self.depth -= len(nots)
         return expr
 
     def parse_group(self) -> Expr:
@@ -211,8 +222,8 @@ class Parser:
             if ident is None:
                 raise self.fail("expected a field, a transformer, a macro name or '('")
             self.i = ident.end()
-            return MacroRef(ident.group(), self.pos(start))
-        return self.parse_condition_tail(lhs, start)
+            return self.node(MacroRef(ident.group(), self.pos(start)))
+        return self.node(self.parse_condition_tail(lhs, start))
 
     def parse_lhs(self) -> FieldRef | Transform | None:
         """A field or transformer at the cursor, or None (cursor unmoved) when there is neither."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
+from yaml.resolver import Resolver
 
 from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
 from agent.location import Location
@@ -15,6 +16,16 @@ try:
     _Loader: type = yaml.CSafeLoader
 except AttributeError:  # pyyaml built without libyaml
     _Loader = yaml.SafeLoader
+_RESOLVER = Resolver()
+
+#: Bounds no real rules file meets (upstream falco_rules.yaml: 63,642 bytes, 1,547 YAML nodes, 6 levels of
+#: collections). A file past them is refused before it can exhaust memory: a text of more than
+#: MAX_FILE_BYTES; YAML nesting collections deeper than MAX_YAML_DEPTH; more than MAX_YAML_NODES nodes or
+#: more than MAX_FILE_BYTES characters of scalar text once every alias is counted as what it repeats
+#: (an alias bomb is refused before anything expands it).
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_YAML_NODES = 250_000
+MAX_YAML_DEPTH = 100
 
 #: Item kinds in the order Falco tests for their keys.
 #: `correlation` is ours: Falco warns about it as an unknown item and loads the rest of the file.
@@ -87,16 +98,21 @@ def read_items(text: str, file: str, result: LoadResult) -> Iterator[Item]:
 
     Raises LoadAborted (already recorded in `result`) when the text cannot be used.
     """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise result.error(ErrorCode.LOAD_ERR_FILE_READ,
+                           f"rules file is {size} bytes, more than the limit of {MAX_FILE_BYTES}", Location(file))
     try:
-        documents = list(yaml.compose_all(text, Loader=_Loader))
+        documents = compose_all(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0)
-        raise result.error(ErrorCode.LOAD_ERR_YAML_PARSE, f"invalid YAML: {exc.problem}", loc) from None
+        message = str(exc.problem) if isinstance(exc, YamlLimitError) else f"invalid YAML: {exc.problem}"
+        raise result.error(ErrorCode.LOAD_ERR_YAML_PARSE, message, loc) from None
     except yaml.YAMLError as exc:
         raise result.error(ErrorCode.LOAD_ERR_YAML_PARSE, f"invalid YAML: {exc}", Location(file)) from None
     for document in documents:
-        if document is None or (isinstance(document, yaml.ScalarNode) and document.tag == _NULL_TAG):
+        if isinstance(document, yaml.ScalarNode) and document.tag == _NULL_TAG:
             continue
         if not isinstance(document, yaml.SequenceNode):
             raise result.error(
@@ -155,6 +171,135 @@ def to_python(node: yaml.Node) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [to_python(child) for child in node.value]
     return {str(to_python(k)): to_python(v) for k, v in node.value}
+
+
+def compose_all(text: str) -> list[yaml.Node]:
+    """The node graph of every document, as `yaml.compose_all` builds it, within the MAX_* bounds.
+
+    Raises YamlLimitError past a bound, and pyyaml's errors for text that is not YAML.
+    """
+    return _Composer().compose_all(text)
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """YAML refused while it is composed: nested too deeply, too large with its aliases expanded, or an alias
+    inside the node it names (a cycle)."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+@dataclass(slots=True)
+class _Open:
+    """A collection whose end event has not come yet, with the counters as they were when it started."""
+
+    node: yaml.CollectionNode
+    anchor: str | None
+    nodes: int
+    chars: int
+    key: yaml.Node | None = None
+
+
+class _Composer:
+    """Builds the node graphs of every document from the parser's events, as pyyaml's composer does, but without
+    recursion and within the MAX_* bounds: an alias counts as the nodes and text it stands for, so what a later
+    expansion would build is known, and refused, before anything is expanded."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.chars = 0
+        self.stack: list[_Open] = []
+        self.anchors: dict[str, yaml.Node] = {}
+        #: (nodes, characters) of each anchored node once complete; an anchor missing here is still open.
+        self.sizes: dict[str, tuple[int, int]] = {}
+
+    def compose_all(self, text: str) -> list[yaml.Node]:
+        documents = []
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.DocumentStartEvent):
+                self.anchors, self.sizes = {}, {}  # anchors are local to their document
+            elif isinstance(event, (yaml.NodeEvent, yaml.CollectionEndEvent)):
+                node = self._node(event)
+                if node is None:
+                    continue
+                if not self.stack:
+                    documents.append(node)
+                    continue
+                parent = self.stack[-1]
+                if isinstance(parent.node, yaml.SequenceNode):
+                    parent.node.value.append(node)
+                elif parent.key is None:
+                    parent.key = node
+                else:
+                    parent.node.value.append((parent.key, node))
+                    parent.key = None
+        return documents
+
+    def _node(self, event: yaml.Event) -> yaml.Node | None:
+        """The node `event` completes, or None when it opens a collection."""
+        mark = _mark(event.start_mark)
+        if isinstance(event, yaml.CollectionEndEvent):
+            done = self.stack.pop()
+            done.node.end_mark = _mark(event.end_mark)
+            if done.anchor is not None:
+                self.sizes[done.anchor] = (self.nodes - done.nodes, self.chars - done.chars)
+            return done.node
+        if isinstance(event, yaml.AliasEvent):
+            return self._alias(event.anchor or "", mark)
+        assert isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent))
+        anchor = event.anchor
+        if anchor is not None and anchor in self.anchors:
+            raise yaml.composer.ComposerError(None, None, f"found duplicate anchor '{anchor}'", mark)
+        tag = event.tag
+        if isinstance(event, yaml.ScalarEvent):
+            self._count(1, len(event.value), mark)
+            tag = _resolve(tag, yaml.ScalarNode, event.value, event.implicit)
+            node = yaml.ScalarNode(tag, event.value, mark, _mark(event.end_mark), event.style)
+            if anchor is not None:
+                self.anchors[anchor] = node
+                self.sizes[anchor] = (1, len(event.value))
+            return node
+        if len(self.stack) >= MAX_YAML_DEPTH:
+            raise YamlLimitError(f"YAML nests collections deeper than {MAX_YAML_DEPTH} levels", mark)
+        kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+        collection = kind(_resolve(tag, kind, None, event.implicit), [], mark, None, event.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = collection  # known from here on, as pyyaml does; `sizes` says when it is complete
+        self.stack.append(_Open(collection, anchor, self.nodes, self.chars))
+        self._count(1, 0, mark)
+        return None
+
+    def _alias(self, anchor: str, mark: yaml.Mark | None) -> yaml.Node:
+        node = self.anchors.get(anchor)
+        if node is None:
+            raise yaml.composer.ComposerError(None, None, f"found undefined alias '{anchor}'", mark)
+        size = self.sizes.get(anchor)
+        if size is None:
+            raise YamlLimitError(f"alias '*{anchor}' is inside the node it refers to", mark)
+        self._count(*size, mark)
+        return node
+
+    def _count(self, nodes: int, chars: int, mark: yaml.Mark | None) -> None:
+        self.nodes += nodes
+        self.chars += chars
+        if self.nodes > MAX_YAML_NODES:
+            raise YamlLimitError(f"YAML has more than {MAX_YAML_NODES} nodes once aliases are expanded "
+                                 "(an alias counts as the nodes it repeats)", mark)
+        if self.chars > MAX_FILE_BYTES:
+            raise YamlLimitError(f"YAML has more than {MAX_FILE_BYTES} characters of text once aliases are expanded "
+                                 "(an alias counts as the text it repeats)", mark)
+
+
+def _resolve(tag: str | None, kind: type[yaml.Node], value: str | None, implicit: object) -> str:
+    """The node's tag: as written, or the one YAML's rules give a plain node (`!` asks for those rules too)."""
+    if tag is not None and tag != "!":
+        return tag
+    return cast(str, _RESOLVER.resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+
+
+def _mark(mark: object) -> yaml.Mark | None:
+    """libyaml's marks are another class with the same fields."""
+    return cast(yaml.Mark | None, mark)
 
 
 def _node_location(file: str, node: yaml.Node) -> Location:

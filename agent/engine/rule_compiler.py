@@ -1,7 +1,9 @@
 """Turns everything collected so far into compiled rules: lists, then macros, then rules.
 
 Runs after each rules file over all definitions seen until then, and stops at the first error,
-as Falco's compiler does.
+as Falco's compiler does. One pass compiles at most MAX_LOAD_NODES checks and operators, counting each rule's and
+correlation's condition with its macros expanded (the four upstream rules files add up to 990): a small file whose
+rules each repeat one large macro is refused instead of taking minutes and gigabytes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from agent.engine.collector import Collector
 from agent.engine.compiler import CompileError, ConditionCompiler, Predicate
 from agent.engine.infos import RuleDef
 from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
-from agent.engine.macros import ListExpander, MacroError, MacroExpander
+from agent.engine.macros import ConditionTooLong, ListExpander, MacroError, MacroExpander
 from agent.engine.output_format import compile_output
 from agent.engine.parser import ConditionSyntaxError, parse_condition
 from agent.engine.rule_exceptions import ExceptionShapeError, condition_with_exceptions
@@ -24,6 +26,7 @@ from agent.source import SourceSpec
 
 #: Falco warns about a rule of an indexed source that matches more than this many index values.
 MAX_INDEXED_VALUES = 100
+MAX_LOAD_NODES = 100_000
 
 
 @dataclass(slots=True)
@@ -37,6 +40,8 @@ class CompileContext:
     macros: MacroExpander
     compilers: dict[str, ConditionCompiler]
     parse_cache: dict[str, Expr]
+    #: Checks and operators of the conditions expanded so far, macros counted at each use.
+    nodes: int = 0
 
 
 def build_context(collector: Collector, sources: dict[str, SourceSpec], result: LoadResult,
@@ -49,7 +54,7 @@ def build_context(collector: Collector, sources: dict[str, SourceSpec], result: 
     lists = ListExpander(collector.lists)
     trees: dict[str, Expr] = {}
     for macro in sorted(collector.macros.values(), key=lambda m: m.index):
-        trees[macro.name] = _parse(lists.substitute(macro.condition), macro.location, result, parse_cache,
+        trees[macro.name] = _parse(lists, macro.condition, macro.location, result, parse_cache,
                                    item=("macro", macro.name))
     expander = MacroExpander(collector.macros, trees)
     for macro in sorted(collector.macros.values(), key=lambda m: m.index):
@@ -57,7 +62,7 @@ def build_context(collector: Collector, sources: dict[str, SourceSpec], result: 
             expander.resolve_macro(macro.name)
         except MacroError as exc:
             raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
-                               _at(macro.location, "macro", macro.name, exc.ref.pos.column)) from None
+                               _at(macro.location, "macro", macro.name, exc.pos.column)) from None
     return CompileContext(collector, sources, result, lists, expander,
                           {name: ConditionCompiler(spec.fields) for name, spec in sources.items()}, parse_cache)
 
@@ -76,11 +81,17 @@ def compile_rules(ctx: CompileContext) -> list[CompiledRule]:
 
 def expand_condition(ctx: CompileContext, text: str, location: Location, *, item: tuple[str, str]) -> Expr:
     """A condition's tree with lists substituted and macros expanded; errors name `item` at `location`."""
-    tree = _parse(ctx.lists.substitute(text), location, ctx.result, ctx.parse_cache, item=item)
+    tree = _parse(ctx.lists, text, location, ctx.result, ctx.parse_cache, item=item)
     try:
-        return ctx.macros.expand(tree)
+        expanded = ctx.macros.expand(tree)
     except MacroError as exc:
         raise ctx.result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), _at(location, *item)) from None
+    ctx.nodes += expanded.nodes
+    if ctx.nodes > MAX_LOAD_NODES:
+        raise ctx.result.error(ErrorCode.LOAD_ERR_VALIDATE,
+                               f"the rules add up to more than {MAX_LOAD_NODES} checks and operators once macros "
+                               "are expanded", _at(location, *item))
+    return expanded.tree
 
 
 def compile_predicate(ctx: CompileContext, source: str, expanded: Expr, loc: Location, *,
@@ -153,8 +164,13 @@ def _check_exception_field(field: str, name: str, rule: RuleDef, ctx: CompileCon
                                f"exception '{name}': '{field}' is not a valid field: {exc}", loc) from None
 
 
-def _parse(text: str, location: Location, result: LoadResult, cache: dict[str, Expr],
+def _parse(lists: ListExpander, condition: str, location: Location, result: LoadResult, cache: dict[str, Expr],
            *, item: tuple[str, str]) -> Expr:
+    """The tree of `condition` with lists substituted; raises LoadAborted (recorded) when it does not parse."""
+    try:
+        text = lists.substitute(condition)
+    except ConditionTooLong as exc:
+        raise result.error(ErrorCode.LOAD_ERR_COMPILE_CONDITION, str(exc), _at(location, *item)) from None
     tree = cache.get(text)
     if tree is not None:
         return tree

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from agent.alert import Alert
@@ -146,14 +149,37 @@ class TestSwapBetweenBatches:
         assert runtime.engine.stats.events == 0
 
 
+class FailingSwap(SignallingSwap):
+    """A swap whose first offer raises `error`, as a bug anywhere in a reload would; later offers go through."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error: BaseException | None = error
+
+    def offer(self, reloaded: Reloaded) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        super().offer(reloaded)
+
+
 def make_reloader(tmp_path: Path, rules: Path, *, config: AgentConfig | None = None, config_path: str | None = None,
-                  swap: EngineSwap | None = None) -> tuple[RulesReloader, EngineSwap, list[Alert]]:
+                  swap: EngineSwap | None = None, stuck_after_s: float = 60.0,
+                  ) -> tuple[RulesReloader, EngineSwap, list[Alert]]:
     raised: list[Alert] = []
     swap = swap or EngineSwap()
     reloader = RulesReloader(config=config or AgentConfig(), config_path=config_path, overrides=[],
                              extra_rules=[str(rules)], template=loaded_engine(1), swap=swap,
-                             alerts=InternalAlerts(hostname="node-1"), emit=raised.append, interval_s=0.02)
+                             alerts=InternalAlerts(hostname="node-1"), emit=raised.append, interval_s=0.02,
+                             stuck_after_s=stuck_after_s)
     return reloader, swap, raised
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 class TestRulesReloader:
@@ -255,6 +281,78 @@ class TestRulesReloader:
         assert swap.take() is None
         [alert] = raised
         assert alert.rule == RULES_RELOAD_FAILED and "priorty: unknown key" in alert.output_fields["internal.error"]
+
+
+class TestReloaderSurvives:
+    def test_an_exception_in_a_reload_is_alerted_and_later_changes_reload(self, tmp_path: Path) -> None:
+        """A reload that raises is logged with its traceback and raises an internal alert naming the exception; the
+        running rules stay, and the next edit and the next SIGHUP reload again."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(rules_text(1))
+        swap = FailingSwap(RuntimeError("boom"))
+        reloader, _, raised = make_reloader(tmp_path, rules, swap=swap)
+        reloader.start()
+        try:
+            with capture_logs() as logs:
+                write_atomically(rules, rules_text(2))
+                wait_until(lambda: raised)
+            [alert] = raised
+            assert alert.rule == RULES_RELOAD_FAILED and alert.priority is Priority.ERROR
+            assert alert.output_fields["internal.error"] == "RuntimeError: boom"
+            assert alert.output_fields["internal.files"] == str(rules)
+            assert "reason=file_changed error=RuntimeError: boom" in alert.output
+            [crash] = [entry for entry in logs if entry["event"] == "rules_reload_crashed"]
+            assert crash["log_level"] == "error" and crash["exc_info"] and crash["error"] == "RuntimeError: boom"
+            assert reloader.failure() is None and swap.take() is None
+            write_atomically(rules, rules_text(3))
+            assert swap.offered.wait(WAIT_S)
+            reloaded = swap.take()
+            assert reloaded is not None and [r.name for r in reloaded.engine.rules] == ["Exec v3"]
+            swap.offered.clear()
+            reloader.request()
+            assert swap.offered.wait(WAIT_S)
+            reloaded = swap.take()
+            assert reloaded is not None and reloaded.reason == "signal"
+        finally:
+            reloader.stop()
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread ends on purpose
+    def test_failure_names_a_reload_thread_that_ended(self, tmp_path: Path) -> None:
+        """None before start, while it runs and after stop; a reason once the thread has ended on its own."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(rules_text(1))
+        reloader, _, _ = make_reloader(tmp_path, rules, swap=FailingSwap(SystemExit(3)))
+        assert reloader.failure() is None
+        reloader.start()
+        try:
+            assert reloader.failure() is None
+            reloader.request()  # SystemExit is no Exception: nothing catches it and the thread ends
+            wait_until(reloader.failure)
+            assert reloader.failure() == "the rules reload thread ended"
+        finally:
+            reloader.stop()
+        assert reloader.failure() is None
+
+    def test_failure_names_a_stuck_reload_until_it_ends(self, tmp_path: Path) -> None:
+        """A reload blocked past `stuck_after_s` (here reading a FIFO nobody writes) is reported; once it ends, not."""
+        rules = tmp_path / "rules.yaml"
+        os.mkfifo(rules)
+        reloader, swap, _ = make_reloader(tmp_path, rules, swap=SignallingSwap(), stuck_after_s=0.2)
+        reloader.start()
+        try:
+            reloader.request()
+            wait_until(reloader.failure)
+            reason = reloader.failure()
+            assert reason is not None and reason.startswith("the rules reload thread has been busy for ")
+            assert reason.endswith("s (more than 0.2 s)")
+            with open(rules, "w") as fifo:  # the reload reads the rules and goes on
+                fifo.write(rules_text(2))
+            assert swap.offered.wait(WAIT_S)  # type: ignore[attr-defined]
+            assert reloader.failure() is None
+        finally:
+            reloader.stop()
+        reloaded = swap.take()
+        assert reloaded is not None and [r.name for r in reloaded.engine.rules] == ["Exec v2"]
 
 
 class TestFingerprint:

@@ -278,14 +278,51 @@ class TestErrors:
         assert str(error).endswith(f"at {line}:{column}")
 
     def test_nesting_limit(self) -> None:
-        """More than 1000 nested parentheses is an error at the first one too many."""
-        error = syntax_error("(" * 1001 + "p" + ")" * 1001)
-        assert "1000" in error.message and (error.pos.line, error.pos.column) == (1, 1001)
+        """More than 100 nested parentheses is an error at the first one too many."""
+        error = syntax_error("(" * 101 + "p" + ")" * 101)
+        assert error.message == "condition nests deeper than 100 levels"
+        assert (error.pos.line, error.pos.column) == (1, 101)
 
     def test_nesting_at_limit_parses(self) -> None:
-        """1000 nested parentheses are accepted."""
-        tree = parse_condition("(" * 1000 + "p" + ")" * 1000)
-        assert isinstance(tree, MacroRef) and (tree.name, tree.pos.column) == ("p", 1001)
+        """100 nested parentheses are accepted."""
+        tree = parse_condition("(" * 100 + "p" + ")" * 100)
+        assert isinstance(tree, MacroRef) and (tree.name, tree.pos.column) == ("p", 101)
+
+    def test_each_not_is_a_level(self) -> None:
+        """A chain of `not` nests like parentheses: 100 parse, the 101st is an error where it starts."""
+        tree = parse_condition("not " * 100 + "p")
+        for _ in range(100):
+            assert isinstance(tree, Not)
+            tree = tree.child
+        assert isinstance(tree, MacroRef)
+        error = syntax_error("not " * 990 + "p")
+        assert "100 levels" in error.message and error.pos.column == 401
+
+    def test_each_transformer_call_is_a_level(self) -> None:
+        """Nested transformer calls count too."""
+        parse_condition("tolower(" * 100 + "t.name" + ")" * 100 + " = x")
+        error = syntax_error("tolower(" * 101 + "t.name" + ")" * 101 + " = x")
+        assert "100 levels" in error.message and error.pos.column == 801
+
+    def test_node_limit(self) -> None:
+        """A condition holds at most 5,000 checks, macro references and operators; the first one past is the error."""
+        assert isinstance(parse_condition(" or ".join(["p"] * 4_999)), Or)
+        error = syntax_error(" or ".join(["p"] * 5_001))
+        assert error.message == "condition has more than 5000 checks and operators"
+        assert error.pos.column == 5_000 * 5 + 1
+
+    @pytest.mark.parametrize("text", [
+        "(" * 100 + "p" + ")" * 100,
+        "not (" * 50 + "p" + ")" * 50,
+        "p and (" * 100 + "p" + ")" * 100,
+        "tolower(" * 100 + "t.name" + ")" * 100 + " = x",
+    ])
+    def test_nesting_at_the_limit_fits_a_deep_caller_stack(self, text: str) -> None:
+        """Parsing at the limit needs a few hundred frames: it works from a caller already 300 frames deep."""
+        def nested(depth: int) -> object:
+            return parse_condition(text) if depth == 0 else nested(depth - 1)
+
+        nested(300)
 
     def test_positions_on_nodes(self) -> None:
         """Nodes carry 1-based line and column of where they start."""

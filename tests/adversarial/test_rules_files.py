@@ -1,0 +1,213 @@
+"""Rules files that used to exhaust memory or kill the reload thread (issue 13, case 4).
+
+Reported: a 620-byte YAML alias bomb took 3 GB in `rules validate` and 4 GB in a live reload (items of no known
+kind were expanded too); one condition of 760k `or` terms (20 MB) passed 4 GB; 990 chained `not` or 3,000 chained
+macros raised RecursionError in `validate` and killed the reload thread for good. Each is now refused with a Falco
+code naming file, line and item, quickly and in bounded memory, by `rules validate` and by a running agent, which
+keeps its rules, raises an internal alert and picks up the next valid edit. Two more bombs found on the way (a macro
+built from two uses of the previous one, a list inlining another list many times) are refused the same way.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.agent.test_runtime import alert_until, exec_event, post, reloading_agent, rules_text, write_atomically
+from tests.support.agent_process import REPO
+
+#: `rules validate` on any of these: done within this many seconds (most of it is the CLI's start)...
+VALIDATE_S = 30.0
+#: ...with a peak RSS under this (the CLI alone takes about 60 MB; the alias bomb used to take 3 GB).
+VALIDATE_RSS_MB = 250
+#: A running agent fed every one of them, twice each, keeps its peak RSS under this (it used to pass 4 GB).
+AGENT_RSS_MB = 400
+#: What a run may take at most: past it the process is killed rather than let it take the machine down.
+GUARD_AS_BYTES = 4 * 1024**3
+GUARD_CPU_S = 120
+
+
+def rule(condition: str) -> str:
+    return (f"- rule: r\n  desc: d\n  condition: {condition}\n  output: o\n  priority: WARNING\n"
+            "  source: k8s_audit\n")
+
+
+def alias_bomb() -> str:
+    """620 bytes: nine levels of nine aliases each, 9**9 scalars once expanded; all but the first level in items of
+    no known kind, which the reader used to expand all the same."""
+    lines = ["- list: " + "ha" * 9, "  items: &a [" + ", ".join(["ha" * 9] * 9) + "]"]
+    previous = "a"
+    for level in "bcdefghi":
+        lines.append(f"- level{level}: &{level} [" + ", ".join([f"*{previous}"] * 9) + "]")
+        previous = level
+    text = "\n".join(lines) + "\n"
+    assert len(text) == 620
+    return text
+
+
+def or_terms(term: Callable[[int], str]) -> Callable[[], str]:
+    """One condition of 760,000 `or` terms."""
+    return lambda: rule(" or ".join(term(i) for i in range(760_000)))
+
+
+def chained_not() -> str:
+    return rule("not " * 990 + "ka.verb=create")
+
+
+def chained_macros() -> str:
+    """3,000 macros, each the previous one and one more check: the expanded rule nests 3,000 levels."""
+    macros = ["- macro: m0\n  condition: ka.verb=create\n"]
+    macros += [f"- macro: m{i}\n  condition: m{i - 1} and ka.verb!=v{i}\n" for i in range(1, 3000)]
+    return "".join(macros) + rule("m2999")
+
+
+def doubling_macros() -> str:
+    """40 macros, each two uses of the previous one: 2**40 checks once expanded."""
+    macros = ["- macro: m0\n  condition: ka.verb=create\n"]
+    macros += [f"- macro: m{i}\n  condition: m{i - 1} or m{i - 1}\n" for i in range(1, 40)]
+    return "".join(macros) + rule("m39")
+
+
+def list_product() -> str:
+    """A list of 100,000 values and a list naming it 100,000 times: 10**10 values once inlined."""
+    values = ", ".join(f"v{i:05d}" for i in range(100_000))
+    return (f"- list: l1\n  items: [{values}]\n- list: l2\n  items: [{', '.join(['l1'] * 100_000)}]\n"
+            + rule("ka.verb in (l2)"))
+
+
+@dataclass(frozen=True)
+class Bomb:
+    make: Callable[[], str]
+    code: str
+    line: int
+    item: str
+    message: str
+
+
+BOMBS = {
+    "alias bomb": Bomb(alias_bomb, "LOAD_ERR_YAML_PARSE", 7, "",
+                       "YAML has more than 250000 nodes once aliases are expanded"),
+    "760k terms, 20 MB": Bomb(or_terms(lambda i: f"ka.user.name=u{i:06d}"), "LOAD_ERR_FILE_READ", 0, "",
+                              "bytes, more than the limit of 16777216"),
+    "760k terms, 14 MB": Bomb(or_terms(lambda i: f"ka.verb={i}"), "LOAD_ERR_COMPILE_CONDITION", 3, "rule 'r'",
+                              "condition is longer than 1048576 characters"),
+    "990 chained not": Bomb(chained_not, "LOAD_ERR_COMPILE_CONDITION", 3, "rule 'r'",
+                            "condition nests deeper than 100 levels"),
+    "3000 chained macros": Bomb(chained_macros, "LOAD_ERR_VALIDATE", 202, "macro 'm100'",
+                                "condition nests deeper than 100 levels once macro 'm99' is expanded"),
+    "doubling macros": Bomb(doubling_macros, "LOAD_ERR_VALIDATE", 26, "macro 'm12'",
+                            "condition has more than 5000 checks and operators once macros are expanded"),
+    "list product": Bomb(list_product, "LOAD_ERR_COMPILE_CONDITION", 7, "rule 'r'",
+                         "list 'l2' is longer than 1048576 characters"),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    exit_code: int
+    output: dict[str, Any]
+    seconds: float
+    maxrss_mb: float
+
+
+#: `falco-agent` in-process, writing its peak RSS (VmHWM of the process after exec) to stderr as it exits; wait4's
+#: ru_maxrss would also count the pages the child shared with this process between fork and exec.
+MEASURED_CLI = """\
+import atexit, runpy, sys
+from pathlib import Path
+atexit.register(lambda: sys.stderr.write(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                                              if line.startswith("VmHWM:"))))
+sys.argv[0] = "falco-agent"
+runpy.run_module("agent.cli", run_name="__main__")
+"""
+
+
+def validate(path: Path) -> Run:
+    """`falco-agent rules validate --json` in a subprocess, timed, with its peak RSS."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", MEASURED_CLI, "rules", "validate", "--json", str(path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    guard(proc.pid)
+    out, err = proc.communicate(timeout=GUARD_CPU_S * 2)
+    seconds = time.monotonic() - started
+    hwm_kb = int(err.decode().rsplit("VmHWM:", 1)[1].split()[0])
+    return Run(proc.returncode, orjson.loads(out or b"{}"), seconds, hwm_kb / 1024)
+
+
+def guard(pid: int) -> None:
+    """Cap what a regression could take on this shared machine: it then fails the test instead of the machine."""
+    resource.prlimit(pid, resource.RLIMIT_AS, (GUARD_AS_BYTES, GUARD_AS_BYTES))
+    resource.prlimit(pid, resource.RLIMIT_CPU, (GUARD_CPU_S, GUARD_CPU_S))
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_validate_refuses_each_bomb_quickly_in_bounded_memory(name: str, tmp_path: Path) -> None:
+    """Exit 1 with the one error naming file, line, item, Falco code and the limit; no RecursionError, no GBs."""
+    bomb = BOMBS[name]
+    path = tmp_path / "rules.yaml"
+    path.write_text(bomb.make())
+    run = validate(path)
+    assert run.exit_code == 1, run
+    [error] = run.output["errors"]
+    assert (error["file"], error["line"], error["item"], error["code"]) == (str(path), bomb.line, bomb.item, bomb.code)
+    assert bomb.message in error["message"]
+    assert run.seconds < VALIDATE_S and run.maxrss_mb < VALIDATE_RSS_MB, run
+
+
+def test_a_running_agent_survives_every_bomb_and_takes_the_next_valid_edit(tmp_path: Path) -> None:
+    """The rules file is replaced by each bomb in turn, noticed by the file watch and then forced by SIGHUP: each
+    reload fails with an internal alert naming the error, the old rules keep alerting, memory stays bounded, and a
+    valid edit afterwards is picked up by the same reload thread."""
+    rules = tmp_path / "rules.yaml"
+    write_atomically(rules, rules_text(1))
+    agent = reloading_agent(rules)
+    guard(agent.proc.pid)
+    seen: list[dict[str, Any]] = []
+    internal: list[dict[str, Any]] = []
+    n = 0
+    try:
+        url = agent.wait_for_log("webhook_listening")["url"]
+        for bomb in BOMBS.values():
+            write_atomically(rules, bomb.make())
+            internal.append(alert_until(agent, seen, lambda a: a["source"] == "internal", timeout_s=60))
+            agent.proc.send_signal(signal.SIGHUP)
+            internal.append(alert_until(agent, seen, lambda a: a["source"] == "internal", timeout_s=60))
+            assert post(url, exec_event(n)) == 200
+            old = alert_until(agent, seen, lambda a: a["source"] == "k8s_audit")
+            assert (old["rule"], old["output_fields"]["ka.target.name"]) == ("Exec v1", f"cart-{n}")
+            n += 1
+        peak_mb = peak_rss_mb(agent.proc.pid)
+        write_atomically(rules, rules_text(2))
+        agent.wait_for_log("rules_reloaded")
+        assert post(url, exec_event(n)) == 200
+        new = alert_until(agent, seen, lambda a: a["source"] == "k8s_audit")
+    finally:
+        code, _ = agent.stop()
+    assert code == 0
+    assert (new["rule"], new["output_fields"]["ka.target.name"]) == ("Exec v2", f"cart-{n}")
+    assert peak_mb < AGENT_RSS_MB, peak_mb
+    expected = [bomb for bomb in BOMBS.values() for _ in ("file_changed", "signal")]
+    assert len(internal) == len(expected)
+    for alert, bomb in zip(internal, expected, strict=True):
+        assert alert["rule"] == "Falco Agent Rules Reload Failed" and alert["priority"] == "Error"
+        fields = alert["output_fields"]
+        assert (fields["internal.file"], fields["internal.line"], fields["internal.code"]) == (
+            str(rules), bomb.line, bomb.code)
+        assert bomb.message in fields["internal.error"]

@@ -12,6 +12,25 @@ from agent.fields import Extractor, FieldFlag, FieldSpec, FieldType, Value
 
 #: Relative times (`evt.reltime*`) count from the moment the agent process started.
 PROCESS_START_NS = time.time_ns()
+#: Falco keeps an event's time as uint64 nanoseconds since the epoch; a decoder refuses any time outside.
+EVENT_TIME_MAX_NS = (1 << 64) - 1
+EVENT_TIME_RANGE = "1970-01-01T00:00:00Z to 2554-07-21T23:34:33.709551615Z"
+_NS_PER_S = 1_000_000_000
+# What datetime raises for a time before year 1 or after 9999, or one the C library cannot convert.
+_OFF_THE_CALENDAR = (ValueError, OverflowError, OSError)
+
+
+class TimeOutOfRange(ValueError):
+    """A well-formed time that Falco's event clock cannot hold; `reason` is its metrics code."""
+
+    reason = "time_out_of_range"
+
+
+def checked_event_time(ts_ns: int) -> int:
+    """`ts_ns` when it is a time an event may have; TimeOutOfRange says the range otherwise."""
+    if 0 <= ts_ns <= EVENT_TIME_MAX_NS:
+        return ts_ns
+    raise TimeOutOfRange(f"is outside the event times Falco can hold ({EVENT_TIME_RANGE})")
 
 
 def _simple(fn: Extractor) -> Callable[[str | None], Extractor]:
@@ -25,31 +44,57 @@ def _local_seconds(seconds: int, fmt: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _utc_seconds(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat, not strftime: the C library's %Y writes year 1 as "1", not "0001".
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat()[:19]
 
 
-# Alerts of one burst share their second: the per-second text is cached, nanoseconds appended.
+def _stamp(ts_ns: int, seconds_text: Callable[[int], str], suffix: str = "") -> str:
+    """The seconds as `seconds_text` writes them, then nine digits of nanoseconds and `suffix`.
+
+    Alerts of one burst share their second, so `seconds_text` is cached. A time the calendar cannot
+    show (before year 1 or after 9999, as a subscriber may receive) is written as its nanoseconds
+    since the epoch, what `evt.rawtime` prints: exact, where raising would lose the alert.
+    """
+    seconds, nanos = divmod(ts_ns, _NS_PER_S)
+    try:
+        return f"{seconds_text(seconds)}.{nanos:09d}{suffix}"
+    except _OFF_THE_CALENDAR:
+        return str(ts_ns)
+
+
 def format_time(ts_ns: int) -> str:
     """Local wall-clock time with nanoseconds, as `%evt.time` prints it."""
-    return f"{_local_seconds(ts_ns // 1_000_000_000, '%H:%M:%S')}.{ts_ns % 1_000_000_000:09d}"
+    return _stamp(ts_ns, _local_clock)
 
 
 def format_iso8601(ts_ns: int) -> str:
     """UTC time with nanoseconds and a numeric offset, as `%evt.time.iso8601` prints it."""
-    return f"{_utc_seconds(ts_ns // 1_000_000_000)}.{ts_ns % 1_000_000_000:09d}+0000"
+    return _stamp(ts_ns, _utc_seconds, "+0000")
 
 
 def format_json_time(ts_ns: int) -> str:
     """UTC time with exactly nine fractional digits and `Z`, as the JSON alert's `time` key."""
-    return f"{_utc_seconds(ts_ns // 1_000_000_000)}.{ts_ns % 1_000_000_000:09d}Z"
+    return _stamp(ts_ns, _utc_seconds, "Z")
+
+
+def _local_clock(seconds: int) -> str:
+    return _local_seconds(seconds, "%H:%M:%S")
+
+
+def _local_date_clock(seconds: int) -> str:
+    return _local_seconds(seconds, "%Y-%m-%d %H:%M:%S")
 
 
 def _local_text(ts_ns: int, fmt: str) -> str:
-    return _local_seconds(ts_ns // 1_000_000_000, fmt)
+    """Local time to the second in `fmt`; off the calendar, the nanoseconds, as `_stamp` writes them."""
+    try:
+        return _local_seconds(ts_ns // _NS_PER_S, fmt)
+    except _OFF_THE_CALENDAR:
+        return str(ts_ns)
 
 
 def _datetime(ts_ns: int) -> str:
-    return f"{_local_text(ts_ns, '%Y-%m-%d %H:%M:%S')}.{ts_ns % 1_000_000_000:09d}"
+    return _stamp(ts_ns, _local_date_clock)
 
 
 def generic_fields(

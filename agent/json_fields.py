@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -10,11 +11,51 @@ from agent.event import Event
 from agent.fields import ArgKind, Extractor, FieldSpec, FieldType, Value
 
 
+def compact_json(value: Any) -> bytes:
+    """Compact JSON of a parsed JSON value, without raising: also nested deeper than orjson writes (it reads 1024
+    levels but writes 254), and with the integers past 64 bits or lone surrogates it refuses."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return _compact_json_slowly(value)
+
+
+def _compact_json_slowly(value: Any) -> bytes:
+    """compact_json without recursion: a stack of values still to write and of bytes already written (punctuation
+    and keys; a parsed document holds no bytes)."""
+    out: list[bytes] = []
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if item.__class__ is bytes:
+            out.append(item)
+        elif isinstance(item, dict):
+            members: list[Any] = []
+            for key, member in item.items():
+                members += [(b"," if members else b"") + _scalar_json(str(key)) + b":", member]
+            pending += [b"}", *reversed(members), b"{"]
+        elif isinstance(item, list | tuple):
+            items: list[Any] = []
+            for member in item:
+                items += [b",", member] if items else [member]
+            pending += [b"]", *reversed(items), b"["]
+        else:
+            out.append(_scalar_json(item))
+    return b"".join(out)
+
+
+def _scalar_json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # an integer past 64 bits, or a string with a lone surrogate
+        return json.dumps(value).encode()
+
+
 def json_text(value: Any) -> str:
     """A JSON value as rule text: a string unquoted, anything else as compact JSON."""
     if isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return compact_json(value).decode()
 
 
 def json_type_name(value: Any) -> str:

@@ -4,7 +4,9 @@ Nothing is pushed into Prometheus objects on the hot path. The runtime counts wh
 rule and priority, events per source, evaluation time) in a `PipelineTally` with plain dict increments, beats a
 `Heartbeat` every loop turn, and gives the server one `collect` callable that builds a `MetricsSnapshot` at scrape
 time from the engine stats, the tally, the event queue, each live source's `metrics()` and each output's
-`counters()`. `/healthz` answers 200 while the engine loop's heartbeat is fresh and 503 once it is stale.
+`counters()`. `/healthz` answers 200 while every part does its work, and 503 naming each part that does not (a JSON
+`problems` list of `{"part", "reason"}`): the engine loop once its heartbeat is older than `stale_after_s`, and each
+`HealthProblem` the runtime's `problems` callable reports (failed, restarting or stuck sources, a dead reload thread).
 
 Exposed families (prefix `falco_agent_`): `events_total`, `alerts_total`, `rule_errors_total`,
 `events_evaluated_total{source}`, `rule_alerts_total{rule,priority,source}`, `engine_eval_seconds_total`,
@@ -37,8 +39,8 @@ from agent.address import parse_host_port
 from agent.alert import Alert
 from agent.errors import ConfigError
 
-__all__ = ["Heartbeat", "MetricsServer", "MetricsSnapshot", "PipelineTally", "SourceMetrics", "build_snapshot",
-           "parse_address"]
+__all__ = ["HealthProblem", "Heartbeat", "MetricsServer", "MetricsSnapshot", "PipelineTally", "SourceMetrics",
+           "build_snapshot", "parse_address"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +63,15 @@ class Heartbeat:
 
     def age_s(self) -> float:
         return self._clock() - self._last_s
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProblem:
+    """A part of the agent that does not do its work now (`part`: "engine_loop", "source k8s_audit (AuditWebhook)"
+    ...) and why, with what to do where there is something to do."""
+
+    part: str
+    reason: str
 
 
 class PipelineTally:
@@ -261,7 +272,7 @@ def parse_address(address: str) -> tuple[str, int]:
     try:
         return parse_host_port(address)
     except ValueError as exc:
-        raise ConfigError(f"metrics address: {exc}") from None
+        raise ConfigError(f"metrics.address: {exc}") from None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -289,10 +300,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _healthz(self) -> None:
         age_s = self.server.heartbeat.age_s()
         stale_after_s = self.server.stale_after_s
-        alive = age_s <= stale_after_s
-        body = orjson.dumps({"status": "ok" if alive else "stalled", "heartbeat_age_s": round(age_s, 3),
-                             "stale_after_s": stale_after_s})
-        self._reply(HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE, body, "application/json")
+        problems = []
+        if age_s > stale_after_s:
+            problems.append(HealthProblem("engine_loop", f"has not turned for {age_s:.1f} s (more than "
+                                                         f"{stale_after_s:g} s): stuck evaluating a batch or handing "
+                                                         "alerts over"))
+        try:
+            problems += self.server.problems()
+        except Exception as exc:  # a check that cannot tell is a problem to report, not a reason to stop answering
+            problems.append(HealthProblem("health_check", f"failed: {type(exc).__name__}: {exc}"))
+        body = orjson.dumps({"status": "unhealthy" if problems else "ok", "heartbeat_age_s": round(age_s, 3),
+                             "stale_after_s": stale_after_s, "problems": [asdict(p) for p in problems]})
+        self._reply(HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK, body, "application/json")
 
     def _reply(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -309,24 +328,27 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, host: str, port: int, *, registry: CollectorRegistry, heartbeat: Heartbeat,
-                 stale_after_s: float) -> None:
+                 stale_after_s: float, problems: Callable[[], list[HealthProblem]]) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
         self.registry = registry
         self.heartbeat = heartbeat
         self.stale_after_s = stale_after_s
+        self.problems = problems
         super().__init__((host, port), _Handler)
 
 
 class MetricsServer:
-    """Serves `/metrics` and `/healthz` from its own threads; `collect` runs once per scrape, on a server thread."""
+    """Serves `/metrics` and `/healthz` from its own threads; `collect` runs once per scrape and `problems` once per
+    health check, on a server thread."""
 
     def __init__(self, address: str, collect: Callable[[], MetricsSnapshot], *, heartbeat: Heartbeat,
-                 stale_after_s: float) -> None:
+                 stale_after_s: float, problems: Callable[[], list[HealthProblem]] = list) -> None:
         self.host, self._port = parse_address(address)
         self._collect = collect
         self._heartbeat = heartbeat
         self._stale_after_s = stale_after_s
+        self._problems = problems
         self._server: _HttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -347,9 +369,10 @@ class MetricsServer:
         ProcessCollector(registry=registry)
         try:
             self._server = _HttpServer(self.host, self._port, registry=registry, heartbeat=self._heartbeat,
-                                       stale_after_s=self._stale_after_s)
+                                       stale_after_s=self._stale_after_s, problems=self._problems)
         except OSError as exc:
-            raise ConfigError(f"metrics server cannot listen on {self.host}:{self._port}: {exc.strerror}") from None
+            raise ConfigError(f"metrics.address: cannot listen on {self.host}:{self._port}: {exc.strerror}; free the "
+                              "address, change metrics.address or set metrics.enabled=false") from None
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="metrics-http", daemon=True)
         self._thread.start()

@@ -168,8 +168,10 @@ class RulesReloader:
         return watched_paths(self._config, config_path=self._config_path, extra_rules=self._extra_rules)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="rules-reload", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="rules-reload", daemon=True)
+        # Published only once running: failure() takes a thread that is not alive for one that died.
+        thread.start()
+        self._thread = thread
 
     def stop(self) -> None:
         self._stopping.set()

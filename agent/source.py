@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from agent.errors import DecodeError
+from agent.errors import AgentError, DecodeError
 from agent.event import Event
 from agent.fields import FieldTable
 
@@ -49,6 +49,26 @@ class DropReporting(Protocol):
     def drop_notices(self) -> list[DropNotice]: ...
 
 
+@runtime_checkable
+class ProgressReporting(Protocol):
+    """A live source that shows its worker moves on (agent.source_worker.Pulse keeps the time).
+
+    `busy_s()` is how long the worker has been inside one step of its loop without coming back to it: 0 while it
+    waits for input or is stopped. The agent's health reports a source busy past `metrics.stuck_after_s` as stuck
+    (blocked in a read of a FIFO, in a call that never returns).
+    """
+
+    def busy_s(self) -> float: ...
+
+
+class ListenError(AgentError):
+    """`start()` cannot listen where the configuration says (the address is taken, not permitted...).
+
+    The message names the key and the address. When the agent starts this is fatal, as systemd and Kubernetes
+    expect of a configuration that cannot be served; met on a later restart it is retried like any failure.
+    """
+
+
 class EventSink(Protocol):
     """Where a live source hands its events: see agent.event_queue.EventQueue."""
 
@@ -72,7 +92,7 @@ class LiveSource(Protocol):
     name: str
 
     def start(self, sink: EventSink) -> None:
-        """Begin reading; raise AgentError with a clear reason when the source cannot start."""
+        """Begin reading; raise AgentError with a clear reason (ListenError for an address) when it cannot start."""
         ...
 
     def stop(self) -> None:

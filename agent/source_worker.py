@@ -1,8 +1,10 @@
-"""The one worker thread of a live source: start (again after a failure), bounded stop, and why it ended."""
+"""The one worker thread of a live source: start (again after a failure), bounded stop, why it ended, and
+whether it still moves on (its stop flag is a `Pulse`)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import structlog
@@ -12,8 +14,46 @@ from agent.errors import AgentError
 log = structlog.get_logger(__name__)
 
 
+class Pulse(threading.Event):
+    """The stop flag a worker loop watches, which also times the loop's steps.
+
+    A loop looks at its flag between two steps (`is_set`) and waits on it when it has nothing to do (`wait`); each
+    look is progress. `busy_s()` is the time since the last look, outside waits: a loop blocked inside one call
+    (a read of a FIFO, a request that never returns) makes it grow without bound. A look costs one clock read.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._busy_since: float | None = None  # None: waiting on the flag, or no loop running
+
+    def is_set(self) -> bool:
+        self._busy_since = self._clock()
+        return super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._busy_since = None
+        try:
+            return super().wait(timeout)
+        finally:
+            self._busy_since = self._clock()
+
+    def begin(self) -> None:
+        """A loop starts: busy from now until it first looks at the flag."""
+        self._busy_since = self._clock()
+
+    def rest(self) -> None:
+        """The loop ended: nothing is busy."""
+        self._busy_since = None
+
+    def busy_s(self) -> float:
+        """Seconds since the loop last looked at its flag, outside waits; 0 while it waits or none runs."""
+        since = self._busy_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+
 class SourceWorker:
-    """Runs a source's loop on a daemon thread; `stopping` is the flag the loop watches.
+    """Runs a source's loop on a daemon thread; `stopping` is the flag the loop watches, and its pulse.
 
     An exception escaping the loop is a bug: it is logged, kept as `failure()` for the supervisor
     (which restarts the source), and `cleanup` still runs.
@@ -21,7 +61,7 @@ class SourceWorker:
 
     def __init__(self, name: str, *, join_timeout_s: float = 10.0) -> None:
         self.name = name
-        self.stopping = threading.Event()
+        self.stopping = Pulse()
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._failure: str | None = None
@@ -39,6 +79,7 @@ class SourceWorker:
     def start(self, loop: Callable[[], None], *, cleanup: Callable[[], None] | None = None) -> None:
         self.check_idle()
         self.stopping.clear()
+        self.stopping.begin()
         self._finished.clear()
         self._failure = None
 
@@ -52,6 +93,7 @@ class SourceWorker:
             finally:
                 if cleanup is not None:
                     cleanup()
+                self.stopping.rest()
                 self._finished.set()
 
         self._thread = threading.Thread(target=run, name=self.name, daemon=True)
@@ -95,3 +137,7 @@ class WorkerSource:
     def failure(self) -> str | None:
         """Why the loop ended on its own (a bug), or None; the agent restarts the source then."""
         return self._worker.failure()
+
+    def busy_s(self) -> float:
+        """How long the loop has been inside one step without looking at its stop flag (ProgressReporting)."""
+        return self._worker.stopping.busy_s()

@@ -9,8 +9,10 @@ and exit status 1, so no figure measured on skipped work reaches a note or a das
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 EXIT_INVALID = 1
 
@@ -50,6 +52,30 @@ class Tally:
     def as_figures(self) -> dict[str, int]:
         return {f"{self.phase}_offered": self.offered, f"{self.phase}_evaluated": self.evaluated,
                 f"{self.phase}_alerts": self.alerts}
+
+
+class _EngineStats(Protocol):
+    events: int
+    alerts: int
+
+
+class Counting(Protocol):
+    """An engine: its own counters of events evaluated and alerts raised."""
+
+    @property
+    def stats(self) -> _EngineStats: ...
+
+
+@contextmanager
+def counted(engine: Counting, tally: Tally, offered: int) -> Iterator[None]:
+    """Count into `tally` the `offered` events, what the engine evaluated and the alerts it raised while the
+    block ran (from the engine's own counters), and verify it when the block ends."""
+    events, alerts = engine.stats.events, engine.stats.alerts
+    yield
+    tally.offered = offered
+    tally.evaluated = engine.stats.events - events
+    tally.alerts = engine.stats.alerts - alerts
+    tally.verify()
 
 
 def main_guard(main: Callable[[], int]) -> int:

@@ -20,7 +20,7 @@ import threading
 import time
 
 import orjson
-from accounting import Tally, main_guard
+from accounting import Tally, counted, main_guard
 from samples import REFERENCE, cloudtrail_records
 
 from agent.builtin_sources import new_engine
@@ -50,13 +50,6 @@ def loaded_engine() -> Engine:
     return engine
 
 
-def count_into(tally: Tally, engine: Engine, offered: int) -> None:
-    tally.offered = offered
-    tally.evaluated = engine.stats.events
-    tally.alerts = engine.stats.alerts
-    tally.verify()
-
-
 def bench_local(files: list[bytes], total: int) -> dict[str, float]:
     start = time.perf_counter()
     for data in files:
@@ -64,13 +57,13 @@ def bench_local(files: list[bytes], total: int) -> dict[str, float]:
     baseline_s = time.perf_counter() - start
     engine = loaded_engine()
     decoder = CloudTrailDecoder(hostname="bench")
-    start = time.perf_counter()
-    for n, data in enumerate(files):
-        for event in decode_object(data, name=f"file-{n}", decoder=decoder).events:
-            engine.process(event)
-    full_s = time.perf_counter() - start
     tally = Tally("local", expect_alerts=True)
-    count_into(tally, engine, total)
+    with counted(engine, tally, total):
+        start = time.perf_counter()
+        for n, data in enumerate(files):
+            for event in decode_object(data, name=f"file-{n}", decoder=decoder).events:
+                engine.process(event)
+        full_s = time.perf_counter() - start
     return {
         "local_baseline_records_per_s": round(total / baseline_s),
         "local_records_per_s": round(total / full_s),
@@ -119,14 +112,14 @@ def bench_s3(files: list[bytes], total: int, concurrency: int) -> dict[str, floa
                     batch.on_done()
 
         consumer = threading.Thread(target=consume, daemon=True)
-        consumer.start()
-        start = time.perf_counter()
-        poller.start(queue)
-        consumer.join(timeout=600)
-        elapsed = time.perf_counter() - start
-        poller.stop()
         tally = Tally(f"s3_c{concurrency}", expect_alerts=True)
-        count_into(tally, engine, total)
+        with counted(engine, tally, total):
+            consumer.start()
+            start = time.perf_counter()
+            poller.start(queue)
+            consumer.join(timeout=600)
+            elapsed = time.perf_counter() - start
+            poller.stop()
         return {f"s3_c{concurrency}_records_per_s": round(tally.evaluated / elapsed), **tally.as_figures()}
     finally:
         server.stop()

@@ -1,12 +1,14 @@
-"""Shared fixtures: the reference material (skipping when it is absent) and a local AWS endpoint."""
+"""Shared fixtures: the reference material (skipping when it is absent), a local AWS endpoint, uncached loggers."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -34,3 +36,17 @@ def aws_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _uncached_loggers() -> Iterator[None]:
+    """Tests that run the CLI in-process configure structlog as the agent does, with loggers cached on first use; a
+    logger cached then would escape the `capture_logs` of every later test, so under test nothing is cached."""
+    configure = structlog.configure
+
+    def uncached(**settings: Any) -> None:
+        configure(**{**settings, "cache_logger_on_first_use": False})
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(structlog, "configure", uncached)
+        yield

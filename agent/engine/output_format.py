@@ -47,6 +47,11 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
+#: What an extractor raises on an input shape it did not expect. In a condition the rule then cannot match; in
+#: an output the value is unavailable (<NA>) and the alert still goes out.
+EXTRACTION_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
+
+
 @dataclass(frozen=True, slots=True)
 class _Token:
     get: Getter
@@ -66,7 +71,10 @@ class OutputFormat:
             if part.__class__ is str:
                 out.append(part)
                 continue
-            value = part.get(event)  # type: ignore[union-attr]
+            try:
+                value = part.get(event)  # type: ignore[union-attr]
+            except EXTRACTION_ERRORS:
+                value = None
             text = value if value.__class__ is str else render_value(value)
             if part.width:  # type: ignore[union-attr]
                 text = text[: part.width].ljust(part.width)  # type: ignore[union-attr]
@@ -76,7 +84,10 @@ class OutputFormat:
     def field_values(self, event: Event) -> dict[str, Any]:
         out = {}
         for key, get in self.fields:
-            value = get(event)
+            try:
+                value = get(event)
+            except EXTRACTION_ERRORS:
+                value = None
             out[key] = value if value.__class__ is str else json_value(value)
         return out
 

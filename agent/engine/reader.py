@@ -9,7 +9,7 @@ from typing import Any, cast
 import yaml
 from yaml.resolver import Resolver
 
-from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
+from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
 from agent.location import Location
 
 try:
@@ -93,6 +93,12 @@ class Item:
         return raw
 
 
+def file_too_large(size: int, file: str, result: LoadResult) -> LoadAborted:
+    """Record (and return, to raise) the error for a rules file of `size` bytes over MAX_FILE_BYTES."""
+    return result.error(ErrorCode.LOAD_ERR_FILE_READ, f"rules file is {size} bytes, more than the limit of "
+                        f"{MAX_FILE_BYTES}", Location(file))
+
+
 def read_items(text: str, file: str, result: LoadResult) -> Iterator[Item]:
     """Yield the items of every document in order; stop at the first structural error.
 
@@ -100,8 +106,7 @@ def read_items(text: str, file: str, result: LoadResult) -> Iterator[Item]:
     """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_FILE_BYTES:
-        raise result.error(ErrorCode.LOAD_ERR_FILE_READ,
-                           f"rules file is {size} bytes, more than the limit of {MAX_FILE_BYTES}", Location(file))
+        raise file_too_large(size, file, result)
     try:
         documents = compose_all(text)
     except yaml.MarkedYAMLError as exc:

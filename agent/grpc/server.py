@@ -3,7 +3,8 @@
 One server carries our `falco_agent.v1.AlertService`, Falco's legacy `falco.outputs.service`
 and `falco.version.service`, and the standard `grpc.health.v1.Health`. It listens on a unix
 socket (file mode 0600), on TCP with TLS or mutual TLS, or both. Plain TCP needs an explicit
-`allow_insecure_tcp=True` (tests and benchmarks on loopback).
+`allow_insecure_tcp=True` (tests and benchmarks on loopback). The keyword arguments are the keys of the
+`grpc` configuration section, and every ConfigError names the key to change (`grpc.spool_dir: ...`).
 
 Usage: `server = AlertServer(spool_dir=..., socket_path=...)`; add `server.output` to the
 agent's outputs; `server.start()`; at shutdown `server.stop()` (which also closes the spool).
@@ -63,7 +64,7 @@ def _clear_stale_socket(path: Path) -> None:
     if not path.exists():
         return
     if not stat.S_ISSOCK(path.lstat().st_mode):
-        raise ConfigError(f"gRPC socket path {path} exists and is not a socket")
+        raise ConfigError(f"grpc.socket_path: {path} exists and is not a socket; remove it or change the key")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -72,7 +73,8 @@ def _clear_stale_socket(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise ConfigError(f"gRPC socket {path} is in use by another process")
+    raise ConfigError(f"grpc.socket_path: {path} is in use by another process (another agent?); stop it or "
+                      "change the key")
 
 
 class AlertServer:
@@ -88,19 +90,23 @@ class AlertServer:
                  enable_legacy: bool = True, engine_version: tuple[int, int, int] = (0, 0, 0),
                  stop_grace_s: float = 2.0) -> None:
         if socket_path is None and address is None:
-            raise ConfigError("the gRPC server needs a socket_path, an address, or both")
+            raise ConfigError("grpc: give socket_path, address or both (or set grpc.enabled=false)")
         if (tls_cert is None) != (tls_key is None):
-            raise ConfigError("gRPC TLS needs both a certificate and a key")
+            raise ConfigError("grpc.tls: TLS needs both cert_file and key_file")
         if tls_client_ca is not None and tls_cert is None:
-            raise ConfigError("gRPC mutual TLS (client CA) needs a server certificate and key")
+            raise ConfigError("grpc.tls: mutual TLS (client_ca_file) needs cert_file and key_file")
         if address is not None and tls_cert is None and not allow_insecure_tcp:
-            raise ConfigError(f"gRPC on TCP {address} needs TLS (tls_cert, tls_key), or allow_insecure_tcp")
+            raise ConfigError(f"grpc.address: TCP {address} needs TLS (grpc.tls), or grpc.allow_insecure_tcp")
         self.socket_path = Path(socket_path) if socket_path is not None else None
         self.address = address
         self.tls = ServerTls(tls_cert, tls_key, tls_client_ca) if tls_cert is not None and tls_key else None
         self.limit = SubscriberLimit(max_subscribers)
-        self.spool = Spool(spool_dir, max_bytes=spool_max_bytes, max_age_s=spool_max_age_s,
-                           fsync_interval_s=spool_fsync_interval_s)
+        try:
+            self.spool = Spool(spool_dir, max_bytes=spool_max_bytes, max_age_s=spool_max_age_s,
+                               fsync_interval_s=spool_fsync_interval_s)
+        except OSError as exc:
+            raise ConfigError(f"grpc.spool_dir: cannot write the spool in {spool_dir}: {exc.strerror or exc}; "
+                              "make it a writable directory or change the key") from None
         self.fanout = Fanout(self.spool, queue_size=subscriber_queue_size)
         self.output = GrpcOutput(self.fanout)
         self.port: int | None = None
@@ -136,7 +142,12 @@ class AlertServer:
         if self.socket_path is not None:
             self._bind_unix(server, self.socket_path)
         if self.address is not None:
-            self._bind_tcp(server, self.address)
+            try:
+                self._bind_tcp(server, self.address)
+            except ConfigError:
+                if self.socket_path is not None:
+                    self.socket_path.unlink(missing_ok=True)  # bound just above, never served
+                raise
         server.start()
         for name in ["", *self._served]:
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -146,14 +157,15 @@ class AlertServer:
                  else "server" if self.tls else "none", max_subscribers=self.limit.maximum)
 
     def _bind_unix(self, server: grpc.Server, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _clear_stale_socket(path)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _clear_stale_socket(path)
             server.add_insecure_port(f"unix:{path}")
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on unix socket {path}: {exc}") from None
-        # Bound but not yet listening: nobody can connect before the mode is tightened.
-        os.chmod(path, 0o600)
+            # Bound but not yet listening: nobody can connect before the mode is tightened.
+            os.chmod(path, 0o600)
+        except (OSError, RuntimeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise ConfigError(f"grpc.socket_path: cannot listen on unix socket {path}: {reason}") from None
 
     def _bind_tcp(self, server: grpc.Server, address: str) -> None:
         try:
@@ -162,9 +174,9 @@ class AlertServer:
             else:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {address}: {exc}") from None
+            raise ConfigError(f"grpc.address: cannot listen on {address}: {exc}") from None
         if not self.port:
-            raise ConfigError(f"cannot listen on {address}")
+            raise ConfigError(f"grpc.address: cannot listen on {address}")
 
     @property
     def tcp_target(self) -> str | None:

@@ -20,11 +20,15 @@ from agent.grpc.convert import batch_response_bytes
 from agent.grpc.filters import AlertPredicate, FilterError, compile_selection
 from agent.grpc.subscriptions import Gap, Published, ResumeOutOfRange, Subscription
 
-__all__ = ["SERVICE_NAME", "AlertApi", "AlertHub", "SubscriberSlots", "bytes_out"]
+__all__ = ["MAX_BATCH_BYTES", "SERVICE_NAME", "AlertApi", "AlertHub", "SubscriberSlots", "bytes_out"]
 
 log = structlog.get_logger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AlertService"].full_name
 API_VERSION = "v1"
+#: The most bytes of alerts one `AlertBatch` holds, whatever max_batch says. gRPC clients refuse a message over
+#: 4 MiB unless told otherwise, and a batch its subscriber cannot take stops that stream for good: the client resumes
+#: from the alert before it and is sent the same batch again.
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 class AlertHub(Protocol):
@@ -88,21 +92,33 @@ def open_lease(context: grpc.ServicerContext, slots: SubscriberSlots, hub: Alert
 
 
 def _packed(items: list[Published | Gap], max_batch: int) -> Iterator[bytes]:
-    """Runs of consecutive alerts as `AlertBatch` responses of at most max_batch; gaps between them."""
+    """Runs of consecutive alerts as `AlertBatch` responses of at most max_batch alerts and MAX_BATCH_BYTES (an
+    alert larger than that goes alone); gaps between them."""
     run: list[bytes] = []
+    size = 0
     for item in items:
         if item.__class__ is Gap:
             if run:
-                yield batch_response_bytes(run)
-                run = []
+                yield _response(run)
+                run, size = [], 0
             yield item.response_bytes()
             continue
-        run.append(item.response_bytes())
+        data = item.response_bytes()
+        if run and size + len(data) > MAX_BATCH_BYTES:
+            yield _response(run)
+            run, size = [], 0
+        run.append(data)
+        size += len(data)
         if len(run) >= max_batch:
-            yield batch_response_bytes(run)
-            run = []
+            yield _response(run)
+            run, size = [], 0
     if run:
-        yield run[0] if len(run) == 1 else batch_response_bytes(run)
+        yield _response(run)
+
+
+def _response(run: list[bytes]) -> bytes:
+    """One alert as `SubscribeResponse{alert}`, several as `SubscribeResponse{batch}`."""
+    return run[0] if len(run) == 1 else batch_response_bytes(run)
 
 
 class AlertApi:

@@ -6,11 +6,19 @@ is safe from a signal handler (SIGUSR1, after logrotate renamed the file) and fr
 reopens the path before its next write. A write that fails (disk full, file system gone) never raises into the
 engine: the alert is counted as dropped, the failure is logged once per burst, and the next alert tries a fresh
 descriptor.
+
+The page cache outlives the agent process (SIGKILL), not the machine. `sync()` makes what was written durable
+(fdatasync); the runtime calls it before it acknowledges a batch to a source that checkpoints, so that a machine crash
+never keeps a checkpoint while losing the alerts of the events it covers. A descriptor is also synced before it is
+closed (rotation, a failed write, shutdown). A kill can also stop the write of an alert midway (between two pages),
+leaving the file ending mid-line: opening it ends that line first, so that the next alert is a line of its own.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 import structlog
@@ -37,11 +45,12 @@ class FileOutput:
         self._iso8601 = iso8601
         self._reopen_requested = False
         self._burst = 0
+        self._unsynced = False  # alerts written to the descriptor since its last fdatasync
         self.delivered = 0
         self.dropped = 0
         self.reopens = 0
         try:
-            self._fd: int | None = os.open(self.path, _FLAGS, _MODE)
+            self._fd: int | None = _open(self.path)
         except OSError as exc:
             raise ConfigError(f"cannot open alerts file {self.path}: {exc.strerror}") from None
 
@@ -58,11 +67,12 @@ class FileOutput:
             self._reopen()
         try:
             if self._fd is None:
-                self._fd = os.open(self.path, _FLAGS, _MODE)
+                self._fd = _open(self.path)
             _write_all(self._fd, line)
         except OSError as exc:
             self._failed(exc)
             return
+        self._unsynced = True
         self.delivered += 1
         if self._burst:
             log.warning("output_write_recovered", output=self.name, file=str(self.path), dropped=self._burst,
@@ -73,6 +83,19 @@ class FileOutput:
         """Writes are unbuffered; only a pending reopen is carried out, so rotation takes effect without an alert."""
         if self._reopen_requested:
             self._reopen()
+
+    def sync(self) -> None:
+        """Put the alerts written since the last sync on the disk itself (fdatasync); nothing to do if none were."""
+        if not self._unsynced or self._fd is None:
+            return
+        self._unsynced = False
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return  # a pipe or a device (/dev/stdout): nothing is kept that could be synced
+            log.error("output_sync_failed", output=self.name, file=str(self.path), error=exc.strerror,
+                      hint="alerts written since the last sync may be lost if the machine crashes")
 
     def close(self) -> None:
         self._close_fd()
@@ -86,7 +109,7 @@ class FileOutput:
         self._close_fd()
         self.reopens += 1
         try:
-            self._fd = os.open(self.path, _FLAGS, _MODE)
+            self._fd = _open(self.path)
         except OSError as exc:
             # The next emit tries again; its failure is counted there.
             log.error("output_reopen_failed", output=self.name, file=str(self.path), error=exc.strerror)
@@ -102,12 +125,36 @@ class FileOutput:
         self._close_fd()
 
     def _close_fd(self) -> None:
+        self.sync()
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
                 os.close(fd)
             except OSError as exc:
                 log.warning("output_close_failed", output=self.name, file=str(self.path), error=exc.strerror)
+
+
+def _open(path: Path) -> int:
+    """Open `path` for appending; a last line a kill cut short (no final newline) is ended first."""
+    fd = os.open(path, _FLAGS, _MODE)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size and _last_byte(path, st.st_size) != b"\n":
+            _write_all(fd, b"\n")
+            log.warning("output_torn_line_ended", output=FileOutput.name, file=str(path), offset=st.st_size)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    """The last byte of the regular file at `path` of `size` bytes; the newline when it cannot be read."""
+    try:
+        with path.open("rb") as existing:
+            return os.pread(existing.fileno(), 1, size - 1)
+    except OSError:
+        return b"\n"  # not readable by us (write-only permission): nothing to check, nothing to end
 
 
 def _write_all(fd: int, data: bytes) -> None:

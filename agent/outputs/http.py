@@ -13,10 +13,9 @@ import ssl
 from collections.abc import Mapping
 
 import aiohttp
-import orjson
 import structlog
 
-from agent.alert import Alert
+from agent.alert import Alert, json_bytes
 from agent.errors import ConfigError
 from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput, RejectedError
 
@@ -66,7 +65,7 @@ class _HttpDestination:
 
     def send(self, items: list[Alert]) -> None:
         if self._batch:
-            body = orjson.dumps([alert.falco_json(iso8601=self._iso8601) for alert in items])
+            body = json_bytes([alert.falco_json(iso8601=self._iso8601) for alert in items])
         else:
             (alert,) = items
             body = alert.falco_json_line(iso8601=self._iso8601)

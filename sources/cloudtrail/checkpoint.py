@@ -17,17 +17,18 @@ from typing import Any
 import structlog
 
 from agent.atomic_file import write_state
+from agent.errors import DecodeError
 from agent.event import Event
 from agent.event_queue import QueueClosed
 from agent.source import EventSink
 from sources.cloudtrail.decoder import CloudTrailDecoder
-from sources.cloudtrail.objects import DecodedObject
+from sources.cloudtrail.objects import TOO_LARGE, DecodedObject
 
 log = structlog.get_logger(__name__)
 
 FORMAT_VERSION = 1
 #: Why a record of a readable object produced no event.
-SKIP_REASONS = ("insight", "missing_event_time", "missing_event_type", "invalid")
+SKIP_REASONS = ("insight", "missing_event_time", "missing_event_type", "time_out_of_range", "invalid", TOO_LARGE)
 #: A put waits at most this long before re-checking the stop flag, so that stop never hangs on a full queue.
 PUT_WAIT_S = 0.1
 _NS_PER_S = 1_000_000_000
@@ -81,8 +82,9 @@ def hand_over(sink: EventSink, events: Sequence[Event], on_done: Callable[[], No
 class ReadTally:
     """Counters of objects and records read by one CloudTrail input, and the newest event time. Thread-safe.
 
-    The hot path does not log per record: a rejected object logs one warning, an object with bad records
-    logs one summary.
+    The hot path does not log per record: a rejected object logs one warning (`cloudtrail_object_too_large`
+    for one over `max_object_bytes`), an object with bad records logs one summary, and one more for its records
+    over `max_event_bytes`.
     """
 
     def __init__(self) -> None:
@@ -90,37 +92,51 @@ class ReadTally:
         self.files_read = 0
         self.records_read = 0
         self.objects_rejected = 0
+        self.objects_too_large = 0
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self._newest_ts_ns = 0
 
     def count(self, decoded: DecodedObject, decoder: CloudTrailDecoder) -> None:
         """Count one decoded object; `decoder` is the one that decoded it and nothing else."""
         newest = max((event.ts_ns for event in decoded.events), default=0)
-        reasons = [error.reason for error in decoded.errors]
         is_rejected = decoded.is_corrupt
+        is_too_large = is_rejected and decoded.errors[0].reason == TOO_LARGE
         with self._lock:
             self.files_read += 1
             self.records_read += len(decoded.events)
             self.skipped["insight"] += decoder.skipped_insight
             if is_rejected:
                 self.objects_rejected += 1
+                self.objects_too_large += is_too_large
             else:
-                for reason in reasons:
-                    self.skipped[reason] += 1
+                for error in decoded.errors:
+                    self.skipped[error.reason] += 1
             self._newest_ts_ns = max(self._newest_ts_ns, newest)
         if is_rejected:
-            log.warning("cloudtrail_object_rejected", object=decoded.name, reason=decoded.errors[0].message)
-        elif decoded.errors:
-            first = decoded.errors[0]
-            log.warning("cloudtrail_records_skipped", object=decoded.name, count=len(decoded.errors),
-                        first_record=first.location.item_name if first.location else None, reason=first.message)
+            event = "cloudtrail_object_too_large" if is_too_large else "cloudtrail_object_rejected"
+            log.warning(event, object=decoded.name, reason=decoded.errors[0].message)
+            return
+        _summarise("cloudtrail_records_too_large", decoded.name,
+                   [error for error in decoded.errors if error.reason == TOO_LARGE])
+        _summarise("cloudtrail_records_skipped", decoded.name,
+                   [error for error in decoded.errors if error.reason != TOO_LARGE])
 
     def as_metrics(self) -> dict[str, Any]:
-        """files_read, records_read, records_skipped_<reason>, objects_rejected and lag_s (None before any event)."""
+        """files_read, records_read, records_skipped_<reason>, objects_rejected (of which objects_too_large) and
+        lag_s (None before any event)."""
         with self._lock:
             metrics: dict[str, Any] = {"files_read": self.files_read, "records_read": self.records_read}
             metrics.update({f"records_skipped_{reason}": count for reason, count in self.skipped.items()})
             metrics["objects_rejected"] = self.objects_rejected
+            metrics["objects_too_large"] = self.objects_too_large
             newest = self._newest_ts_ns
         metrics["lag_s"] = time.time() - newest / _NS_PER_S if newest else None
         return metrics
+
+
+def _summarise(event: str, name: str, errors: Sequence[DecodeError]) -> None:
+    """One warning for the skipped records of an object: how many, the first one and why."""
+    if errors:
+        first = errors[0]
+        log.warning(event, object=name, count=len(errors),
+                    first_record=first.location.item_name if first.location else None, reason=first.message)

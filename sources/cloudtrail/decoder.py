@@ -10,6 +10,7 @@ from typing import Any
 
 from agent.errors import DecodeError
 from agent.event import Event
+from agent.generic_fields import TimeOutOfRange, checked_event_time
 from agent.location import Location
 
 SOURCE = "aws_cloudtrail"
@@ -26,33 +27,34 @@ _TIME_RE = re.compile(
 _NS_PER_S = 1_000_000_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ABSENT = object()
-_NO_EVENT_TIME = "CloudTrail record has no eventTime"
-_NO_EVENT_TYPE = "CloudTrail record has no eventType"
-#: Metrics reasons of the rejections worth telling apart; every other rejection is `invalid`.
-_REASONS = {_NO_EVENT_TIME: "missing_event_time", _NO_EVENT_TYPE: "missing_event_type"}
+_NOT_RFC3339 = "is not an RFC 3339 time"
+#: A rejected record: its metrics reason (`invalid` unless worth telling apart) and its message.
+_Rejection = tuple[str, str]
+_NO_EVENT_TIME: _Rejection = ("missing_event_time", "CloudTrail record has no eventTime")
+_NO_EVENT_TYPE: _Rejection = ("missing_event_type", "CloudTrail record has no eventType")
 
 
-def parse_event_time(text: str) -> int | None:
-    """Nanoseconds since the epoch of an RFC 3339 time, or None when it is not one.
+def parse_event_time(text: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time an event may have; ValueError when it is not one.
 
-    Fractional digits past the ninth are dropped; a leap second (`:60`) is rejected, as Go's
-    time.Parse rejects it.
+    A well-formed time outside Falco's event clock raises TimeOutOfRange. Fractional digits past
+    the ninth are dropped; a leap second (`:60`) is rejected, as Go's time.Parse rejects it.
     """
     match = _TIME_RE.fullmatch(text)
     if match is None:
-        return None
+        raise ValueError(_NOT_RFC3339)
     year, month, day, hour, minute, second, fraction, sign, offset_h, offset_m = match.groups()
     days = _epoch_days(year, month, day)
     if days is None or hour > "23" or minute > "59" or second > "59":
-        return None
+        raise ValueError(_NOT_RFC3339)
     seconds = days * 86400 + int(hour) * 3600 + int(minute) * 60 + int(second)
     if sign is not None:
         if offset_h > "23" or offset_m > "59":
-            return None
+            raise ValueError(_NOT_RFC3339)
         offset = int(offset_h) * 3600 + int(offset_m) * 60
         seconds -= offset if sign == "+" else -offset
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    return seconds * _NS_PER_S + nanos
+    return checked_event_time(seconds * _NS_PER_S + nanos)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -132,18 +134,19 @@ class CloudTrailDecoder:
             decoded = self._decode(record)
             if decoded is None:
                 continue
-            if isinstance(decoded, str):
+            if isinstance(decoded, tuple):
                 self.rejected += 1
-                yield DecodeError(decoded, Location(file=origin, item_kind="record", item_name=str(index)),
-                                  reason=_REASONS.get(decoded, "invalid"))
+                reason, message = decoded
+                yield DecodeError(message, Location(file=origin, item_kind="record", item_name=str(index)),
+                                  reason=reason)
                 continue
             self.decoded += 1
             yield decoded
 
-    def _decode(self, record: Any) -> Event | str | None:
-        """The event for one record, the reason it is rejected, or None for a skipped Insight record."""
+    def _decode(self, record: Any) -> Event | _Rejection | None:
+        """The event for one record, why it is rejected, or None for a skipped Insight record."""
         if not isinstance(record, dict):
-            return f"CloudTrail record is {_json_kind(record)}, not an object"
+            return "invalid", f"CloudTrail record is {_json_kind(record)}, not an object"
         event_time = record.get("eventTime")
         if event_time is None:
             return _NO_EVENT_TIME
@@ -153,10 +156,13 @@ class CloudTrailDecoder:
             self.skipped_insight += 1
             return None
         if not isinstance(event_time, str):
-            return f"CloudTrail record eventTime is {_json_kind(event_time)}, not a time string"
-        ts_ns = parse_event_time(event_time)
-        if ts_ns is None:
-            return f"CloudTrail record eventTime {event_time!r} is not an RFC 3339 time"
+            return "invalid", f"CloudTrail record eventTime is {_json_kind(event_time)}, not a time string"
+        try:
+            ts_ns = parse_event_time(event_time)
+        except TimeOutOfRange as err:
+            return err.reason, f"CloudTrail record eventTime {event_time!r} {err}"
+        except ValueError as err:
+            return "invalid", f"CloudTrail record eventTime {event_time!r} {err}"
         name = record.get("eventName")
         return Event(
             source=SOURCE,

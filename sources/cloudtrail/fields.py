@@ -8,11 +8,8 @@ serialise objects.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from agent.event import Event
 from agent.fields import (
@@ -26,7 +23,7 @@ from agent.fields import (
     Value,
 )
 from agent.generic_fields import generic_fields
-from agent.json_fields import json_fields
+from agent.json_fields import compact_json, json_fields
 from agent.source import SourceSpec
 from sources.cloudtrail.info import (
     MISSING,
@@ -106,11 +103,7 @@ def _never_available(_arg: str | None) -> Extractor:
 
 def json_text(value: Any) -> str:
     """A JSON value as compact JSON text, strings quoted (as upstream serialises sub-documents)."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # Integers past 64 bits, which the standard library parser can produce.
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return compact_json(value).decode()
 
 
 def _json_at(key: str) -> ExtractorFactory:

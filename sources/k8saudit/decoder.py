@@ -11,6 +11,7 @@ import orjson
 
 from agent.errors import DecodeError
 from agent.event import Event
+from agent.generic_fields import TimeOutOfRange, checked_event_time
 from agent.json_fields import json_type_name
 from agent.location import Location
 from sources.k8saudit.envelope import audit_event_of, envelope_records, is_envelope, is_record
@@ -55,19 +56,22 @@ def _epoch_ns(
 
 
 def parse_timestamp_ns(stamp: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 time; ValueError says what is wrong.
+    """Nanoseconds since the epoch of an RFC 3339 time an event may have; ValueError says what is wrong.
 
-    The apiserver writes `YYYY-MM-DDTHH:MM:SS.ffffffZ`; for exactly that shape the C-coded
-    `datetime.fromisoformat` checks and converts it (microseconds are all it holds, exactly).
+    A well-formed time outside Falco's event clock raises TimeOutOfRange. The apiserver writes
+    `YYYY-MM-DDTHH:MM:SS.ffffffZ`; for exactly that shape the C-coded `datetime.fromisoformat`
+    checks and converts it (microseconds are all it holds, exactly).
     """
     if (
         len(stamp) == 27 and stamp[26] == "Z" and stamp[19] == "." and stamp[10] == "T"
         and stamp[4] == "-" and stamp[7] == "-" and stamp[13] == ":" and stamp[16] == ":"
     ):
         try:
-            return (datetime.fromisoformat(stamp) - _EPOCH) // _MICROSECOND * 1000
+            parsed = datetime.fromisoformat(stamp)
         except ValueError:
             pass  # the general parser below explains what is wrong
+        else:
+            return checked_event_time((parsed - _EPOCH) // _MICROSECOND * 1000)
     match = _RFC3339.fullmatch(stamp)
     if match is None:
         raise ValueError("expected an RFC 3339 time such as 2024-01-31T12:00:00.000000Z")
@@ -76,7 +80,8 @@ def parse_timestamp_ns(stamp: str) -> int:
     offset_s = 0
     if sign is not None:
         offset_s = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
-    return _epoch_ns(int(year), int(month), int(day), int(hour), int(minute), int(second), nanos, offset_s)
+    return checked_event_time(
+        _epoch_ns(int(year), int(month), int(day), int(hour), int(minute), int(second), nanos, offset_s))
 
 
 def _shown(value: Any) -> str:
@@ -172,6 +177,8 @@ class K8sAuditDecoder:
         if problem is None:
             try:
                 ts_ns = parse_timestamp_ns(item["stageTimestamp"])
+            except TimeOutOfRange as err:
+                problem = err.reason, f"stageTimestamp {_shown(item['stageTimestamp'])} {err}"
             except ValueError as err:
                 shown = _shown(item["stageTimestamp"])
                 problem = "malformed_stage_timestamp", f"malformed stageTimestamp {shown}: {err}"

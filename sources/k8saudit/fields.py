@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-import orjson
-
 from agent.event import Event
 from agent.fields import ArgKind, ExtractorFactory, FieldFlag, FieldSpec, FieldTable, FieldType, Value
 from agent.generic_fields import generic_fields
-from agent.json_fields import json_fields
+from agent.json_fields import compact_json, json_fields
 from agent.source import SourceSpec
 from sources.k8saudit.extraction import (
     MISSING,
@@ -88,7 +86,7 @@ def _subject_names(kind: str, *, with_namespace: bool = False) -> ExtractorFacto
 
 def _plugin_info(event: Event) -> Value:
     """The whole audit event as compact JSON, like the plugin's event rendering."""
-    return orjson.dumps(event.payload).decode()
+    return compact_json(event.payload).decode()
 
 
 def _rules_field(key: str) -> ExtractorFactory:

@@ -24,7 +24,8 @@ from aiohttp import web
 from agent.errors import AgentError, DecodeError
 from agent.event import Event
 from agent.event_queue import QueueClosed
-from agent.source import EventSink
+from agent.json_fields import compact_json
+from agent.source import EventSink, ListenError
 from sources.k8saudit.decoder import K8sAuditDecoder
 
 log = structlog.get_logger(__name__)
@@ -126,9 +127,9 @@ class AuditWebhook:
             try:
                 self.address = loop.run_until_complete(self._open(ssl_context))
             except OSError as exc:
-                failure.append(AgentError(
-                    f"k8s audit webhook cannot listen on {self.settings.host}:{self.settings.port}: "
-                    f"{exc.strerror}; change sources.k8s_audit.webhook.listen"))
+                failure.append(ListenError(
+                    f"sources.k8s_audit.webhook.listen: the k8s audit webhook cannot listen on "
+                    f"{self.settings.host}:{self.settings.port}: {exc.strerror}; free the address or change the key"))
                 started.set()
                 loop.close()
                 return
@@ -248,7 +249,7 @@ class AuditWebhook:
         # Only a body larger than the per-event limit can hold an event over it.
         check_size = len(body) > limit
         for index, part in enumerate(_items(document) if check_size else (document,)):
-            if check_size and len(orjson.dumps(part)) > limit:
+            if check_size and len(compact_json(part)) > limit:
                 self._reject("event_too_large", problems, f"event {index} is over the limit of {limit} bytes")
                 continue
             for item in self._decoder.events(part, origin=origin):

@@ -10,7 +10,6 @@ built from two uses of the previous one, a list inlining another list many times
 
 from __future__ import annotations
 
-import resource
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 
 from tests.agent.test_runtime import alert_until, exec_event, post, reloading_agent, rules_text, write_atomically
 from tests.support.agent_process import REPO
+from tests.support.process_memory import GUARD_CPU_S, guard, memory_mib
 
 #: `rules validate` on any of these: done within this many seconds (most of it is the CLI's start)...
 VALIDATE_S = 30.0
@@ -32,9 +32,6 @@ VALIDATE_S = 30.0
 VALIDATE_RSS_MB = 250
 #: A running agent fed every one of them, twice each, keeps its peak RSS under this (it used to pass 4 GB).
 AGENT_RSS_MB = 400
-#: What a run may take at most: past it the process is killed rather than let it take the machine down.
-GUARD_AS_BYTES = 4 * 1024**3
-GUARD_CPU_S = 120
 
 
 def rule(condition: str) -> str:
@@ -144,19 +141,6 @@ def validate(path: Path) -> Run:
     return Run(proc.returncode, orjson.loads(out or b"{}"), seconds, hwm_kb / 1024)
 
 
-def guard(pid: int) -> None:
-    """Cap what a regression could take on this shared machine: it then fails the test instead of the machine."""
-    resource.prlimit(pid, resource.RLIMIT_AS, (GUARD_AS_BYTES, GUARD_AS_BYTES))
-    resource.prlimit(pid, resource.RLIMIT_CPU, (GUARD_CPU_S, GUARD_CPU_S))
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.mark.parametrize("name", BOMBS)
 def test_validate_refuses_each_bomb_quickly_in_bounded_memory(name: str, tmp_path: Path) -> None:
     """Exit 1 with the one error naming file, line, item, Falco code and the limit; no RecursionError, no GBs."""
@@ -168,6 +152,19 @@ def test_validate_refuses_each_bomb_quickly_in_bounded_memory(name: str, tmp_pat
     [error] = run.output["errors"]
     assert (error["file"], error["line"], error["item"], error["code"]) == (str(path), bomb.line, bomb.item, bomb.code)
     assert bomb.message in error["message"]
+    assert run.seconds < VALIDATE_S and run.maxrss_mb < VALIDATE_RSS_MB, run
+
+
+def test_a_huge_rules_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    """A 4 GiB (sparse) file: refused after reading one byte past the limit, in bounded memory."""
+    path = tmp_path / "rules.yaml"
+    with path.open("wb") as stream:
+        stream.truncate(4 << 30)
+    run = validate(path)
+    assert run.exit_code == 1, run
+    [error] = run.output["errors"]
+    assert error["code"] == "LOAD_ERR_FILE_READ"
+    assert error["message"] == "rules file is 4294967296 bytes, more than the limit of 16777216"
     assert run.seconds < VALIDATE_S and run.maxrss_mb < VALIDATE_RSS_MB, run
 
 
@@ -193,7 +190,7 @@ def test_a_running_agent_survives_every_bomb_and_takes_the_next_valid_edit(tmp_p
             old = alert_until(agent, seen, lambda a: a["source"] == "k8s_audit")
             assert (old["rule"], old["output_fields"]["ka.target.name"]) == ("Exec v1", f"cart-{n}")
             n += 1
-        peak_mb = peak_rss_mb(agent.proc.pid)
+        peak_mb = memory_mib(agent.proc.pid)["VmHWM"]
         write_atomically(rules, rules_text(2))
         agent.wait_for_log("rules_reloaded")
         assert post(url, exec_event(n)) == 200

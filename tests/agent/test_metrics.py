@@ -18,6 +18,7 @@ from agent.engine.engine import EngineStats
 from agent.errors import ConfigError
 from agent.event_queue import EventQueue
 from agent.metrics import (
+    HealthProblem,
     Heartbeat,
     MetricsServer,
     MetricsSnapshot,
@@ -46,8 +47,10 @@ class FakeClock:
 
 @contextmanager
 def serving(collect: Callable[[], MetricsSnapshot], *, heartbeat: Heartbeat | None = None,
-            stale_after_s: float = 10.0) -> Iterator[MetricsServer]:
-    server = MetricsServer("127.0.0.1:0", collect, heartbeat=heartbeat or Heartbeat(), stale_after_s=stale_after_s)
+            stale_after_s: float = 10.0,
+            problems: Callable[[], list[HealthProblem]] = list) -> Iterator[MetricsServer]:
+    server = MetricsServer("127.0.0.1:0", collect, heartbeat=heartbeat or Heartbeat(), stale_after_s=stale_after_s,
+                           problems=problems)
     server.start()
     try:
         yield server
@@ -152,8 +155,9 @@ class TestMetrics:
         assert snap.events_by_source == {"syscall": 10} and snap.eval_seconds_total == 0.5
         assert (snap.events_total, snap.alerts_total, snap.queue_capacity, snap.rules_loaded) == (10, 2, 64, 5)
         assert snap.sources == [SourceMetrics("k8s_audit", "Source", {"events_accepted": 10})]
-        assert snap.outputs == {"file_0": {"delivered": 1, "dropped": 0, "reopens": 0},
-                                "file_1": {"delivered": 0, "dropped": 0, "reopens": 0}}
+        # Each output's own counters, whatever they are, under its kind numbered by position.
+        assert snap.outputs == {"file_0": files[0].counters(), "file_1": files[1].counters()}
+        assert (snap.outputs["file_0"]["delivered"], snap.outputs["file_1"]["delivered"]) == (1, 0)
 
     def test_failing_collect_answers_500_and_keeps_serving(self) -> None:
         """A collect callable that raises yields a 500 for that scrape; the server keeps answering."""
@@ -179,13 +183,43 @@ class TestHealth:
         with serving(MetricsSnapshot, heartbeat=heartbeat, stale_after_s=5.0) as server:
             status, content_type, body = get(server.url + "/healthz")
             assert (status, content_type) == (200, "application/json")
-            assert orjson.loads(body) == {"status": "ok", "heartbeat_age_s": 0.0, "stale_after_s": 5.0}
+            assert orjson.loads(body) == {"status": "ok", "heartbeat_age_s": 0.0, "stale_after_s": 5.0,
+                                          "problems": []}
             clock.now_s += 6.0
             status, _, body = get(server.url + "/healthz")
-            assert status == 503 and orjson.loads(body)["status"] == "stalled"
+            assert status == 503 and orjson.loads(body) == {
+                "status": "unhealthy", "heartbeat_age_s": 6.0, "stale_after_s": 5.0,
+                "problems": [{"part": "engine_loop", "reason": "has not turned for 6.0 s (more than 5 s): stuck "
+                                                               "evaluating a batch or handing alerts over"}]}
             assert scrape(server)[("falco_agent_heartbeat_age_seconds", ())] == 6.0
             heartbeat.beat()
             assert get(server.url + "/healthz")[0] == 200
+
+    def test_every_reported_problem_makes_it_503_and_is_named(self) -> None:
+        """Problems the runtime reports (a source, the reload thread) turn /healthz 503, each with part and reason."""
+        reported: list[HealthProblem] = []
+        with serving(MetricsSnapshot, problems=lambda: list(reported)) as server:
+            assert get(server.url + "/healthz")[0] == 200
+            reported += [HealthProblem("source k8s_audit (AuditWebhook)", "not running: port taken"),
+                         HealthProblem("rules_reload", "RecursionError")]
+            status, _, body = get(server.url + "/healthz")
+            assert status == 503 and orjson.loads(body)["problems"] == [
+                {"part": "source k8s_audit (AuditWebhook)", "reason": "not running: port taken"},
+                {"part": "rules_reload", "reason": "RecursionError"}]
+            reported.clear()
+            assert get(server.url + "/healthz")[0] == 200
+
+    def test_a_failing_health_check_is_itself_a_problem(self) -> None:
+        """A problems callable that raises answers 503 naming the failure; the server keeps answering."""
+        def broken() -> list[HealthProblem]:
+            raise RuntimeError("lock gone")
+
+        with serving(MetricsSnapshot, problems=broken) as server:
+            status, _, body = get(server.url + "/healthz")
+            assert status == 503
+            assert orjson.loads(body)["problems"] == [{"part": "health_check",
+                                                       "reason": "failed: RuntimeError: lock gone"}]
+            assert get(server.url + "/metrics")[0] == 200
 
 
 class TestAddress:
@@ -213,6 +247,6 @@ class TestAddress:
             taken.listen()
             port = taken.getsockname()[1]
             server = MetricsServer(f"127.0.0.1:{port}", MetricsSnapshot, heartbeat=Heartbeat(), stale_after_s=1.0)
-            with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+            with pytest.raises(ConfigError, match=f"^metrics.address: cannot listen on 127.0.0.1:{port}: "):
                 server.start()
             server.stop()

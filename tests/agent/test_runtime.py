@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import webhook_agent
 from tests.support.agent_process import REPO, Agent
 from tests.support.queue_consumer import eventually
 
@@ -36,14 +36,8 @@ def exec_event(n: int) -> dict[str, Any]:
 
 
 def post(url: str, body: Any) -> int:
-    host_port = url.split("//")[1].split("/")[0]
-    host, port = host_port.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("POST", "/k8s-audit", body=json.dumps(body), headers={"Content-Type": "application/json"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
+    """POST `body` as JSON to the webhook at `url`; the status."""
+    return webhook_agent.post(url, body, timeout_s=5)[0]
 
 
 def test_webhook_events_become_alerts_and_sigterm_delivers_everything() -> None:

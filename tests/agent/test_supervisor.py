@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.alert import Alert
 from agent.errors import AgentError, DecodeError
 from agent.event import Event
 from agent.event_queue import EventQueue
 from agent.internal_alerts import SOURCE_FAILED, SOURCE_RESTARTED, InternalAlerts
-from agent.source import EventSink
+from agent.metrics import HealthProblem
+from agent.source import EventSink, ListenError
+from agent.source_worker import Pulse, SourceWorker, WorkerSource
 from agent.supervisor import SourceSupervisor
 from sources.k8saudit.decoder import K8sAuditDecoder
 from sources.k8saudit.files import AuditLogFiles
 from tests.agent.test_runtime import exec_event
+from tests.support.queue_consumer import eventually
 
 WAIT_S = 10
 
@@ -27,8 +33,9 @@ class FlakySource:
 
     name = "flaky"
 
-    def __init__(self, *, start_failures: int = 0) -> None:
+    def __init__(self, *, start_failures: int = 0, error: type[AgentError] = AgentError) -> None:
         self.start_failures = start_failures
+        self.error = error
         self.starts = 0
         self.stops = 0
         self.dead: str | None = None
@@ -36,7 +43,7 @@ class FlakySource:
     def start(self, sink: EventSink) -> None:
         if self.start_failures:
             self.start_failures -= 1
-            raise AgentError("cannot reach the thing")
+            raise self.error("cannot reach the thing")
         self.starts += 1
         self.dead = None
 
@@ -58,10 +65,148 @@ class Clock:
         return self.now
 
 
+class BlockingSource(WorkerSource):
+    """A real worker-backed source whose loop, after its first step, blocks inside one call until `release` is set,
+    as a read of a FIFO without a writer does; once released it idles on its stop flag."""
+
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self._worker = SourceWorker("blocking-source", join_timeout_s=5.0)
+        self.release = threading.Event()
+        self.is_blocked = threading.Event()
+
+    def start(self, sink: EventSink) -> None:
+        self._worker.start(self._run)
+
+    def _run(self) -> None:
+        stopping = self._worker.stopping
+        while not stopping.wait(0.01):
+            self.is_blocked.set()
+            self.release.wait()  # the call that does not come back (until the test says so)
+
+    def stop(self) -> None:
+        self.release.set()
+        super().stop()
+
+    def metrics(self) -> dict[str, Any]:
+        return {}
+
+
 def supervisor(*sources: Any, clock: Clock) -> tuple[SourceSupervisor, list[Alert]]:
     raised: list[Alert] = []
     return SourceSupervisor(list(sources), EventQueue(10), alerts=InternalAlerts(hostname="n"), emit=raised.append,
                             initial_backoff_s=1, max_backoff_s=8, clock=clock), raised
+
+
+class TestFirstStart:
+    def test_a_source_that_cannot_listen_ends_the_first_start_and_the_started_ones_stop(self) -> None:
+        """A ListenError at the agent's start propagates, after the sources already started are stopped."""
+        steady, busy = FlakySource(), FlakySource(start_failures=1, error=ListenError)
+        sup, raised = supervisor(steady, busy, clock=Clock())
+        with pytest.raises(ListenError, match="cannot reach the thing"):
+            sup.start_sources()
+        assert sup.running == [] and steady.stops == 1 and raised == []
+
+    def test_a_listen_error_on_a_later_restart_is_retried_with_backoff(self) -> None:
+        """Once the agent runs, a source that cannot listen again is supervised like any other failure."""
+        clock = Clock()
+        hook = FlakySource(error=ListenError)
+        sup, raised = supervisor(hook, clock=clock)
+        sup.start_sources()
+        hook.dead, hook.start_failures = "server thread ended", 1
+        sup.check()
+        clock.now += 1
+        sup.check()  # the restart fails to listen: retried, not raised
+        assert sup.running == [] and [a.rule for a in raised] == [SOURCE_FAILED]
+        clock.now += 2
+        sup.check()
+        assert sup.running == [hook]
+
+
+class TestProblems:
+    def test_a_source_waiting_for_its_restart_or_failed_is_named_with_its_reason(self) -> None:
+        """Health hears of a source in backoff (with its error and next start) and of a death not yet handled."""
+        clock = Clock()
+        flaky, steady = FlakySource(start_failures=1), FlakySource()
+        sup, _ = supervisor(flaky, steady, clock=clock)
+        sup.start_sources()
+        assert sup.problems() == [HealthProblem("source flaky (FlakySource)",
+                                                "not running: cannot reach the thing; next start in 1 s")]
+        clock.now += 1
+        sup.check()
+        assert sup.problems() == []
+        steady.dead = "RuntimeError: bug"
+        assert sup.problems() == [HealthProblem("source flaky (FlakySource)", "failed: RuntimeError: bug")]
+        sup.stop()
+        assert sup.problems() == []
+
+    def test_a_worker_blocked_in_one_call_is_stuck_until_it_moves_on(self) -> None:
+        """A real worker blocked inside a call past stuck_after_s is reported stuck; released, it is healthy again."""
+        source = BlockingSource()
+        sup = SourceSupervisor([source], EventQueue(10), alerts=InternalAlerts(hostname="n"), emit=lambda _: None,
+                               stuck_after_s=0.2)
+        sup.start_sources()
+        try:
+            assert source.is_blocked.wait(WAIT_S)
+            assert eventually(lambda: bool(sup.problems()))
+            [problem] = sup.problems()
+            assert problem.part == "source blocking (BlockingSource)" and problem.reason.startswith("stuck: busy in ")
+            source.release.set()
+            assert eventually(lambda: sup.problems() == [])
+        finally:
+            sup.stop()
+
+    def test_a_dead_supervisor_thread_is_a_problem(self) -> None:
+        """When the supervising thread ends (a source's failure() raised), health says sources are not restarted."""
+        class BrokenCheck(FlakySource):
+            def failure(self) -> str | None:
+                if threading.current_thread().name == "source-supervisor":
+                    raise RuntimeError("failure() bug")
+                return None
+
+        sup = SourceSupervisor([BrokenCheck()], EventQueue(10), alerts=InternalAlerts(hostname="n"),
+                               emit=lambda _: None, poll_interval_s=0.01)
+        sup.start_sources()
+        sup.start()
+        try:
+            assert eventually(lambda: any(p.part == "source_supervisor" for p in sup.problems()))
+            assert "its thread ended" in sup.problems()[0].reason
+        finally:
+            sup.stop()
+
+
+class TestPulse:
+    def test_busy_time_runs_between_looks_and_not_while_waiting(self) -> None:
+        """A loop is busy from its start or last look at the flag; waiting on the flag or ending is not busy."""
+        clock = Clock()
+        pulse = Pulse(clock)
+        assert pulse.busy_s() == 0
+        pulse.begin()
+        clock.now += 5
+        assert pulse.busy_s() == 5
+        assert not pulse.is_set() and pulse.busy_s() == 0
+        clock.now += 2
+        assert not pulse.wait(0) and pulse.busy_s() == 0
+        clock.now += 3
+        assert pulse.busy_s() == 3
+        pulse.rest()
+        assert pulse.busy_s() == 0
+
+    def test_waiting_on_the_flag_is_not_busy(self) -> None:
+        """While the loop waits on its flag (its poll interval), another thread reads no busy time."""
+        clock = Clock()
+        pulse = Pulse(clock)
+        pulse.begin()
+        waiting = threading.Thread(target=pulse.wait, args=(WAIT_S,))
+        waiting.start()
+        try:
+            assert eventually(lambda: pulse.busy_s() == 0 and clock.now > 0)
+            clock.now += 100
+            assert pulse.busy_s() == 0
+        finally:
+            pulse.set()
+            waiting.join()
 
 
 class TestBackoff:

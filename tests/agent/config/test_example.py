@@ -11,12 +11,12 @@ from typing import Any
 
 import yaml
 
-from agent.config.schema import AgentConfig
+from agent.config.schema import AgentConfig, Unchecked
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "agent.yaml"
 
 
-def _dataclass_of(hint: Any) -> type | None:
+def dataclass_of(hint: Any) -> type | None:
     """The dataclass a field holds directly, optionally (`X | None`) or as tuple items, if any."""
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union, tuple):
@@ -38,8 +38,8 @@ def missing_keys(cls: type, value: Any, prefix: str) -> Iterator[str]:
         if not present:
             yield dotted
             continue
-        nested = _dataclass_of(hints[field.name])
-        if nested is not None:
+        nested = dataclass_of(hints[field.name])
+        if nested is not None and nested is not Unchecked:  # a plugin's init_config: its keys are the plugin's
             flat = [v for p in present for v in (p if isinstance(p, list) else [p])]
             yield from missing_keys(nested, flat, dotted + ".")
 

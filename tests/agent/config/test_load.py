@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from agent.config import load_config
-from agent.config.schema import EXAMPLE_TRAIL_DIR
+from agent.config.load import _build, _Value
+from agent.config.schema import EXAMPLE_TRAIL_DIR, Bounds
 from agent.errors import ConfigError
 
 
@@ -84,12 +86,14 @@ class TestErrors:
         ("outputs: [stdout]\n", "outputs: expected a mapping"),
         ("hostname: ${MISSING_VAR}\n", "hostname: environment variable MISSING_VAR is not set"),
         ("rules_files: [a\n", "invalid YAML"),
+        ("rules_files: " + "[" * 5000 + "]" * 5000 + "\n", "agent.yaml: the YAML nests too deeply"),
         ("noise:\n  rules:\n    - match: x\n      dedup: {window: 5}\n",
          "noise.rules[0].dedup.window: unknown key"),
         ("rules:\n  - disable: {name: x}\n", "rules[0].disable.name: unknown key"),
         ("rules:\n  - {enable: {rule: a}, disable: {tag: b}}\n", "rules[0]: give exactly one of enable or disable"),
         ("rules:\n  - {}\n", "rules[0]: give exactly one of enable or disable"),
         ("rules:\n  - enable: {rule: ''}\n", "rules[0].enable: give rule (a name or glob) or tag"),
+        ('rules_files: ["/etc/a\\0b"]\n', "rules_files[0]: expected text without NUL characters"),
     ])
     def test_mistakes_name_the_key_and_line(self, tmp_path: Path, text: str, needle: str) -> None:
         """Each mistake is refused with the dotted key, the reason and the file line."""
@@ -103,6 +107,60 @@ class TestErrors:
         """An override without '=' is refused with an example of the right form."""
         with pytest.raises(ConfigError, match="KEY=VALUE"):
             load_config(overrides=["rule_matching"])
+
+    @pytest.mark.parametrize(("text", "needle"), [
+        ("queue_capacity_events: 0\n", "queue_capacity_events: must be >= 1, got 0"),
+        ("sources:\n  aws_cloudtrail:\n    sqs:\n      wait_time_s: 21\n",
+         "sources.aws_cloudtrail.sqs.wait_time_s: must be >= 0 and <= 20, got 21"),
+        ("sources:\n  kernel:\n    ring_buffer_pages: 3000\n",
+         "sources.kernel.ring_buffer_pages: must be a power of two, got 3000"),
+        ("metrics:\n  stale_after_s: .nan\n", "metrics.stale_after_s: expected a finite number, got nan"),
+        ("metrics:\n  address: localhost\n", "metrics.address: address 'localhost' must look like host:port"),
+        ("grpc:\n  address: '[::1]:65536'\n", "grpc.address: address '[::1]:65536' must look like host:port"),
+    ])
+    def test_values_out_of_range_name_the_key_and_line(self, tmp_path: Path, text: str, needle: str) -> None:
+        """A number outside its key's bounds, or a listen address that is not host:port, is refused at load."""
+        with pytest.raises(ConfigError) as caught:
+            load_config(write(tmp_path, text), environ={})
+        assert needle in str(caught.value) and f"agent.yaml:{text.count(chr(10))})" in str(caught.value)
+
+    def test_an_empty_grpc_address_means_no_tcp(self) -> None:
+        """grpc.address may stay empty (unix socket only); it is not held to host:port."""
+        assert load_config(overrides=["grpc.address="]).grpc.address == ""
+
+
+class TestBounds:
+    @pytest.mark.parametrize(("bounds", "value", "problem"), [
+        (Bounds(ge=1), 1, None),
+        (Bounds(ge=1), 0, "must be >= 1"),
+        (Bounds(gt=0), 0.0, "must be > 0"),
+        (Bounds(gt=0), 0.001, None),
+        (Bounds(ge=0, le=1), 1.5, "must be >= 0 and <= 1"),
+        (Bounds(ge=1, is_power_of_two=True), 4096, None),
+        (Bounds(ge=1, is_power_of_two=True), 96, "must be a power of two"),
+    ])
+    def test_problem_says_what_the_value_must_be(self, bounds: Bounds, value: float, problem: str | None) -> None:
+        """A value inside the bounds has no problem; one outside is told the bounds it must keep."""
+        assert bounds.problem(value) == problem
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SelfChecking:
+    """A configuration mapping that checks itself when built, as a schema class may."""
+
+    low: int = 0
+    high: int = 1
+
+    def __post_init__(self) -> None:
+        if self.low > self.high:
+            raise ValueError("low must not be above high")
+
+
+def test_a_mapping_refused_by_its_own_check_names_its_key_and_line() -> None:
+    """A ValueError from a schema class's own check is a ConfigError naming the mapping and its line."""
+    mapping = _Value({"low": _Value(5, "agent.yaml:3"), "high": _Value(2, "agent.yaml:4")}, "agent.yaml:2")
+    with pytest.raises(ConfigError, match=r"^limits: low must not be above high \(agent.yaml:2\)$"):
+        _build(_SelfChecking, mapping, "limits.", {})
 
 
 @pytest.mark.parametrize("example", sorted(str(p) for p in (Path(__file__).resolve().parents[3] / "examples")

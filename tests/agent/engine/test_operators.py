@@ -101,16 +101,40 @@ class TestStringOperators:
         ("t.name regex ell", "hello", False),
         ("t.name regex [a-z]+", "hello", True),
         ('t.name regex "^h.*"', "hello", True),
+        ("t.name regex [[:alpha:]]+", "hello", True),
+        ("t.name glob /etc/*", "/etc/ssh/sshd_config", True),
+        ("t.name glob *", ".profile", True),
+        ("t.name glob [!a-c]*", "/x", True),
+        ("t.name glob caf?", "café", False),
+        ("t.name glob caf??", "café", True),
+        ("t.name glob [ab", "[ab", True),
+        ("t.name iglob É*", "élan", False),
     ])
     def test_string_operators(self, lab, condition: str, name: str, expected: bool) -> None:
-        """contains, icontains, startswith, endswith, glob/iglob and (anchored) regex."""
+        """contains, icontains, startswith, endswith, glob/iglob as fnmatch(3) over bytes (`*` crosses `/` and
+        leading dots, `?` is one byte, an unterminated `[` is literal, only ASCII folds) and (anchored) RE2 regex."""
         assert lab.matches(condition, name=name) is expected
 
     def test_bad_regex_is_a_compile_error(self, lab) -> None:
-        """An invalid regular expression fails the load with the rule's line."""
+        """An invalid regular expression fails the load with the rule's line, the pattern and RE2's reason."""
         error = lab.error(lab.rule("t.name regex \"a(b\""))
         assert error.code.value == "LOAD_ERR_COMPILE_CONDITION" and error.location.line == 4
-        assert "regular expression" in error.message and "at 1:2" in error.message
+        assert "invalid regex pattern 'a(b': missing ): a(b" in error.message and "at 1:2" in error.message
+
+    @pytest.mark.parametrize("pattern", [r"\\d+", r"(a)\\1", "(?:ab)+", "(?i)hello"])
+    def test_perl_only_regex_syntax_is_a_compile_error(self, lab, pattern: str) -> None:
+        """Falco's RE2 takes POSIX syntax: Perl classes, backreferences, `(?:` and flags fail the load."""
+        error = lab.error(lab.rule(f't.name regex "{pattern}"'))
+        assert error.code.value == "LOAD_ERR_COMPILE_CONDITION" and "invalid regex pattern" in error.message
+
+    def test_regex_reads_undecodable_bytes_as_replacement_characters(self, lab) -> None:
+        """A value with bytes that are not UTF-8 is matched, not an error: each such byte is one character."""
+        assert lab.matches('t.name regex "a.b"', name="a\udcffb")
+
+    def test_glob_against_another_field(self, lab) -> None:
+        """`glob val(f)` takes the other field's value as the pattern, per event."""
+        assert lab.matches("t.name glob val(t.other)", name="/srv/app/x", other="/srv/*/x")
+        assert not lab.matches("t.name glob val(t.other)", name="/srv/app/x", other="/srv/*/y")
 
 
 class TestBytes:
@@ -164,11 +188,14 @@ class TestListOperators:
     @pytest.mark.parametrize(("path", "expected"), [
         ("/srv/app", True), ("/srv/app/x/y", True), ("/srv/application", False), ("//srv//app/", True),
         ("/etc/passwd", True), ("/etc/passwd2", False), ("/var/log/a/b", True), ("/var/tmp/a", False),
-        ("/srv", False),
+        ("/srv", False), ("/opt/a/b/c", True), ("/opt/a/b", False), ("/opt/ab/x/c", False),
     ])
     def test_pmatch(self, lab, path: str, expected: bool) -> None:
         """`pmatch` matches whole path components; entry components with wildcards are globbed."""
-        assert lab.matches("t.path pmatch (/srv/app, /etc/passwd, /var/l*)", path=path) is expected
+        assert lab.matches("t.path pmatch (/srv/app, /etc/passwd, /var/l*, /opt/?/*/c)", path=path) is expected
+
+    def test_pmatch_root_entry_matches_every_path(self, lab) -> None:
+        assert lab.matches("t.path pmatch (/)", path="/any/where")
 
 
 class TestModifiers:

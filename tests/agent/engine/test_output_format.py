@@ -74,3 +74,11 @@ class TestErrors:
         """With skip-if-unknown-filter an unknown output field drops the rule with a warning."""
         engine, result = lab.load(lab.rule("t.name = a", output="%t.nope", extra="  skip-if-unknown-filter: true"))
         assert result.successful and lab.codes(result) == ["LOAD_UNKNOWN_FILTER"] and engine.rules == []
+
+
+def test_an_output_field_that_cannot_be_extracted_is_na_and_the_alert_still_goes_out(lab) -> None:
+    """A matching rule always alerts: an extractor that meets an unexpected shape while rendering gives <NA>."""
+    engine = lab.loaded(lab.rule("t.name = alice", output="hit %t.name %t.label[x]"))
+    (alert,) = engine.process(lab.event(name="alice", labels=["not", "a", "mapping"]))
+    assert alert.output == "hit alice <NA>"
+    assert alert.output_fields == {"t.name": "alice", "t.label[x]": None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from agent.errors import ConfigError
 from agent.grpc._gen.falco_agent.v1 import alerts_pb2 as pb
 from agent.grpc.client import make_filter
 from agent.grpc.server import AlertServer
+from agent.grpc.service import MAX_BATCH_BYTES
 from agent.priority import Priority
 from tests.agent.grpc.conftest import WAIT_S, StreamReader, make_alert, running_server, seqs, stub, subscribe
 
@@ -177,3 +179,16 @@ class TestBatching:
         assert max(len(r.batch.alerts) for r in responses) == 16
         flat = [a.seq for r in responses for a in ((r.alert,) if r.HasField("alert") else r.batch.alerts)]
         assert flat == list(range(1, 51))
+
+    def test_batches_stay_under_a_mebibyte_a_default_client_accepts(self, unix_server: AlertServer,
+                                                                     channel_to: Callable[..., grpc.Channel]) -> None:
+        """Alerts of 300 KB (an audit event's 256 KB URI in the output) are packed at most MAX_BATCH_BYTES at a time:
+        one batch of all of them was over the 4 MiB a default client takes, so its stream never moved past it."""
+        for i in range(20):
+            unix_server.output.emit(dataclasses.replace(make_alert(i), output="u" * 300_000))
+        request = pb.SubscribeRequest(resume_after=0, max_batch=256)
+        reader = StreamReader(stub(channel_to(unix_server)).Subscribe(request))
+        responses = reader.take_until(lambda got: sum(len(r.batch.alerts) or 1 for r in got) >= 20)
+        assert max(r.ByteSize() for r in responses) <= MAX_BATCH_BYTES + 16
+        flat = [a.seq for r in responses for a in ((r.alert,) if r.HasField("alert") else r.batch.alerts)]
+        assert flat == list(range(1, 21))

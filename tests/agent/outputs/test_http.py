@@ -60,6 +60,25 @@ class TestDelivery:
             posted = [alert for r in server.received for alert in orjson.loads(r.body)]
             assert posted == [make_alert(i).falco_json(iso8601=True) for i in range(5)]
 
+    @pytest.mark.parametrize("batch", [False, True])
+    def test_alert_with_values_orjson_refuses_is_delivered_and_so_are_the_next(self, batch: bool) -> None:
+        """A 65-bit integer and a non-UTF-8 name in one alert do not stop the writer: it and the next arrive."""
+        odd = make_alert(1)
+        odd.output_fields.update({"proc.pid": 2**64, "fd.name": b"/tmp/\xff".decode("utf-8", "surrogateescape")})
+        with receiver() as server:
+            output = new_output(server.url, batch=batch)
+            try:
+                for alert in (make_alert(0), odd, make_alert(2)):
+                    output.emit(alert)
+                assert output.wait_idle(WAIT_S)
+            finally:
+                output.close()
+            bodies = [orjson.loads(r.body) for r in server.received]
+            posted = [alert for body in bodies for alert in body] if batch else bodies
+            assert [a["output_fields"]["proc.pid"] for a in posted] == [0, str(2**64), 2]
+            assert posted[1]["output_fields"]["fd.name"] == "/tmp/\ufffd"
+            assert output.counters()["delivered"] == 3
+
     def test_bad_request_is_rejected_not_retried(self) -> None:
         """A 400 reply means the alert will never be accepted: counted as rejected, sent once."""
         with receiver(lambda index: 400) as server:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agent.errors import DecodeError
 from agent.event import Event
+from agent.generic_fields import TimeOutOfRange
 from agent.location import Location
 from sources.cloudtrail.decoder import CloudTrailDecoder, parse_event_time
 
@@ -128,6 +129,7 @@ class TestEvents:
             (record(eventTime=1722519208), "eventTime is number"),
             (record(eventTime="2024-02-30T00:00:00Z"), "not an RFC 3339 time"),
             (record(eventTime="yesterday"), "'yesterday'"),
+            (record(eventTime="9999-12-31T23:59:59Z"), "'9999-12-31T23:59:59Z' is outside the event times"),
         ],
     )
     def test_bad_record_yields_located_error_and_the_rest_still_decode(self, bad: Any, reason: str) -> None:
@@ -141,6 +143,17 @@ class TestEvents:
         assert isinstance(first, Event) and isinstance(last, Event)
         assert (first.type, last.type) == ("A", "B")
         assert (decoder.decoded, decoder.rejected) == (2, 1)
+
+    @pytest.mark.parametrize(("event_time", "reason"), [
+        ("2024-02-30T00:00:00Z", "invalid"),
+        ("9999-12-31T23:59:59Z", "time_out_of_range"),
+        ("1969-12-31T23:59:59.999999999Z", "time_out_of_range"),
+    ])
+    def test_bad_event_time_carries_its_reason_code(self, event_time: str, reason: str) -> None:
+        """A malformed eventTime and one Falco's uint64 clock cannot hold are told apart in the metrics."""
+        [error] = decode([record(eventTime=event_time)])
+        assert isinstance(error, DecodeError) and error.reason == reason
+        assert f"eventTime {event_time!r}" in error.message
 
     def test_record_without_event_name_still_decodes(self) -> None:
         """eventName is not required: such a record gives an event with an empty type."""
@@ -210,9 +223,22 @@ class TestEventTime:
     )
     def test_rejects_what_is_not_an_rfc3339_time(self, text: str) -> None:
         """Impossible dates, leap seconds, missing zones and other formats are rejected."""
-        assert parse_event_time(text) is None
+        with pytest.raises(ValueError, match=r"^is not an RFC 3339 time$"):
+            parse_event_time(text)
 
-    @given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31)),
+    @pytest.mark.parametrize("text", ["2554-07-21T23:34:33.709551615Z", "2554-07-22T00:34:33.709551615+01:00"])
+    def test_last_time_falco_can_hold_parses(self, text: str) -> None:
+        """The last nanosecond of Falco's uint64 clock is a valid eventTime, however it is written."""
+        assert parse_event_time(text) == 2**64 - 1
+
+    @pytest.mark.parametrize("text", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+                                      "1970-01-01T00:30:00+01:00", "2554-07-21T23:34:33.709551616Z"])
+    def test_rejects_times_outside_falcos_clock(self, text: str) -> None:
+        """A well-formed time before 1970 or past 2554-07-21 cannot be an event time."""
+        with pytest.raises(TimeOutOfRange, match=r"\(1970-01-01T00:00:00Z to 2554-07-21T23:34:33.709551615Z\)"):
+            parse_event_time(text)
+
+    @given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2554, 7, 21, 23, 34, 32)),
            st.integers(min_value=0, max_value=999_999_999))
     def test_agrees_with_the_calendar(self, moment: datetime, nanos: int) -> None:
         """Any UTC time with nanoseconds round-trips through its RFC 3339 text."""

@@ -67,6 +67,8 @@ class TestReading:
         metrics = source.metrics()
         assert (metrics["files_read"], metrics["records_read"]) == (len(samples), len(expected))
         assert metrics["objects_rejected"] == metrics["read_errors"] == 0
+        assert metrics["objects_too_large"] == metrics["records_skipped_too_large"] == 0
+        assert metrics["files_skipped_not_regular"] == metrics["symlinks_skipped_outside"] == 0
         assert metrics["lag_s"] > 0
 
     def test_file_named_directly(self, tmp_path: Path, samples: list[list[dict[str, Any]]]) -> None:

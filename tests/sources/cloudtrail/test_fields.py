@@ -295,6 +295,16 @@ class TestJsonTextFields:
         del record["responseElements"]
         assert extract(record, "ct.response") is None
 
+    def test_sub_documents_orjson_refuses_to_write(self) -> None:
+        """A sub-document nested 1,000 deep (orjson writes 254 levels; the standard library's writer recursed past
+        its limit) and integers past 64 bits come out as compact JSON too."""
+        deep: Any = {"n": 2**70}
+        for _ in range(1000):
+            deep = [deep]
+        record = alice() | {"requestParameters": deep, "responseElements": {"n": -(2**70), "s": "é"}}
+        assert extract(record, "ct.request") == "[" * 1000 + '{"n":1180591620717411303424}' + "]" * 1000
+        assert extract(record, "ct.response") == '{"n":-1180591620717411303424,"s":"é"}'
+
     def test_resources_joined_with_commas(self) -> None:
         """ct.resources is each resource as JSON text, comma-separated; empty or non-list is absent."""
         resources = [{"ARN": "arn:1", "type": "AWS::IAM::Role"}, {"ARN": "arn:2"}]

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from agent.event_queue import EventQueue
 from sources.cloudtrail.aws import AwsSettings
+from sources.cloudtrail.objects import ObjectLimits
 from sources.cloudtrail.s3 import S3TrailPoller, _DayProgress
 from tests.support.queue_consumer import eventually, running
 
@@ -303,6 +304,42 @@ class TestErrors:
         assert (metrics["objects_rejected"], metrics["records_skipped_invalid"], metrics["files_read"]) == (3, 1, 5)
         # Rejected objects are done: a restart does not read them again.
         again = poller(aws_endpoint, bucket, follow=False, checkpoint_path=checkpoint)
+        assert read_all(again, 0) == []
+        assert again.metrics()["files_read"] == 0
+
+    def test_objects_and_records_over_the_limits_skipped_and_remembered(self, aws_endpoint: str, s3: Any,
+                                                                        bucket: str, samples: list[Sample],
+                                                                        tmp_path: Path) -> None:
+        """A gzip expanding past max_object_bytes and a plain object stored past it are skipped whole, with a warning
+        naming them and the limit; a record past max_event_bytes is skipped alone; a restart retries none."""
+        good, record = samples[0], samples[1].records[0]
+        limits = ObjectLimits(max_object_bytes=1024 * 1024, max_event_bytes=64 * 1024)
+        blanks = b'{"Records": [' + b" " * (4 * 1024 * 1024) + b"]}"
+        put_records(s3, bucket, log_key(good.account, good.region, n=0), good.records)
+        too_large = {1: gzip.compress(blanks), 2: blanks}
+        for n, body in too_large.items():
+            s3.put_object(Bucket=bucket, Key=log_key(good.account, good.region, n=n), Body=body)
+        huge = {**samples[1].records[1], "requestParameters": {"policy": "x" * (128 * 1024)}}
+        put_records(s3, bucket, log_key(good.account, good.region, n=3), [huge, record])
+        expected = good.ids | {record["eventID"]}
+        checkpoint = tmp_path / "s3.json"
+        with capture_logs() as logs:
+            source = poller(aws_endpoint, bucket, follow=False, checkpoint_path=checkpoint, limits=limits)
+            with running(source) as consumer:
+                assert consumer.wait_acked(4)  # the skipped objects too, as empty batches
+        assert sorted(consumer.event_ids) == sorted(expected)
+        reasons = {entry["object"]: entry["reason"] for entry in logs
+                   if entry["event"] == "cloudtrail_object_too_large"}
+        keys = {n: f"s3://{bucket}/{log_key(good.account, good.region, n=n)}" for n in (1, 2, 3)}
+        assert reasons.keys() == {keys[1], keys[2]}
+        assert "max_object_bytes (1048576 bytes) once decompressed" in reasons[keys[1]]
+        assert "max_object_bytes (1048576 bytes) as stored" in reasons[keys[2]]
+        [records] = [entry for entry in logs if entry["event"] == "cloudtrail_records_too_large"]
+        assert (records["object"], records["first_record"]) == (keys[3], "0")
+        assert "max_event_bytes (65536 bytes)" in records["reason"]
+        metrics = source.metrics()
+        assert (metrics["objects_too_large"], metrics["records_skipped_too_large"], metrics["files_read"]) == (2, 1, 4)
+        again = poller(aws_endpoint, bucket, follow=False, checkpoint_path=checkpoint, limits=limits)
         assert read_all(again, 0) == []
         assert again.metrics()["files_read"] == 0
 

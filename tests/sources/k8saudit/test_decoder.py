@@ -149,7 +149,7 @@ class TestTimestamps:
           datetime(2024, 5, 1, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=2)))),
          ("2024-05-01T04:30:00-05:30",
           datetime(2024, 5, 1, 4, 30, tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
-         ("1969-12-31T23:59:59.000000Z", datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)),
+         ("1970-01-01T00:00:00.000000Z", datetime(1970, 1, 1, tzinfo=UTC)),
          ("2000-03-01T00:00:00.000000Z", datetime(2000, 3, 1, tzinfo=UTC))],
     )
     def test_rfc3339_forms_parse_exactly(self, stamp: str, expected: datetime) -> None:
@@ -162,6 +162,23 @@ class TestTimestamps:
         assert parse_timestamp_ns("2024-05-01T10:00:00.123456789Z") == base + 123456789
         assert parse_timestamp_ns("2024-05-01T11:00:00.000000001+01:00") == base + 1
         assert parse_timestamp_ns("2024-05-01T10:00:00.000000001Z") == base + 1
+
+    @pytest.mark.parametrize("stamp", ["2554-07-21T23:34:33.709551615Z", "2554-07-22T01:34:33.709551615+02:00"])
+    def test_last_time_falco_can_hold_parses(self, stamp: str) -> None:
+        """The last nanosecond of Falco's uint64 clock is a valid event time, however it is written."""
+        assert parse_timestamp_ns(stamp) == 2**64 - 1
+
+    @pytest.mark.parametrize("stamp", [
+        "9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00Z", "0000-01-01T00:00:00.000000Z",
+        "1969-12-31T23:59:59.999999999Z", "1970-01-01T00:00:00+00:01", "2554-07-21T23:34:33.709551616Z",
+    ])
+    def test_times_outside_falcos_clock_are_refused_with_their_reason(self, stamp: str) -> None:
+        """A well-formed stageTimestamp before 1970 or past 2554-07-21 is refused: Falco's uint64 clock cannot
+        hold it (it killed the outputs); the error names the field, the value, the record and the range."""
+        [error] = decode([audit(stageTimestamp=stamp)])
+        assert isinstance(error, DecodeError) and error.reason == "time_out_of_range"
+        assert str(error) == (f"audit.json record '0': stageTimestamp '{stamp}' is outside the event times Falco "
+                              "can hold (1970-01-01T00:00:00Z to 2554-07-21T23:34:33.709551615Z)")
 
 
 class TestRealTraces:
@@ -195,6 +212,7 @@ class TestRealTraces:
     ({"kind": "Event", "auditID": "x"}, "missing_stage_timestamp"),
     ({"kind": "Event", "auditID": "x", "stageTimestamp": 42}, "malformed_stage_timestamp"),
     ({"kind": "Event", "auditID": "x", "stageTimestamp": "yesterday"}, "malformed_stage_timestamp"),
+    ({"kind": "Event", "auditID": "x", "stageTimestamp": "9999-12-31T23:59:59Z"}, "time_out_of_range"),
 ])
 def test_rejection_carries_a_reason_code(item: object, reason: str) -> None:
     """Each rejection names its reason as a code, which the inputs count in their metrics."""

@@ -27,11 +27,17 @@ json_values = st.recursive(
 
 
 
+ANY_YEAR = st.integers(0, 9999)
+# Years whose every instant, at any offset, is (or is not) within Falco's clock: 1970-01-01 to 2554-07-21.
+IN_RANGE_YEARS = st.integers(1971, 2553)
+OUT_OF_RANGE_YEARS = st.integers(0, 1968) | st.integers(2555, 9999)
+
+
 @st.composite
-def valid_timestamps(draw: st.DrawFn) -> str:
+def valid_timestamps(draw: st.DrawFn, years: st.SearchStrategy[int] = ANY_YEAR) -> str:
     """A well-formed RFC 3339 time: 0-9 fractional digits, `Z` or a numeric offset, either letter case."""
     stamp = "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}".format(
-        draw(st.integers(0, 9999)), draw(st.integers(1, 12)), draw(st.integers(1, 28)), draw(st.sampled_from("Tt")),
+        draw(years), draw(st.integers(1, 12)), draw(st.integers(1, 28)), draw(st.sampled_from("Tt")),
         draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59)),
     )
     digits = draw(st.integers(0, 9))
@@ -118,7 +124,7 @@ def assert_decodes_without_raising(document: Any) -> None:
     for result in decoder.events(document, origin="fuzz"):
         assert isinstance(result, Event | DecodeError)
         if isinstance(result, Event):
-            assert type(result.ts_ns) is int
+            assert type(result.ts_ns) is int and 0 <= result.ts_ns < 2**64  # Falco's uint64 nanoseconds
             assert isinstance(result.payload, dict)
             assert isinstance(result.type, str)
         else:
@@ -126,11 +132,19 @@ def assert_decodes_without_raising(document: Any) -> None:
             assert isinstance(str(result), str)
 
 
+def minimal_document(stamp: str, category: str | None) -> Any:
+    """A minimal audit Event at `stamp`, bare or (with a category) in an AKS records batch."""
+    event = {"kind": "Event", "verb": "get", "stageTimestamp": stamp}
+    if category is None:
+        return event
+    return {"records": [{"category": category, "properties": {"log": orjson.dumps(event).decode()}}]}
+
+
 class TestFuzz:
     @FUZZ
     @given(documents)
     def test_any_document_yields_only_events_or_errors(self, document: Any) -> None:
-        """Whatever JSON value arrives, decoding yields events with an int time and a dict payload, or errors."""
+        """Whatever JSON value arrives, decoding yields events with a uint64 time and a dict payload, or errors."""
         assert_decodes_without_raising(document)
 
     @FUZZ
@@ -145,15 +159,19 @@ class TestFuzz:
 
 
     @FUZZ
-    @given(valid_timestamps(), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
+    @given(valid_timestamps(IN_RANGE_YEARS), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
     def test_well_formed_event_always_decodes(self, stamp: str, category: str | None) -> None:
-        """A minimal audit Event with any well-formed RFC 3339 stageTimestamp becomes an event, bare or in AKS."""
-        event = {"kind": "Event", "verb": "get", "stageTimestamp": stamp}
-        document: Any = event if category is None else {
-            "records": [{"category": category, "properties": {"log": orjson.dumps(event).decode()}}]}
-        [result] = K8sAuditDecoder().events(document, origin="fuzz")
+        """A minimal audit Event with a well-formed stageTimestamp Falco can hold becomes an event, bare or in AKS."""
+        [result] = K8sAuditDecoder().events(minimal_document(stamp, category), origin="fuzz")
         assert isinstance(result, Event), result
-        assert type(result.ts_ns) is int and result.type == "get"
+        assert 0 <= result.ts_ns < 2**64 and result.type == "get"
+
+    @FUZZ
+    @given(valid_timestamps(OUT_OF_RANGE_YEARS), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
+    def test_well_formed_time_falco_cannot_hold_is_refused(self, stamp: str, category: str | None) -> None:
+        """A well-formed stageTimestamp before 1970 or after 2554 is refused with its own reason, never an event."""
+        [result] = K8sAuditDecoder().events(minimal_document(stamp, category), origin="fuzz")
+        assert isinstance(result, DecodeError) and result.reason == "time_out_of_range", result
 
 
 class TestRegressions:

@@ -154,6 +154,21 @@ class TestScalarFields:
         """Numbers, booleans, null, objects and arrays compare as their compact JSON text."""
         assert extract("ka.req.pod.host_network", pod({"hostNetwork": value})) == text
 
+    def test_values_nested_deeper_than_orjson_writes_come_out_as_compact_json(self) -> None:
+        """orjson reads 1024 levels but writes 254: a value nested 1,000 deep, which the webhook accepts, is
+        written all the same by ka.*, json.value and evt.plugininfo. Rendered in an alert output, it used to raise
+        on the engine's thread and end the agent."""
+        deep: Any = "10.0.0.1"
+        for _ in range(1000):
+            deep = [deep]
+        text = "[" * 1000 + '"10.0.0.1"' + "]" * 1000
+        event = audit(user={"username": deep}, sourceIPs=[deep])
+        assert extract("ka.user.name", event) == text
+        assert extract("json.value", event, "/sourceIPs/0") == text
+        assert extract("evt.plugininfo", event) == (
+            '{"kind":"Event","auditID":"id-1","stage":"ResponseComplete","stageTimestamp":"2024-05-01T10:00:00.000000Z",'
+            f'"user":{{"username":{text}}},"sourceIPs":[{text}]}}')
+
     def test_missing_or_unwalkable_paths_are_unavailable(self) -> None:
         """A missing key, or a path through a non-object, gives None rather than an error."""
         assert extract("ka.user.name", audit()) is None

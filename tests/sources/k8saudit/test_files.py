@@ -8,13 +8,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from agent.errors import AgentError
+from agent.errors import AgentError, DecodeError
+from agent.event import Event
 from agent.event_queue import EventQueue
+from sources.k8saudit.decoder import K8sAuditDecoder
 from sources.k8saudit.files import AuditLogFiles
 from tests.support.queue_consumer import eventually
 
@@ -100,6 +103,20 @@ def running(source: AuditLogFiles, *, capacity: int = 10_000) -> Iterator[Consum
 
 def following(paths: list[Path], **options: object) -> AuditLogFiles:
     return AuditLogFiles(paths=paths, follow=True, poll_interval_s=0.01, **options)  # type: ignore[arg-type]
+
+
+class DecoderWithABug(K8sAuditDecoder):
+    """The real decoder with a bug that strikes once, at the line of `audit_id`: the reader thread dies there."""
+
+    def __init__(self, audit_id: str) -> None:
+        super().__init__()
+        self.audit_id: str | None = audit_id
+
+    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
+        if document.get("auditID") == self.audit_id:
+            self.audit_id = None
+            raise RuntimeError("decoder bug")
+        return super().events(document, origin=origin)
 
 
 class TestReading:
@@ -429,3 +446,25 @@ class TestCheckpoint:
         restarted = following([log_file], checkpoint_path=checkpoint)
         with running(restarted) as consumer:
             assert consumer.wait_for(10) == ids("q", 10)
+
+    def test_reader_started_again_after_a_bug_resumes_after_the_batches_it_handed_over(self, tmp_path: Path) -> None:
+        """A reader killed by a bug and started again (as the supervisor does) goes on after its last batch handed
+        over, which may still be queued, not from the checkpoint that lags behind it: every event exactly once."""
+        log_file, checkpoint = tmp_path / "audit.log", tmp_path / "checkpoint.json"
+        append(log_file, ids("f", 50))
+        queue = EventQueue(1000)
+        source = following([log_file], checkpoint_path=checkpoint, batch_events=10,
+                           decoder=DecoderWithABug("f-0025"))
+        source.start(queue)
+        assert source.wait_finished(WAIT_S) and source.failure() == "RuntimeError: decoder bug"
+        assert queue.depth == 20 and not checkpoint.exists()  # two batches queued, none acknowledged
+        source.stop()
+        source.start(queue)
+        consumer = Consumer(queue)
+        try:
+            assert consumer.wait_for(50) == ids("f", 50)
+            assert source.metrics()["checkpoint_writes"] > 0
+        finally:
+            source.stop()
+            consumer.stop()
+        assert consumer.audit_ids == ids("f", 50)

@@ -171,6 +171,18 @@ class TestRefusing:
         assert (status, answer["accepted"]) == (200, 2) and "over the limit" in answer["rejected"][0]
         assert hook.metrics()["events_rejected_event_too_large"] == 1
 
+    def test_event_nested_deeper_than_orjson_writes_is_measured_and_queued(self, serve, queue) -> None:
+        """An event nested 1,000 deep in a batch over max_event_bytes (so each event is measured) is queued with its
+        neighbours; measuring it with orjson, which writes 254 levels, used to answer 500 for the whole batch."""
+        batch = event_list(0, 3)
+        batch["items"][1]["requestObject"] = "deep"
+        batch["items"][2]["requestObject"] = {"data": "x" * 5000}
+        body = json.dumps(batch).replace('"deep"', "[" * 1000 + '"x"' + "]" * 1000)  # json.dumps recurses
+        status, answer = Client(serve(max_event_bytes=4096)).request(body)
+        assert (status, answer["accepted"]) == (200, 2) and answer["rejected"] == [
+            "event 2 is over the limit of 4096 bytes"]
+        assert drain(queue) == ["id-000000", "id-000001"]
+
     def test_truncated_body(self, serve, queue) -> None:
         """A body shorter than its Content-Length is refused, never half-read."""
         hook = serve()

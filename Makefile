@@ -17,6 +17,10 @@ $(GENERATED): $(PROTOS) scripts/gen_protos.py | $(STAMP)
 
 protos: $(GENERATED)
 
+# Only `make lock` asks for this: it needs uv, not a venv matching a pyproject.toml that is being edited.
+$(BIN)/uv:
+	scripts/bootstrap.sh $(VENV)
+
 run: $(STAMP)
 	$(BIN)/falco-agent $(ARGS)
 
@@ -34,7 +38,7 @@ typecheck: $(STAMP)
 # Every Python dependency (runtime, tests, tools) pinned with hashes for every platform and Python
 # 3.11+; edit the ranges in pyproject.toml, then run this and commit both files.
 # tests/test_lock.py fails when the two disagree.
-lock: $(STAMP)
+lock: | $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --universal \
 		--python-version 3.11 --custom-compile-command "make lock" --quiet -o requirements.lock
 

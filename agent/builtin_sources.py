@@ -1,32 +1,35 @@
-"""The sources that ship with the agent, as the CLI and runtime plug them in (the one place naming them)."""
+"""The sources that ship with the agent, as plugins of agent.plugins.api (the one place naming them), and what
+the CLI needs of them beyond one source: the default engine, kernel captures, the syscall rule types."""
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from agent import __version__
 from agent.address import parse_host_port
-from agent.config.schema import AgentConfig, KernelConfig
+from agent.config.schema import CloudTrailConfig, K8sAuditConfig, KernelConfig
 from agent.engine.engine import Engine, RuleMatching
 from agent.errors import ConfigError
+from agent.plugins.api import LiveContext, Plugin
 from agent.priority import Priority
 from agent.recorded import FileReplayer
 from agent.source import LiveSource, RecordDecoder, SourceSpec
 from sources.cloudtrail.aws import AwsSettings
-from sources.cloudtrail.decoder import SOURCE as CLOUDTRAIL
 from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.directory import CloudTrailDirectory
 from sources.cloudtrail.fields import cloudtrail_source
+from sources.cloudtrail.objects import ObjectLimits
 from sources.cloudtrail.s3 import S3TrailPoller
 from sources.cloudtrail.sqs import SqsTrailConsumer
 from sources.k8saudit.decoder import K8sAuditDecoder
-from sources.k8saudit.fields import SOURCE_NAME as K8S_AUDIT
 from sources.k8saudit.fields import k8s_audit_source
 from sources.k8saudit.files import AuditLogFiles
 from sources.k8saudit.webhook import AuditWebhook, WebhookSettings
@@ -41,46 +44,19 @@ from sources.kernel.syscalls import SYSCALLS
 
 log = structlog.get_logger(__name__)
 
-@dataclass(frozen=True, slots=True)
-class LiveContext:
-    """What every live input builder may need besides the configuration."""
-
-    hostname: str
-    #: The `evt.type` values the current rules can match (None: any); read when the kernel source starts.
-    syscall_rule_types: Callable[[], frozenset[str] | None]
-
 
 @dataclass(frozen=True, slots=True)
-class BuiltinSource:
-    """One built-in event source: its field table for the engine and the live inputs its config section enables.
+class BuiltinPlugin:
+    """A built-in source, registered through the plugin API; its config is the section of agent.yaml at
+    `config_key` (a loaded plugin's is its `init_config`)."""
 
-    `name` is the event-source name rules, alerts and `--enable-source` use (Falco's names).
-    """
-
-    name: str
-    spec: Callable[[], SourceSpec]
-    live: Callable[[AgentConfig, LiveContext], list[LiveSource]]
-    config_section: str
+    plugin: Plugin[Any]
+    config_key: str
 
 
 def builtin_source_specs() -> list[SourceSpec]:
     """Every built-in source, so that rules of any of them load."""
-    return [source.spec() for source in BUILTIN_SOURCES]
-
-
-def builtin_source_names() -> list[str]:
-    """The event-source names the agent can run, in their usual order."""
-    return [source.name for source in BUILTIN_SOURCES]
-
-
-def source_config_section(name: str) -> str:
-    """Where the configuration enables the inputs of event source `name`."""
-    return next(source.config_section for source in BUILTIN_SOURCES if source.name == name)
-
-
-def recorded_decoders(*, hostname: str) -> list[RecordDecoder]:
-    """Decoders for recorded JSON input, in the order they are tried."""
-    return [K8sAuditDecoder(hostname=hostname), CloudTrailDecoder(hostname=hostname)]
+    return [spec for builtin in BUILTIN_PLUGINS if (spec := builtin.plugin.source_spec()) is not None]
 
 
 def recorded_replayers(*, hostname: str) -> list[FileReplayer]:
@@ -88,10 +64,15 @@ def recorded_replayers(*, hostname: str) -> list[FileReplayer]:
     return [CaptureReplayer(hostname=hostname)]
 
 
+def rule_values(engine: Engine, source: str, field: str) -> frozenset[Any] | None:
+    """The values of index field `field` that the engine's rules of `source` can match (None: any)."""
+    ruleset = engine.ruleset(source)
+    return ruleset.index_values(field) if ruleset is not None else frozenset()
+
+
 def syscall_rule_types(engine: Engine) -> frozenset[str] | None:
     """The `evt.type` values the engine's syscall rules can match (None: any), which the kernel captures."""
-    ruleset = engine.ruleset(SYSCALL)
-    return ruleset.index_values("evt.type") if ruleset is not None else frozenset()
+    return rule_values(engine, SYSCALL, "evt.type")
 
 
 def kernel_settings(config: KernelConfig) -> KernelSettings:
@@ -107,25 +88,17 @@ def capture_syscalls(path: str, *, config: KernelConfig, rule_types: frozenset[s
                    hostname=hostname)
 
 
-def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priority.DEBUG, hostname: str = "") -> Engine:
-    """An engine with every built-in source registered."""
+def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priority.DEBUG, hostname: str = "",
+               sources: Iterable[SourceSpec] | None = None) -> Engine:
+    """An engine with `sources` registered (the registry's, agent.plugins.registry); by default the built-in ones."""
     engine = Engine(rule_matching=RuleMatching(rule_matching), min_priority=min_priority,
                     hostname=hostname or socket.gethostname())
-    for spec in builtin_source_specs():
+    for spec in builtin_source_specs() if sources is None else sources:
         engine.add_source(spec)
     return engine
 
 
-def live_sources(config: AgentConfig, context: LiveContext, *,
-                 selected: Collection[str] | None = None) -> dict[str, list[LiveSource]]:
-    """The live inputs the configuration enables, not yet started, per event source; only the `selected`
-    event sources are built (None: all), so a source left out never touches the kernel or the network."""
-    return {source.name: source.live(config, context) for source in BUILTIN_SOURCES
-            if selected is None or source.name in selected}
-
-
-def _kernel_sources(config: AgentConfig, context: LiveContext) -> list[LiveSource]:
-    kernel = config.sources.kernel
+def _kernel_sources(kernel: KernelConfig, context: LiveContext) -> list[LiveSource]:
     if not kernel.enabled:
         return []
     unknown = sorted(set(kernel.extra_syscalls) - set(SYSCALLS))
@@ -136,21 +109,17 @@ def _kernel_sources(config: AgentConfig, context: LiveContext) -> list[LiveSourc
         # Not an error: a machine without root or BPF still runs the other sources.
         log.warning("kernel_source_unavailable", reason=reason)
         return []
-    return [KernelSource(kernel_settings(kernel), rule_types=context.syscall_rule_types,
+    return [KernelSource(kernel_settings(kernel), rule_types=lambda: context.rule_values(SYSCALL, "evt.type"),
                          new_state=lambda: live_state(hostname=context.hostname,
                                                       runtime_sockets=kernel.container_runtime_sockets))]
 
 
-def _k8s_audit_sources(config: AgentConfig, context: LiveContext) -> list[LiveSource]:
+def _k8s_audit_sources(k8s: K8sAuditConfig, context: LiveContext) -> list[LiveSource]:
     hostname = context.hostname
     out: list[LiveSource] = []
-    k8s = config.sources.k8s_audit
     if k8s.enabled and k8s.webhook.enabled:
         hook = k8s.webhook
-        try:
-            host, port = parse_host_port(hook.listen)
-        except ValueError as exc:
-            raise ConfigError(f"sources.k8s_audit.webhook.listen: {exc}") from None
+        host, port = parse_host_port(hook.listen)  # checked when the configuration loaded
         tls = hook.tls
         out.append(AuditWebhook(WebhookSettings(
             host=host, port=port, path=hook.path, max_body_bytes=hook.max_body_bytes,
@@ -167,18 +136,19 @@ def _k8s_audit_sources(config: AgentConfig, context: LiveContext) -> list[LiveSo
     return out
 
 
-def _cloudtrail_sources(config: AgentConfig, context: LiveContext) -> list[LiveSource]:
+def _cloudtrail_sources(trail: CloudTrailConfig, context: LiveContext) -> list[LiveSource]:
     hostname = context.hostname
-    trail = config.sources.aws_cloudtrail
     if not trail.enabled:
         return []
     aws = AwsSettings(region=trail.aws.region, profile=trail.aws.profile, role_arn=trail.aws.role_arn,
                       endpoint_url=trail.aws.endpoint_url)
+    limits = ObjectLimits(max_object_bytes=trail.max_object_bytes, max_event_bytes=trail.max_event_bytes)
     out: list[LiveSource] = []
     folder = trail.directory
     if folder.paths:
         out.append(CloudTrailDirectory(paths=folder.paths, follow=folder.follow, poll_interval_s=folder.poll_interval_s,
-                                       checkpoint_path=_path(folder.checkpoint_path), hostname=hostname))
+                                       checkpoint_path=_path(folder.checkpoint_path), hostname=hostname,
+                                       limits=limits, follow_symlinks_outside=folder.follow_symlinks_outside))
     s3 = trail.s3
     if s3.bucket:
         try:
@@ -188,13 +158,15 @@ def _cloudtrail_sources(config: AgentConfig, context: LiveContext) -> list[LiveS
                               "date") from None
         out.append(S3TrailPoller(bucket=s3.bucket, prefix=s3.prefix, accounts=s3.accounts, regions=s3.regions,
                                  start_date=start, poll_interval_s=s3.poll_interval_s, concurrency=s3.concurrency,
-                                 checkpoint_path=_path(s3.checkpoint_path), aws=aws, hostname=hostname))
+                                 checkpoint_path=_path(s3.checkpoint_path), aws=aws, hostname=hostname,
+                                 limits=limits))
     sqs = trail.sqs
     if sqs.queue_url:
         out.append(SqsTrailConsumer(queue_url=sqs.queue_url, aws=aws, concurrency=sqs.concurrency,
                                     wait_time_s=sqs.wait_time_s, visibility_timeout_s=sqs.visibility_timeout_s,
                                     max_receive_count=sqs.max_receive_count,
-                                    dead_letter_queue_url=sqs.dead_letter_queue_url, hostname=hostname))
+                                    dead_letter_queue_url=sqs.dead_letter_queue_url, hostname=hostname,
+                                    limits=limits))
     return out
 
 
@@ -202,10 +174,20 @@ def _path(text: str) -> Path | None:
     return Path(text) if text else None
 
 
-# The one registration of each built-in source. The kernel's config section keeps its name: it configures
-# the capture, whose events are the `syscall` source.
-BUILTIN_SOURCES = (
-    BuiltinSource(SYSCALL, syscall_source, _kernel_sources, "sources.kernel"),
-    BuiltinSource(K8S_AUDIT, k8s_audit_source, _k8s_audit_sources, "sources.k8s_audit"),
-    BuiltinSource(CLOUDTRAIL, cloudtrail_source, _cloudtrail_sources, "sources.aws_cloudtrail"),
+def _builtin(spec: SourceSpec, config: type[Any], live: Callable[[Any, LiveContext], list[LiveSource]],
+             decoder: Callable[[str], RecordDecoder] | None = None) -> Plugin[Any]:
+    """A built-in source as a plugin: its fields, index and the Falco plugins it stands in for from its spec."""
+    return Plugin(name=spec.name, version=__version__, config=config, source=spec.name, fields=tuple(spec.fields),
+                  index_fields=spec.index_fields, live=live, decoder=decoder, warn_unindexed=spec.warn_unindexed,
+                  falco_plugins=spec.plugins)
+
+
+# The one registration of each built-in source, in their usual order. The kernel's config section keeps its
+# name: it configures the capture, whose events are the `syscall` source.
+BUILTIN_PLUGINS = (
+    BuiltinPlugin(_builtin(syscall_source(), KernelConfig, _kernel_sources), "sources.kernel"),
+    BuiltinPlugin(_builtin(k8s_audit_source(), K8sAuditConfig, _k8s_audit_sources,
+                           lambda hostname: K8sAuditDecoder(hostname=hostname)), "sources.k8s_audit"),
+    BuiltinPlugin(_builtin(cloudtrail_source(), CloudTrailConfig, _cloudtrail_sources,
+                           lambda hostname: CloudTrailDecoder(hostname=hostname)), "sources.aws_cloudtrail"),
 )

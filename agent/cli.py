@@ -17,20 +17,20 @@ import orjson
 import structlog
 
 from agent import __version__
+from agent.alert import json_bytes
 from agent.builtin_sources import (
-    builtin_source_names,
-    builtin_source_specs,
     capture_syscalls,
     new_engine,
-    recorded_decoders,
     recorded_replayers,
     syscall_rule_types,
 )
+from agent.config import AgentConfig, load_config
 from agent.config.schema import KernelConfig
 from agent.engine.load_result import LoadResult
-from agent.errors import AgentError, DecodeError
+from agent.errors import AgentError, ConfigError, DecodeError
 from agent.logging import configure_logging
 from agent.outputs.stdout import StdoutOutput
+from agent.plugins.registry import PluginRegistry, load_registry
 from agent.priority import Priority
 from agent.recorded import recorded_events
 
@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", metavar="AGENT_YAML", help="agent configuration file")
     parser.add_argument("-r", "--rules", action="append", default=[], metavar="RULES",
                         help="rules file or directory; repeat to load several, in order")
-    names = ", ".join(builtin_source_names())
     parser.add_argument("--enable-source", action="append", default=[], metavar="NAME",
-                        help=f"run only this event source ({names}); repeat for several")
+                        help="run only this event source (built-in or of a loaded plugin: see `fields`); repeat for "
+                             "several")
     parser.add_argument("--disable-source", action="append", default=[], metavar="NAME",
                         help="run every event source but this one; repeat for several; not with --enable-source")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
@@ -75,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit, CloudTrail or kernel capture files")
     replay.add_argument("-r", "--rules", action="append", required=True, dest="replay_rules", metavar="RULES",
                         help="rules file, once per file, loaded in order")
-    replay.add_argument("--source", choices=[decoder.source for decoder in recorded_decoders(hostname="")],
-                        help="decode every input as this source instead of recognising it")
+    replay.add_argument("--source", help="decode every input as this source instead of recognising it")
     replay.add_argument("--rule-matching", choices=["first", "all"], default="first")
     replay.add_argument("--min-priority", type=_priority, default=Priority.DEBUG, metavar="PRIORITY")
     replay.add_argument("--iso8601", action="store_true", help="time prefix in ISO 8601 (UTC)")
@@ -125,19 +124,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "rules":
-        return validate_rules(args.files, as_json=args.as_json)
-    if args.command == "replay":
-        return replay(args)
-    if args.command == "fields":
-        return list_fields(args.source, as_json=args.as_json)
     if args.command == "tail":
         return tail_alerts(args)
     if args.command == "capture":
         return capture(args)
-    from agent.runtime import run_agent
+    try:
+        config = load_config(args.config, overrides=args.option)
+        registry = load_registry(config)
+    except ConfigError as exc:
+        print(f"falco-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "rules":
+        return validate_rules(args.files, registry, as_json=args.as_json)
+    if args.command == "replay":
+        return replay(args, registry)
+    if args.command == "fields":
+        return list_fields(args.source, registry, as_json=args.as_json)
+    return _run(args, config, registry)
 
-    return run_agent(args)
+
+def _run(args: argparse.Namespace, config: AgentConfig, registry: PluginRegistry) -> int:
+    from agent.runtime import run_agent  # the runtime's imports (gRPC, outputs) only when the agent runs
+
+    return run_agent(args, config, registry)
 
 
 def print_load_result(result: LoadResult, *, stream: TextIO | None = None) -> None:
@@ -145,8 +154,8 @@ def print_load_result(result: LoadResult, *, stream: TextIO | None = None) -> No
         print(problem.as_text(), file=stream or sys.stderr)
 
 
-def validate_rules(files: list[str], *, as_json: bool) -> int:
-    result = new_engine().load_rules_files(files)
+def validate_rules(files: list[str], registry: PluginRegistry, *, as_json: bool) -> int:
+    result = new_engine(sources=registry.specs()).load_rules_files(files)
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
     else:
@@ -156,14 +165,19 @@ def validate_rules(files: list[str], *, as_json: bool) -> int:
     return EXIT_OK if result.successful else EXIT_FAILURE
 
 
-def replay(args: argparse.Namespace) -> int:
-    engine = new_engine(rule_matching=args.rule_matching, min_priority=args.min_priority)
+def replay(args: argparse.Namespace, registry: PluginRegistry) -> int:
+    engine = new_engine(rule_matching=args.rule_matching, min_priority=args.min_priority, sources=registry.specs())
+    decoders = registry.decoders(hostname=engine.hostname)
+    forced = next((d for d in decoders if d.source == args.source), None) if args.source else None
+    if args.source and forced is None:
+        known = ", ".join(decoder.source for decoder in decoders)
+        print(f"replay: --source {args.source}: no source of that name reads recorded JSON; known: {known}",
+              file=sys.stderr)
+        return EXIT_USAGE
     result = engine.load_rules_files(args.replay_rules)
     print_load_result(result)
     if not result.successful:
         return EXIT_FAILURE
-    decoders = recorded_decoders(hostname=engine.hostname)
-    forced = next((d for d in decoders if d.source == args.source), None) if args.source else None
     out = StdoutOutput(as_json=not args.text, iso8601=args.iso8601)
     events = skipped = alerts = 0
     started = time.perf_counter()
@@ -208,12 +222,12 @@ def capture(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def list_fields(source: str | None, *, as_json: bool) -> int:
-    specs = builtin_source_specs()
+def list_fields(source: str | None, registry: PluginRegistry, *, as_json: bool) -> int:
+    specs = registry.specs()
     if source is not None:
         specs = [s for s in specs if s.name == source]
         if not specs:
-            print(f"unknown source '{source}'; known: {', '.join(builtin_source_names())}", file=sys.stderr)
+            print(f"unknown source '{source}'; known: {', '.join(registry.source_names())}", file=sys.stderr)
             return EXIT_USAGE
     rows = [
         {"source": spec.name, "name": f.name, "type": f.type.value, "list": f.is_list, "arg": f.arg.label,
@@ -254,7 +268,7 @@ def tail_alerts(args: argparse.Namespace) -> int:
                             last_seq=item.last_missed_seq)
                 continue
             if args.as_json:
-                out.write(orjson.dumps({**item.falco_json(), "seq": item.seq}) + b"\n")
+                out.write(json_bytes({**item.falco_json(), "seq": item.seq}) + b"\n")
             else:
                 out.write(item.text_line().encode() + b"\n")
             out.flush()

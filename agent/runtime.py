@@ -6,6 +6,10 @@ batches the loop swaps in reloaded rules (agent.reload) and emits the agent's in
 (agent.internal_alerts); a supervisor thread restarts failed sources (agent.supervisor). SIGHUP
 forces a rules reload. SIGTERM and SIGINT stop the sources first, then drain what was queued,
 flush the outputs and exit 0.
+
+At start, what the configuration asks for and cannot be had is fatal (exit 1, after stopping what
+started, with a message naming the key): a webhook, metrics or gRPC address it cannot listen on, a
+spool it cannot write. What fails later is supervised instead, and `/healthz` names it.
 """
 
 from __future__ import annotations
@@ -21,15 +25,8 @@ from typing import Any, Protocol
 import structlog
 
 from agent.alert import Alert
-from agent.builtin_sources import (
-    LiveContext,
-    builtin_source_names,
-    live_sources,
-    new_engine,
-    source_config_section,
-    syscall_rule_types,
-)
-from agent.config import AgentConfig, load_config
+from agent.builtin_sources import new_engine, rule_values
+from agent.config import AgentConfig
 from agent.config.schema import GrpcConfig
 from agent.drop_watch import DropWatch
 from agent.engine.engine import Engine
@@ -40,7 +37,7 @@ from agent.gc_tuning import settle_after_startup
 from agent.grpc.server import AlertServer
 from agent.internal_alerts import InternalAlerts
 from agent.logging import configure_logging
-from agent.metrics import Heartbeat, MetricsServer, PipelineTally, build_snapshot
+from agent.metrics import HealthProblem, Heartbeat, MetricsServer, PipelineTally, build_snapshot
 from agent.noise import NoiseFilter
 from agent.outputs.base import Output
 from agent.outputs.file import FileOutput
@@ -48,6 +45,7 @@ from agent.outputs.http import HttpOutput
 from agent.outputs.nats import NatsOutput
 from agent.outputs.program import ProgramOutput
 from agent.outputs.stdout import StdoutOutput
+from agent.plugins.registry import PluginRegistry
 from agent.priority import Priority
 from agent.reload import (
     DEFAULT_RULES_DIR,
@@ -62,7 +60,7 @@ from agent.reload import (
 from agent.rule_selection import apply_rule_selection
 from agent.source import DropReporting, LiveSource
 from agent.source_selection import SourceSelectionError, select_sources
-from agent.supervisor import SourceSupervisor
+from agent.supervisor import FailureReporting, SourceSupervisor
 
 log = structlog.get_logger(__name__)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -83,7 +81,8 @@ class AgentRuntime:
 
     def __init__(self, engine: Engine, sources: list[LiveSource], outputs: list[Output], queue: EventQueue,
                  *, servers: list[Stoppable] | None = None, restart_backoff_s: tuple[float, float] = (1.0, 60.0),
-                 supervise_interval_s: float = 1.0, noise: NoiseFilter | None = None) -> None:
+                 supervise_interval_s: float = 1.0, stuck_after_s: float = 120.0,
+                 noise: NoiseFilter | None = None) -> None:
         self.engine = engine
         self.noise = noise if noise is not None and noise.is_active else None
         self.sources = sources
@@ -97,7 +96,7 @@ class AgentRuntime:
         self.reloader: RulesReloader | None = None
         self.supervisor = SourceSupervisor(sources, queue, alerts=self.internal_alerts, emit=self.raise_alert,
                                            initial_backoff_s=restart_backoff_s[0], max_backoff_s=restart_backoff_s[1],
-                                           poll_interval_s=supervise_interval_s)
+                                           poll_interval_s=supervise_interval_s, stuck_after_s=stuck_after_s)
         self._drop_watch = DropWatch(outputs, alerts=self.internal_alerts)
         self._pending_alerts: deque[Alert] = deque()
         self._stop = threading.Event()
@@ -108,8 +107,27 @@ class AgentRuntime:
         return self.supervisor.running
 
     def start_sources(self) -> None:
-        """Start every source; one that cannot start is reported, retried with backoff, and the others run."""
+        """Start every source; one that cannot start is reported, retried with backoff, and the others run.
+
+        ListenError (a source cannot listen where the configuration says) is raised instead: fatal at start.
+        """
         self.supervisor.start_sources()
+
+    def abandon_start(self) -> None:
+        """Stop the sources and servers started so far, when the start cannot go on (nothing was evaluated)."""
+        self.supervisor.stop()
+        for server in self.servers:
+            server.stop()
+
+    def health_problems(self) -> list[HealthProblem]:
+        """What does not do its work now, besides the engine loop (its heartbeat): sources, the rules reloader."""
+        problems = self.supervisor.problems()
+        reloader = self.reloader
+        reload_failure = reloader.failure() if isinstance(reloader, FailureReporting) else None
+        if reload_failure is not None:
+            problems.append(HealthProblem("rules_reload", f"{reload_failure}; rules changes are no longer applied: "
+                                                          "restart the agent"))
+        return problems
 
     def raise_alert(self, alert: Alert) -> None:
         """Queue an internal alert for every output; any thread may call it."""
@@ -174,45 +192,55 @@ class AgentRuntime:
 
     def _emit(self, alert: Alert) -> None:
         for output in self.outputs:
-            output.emit(alert)
+            try:
+                output.emit(alert)
+            except Exception as exc:  # one alert an output cannot take must not end the loop and lose the batch
+                log.error("alert_output_failed", output=output.name, rule=alert.rule, source=alert.source,
+                          error=f"{type(exc).__name__}: {exc}", hint="this alert is skipped on this output")
 
     def reopen_outputs(self) -> None:
         """Ask file outputs to reopen their files (logrotate sends SIGUSR1)."""
+        self._call_outputs("reopen")
+
+    def _call_outputs(self, method: str) -> None:
+        """Call the optional `method` (`reopen`, `sync`) of every output that has it."""
         for output in self.outputs:
-            reopen = getattr(output, "reopen", None)
-            if reopen is not None:
-                reopen()
+            call = getattr(output, method, None)
+            if call is not None:
+                call()
 
     def _process(self, events: Any, on_done: Any) -> None:
         process = self.engine.process
         count_alert = self.tally.count_alert
         admit = self.noise.admit if self.noise is not None else None
+        emit = self._emit
         started = time.perf_counter()
         for event in events:
             for alert in process(event):
                 count_alert(alert)
                 if admit is not None and not admit(alert):
                     continue  # folded into a summary alert that comes out when its window closes
-                for output in self.outputs:
-                    output.emit(alert)
+                emit(alert)
         self.tally.add_eval_time(time.perf_counter() - started)
         if events:
             self.tally.count_events(events[0].source, len(events))
         for output in self.outputs:
             output.flush()
         if on_done is not None:
+            self._call_outputs("sync")  # on disk before the source may checkpoint past these events
             on_done()
 
 
-def build_runtime(config: AgentConfig, *, extra_rules: list[str], json_alerts: bool,
+def build_runtime(config: AgentConfig, registry: PluginRegistry, *, extra_rules: list[str], json_alerts: bool,
                   selected_sources: frozenset[str] | None = None, config_path: str | None = None,
                   overrides: list[str] | None = None) -> AgentRuntime:
     """Engine with rules loaded, the enabled sources and the outputs, from the configuration; rules hot reload on.
 
-    `selected_sources` are the event sources the command line chose (None: every one the config enables).
+    `registry` holds the plugins (built-in sources included) the configuration loads; `selected_sources` are the
+    event sources the command line chose (None: every one the config enables).
     """
     engine = new_engine(rule_matching=config.rule_matching, min_priority=Priority.parse(config.priority),
-                        hostname=config.hostname)
+                        hostname=config.hostname, sources=registry.specs())
     # Taken before loading, so that a file changed while the agent starts is reloaded, not missed.
     seen = fingerprint(watched_paths(config, config_path=config_path, extra_rules=extra_rules))
     files = rules_paths(rules_entries(config, extra_rules))
@@ -224,26 +252,28 @@ def build_runtime(config: AgentConfig, *, extra_rules: list[str], json_alerts: b
     apply_rule_selection(engine, config.rules)
     log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules),
              enabled=sum(rule.enabled for rule in engine.rules))
-    # Read when the kernel source starts and as rules reload: the engine in use then, not this first one.
-    context = LiveContext(hostname=engine.hostname, syscall_rule_types=lambda: syscall_rule_types(runtime.engine))
-    built = live_sources(config, context, selected=selected_sources)
+    # Read when a source starts and as rules reload: the engine in use then, not this first one.
+    built = registry.live_sources(hostname=engine.hostname, selected=selected_sources,
+                                  rule_values=lambda source, field: rule_values(runtime.engine, source, field))
     for name, inputs in built.items():
         if not inputs and selected_sources is not None:
             log.warning("selected_source_has_no_input", source=name,
-                        hint=f"enable an input under {source_config_section(name)} in the configuration")
+                        hint=f"enable an input under {registry.config_key(name)} in the configuration")
     sources = [source for inputs in built.values() for source in inputs]
     log.info("event_sources_enabled", sources=[name for name, inputs in built.items() if inputs])
     outputs = build_outputs(config, json_alerts=json_alerts)
-    servers: list[Stoppable] = []
+    # Stopped after the sources (which use the plugins) when the agent stops or abandons its start.
+    servers: list[Stoppable] = [registry]
     server = start_grpc_server(config.grpc)
     if server is not None:
         outputs.append(server.output)
         servers.append(server)
     runtime = AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events), servers=servers,
-                           noise=NoiseFilter(config.noise.rules))
+                           stuck_after_s=config.metrics.stuck_after_s, noise=NoiseFilter(config.noise.rules))
     runtime.reloader = RulesReloader(config=config, config_path=config_path, overrides=overrides or [],
                                      extra_rules=extra_rules, template=engine, swap=runtime.swap,
-                                     alerts=runtime.internal_alerts, emit=runtime.raise_alert, seen=seen)
+                                     alerts=runtime.internal_alerts, emit=runtime.raise_alert, seen=seen,
+                                     stuck_after_s=config.metrics.stuck_after_s)
     return runtime
 
 
@@ -283,7 +313,8 @@ def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
 
 
 def start_metrics_server(config: AgentConfig, runtime: AgentRuntime) -> MetricsServer | None:
-    """Prometheus /metrics and /healthz over the runtime's parts; None when disabled or it cannot listen."""
+    """Prometheus /metrics and /healthz over the runtime's parts; None when disabled, ConfigError naming
+    `metrics.address` when it cannot listen."""
     if not config.metrics.enabled:
         return None
 
@@ -292,70 +323,66 @@ def start_metrics_server(config: AgentConfig, runtime: AgentRuntime) -> MetricsS
                               sources=runtime.running, outputs=runtime.outputs, rules_loaded=len(runtime.engine.rules),
                               correlations=runtime.engine.correlation_metrics())
 
-    try:
-        server = MetricsServer(config.metrics.address, collect, heartbeat=runtime.heartbeat,
-                               stale_after_s=config.metrics.stale_after_s)
-        server.start()
-    except ConfigError as exc:
-        log.error("metrics_server_failed", error=str(exc), hint="change metrics.address or set metrics.enabled=false")
-        return None
+    server = MetricsServer(config.metrics.address, collect, heartbeat=runtime.heartbeat,
+                           stale_after_s=config.metrics.stale_after_s, problems=runtime.health_problems)
+    server.start()
     return server
 
 
 def start_grpc_server(config: GrpcConfig) -> AlertServer | None:
-    """The alert API server, started; None (and the reason logged) when it is disabled or cannot start."""
+    """The alert API server, started; None when disabled, ConfigError naming the `grpc` key when it cannot start
+    (a spool it cannot write, an address or socket it cannot listen on), after closing what it opened."""
     if not config.enabled:
         return None
     tls = config.tls
+    server = AlertServer(
+        spool_dir=config.spool_dir, socket_path=config.socket_path or None, address=config.address or None,
+        tls_cert=tls.cert_file if tls else None, tls_key=tls.key_file if tls else None,
+        tls_client_ca=(tls.client_ca_file or None) if tls else None,
+        allow_insecure_tcp=config.allow_insecure_tcp, max_subscribers=config.max_subscribers,
+        subscriber_queue_size=config.subscriber_queue_size, spool_max_bytes=config.spool_max_bytes,
+        spool_max_age_s=config.spool_max_age_s, engine_version=ENGINE_VERSION)
     try:
-        server = AlertServer(
-            spool_dir=config.spool_dir, socket_path=config.socket_path or None, address=config.address or None,
-            tls_cert=tls.cert_file if tls else None, tls_key=tls.key_file if tls else None,
-            tls_client_ca=(tls.client_ca_file or None) if tls else None,
-            allow_insecure_tcp=config.allow_insecure_tcp, max_subscribers=config.max_subscribers,
-            subscriber_queue_size=config.subscriber_queue_size, spool_max_bytes=config.spool_max_bytes,
-            spool_max_age_s=config.spool_max_age_s, engine_version=ENGINE_VERSION)
         server.start()
-    except (AgentError, OSError) as exc:
-        log.error("grpc_server_failed", error=str(exc), hint="fix the grpc section or set grpc.enabled=false")
-        return None
+    except ConfigError:
+        server.stop()  # closes the spool it opened
+        raise
     log.info("grpc_listening", socket=config.socket_path, address=config.address or None)
     return server
 
 
-def run_agent(args: argparse.Namespace) -> int:
-    """`falco-agent [-c agent.yaml] ...`: run until SIGTERM or SIGINT."""
-    try:
-        config = load_config(args.config, overrides=args.option)
-    except ConfigError as exc:
-        print(f"falco-agent: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+def run_agent(args: argparse.Namespace, config: AgentConfig, registry: PluginRegistry) -> int:
+    """`falco-agent [-c agent.yaml] ...`: run until SIGTERM or SIGINT, with the plugins of `registry`."""
     log_format = config.logging.format
     configure_logging(level=config.logging.level, json=None if log_format == "auto" else log_format == "json")
     try:
-        selected = select_sources(builtin_source_names(), enable=args.enable_source, disable=args.disable_source)
+        selected = select_sources(registry.source_names(), enable=args.enable_source, disable=args.disable_source)
     except SourceSelectionError as exc:
         print(f"falco-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     explicit = selected if args.enable_source or args.disable_source else None
     try:
-        runtime = build_runtime(config, extra_rules=args.rules, selected_sources=explicit,
+        runtime = build_runtime(config, registry, extra_rules=args.rules, selected_sources=explicit,
                                 json_alerts=args.json, config_path=args.config, overrides=args.option)
     except ConfigError as exc:
-        print(f"falco-agent: {exc}", file=sys.stderr)
+        print(f"falco-agent: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     # Handlers first: a SIGTERM that arrives while sources start still drains instead of killing.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: runtime.reopen_outputs())
     signal.signal(signal.SIGHUP, lambda *_: runtime.request_reload())
-    runtime.start_sources()
+    try:
+        runtime.start_sources()
+        metrics = start_metrics_server(config, runtime) if runtime.running else None
+    except AgentError as exc:  # a ListenError of a source, a ConfigError of the metrics server
+        print(f"falco-agent: cannot start: {exc}", file=sys.stderr)
+        runtime.abandon_start()
+        return EXIT_FAILURE
     if not runtime.running:
         print("falco-agent: no source could start (see the errors above); nothing to do", file=sys.stderr)
-        for server in runtime.servers:
-            server.stop()
+        runtime.abandon_start()
         return EXIT_FAILURE
-    metrics = start_metrics_server(config, runtime)
     if metrics is not None:
         runtime.servers.append(metrics)
     log.info("agent_started", sources=[s.name for s in runtime.running])

@@ -25,18 +25,19 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from accounting import BenchmarkInvalid, Tally, main_guard
+from accounting import BenchmarkInvalid, Tally, counted, main_guard
 from samples import REFERENCE, cloudtrail_records, k8s_audit_events
 
-from agent.builtin_sources import new_engine, recorded_decoders
+from agent.builtin_sources import new_engine
+from agent.config import AgentConfig
 from agent.engine.engine import Engine, RulesText
 from agent.event import Event
 from agent.gc_tuning import settle_after_startup
+from agent.plugins.registry import load_registry
 
 RULES_FILES = ("k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
 K8S_RESOURCES = ("pods", "configmaps", "clusterroles", "namespaces", "secrets", "services", "serviceaccounts",
@@ -128,7 +129,7 @@ def filling_documents(keys: int) -> Iterator[dict[str, Any]]:
 
 
 def decode(documents: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[Event]:
-    decoders = recorded_decoders(hostname="bench")
+    decoders = load_registry(AgentConfig()).decoders(hostname="bench")
     out = []
     for document in documents:
         decoder = next(d for d in decoders if d.matches(document))
@@ -147,18 +148,6 @@ def timed_stream(count: int) -> list[Event]:
 def fresh(events: list[Event], start_ns: int) -> list[Event]:
     """New events (empty field caches) with times advancing from `start_ns`."""
     return [Event(e.source, start_ns + i * STEP_NS, e.payload, e.type, e.hostname) for i, e in enumerate(events)]
-
-
-@contextmanager
-def counted(engine: Engine, tally: Tally, offered: int) -> Iterator[None]:
-    """Counts into `tally` the `offered` events, what the engine evaluated of them and the alerts it raised while
-    the block ran, and verifies it."""
-    events, alerts = engine.stats.events, engine.stats.alerts
-    yield
-    tally.offered = offered
-    tally.evaluated = engine.stats.events - events
-    tally.alerts = engine.stats.alerts - alerts
-    tally.verify()
 
 
 def run(engine: Engine, events: list[Event], tally: Tally) -> float:

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from accounting import Tally, main_guard
+from accounting import Tally, counted, main_guard
 from samples import REFERENCE, cloudtrail_records, k8s_audit_events, with_reads
 
-from agent.builtin_sources import new_engine, recorded_decoders
+from agent.builtin_sources import new_engine
+from agent.config import AgentConfig
 from agent.engine.engine import Engine
 from agent.event import Event
 from agent.gc_tuning import settle_after_startup
+from agent.plugins.registry import load_registry
 from agent.source import RecordDecoder
 
 STABLE_RULES = ("falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml")
@@ -53,16 +55,13 @@ def time_pipeline(texts: list[bytes], decoder: RecordDecoder, engine: Engine, ta
     loads = orjson.loads
     process = engine.process
     events = decoder.events
-    before_events, before_alerts = engine.stats.events, engine.stats.alerts
-    start = time.perf_counter()
-    for text in texts:
-        for event in events(loads(text), origin="bench"):
-            if isinstance(event, Event):
-                process(event)
-    elapsed = time.perf_counter() - start
-    tally.offered = len(texts)
-    tally.evaluated = engine.stats.events - before_events
-    tally.alerts = engine.stats.alerts - before_alerts
+    with counted(engine, tally, len(texts)):
+        start = time.perf_counter()
+        for text in texts:
+            for event in events(loads(text), origin="bench"):
+                if isinstance(event, Event):
+                    process(event)
+        elapsed = time.perf_counter() - start
     return elapsed
 
 
@@ -86,14 +85,13 @@ def bench_source(name: str, rules_file: str, texts: list[bytes], decoder_source:
     result = engine.load_rules_files([REFERENCE / "rules" / rules_file])
     if not result.successful:
         raise SystemExit(result.as_text())
-    decoder = next(d for d in recorded_decoders(hostname="bench") if d.source == decoder_source)
+    decoder = next(d for d in load_registry(AgentConfig()).decoders(hostname="bench") if d.source == decoder_source)
     settle_after_startup()
     parse_s = min(time_parse(texts) for _ in range(3))
     tally = Tally(name, expect_alerts=True)
     pipeline_s = float("inf")
     for _ in range(3):
         pipeline_s = min(pipeline_s, time_pipeline(texts, decoder, engine, tally))
-        tally.verify()
     n = len(texts)
     return {
         f"{name}_events": n,

@@ -17,13 +17,14 @@ missing_in_group() {
 apt_missing=()
 # A Python from elsewhere (pyenv, a container image) is fine as long as it can build a venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || mapfile -t -O 0 apt_missing < <(missing_in_group base)
-# An existing nats-server on PATH or in /usr/sbin (Debian's place) is used as it is.
-if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
-  mapfile -t -O "${#apt_missing[@]}" apt_missing < <(missing_in_group test)
-fi
+# A test tool already on PATH or in /usr/sbin (Debian's place) is used as it is, wherever it came from:
+# each package of the group is named after the command it provides (nats-server, g++).
+for pkg in $(missing_in_group test); do
+  command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || apt_missing+=("$pkg")
+done
 if ((${#apt_missing[@]})) && [ "$(id -u)" != 0 ]; then
   echo "bootstrap: missing ${apt_missing[*]}; run as root or: sudo apt-get install ${apt_missing[*]}" >&2
-  # Only Python is indispensable; without nats-server the NATS tests skip and say why.
+  # Only Python is indispensable; without nats-server or g++ their tests skip and say why.
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || exit 1
   apt_missing=()
 fi
@@ -45,7 +46,10 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 # setuptools the lock pins (no isolated build that would fetch an unpinned one).
 "${pip[@]}" install --require-hashes --no-deps -r requirements.lock
 "${pip[@]}" install --no-deps --no-build-isolation -e .
-"${pip[@]}" check
+if ! "${pip[@]}" check; then
+  echo "bootstrap: pyproject.toml asks for what requirements.lock does not pin: run 'make lock' and commit both" >&2
+  exit 1
+fi
 echo "bootstrap: $venv is ready" >&2
 # The kernel source: BCC, kernel headers and tracefs (reports and carries on when it cannot).
 scripts/install_bcc.sh "$venv"

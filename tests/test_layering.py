@@ -13,6 +13,8 @@ FORBIDDEN = {
     "agent/engine": ("sources", "agent.outputs", "agent.grpc", "agent.runtime", "agent.cli", "agent.builtin_sources"),
     "sources": ("agent.outputs", "agent.grpc", "agent.engine", "agent.runtime", "agent.cli"),
     "agent/outputs": ("sources", "agent.engine"),
+    # A plugin is a source: the API and the registry know no output, server or command line.
+    "agent/plugins": ("agent.outputs", "agent.grpc", "agent.runtime", "agent.cli"),
 }
 
 

@@ -1,6 +1,7 @@
 """Loads `agent.yaml` plus `-o key=value` overrides into a frozen AgentConfig, rejecting what it does not know.
 
-Every error names the dotted key and where it came from (`sources.k8s_audit.webhok: agent.yaml:12`).
+Every error names the dotted key and where it came from (`sources.k8s_audit.webhok: agent.yaml:12`), including a
+number outside the bounds its schema field states (`queue_capacity_events: must be >= 1, got 0 (agent.yaml:12)`).
 String values may use `${NAME}` or `${NAME:-default}` to take secrets from the environment. Without a file the
 agent runs on the built-in configuration (`schema.builtin_settings`), which overrides may change too.
 """
@@ -8,6 +9,7 @@ agent runs on the built-in configuration (`schema.builtin_settings`), which over
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -17,8 +19,19 @@ from typing import Any, Literal
 
 import yaml
 
+from agent.address import parse_host_port
 from agent.config.env import interpolate
-from agent.config.schema import AgentConfig, RuleMatchConfig, RuleSelectionConfig, builtin_settings
+from agent.config.schema import (
+    BOUNDS,
+    IS_LISTEN_ADDRESS,
+    AgentConfig,
+    Bounds,
+    PluginConfig,
+    RuleMatchConfig,
+    RuleSelectionConfig,
+    Unchecked,
+    builtin_settings,
+)
 from agent.errors import ConfigError
 from agent.location import Location
 
@@ -40,11 +53,68 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
                 environ: Mapping[str, str] | None = None) -> AgentConfig:
     """The configuration from a file (or the built-in one) with overrides applied; ConfigError on any mistake."""
     env = os.environ if environ is None else environ
-    builtin: dict[str, _Value] = _wrap(builtin_settings(), "the built-in configuration").value
+    where = str(path) if path is not None else "the built-in configuration"
+    builtin: dict[str, _Value] = _wrap(builtin_settings(), where).value
     tree = _read_yaml(Path(path)) if path is not None else builtin
     for override in overrides:
         _apply_override(tree, override)
-    return _build(AgentConfig, tree, "", env)
+    config = _build(AgentConfig, _Value(tree, where), "", env)
+    _check_plugin_names(config, tree)
+    return config
+
+
+def check_section(cls: type[_T], section: Unchecked) -> _T:
+    """The dataclass `cls` from a subtree the loader kept unchecked, with the same checks and errors as every other
+    key (`plugins[0].init_config.interval_s: must be > 0, got 0 (agent.yaml:9)`). Empty means every default; a
+    string (Falco's JSON `init_config`) is read as YAML."""
+    raw = section.tree if isinstance(section.tree, _Value) else _Value(section.tree, section.key)
+    if isinstance(raw.value, str):
+        try:
+            raw = _wrap(yaml.safe_load(raw.value), raw.where) if raw.value.strip() else _Value(None, raw.where)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{section.key}: not valid JSON or YAML: {exc} ({raw.where})") from None
+    if raw.value is None:
+        raw = _Value({}, raw.where)
+    if not isinstance(raw.value, dict):
+        raise ConfigError(f"{section.key}: expected a mapping, got {_describe(raw.value)} ({raw.where})")
+    return _build(cls, raw, section.key + ".", section.environ)
+
+
+def section_value(section: Unchecked) -> Any:
+    """A subtree the loader kept unchecked as plain YAML values (`${NAME}` references in strings replaced), for
+    a plugin that checks its `init_config` itself (a native plugin's init schema); None when not written."""
+    return _plain(section.tree, section.key, section.environ)
+
+
+def _plain(raw: Any, key: str, env: Mapping[str, str]) -> Any:
+    if not isinstance(raw, _Value):
+        return raw
+    value = raw.value
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{key}.{k}", env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    return interpolate(value, env, key=key, where=raw.where) if isinstance(value, str) else value
+
+
+def _check_plugin_names(config: AgentConfig, tree: dict[str, _Value]) -> None:
+    """Each `plugins` entry has its own name, and `load_plugins` names only configured plugins."""
+    first: dict[str, int] = {}
+    for index, entry in enumerate(config.plugins):
+        if entry.name in first:
+            where = _item_where(tree, "plugins", index)
+            raise ConfigError(f"plugins[{index}].name: '{entry.name}' is already the name of "
+                              f"plugins[{first[entry.name]}] ({where}); give each plugin its own name")
+        first[entry.name] = index
+    for index, name in enumerate(config.load_plugins or ()):
+        if name not in first:
+            known = ", ".join(first) or "none"
+            raise ConfigError(f"load_plugins[{index}]: no entry of plugins is named '{name}' "
+                              f"({_item_where(tree, 'load_plugins', index)}); plugins configured: {known}")
+
+
+def _item_where(tree: dict[str, _Value], key: str, index: int) -> str:
+    return tree[key].value[index].where
 
 
 def _read_yaml(path: Path) -> dict[str, _Value]:
@@ -54,13 +124,13 @@ def _read_yaml(path: Path) -> dict[str, _Value]:
         raise ConfigError(f"cannot read configuration: {exc.strerror}", Location(str(path))) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        value = _from_node(node, str(path)) if node is not None else _Value({}, str(path))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise ConfigError(f"invalid YAML: {exc.problem}",
                           Location(str(path), mark.line + 1 if mark else 0)) from None
-    if node is None:
-        return {}
-    value = _from_node(node, str(path))
+    except RecursionError:  # no configuration nests this deep: refused like any mistake, never a traceback
+        raise ConfigError("the YAML nests too deeply to be a configuration", Location(str(path))) from None
     if not isinstance(value.value, dict):
         raise ConfigError("the configuration must be a mapping of keys", Location(str(path), 1))
     return value.value
@@ -127,17 +197,35 @@ def _wrap(value: Any, where: str) -> _Value:
     return _Value(value, where)
 
 
-def _build(cls: type[_T], tree: dict[str, _Value], prefix: str, env: Mapping[str, str]) -> _T:
+def _build(cls: type[_T], mapping: _Value, prefix: str, env: Mapping[str, str]) -> _T:
+    """The dataclass from a mapping whose keys are checked, converted and held to their bounds."""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    for key, raw in tree.items():
+    for key, raw in mapping.value.items():
         dotted = f"{prefix}{key}"
         if key not in known:
             choices = ", ".join(sorted(known))
             raise ConfigError(f"{dotted}: unknown key ({raw.where}); known keys here: {choices}")
         kwargs[key] = _convert(hints[key], raw, dotted, env)
-    return cls(**kwargs)
+        _check(known[key].metadata, kwargs[key], raw, dotted)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a check of the dataclass itself: said as a mistake in this mapping, not a traceback
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'}: {exc} ({mapping.where})") from None
+
+
+def _check(metadata: Mapping[str, Any], value: Any, raw: _Value, dotted: str) -> None:
+    """Hold a converted value to what its schema field's metadata says: numeric bounds, a host:port address."""
+    bounds: Bounds | None = metadata.get(BOUNDS)
+    problem = bounds.problem(value) if bounds is not None else None
+    if problem is not None:
+        raise ConfigError(f"{dotted}: {problem}, got {_describe(raw.value)} ({raw.where})")
+    if metadata.get(IS_LISTEN_ADDRESS) and value:
+        try:
+            parse_host_port(value)
+        except ValueError as exc:
+            raise ConfigError(f"{dotted}: {exc} ({raw.where})") from None
 
 
 def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any:
@@ -152,12 +240,14 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
         if value is None:
             return None
         return _convert(options[0], raw, dotted, env)
+    if hint is Unchecked:
+        return Unchecked(dotted, raw, env)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if value is None:
             return hint()
         if not isinstance(value, dict):
             raise bad("a mapping")
-        built = _build(hint, value, dotted + ".", env)
+        built = _build(hint, raw, dotted + ".", env)
         check = _CHECKS.get(hint)
         problem = check(built) if check is not None else None
         if problem is not None:
@@ -186,21 +276,30 @@ def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any
             raise bad("a whole number")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
         return float(value)
     if hint is str:
         if value is None:
             return ""
         if isinstance(value, (dict, list)):
             raise bad("a string")
-        return interpolate(str(value), env, key=dotted, where=raw.where)
+        text = interpolate(str(value), env, key=dotted, where=raw.where)
+        if "\x00" in text:  # no path, address or name may hold one; the OS would refuse it later, far from here
+            raise bad("text without NUL characters")
+        return text
     raise ConfigError(f"{dotted}: unsupported configuration type {hint}")
 
 
 def _check_selection(selection: RuleSelectionConfig) -> str | None:
     if (selection.enable is None) == (selection.disable is None):
         return "give exactly one of enable or disable"
+    return None
+
+
+def _check_plugin(plugin: PluginConfig) -> str | None:
+    if not plugin.name or not plugin.library_path:
+        return "give name and library_path (a Python plugin's package.module:OBJECT or entry-point name)"
     return None
 
 
@@ -214,6 +313,7 @@ def _check_match(match: RuleMatchConfig) -> str | None:
 _CHECKS: dict[type, Callable[[Any], str | None]] = {
     RuleSelectionConfig: _check_selection,
     RuleMatchConfig: _check_match,
+    PluginConfig: _check_plugin,
 }
 
 

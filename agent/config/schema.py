@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 #: The example CloudTrail logs of a checkout, which the built-in configuration reads (absent from other installs).
 EXAMPLE_TRAIL_DIR = Path(__file__).resolve().parents[2] / "examples" / "cloudtrail" / "AWSLogs"
+#: The field metadata key under which a numeric key's `Bounds` are kept.
+BOUNDS = "bounds"
+#: Field metadata of a `host:port` key, checked at load (an empty value, where allowed, means off).
+IS_LISTEN_ADDRESS = "is_listen_address"
+LISTEN_ADDRESS = {IS_LISTEN_ADDRESS: True}
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The values a numeric key accepts: at least `ge` (or more than `gt`), at most `le`, maybe a power of two.
+
+    Every int and float key of the schema states its bounds (`field(..., metadata=limits(...))`); the loader
+    refuses a value outside them with the dotted key and the file line.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    is_power_of_two: bool = False
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with `value` ("must be >= 1"), or None when it is inside the bounds."""
+        if ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
+                or (self.le is not None and value > self.le)):
+            wanted = [f">= {self.ge}" if self.ge is not None else "", f"> {self.gt}" if self.gt is not None else "",
+                      f"<= {self.le}" if self.le is not None else ""]
+            return "must be " + " and ".join(w for w in wanted if w)
+        if self.is_power_of_two and int(value) & (int(value) - 1):
+            return "must be a power of two"
+        return None
+
+
+def limits(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           is_power_of_two: bool = False) -> dict[str, Bounds]:
+    """Field metadata stating a numeric key's bounds."""
+    return {BOUNDS: Bounds(ge=ge, gt=gt, le=le, is_power_of_two=is_power_of_two)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +61,12 @@ class K8sWebhookConfig:
     """The kube-apiserver audit webhook receiver."""
 
     enabled: bool = True
-    listen: str = "127.0.0.1:9765"
+    listen: str = field(default="127.0.0.1:9765", metadata=LISTEN_ADDRESS)
     path: str = "/k8s-audit"
     tls: TlsConfig | None = None
-    max_body_bytes: int = 12 * 1024 * 1024
-    max_event_bytes: int = 256 * 1024
+    # Below 1 KiB no audit event fits.
+    max_body_bytes: int = field(default=12 * 1024 * 1024, metadata=limits(ge=1024))
+    max_event_bytes: int = field(default=256 * 1024, metadata=limits(ge=1024))
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +76,7 @@ class K8sFilesConfig:
     paths: tuple[str, ...] = ()
     follow: bool = True
     checkpoint_path: str = ""
-    poll_interval_s: float = 0.25
+    poll_interval_s: float = field(default=0.25, metadata=limits(gt=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +102,10 @@ class CloudTrailDirectoryConfig:
 
     paths: tuple[str, ...] = ()
     follow: bool = True
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = field(default=1.0, metadata=limits(gt=0))
     checkpoint_path: str = ""
+    # Follow a symbolic link whose target is outside the watched paths (a link inside them is always followed).
+    follow_symlinks_outside: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +117,8 @@ class CloudTrailS3Config:
     accounts: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     start_date: str = ""
-    poll_interval_s: float = 60.0
-    concurrency: int = 4
+    poll_interval_s: float = field(default=60.0, metadata=limits(gt=0))
+    concurrency: int = field(default=4, metadata=limits(ge=1))
     checkpoint_path: str = ""
 
 
@@ -87,10 +127,11 @@ class CloudTrailSqsConfig:
     """An SQS queue of CloudTrail SNS or S3 event notifications; several agents may share one queue."""
 
     queue_url: str = ""
-    concurrency: int = 4
-    wait_time_s: int = 10
-    visibility_timeout_s: int = 300
-    max_receive_count: int = 5
+    concurrency: int = field(default=4, metadata=limits(ge=1))
+    # SQS's own limits: long polls of 0 to 20 s, a visibility timeout of at most 12 hours.
+    wait_time_s: int = field(default=10, metadata=limits(ge=0, le=20))
+    visibility_timeout_s: int = field(default=300, metadata=limits(ge=0, le=43_200))
+    max_receive_count: int = field(default=5, metadata=limits(ge=1))
     dead_letter_queue_url: str = ""
 
 
@@ -98,6 +139,12 @@ class CloudTrailSqsConfig:
 class CloudTrailConfig:
     enabled: bool = True
     aws: AwsConfig = field(default_factory=AwsConfig)
+    # Largest log file or S3 object read by every input, stored and once decompressed; a larger one is skipped
+    # whole (logged, counted, remembered as done). Decoding takes about 4 times its size in memory at peak.
+    # Below 1 KiB no CloudTrail record fits.
+    max_object_bytes: int = field(default=256 * 1024 * 1024, metadata=limits(ge=1024))
+    # Largest single record, as compact JSON (the k8saudit plugin's maxEventSize); a larger one is skipped.
+    max_event_bytes: int = field(default=1024 * 1024, metadata=limits(ge=1024))
     directory: CloudTrailDirectoryConfig = field(default_factory=CloudTrailDirectoryConfig)
     s3: CloudTrailS3Config = field(default_factory=CloudTrailS3Config)
     sqs: CloudTrailSqsConfig = field(default_factory=CloudTrailSqsConfig)
@@ -108,9 +155,9 @@ class KernelDropsConfig:
     """When lost syscall events raise the internal "syscall event drop" alert."""
 
     # Fraction of the events of one second that may be lost before an alert (0 = any loss alerts).
-    threshold: float = 0.0
+    threshold: float = field(default=0.0, metadata=limits(ge=0, le=1))
     # Least time between two drop alerts, in seconds; losses in between are summed into the next.
-    alert_interval_s: float = 30.0
+    alert_interval_s: float = field(default=30.0, metadata=limits(ge=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +166,7 @@ class KernelConfig:
 
     enabled: bool = True
     # Ring buffer size in pages of 4 KiB (power of two).
-    ring_buffer_pages: int = 4096
+    ring_buffer_pages: int = field(default=4096, metadata=limits(ge=1, is_power_of_two=True))
     # Syscalls to capture beyond those the rules and the process/fd state need.
     extra_syscalls: tuple[str, ...] = ()
     # Kernel headers for BCC; "" = /lib/modules/<release>/build or what scripts/install_bcc.sh unpacked.
@@ -165,9 +212,9 @@ class HttpOutputConfig:
     url: str = ""
     headers: tuple[str, ...] = ()
     batch: bool = False
-    timeout_s: float = 5.0
-    max_queue: int = 10_000
-    close_timeout_s: float = 5.0
+    timeout_s: float = field(default=5.0, metadata=limits(gt=0))
+    max_queue: int = field(default=10_000, metadata=limits(ge=1))
+    close_timeout_s: float = field(default=5.0, metadata=limits(ge=0))
     verify_tls: bool = True
     ca_file: str = ""
     client_cert: str = ""
@@ -182,8 +229,8 @@ class ProgramOutputConfig:
     command: str = ""
     format: Literal["text", "json"] = "json"
     keep_alive: bool = True
-    max_queue: int = 10_000
-    close_timeout_s: float = 5.0
+    max_queue: int = field(default=10_000, metadata=limits(ge=1))
+    close_timeout_s: float = field(default=5.0, metadata=limits(ge=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +246,9 @@ class NatsOutputConfig:
     stream: str = "FALCO_ALERTS"
     create_stream: bool = True
     credentials_file: str = ""
-    max_queue: int = 10_000
-    timeout_s: float = 5.0
-    close_timeout_s: float = 5.0
+    max_queue: int = field(default=10_000, metadata=limits(ge=1))
+    timeout_s: float = field(default=5.0, metadata=limits(gt=0))
+    close_timeout_s: float = field(default=5.0, metadata=limits(ge=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +265,10 @@ class MetricsConfig:
     """Prometheus `/metrics` and `/healthz`."""
 
     enabled: bool = True
-    address: str = "127.0.0.1:9376"
-    stale_after_s: float = 10.0
+    address: str = field(default="127.0.0.1:9376", metadata=LISTEN_ADDRESS)
+    stale_after_s: float = field(default=10.0, metadata=limits(gt=0))
+    # A source's worker busy in one step (not back at its loop) for longer than this is reported stuck.
+    stuck_after_s: float = field(default=120.0, metadata=limits(gt=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +277,15 @@ class GrpcConfig:
 
     enabled: bool = True
     socket_path: str = "/run/falco-agent/grpc.sock"
-    address: str = ""
+    address: str = field(default="", metadata=LISTEN_ADDRESS)
     tls: TlsConfig | None = None
     allow_insecure_tcp: bool = False
-    max_subscribers: int = 64
-    subscriber_queue_size: int = 10_000
+    max_subscribers: int = field(default=64, metadata=limits(ge=1))
+    subscriber_queue_size: int = field(default=10_000, metadata=limits(ge=1))
     spool_dir: str = "/var/lib/falco-agent/spool"
-    spool_max_bytes: int = 256 * 1024 * 1024
-    spool_max_age_s: float = 7 * 86400.0
+    # At least one spool segment (64 KiB).
+    spool_max_bytes: int = field(default=256 * 1024 * 1024, metadata=limits(ge=64 * 1024))
+    spool_max_age_s: float = field(default=7 * 86400.0, metadata=limits(gt=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +298,8 @@ class LoggingConfig:
 class RateLimitConfig:
     """A token bucket: at most `alerts` per `per_s` seconds per rule, per distinct value of `fields` when given."""
 
-    alerts: int = 10
-    per_s: float = 60.0
+    alerts: int = field(default=10, metadata=limits(ge=1))
+    per_s: float = field(default=60.0, metadata=limits(gt=0))
     fields: tuple[str, ...] = ()
 
 
@@ -258,7 +308,7 @@ class DedupConfig:
     """Repeats of a rule with the same values of `fields` within `window_s` of the first one are folded."""
 
     fields: tuple[str, ...] = ()
-    window_s: float = 60.0
+    window_s: float = field(default=60.0, metadata=limits(gt=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +344,27 @@ class RuleSelectionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Unchecked:
+    """A subtree kept as written, with where each value came from, to be checked later against a schema only a
+    plugin knows (`plugins[].init_config`): see agent.config.load.check_section. `tree` is the loader's raw value."""
+
+    key: str = ""
+    tree: Any = None
+    environ: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginConfig:
+    """One entry of `plugins`, Falco's keys: which plugin (`library_path`: a Python plugin's dotted path
+    `package.module:OBJECT` or entry-point name, or a native `.so`), its `init_config` and `open_params`."""
+
+    name: str = ""
+    library_path: str = ""
+    init_config: Unchecked = field(default_factory=Unchecked)
+    open_params: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Everything `agent.yaml` can say. An empty `rules_files` means the rules shipped in `rules/`."""
 
@@ -307,13 +378,16 @@ class AgentConfig:
     time_format_iso_8601: bool = False
     hostname: str = ""
     # Bounds memory too: a queued event holds its decoded payload (a few KB for a syscall with its state).
-    queue_capacity_events: int = 20_000
+    queue_capacity_events: int = field(default=20_000, metadata=limits(ge=1))
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     outputs: OutputsConfig = field(default_factory=OutputsConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    plugins: tuple[PluginConfig, ...] = ()
+    # As in Falco: absent (None) loads every `plugins` entry; a list loads only those named, in its order.
+    load_plugins: tuple[str, ...] | None = None
 
 
 def builtin_settings() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -14,9 +15,9 @@ from agent.engine.collector import Collector
 from agent.engine.correlation_compiler import CompiledCorrelation, compile_correlations
 from agent.engine.correlation_set import CorrelationSet
 from agent.engine.correlation_state import CorrelationMetrics
-from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
-from agent.engine.output_format import alert_for
-from agent.engine.reader import read_items
+from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult
+from agent.engine.output_format import EXTRACTION_ERRORS, alert_for
+from agent.engine.reader import MAX_FILE_BYTES, file_too_large, read_items
 from agent.engine.requirements import loaded_plugins
 from agent.engine.rule_compiler import build_context, compile_rules, unused_warnings
 from agent.engine.ruleset import CompiledRule, RuleSet
@@ -78,8 +79,15 @@ class Engine:
         result = LoadResult()
         for path in paths:
             try:
-                contents.append(RulesText(str(path), Path(path).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as exc:
+                # One byte past the limit is enough for the reader to refuse the file, whatever its size.
+                with Path(path).open("rb") as stream:
+                    data = stream.read(MAX_FILE_BYTES + 1)
+                    size = max(len(data), os.fstat(stream.fileno()).st_size)
+                if size > MAX_FILE_BYTES:
+                    file_too_large(size, str(path), result)
+                    return result
+                contents.append(RulesText(str(path), data.decode("utf-8")))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
                 result.error(ErrorCode.LOAD_ERR_FILE_READ, f"cannot read rules file: {exc}", Location(str(path)))
                 return result
         return self.load_rules(contents)
@@ -120,16 +128,13 @@ class Engine:
         self._correlations.adopt(previous._correlations)
 
     def _check_plugins(self, collector: Collector, result: LoadResult) -> None:
+        """As Falco: a `required_plugin_versions` entry no loaded plugin satisfies fails the load. The loaded
+        plugins are those the sources report (a source's own plugin, or the Falco plugins it stands in for)."""
         loaded = loaded_plugins(p for spec in self._sources.values() for p in spec.plugins)
-        known_names = set(loaded)
         for requirement in collector.plugin_requirements:
             problem = requirement.check(loaded)
-            if problem is None:
-                continue
-            if any(name in known_names for name, _ in requirement.members):
+            if problem is not None:
                 raise result.error(ErrorCode.LOAD_ERR_VALIDATE, problem, requirement.location)
-            result.warn(WarningCode.LOAD_WARNING_EXTENSION, f"{problem}; rules that need it will not load",
-                        requirement.location)
 
     @property
     def rules(self) -> list[CompiledRule]:
@@ -192,7 +197,7 @@ class Engine:
         for rule in ruleset.candidates_for(index_key):
             try:
                 matched = rule.predicate(event)
-            except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+            except EXTRACTION_ERRORS:
                 # An extractor met an input shape it did not expect: the rule cannot match this
                 # event, and the agent goes on with the next rule.
                 self.stats.rule_errors += 1

@@ -107,7 +107,7 @@ class PluginRequirement:
                 return (f"plugin '{name}' version {format_version(loaded[name])} is not compatible with "
                         f"required version {format_version(need)}")
         wanted = ", ".join(f"{name} (>= {format_version(v)})" for name, v in self.members)
-        return f"none of the required plugins is available: {wanted}"
+        return f"plugin requirement not satisfied, must load one of: {wanted}"
 
 
 def loaded_plugins(pairs: Iterable[tuple[str, str]]) -> dict[str, Version]:

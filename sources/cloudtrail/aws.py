@@ -1,8 +1,10 @@
-"""boto3 sessions and clients from the agent's AWS settings: region, profile, role to assume, endpoint."""
+"""boto3 sessions and clients from the agent's AWS settings (region, profile, role to assume, endpoint), and how the
+AWS inputs tell, describe and back off from a failed call."""
 
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,8 +14,16 @@ import botocore.credentials
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 _ROLE_SESSION_NAME = "falco-agent"
+#: What a failed AWS call raises.
+AWS_ERRORS = (ClientError, BotoCoreError)
+#: Error codes of a call refused for its rate (botocore's own retries gave up on it).
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+                              "LimitExceededException"})
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +73,22 @@ def make_client(session: boto3.Session, service: str, settings: AwsSettings) -> 
     config = Config(retries={"max_attempts": 5, "mode": "standard"},
                     max_pool_connections=settings.max_pool_connections)
     return session.client(service, endpoint_url=settings.endpoint_url or None, config=config)
+
+
+def backoff_s(failures: int) -> float:
+    """Exponential, capped, with jitter so that agents failing together do not retry together."""
+    ceiling = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2.0 ** max(failures - 1, 0))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def describe(exc: Exception) -> str:
+    """An AWS error as `Code: message`."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    return str(exc)
+
+
+def is_throttling(exc: Exception) -> bool:
+    """Whether AWS refused the call for its rate."""
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES

@@ -24,17 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from agent.atomic_file import prepare_folder, read_state
 from agent.errors import AgentError
 from agent.location import Location
 from agent.source import EventSink
 from agent.source_worker import SourceWorker, Stopped, WorkerSource
-from sources.cloudtrail.aws import AwsSettings, make_client, make_session
+from sources.cloudtrail.aws import AWS_ERRORS, AwsSettings, make_client, make_session
 from sources.cloudtrail.checkpoint import FORMAT_VERSION, CheckpointWriter, ReadTally, hand_over
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
-from sources.cloudtrail.objects import decode_object
+from sources.cloudtrail.objects import DEFAULT_LIMITS, ObjectLimits, read_s3_object
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +44,6 @@ _WAIT_S = 0.1
 #: Consecutive failed polls double the wait up to this many times.
 _MAX_BACKOFF_STEPS = 5
 _MAX_BACKOFF_S = 300.0
-_S3_ERRORS = (ClientError, BotoCoreError)
 #: Frozen, so one instance can be the default of every poller: boto3's own region and credential chain.
 DEFAULT_AWS = AwsSettings()
 
@@ -95,7 +93,7 @@ class S3TrailPoller(WorkerSource):
     def __init__(self, *, bucket: str, prefix: str = "", accounts: Sequence[str] = (), regions: Sequence[str] = (),
                  start_date: date | None = None, poll_interval_s: float = 60.0, concurrency: int = 4,
                  checkpoint_path: Path | None = None, aws: AwsSettings = DEFAULT_AWS, hostname: str = "",
-                 follow: bool = True) -> None:
+                 follow: bool = True, limits: ObjectLimits = DEFAULT_LIMITS) -> None:
         self._bucket = bucket
         self._root = f"{prefix.rstrip('/')}/AWSLogs/" if prefix.strip("/") else "AWSLogs/"
         self._accounts = frozenset(accounts)
@@ -109,6 +107,7 @@ class S3TrailPoller(WorkerSource):
                                                                       self._concurrency + 1))
         self._hostname = hostname
         self._follow = follow
+        self._limits = limits
         self._lock = threading.Lock()
         self._days: dict[str, _DayProgress] = {}
         self._checkpoint = CheckpointWriter(checkpoint_path, self._snapshot)
@@ -131,7 +130,7 @@ class S3TrailPoller(WorkerSource):
             self._load(self._checkpoint_path)
         try:
             self._client = make_client(make_session(self._aws), "s3", self._aws)
-        except _S3_ERRORS as err:
+        except AWS_ERRORS as err:
             raise AgentError(f"cannot reach AWS: {err}", Location(file=f"s3://{self._bucket}")) from err
         self._sink = sink
         self._worker.start(self._run)
@@ -213,14 +212,14 @@ class S3TrailPoller(WorkerSource):
         is_ok = True
         try:
             trails = list(self._trails())
-        except _S3_ERRORS as err:
+        except AWS_ERRORS as err:
             self._s3_error(err, "list_objects_v2", self._root)
             return False
         for trail in trails:
             try:
                 for day_prefix in self._day_prefixes(trail):
                     self._list_day(day_prefix, executor)
-            except _S3_ERRORS as err:
+            except AWS_ERRORS as err:
                 self._s3_error(err, "list_objects_v2", trail)
                 is_ok = False
             self._forget_settled(trail)
@@ -334,15 +333,15 @@ class S3TrailPoller(WorkerSource):
         """Download, decode and hand over one object; on any failure the key stays pending for the next poll."""
         is_handed_over = False
         try:
+            decoder = CloudTrailDecoder(hostname=self._hostname)
             try:
-                data = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-            except _S3_ERRORS as err:
+                decoded = read_s3_object(self._client, self._bucket, key, decoder=decoder, limits=self._limits)
+            except AWS_ERRORS as err:
                 self._s3_error(err, "get_object", key)
                 return
-            decoder = CloudTrailDecoder(hostname=self._hostname)
-            decoded = decode_object(data, name=f"s3://{self._bucket}/{key}", decoder=decoder)
             self._tally.count(decoded, decoder)
-            # A rejected object goes over as an empty batch: acknowledged, it is done and not retried forever.
+            # A rejected (corrupt, too large) object goes over as an empty batch: acknowledged, it is done and not
+            # retried forever.
             on_done = partial(self._checkpoint.acknowledge, partial(self._mark_done, day_prefix, key))
             assert self._sink is not None
             is_handed_over = hand_over(self._sink, decoded.events, on_done, self._stopping)

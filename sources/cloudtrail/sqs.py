@@ -39,12 +39,12 @@ from agent.errors import AgentError, ConfigError, DecodeError
 from agent.event import Event
 from agent.location import Location
 from agent.source import EventSink
-from sources.cloudtrail.aws import AwsSettings, make_client, make_session
+from sources.cloudtrail.aws import AWS_ERRORS, AwsSettings, backoff_s, describe, make_client, make_session
 from sources.cloudtrail.checkpoint import PUT_WAIT_S, ReadTally, hand_over
 from sources.cloudtrail.decoder import SOURCE, CloudTrailDecoder
-from sources.cloudtrail.notifications import parse_notification
-from sources.cloudtrail.objects import DecodedObject, decode_object
-from sources.cloudtrail.sqs_calls import AWS_ERRORS, SQS_BATCH, HeldMessage, QueueCalls, backoff_s, describe
+from sources.cloudtrail.notifications import ObjectRef, parse_notification
+from sources.cloudtrail.objects import DEFAULT_LIMITS, DecodedObject, ObjectLimits, read_s3_object
+from sources.cloudtrail.sqs_calls import SQS_BATCH, HeldMessage, QueueCalls
 from sources.cloudtrail.sqs_housekeeper import Housekeeper
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ class SqsTrailConsumer:
 
     def __init__(self, *, queue_url: str, aws: AwsSettings = _DEFAULT_AWS, concurrency: int = 4,
                  wait_time_s: int = 10, visibility_timeout_s: int = 300, max_receive_count: int = 5,
-                 dead_letter_queue_url: str = "", hostname: str = "") -> None:
+                 dead_letter_queue_url: str = "", hostname: str = "", limits: ObjectLimits = DEFAULT_LIMITS) -> None:
         where = Location(file=queue_url)
         if not queue_url:
             raise ConfigError("an SQS queue URL is required", where)
@@ -84,6 +84,7 @@ class SqsTrailConsumer:
         self._max_receive_count = max_receive_count
         self._dlq_url = dead_letter_queue_url
         self._hostname = hostname
+        self._limits = limits
         self._origin = "sqs://" + queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._max_in_flight = max(2 * concurrency, SQS_BATCH)
         self._lock = threading.Lock()
@@ -253,18 +254,18 @@ class SqsTrailConsumer:
                 self._release([message])
                 return
             try:
-                data = self._s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+                decoded.append(self._read(ref))
             except AWS_ERRORS as exc:
                 self._calls.failed("s3", "get_object", exc, object=ref.name)
                 self._fail(message, f"cannot read {ref.name}: {describe(exc)}")
                 return
-            decoded.append(self._decode(ref.name, data))
         self._submit(message, [obj.events for obj in decoded])
 
-    def _decode(self, ref_name: str, data: bytes) -> DecodedObject:
+    def _read(self, ref: ObjectRef) -> DecodedObject:
         decoder = CloudTrailDecoder(hostname=self._hostname)  # per object: the decoder is not thread-safe
-        decoded = decode_object(data, name=ref_name, decoder=decoder)
-        # A corrupt file stays corrupt: it is counted, reported and skipped, never a reason to retry the message.
+        decoded = read_s3_object(self._s3, ref.bucket, ref.key, decoder=decoder, limits=self._limits)
+        # A corrupt or too large file stays so: it is counted, reported and skipped, never a reason to retry the
+        # message.
         self._tally.count(decoded, decoder)
         return decoded
 

@@ -6,22 +6,19 @@ logged once as `aws_call_failed`; the callers decide what a failure means for th
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
+
+from sources.cloudtrail.aws import AWS_ERRORS, describe
 
 log = structlog.get_logger(__name__)
 
-AWS_ERRORS = (ClientError, BotoCoreError)
 #: SQS's limit per ReceiveMessage and per batch call.
 SQS_BATCH = 10
-_BACKOFF_BASE_S = 0.5
-_BACKOFF_MAX_S = 30.0
 _REASON_MAX_CHARS = 1000
 
 
@@ -39,20 +36,6 @@ class HeldMessage:
     is_submitted: bool = False  # every batch of the message was put
     delete_attempts: int = 0
     retry_at: float = 0.0
-
-
-def backoff_s(failures: int) -> float:
-    """Exponential, capped, with jitter so that agents failing together do not retry together."""
-    ceiling = min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2.0 ** max(failures - 1, 0))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def describe(exc: Exception) -> str:
-    """An AWS error as `Code: message`."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc)
 
 
 class QueueCalls:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import structlog
 
-from sources.cloudtrail.sqs_calls import HeldMessage, QueueCalls, backoff_s
+from sources.cloudtrail.aws import backoff_s
+from sources.cloudtrail.sqs_calls import HeldMessage, QueueCalls
 
 log = structlog.get_logger(__name__)
 _DELETE_ATTEMPTS = 5

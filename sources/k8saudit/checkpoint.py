@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -26,6 +27,8 @@ Identity = tuple[int, int]
 #: covers a unique auditID.
 HEAD_BYTES = 256
 _FORMAT_VERSION = 1
+
+PositionsT = TypeVar("PositionsT")
 
 
 def head_digest(data: bytes) -> str:
@@ -136,8 +139,11 @@ def write_positions(path: Path, positions: Sequence[FilePosition]) -> None:
     write_state(path, {"files": [p.as_json() for p in positions]}, version=_FORMAT_VERSION)
 
 
-class CheckpointWriter:
+class CheckpointWriter(Generic[PositionsT]):
     """Writes the positions of a batch once it and every batch handed over before it were acknowledged.
+
+    The positions are whatever the reader says it reached (file positions here, CloudWatch stream marks for EKS);
+    `write(path, positions)` replaces the file atomically.
 
     The reader registers each batch's positions before handing the batch over and gets a sequence number;
     the consumer's `on_done` acknowledges it. Positions are written only up to the longest acknowledged
@@ -145,16 +151,17 @@ class CheckpointWriter:
     Thread-safe.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, write: Callable[[Path, PositionsT], None]) -> None:
         self.path = path
+        self._write = write
         self.writes = 0
         self.write_failures = 0
         self._lock = threading.Lock()
         self._next_seq = 0
-        self._pending: dict[int, tuple[FilePosition, ...]] = {}
+        self._pending: dict[int, PositionsT] = {}
         self._acknowledged: set[int] = set()
 
-    def register(self, positions: tuple[FilePosition, ...]) -> int:
+    def register(self, positions: PositionsT) -> int:
         """Remember the positions a batch reaches; the returned number is passed to `acknowledge`."""
         with self._lock:
             seq = self._next_seq
@@ -172,7 +179,7 @@ class CheckpointWriter:
         """Called from the consumer's `on_done`: persist positions up to the longest acknowledged prefix."""
         with self._lock:
             self._acknowledged.add(seq)
-            reached: tuple[FilePosition, ...] | None = None
+            reached: PositionsT | None = None
             while self._pending:
                 first = next(iter(self._pending))  # dicts keep insertion order, which is sequence order
                 if first not in self._acknowledged:
@@ -182,7 +189,7 @@ class CheckpointWriter:
             if reached is None or self.path is None:
                 return
             try:
-                write_positions(self.path, reached)
+                self._write(self.path, reached)
             except OSError as err:
                 # The consumer must go on; the next acknowledged batch writes a later position.
                 self.write_failures += 1

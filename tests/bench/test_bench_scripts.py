@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_build import missing_compiler
 
 from tests.support.kernel import require_probe
 
@@ -29,6 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
     ("whole_agent.py", ["--seconds", "1", "--k8s-rate", "200", "--cloudtrail-rate", "100", "--batch-size", "20",
                         "--records-per-file", "20"],
      {"events_per_s", "alerts_per_s", "agent_cpu_percent", "peak_rss_mb", "drops"}),
+    pytest.param("plugins.py", ["--events", "300"],
+                 {"plugin_us_per_event", "plugin_abi_extract_us_per_event", "json_us_per_event", "plugin_evaluated",
+                  "json_evaluated", "plugin_extract_calls_per_event"},
+                 marks=pytest.mark.skipif(missing_compiler() is not None, reason=f"{missing_compiler()}")),
     pytest.param("kernel.py", ["--rates", "2000", "--seconds", "1", "--exec-rate", "5"],
                  {"phases", "generator_slowdown", "agent_peak_rss_mb"}, marks=[pytest.mark.root, pytest.mark.bpf]),
 ])

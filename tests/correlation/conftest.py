@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from agent.alert import Alert
-from agent.builtin_sources import builtin_source_specs, recorded_decoders, recorded_replayers
+from agent.builtin_sources import builtin_source_specs, recorded_replayers
+from agent.config import AgentConfig
 from agent.engine.engine import Engine, RulesText
 from agent.errors import DecodeError
+from agent.plugins.registry import load_registry
 from agent.recorded import recorded_events
 from tests.support.kernel_scenarios import stream_files
 
@@ -36,7 +38,7 @@ def replay(engine: Engine, *streams: Path) -> list[Alert]:
     alerts: list[Alert] = []
     with tempfile.TemporaryDirectory(prefix="correlation-stream-") as tmp:
         files = [file for stream in streams for file in stream_files(stream, Path(tmp) / stream.name)]
-        items = recorded_events(files, recorded_decoders(hostname="node-1"),
+        items = recorded_events(files, load_registry(AgentConfig()).decoders(hostname="node-1"),
                                 replayers=recorded_replayers(hostname="node-1"))
         for item in items:
             assert not isinstance(item, DecodeError), item.message

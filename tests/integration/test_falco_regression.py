@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from agent.alert import Alert
-from agent.builtin_sources import new_engine, recorded_decoders
+from agent.builtin_sources import new_engine
+from agent.config import AgentConfig
 from agent.errors import DecodeError
+from agent.plugins.registry import load_registry
 from agent.recorded import recorded_events
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
@@ -29,7 +31,7 @@ def _replay(rules_files: list[Path], trace: Path) -> list[Alert]:
     result = engine.load_rules_files(rules_files)
     assert result.successful, result.as_text()
     alerts: list[Alert] = []
-    for item in recorded_events([trace], recorded_decoders(hostname="test")):
+    for item in recorded_events([trace], load_registry(AgentConfig()).decoders(hostname="test")):
         if not isinstance(item, DecodeError):
             alerts += engine.process(item)
     return alerts
@@ -64,7 +66,7 @@ def test_cloudtrail_regression_case(case: dict[str, Any], reference: Path) -> No
 
 def test_malformed_audit_trace_is_rejected_with_reason(reference: Path) -> None:
     """The FAL-01-003 input `{"kind": 0}` is refused as not an audit event, without crashing."""
-    items = list(recorded_events([K8S_DIR / "fal_01_003.json"], recorded_decoders(hostname="test")))
+    items = list(recorded_events([K8S_DIR / "fal_01_003.json"], load_registry(AgentConfig()).decoders(hostname="test")))
     assert len(items) == 1 and isinstance(items[0], DecodeError)
     assert "not a Kubernetes audit event" in items[0].message
 
@@ -73,7 +75,6 @@ def test_malformed_audit_trace_is_rejected_with_reason(reference: Path) -> None:
     ["falco_rules.yaml"],
     ["k8s_audit_rules.yaml"],
     ["aws_cloudtrail_rules.yaml"],
-    ["k8s_audit_rules.yaml", "k8s_audit_rules_gke.yaml"],
     ["falco_rules.yaml", "k8s_audit_rules.yaml", "aws_cloudtrail_rules.yaml"],
 ])
 def test_upstream_rules_files_load_without_error(files: list[str], reference: Path) -> None:
@@ -82,3 +83,12 @@ def test_upstream_rules_files_load_without_error(files: list[str], reference: Pa
     assert result.successful, result.as_text()
     rules_in_files = sum((reference / "rules" / f).read_text().count("\n- rule:") for f in files)
     assert rules_in_files > 0
+
+
+def test_the_gke_overlay_needs_the_k8saudit_gke_plugin(reference: Path) -> None:
+    """As in Falco: the overlay requires k8saudit-gke, which the built-in k8s_audit source does not stand in for
+    (it reads no GKE audit logs), so without that plugin loaded the load fails naming it."""
+    files = [reference / "rules" / f for f in ("k8s_audit_rules.yaml", "k8s_audit_rules_gke.yaml")]
+    [error] = new_engine().load_rules_files(files).errors
+    assert (error.code.value, error.location.line) == ("LOAD_ERR_VALIDATE", 21)
+    assert "must load one of: k8saudit-gke (>= 0.9.0)" in error.message

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.builtin_sources import new_engine, recorded_decoders
+from agent.builtin_sources import new_engine
+from agent.config import AgentConfig
 from agent.errors import DecodeError
+from agent.plugins.registry import load_registry
 from agent.recorded import recorded_events
 
 STRATUS = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "samples" / "cloudtrail" / "stratus"
@@ -40,7 +42,8 @@ def test_technique_replays_cleanly_with_the_implied_alerts(engine, technique: st
     """Every record of the technique file decodes, and exactly the alerts the upstream rules imply fire."""
     fired: Counter[str] = Counter()
     events = 0
-    for item in recorded_events([STRATUS / f"{technique}.json"], recorded_decoders(hostname="test")):
+    decoders = load_registry(AgentConfig()).decoders(hostname="test")
+    for item in recorded_events([STRATUS / f"{technique}.json"], decoders):
         assert not isinstance(item, DecodeError), str(item)
         events += 1
         fired.update(alert.rule for alert in engine.process(item))

@@ -14,10 +14,12 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from agent.builtin_sources import new_engine, recorded_decoders
+from agent.builtin_sources import new_engine
+from agent.config import AgentConfig
 from agent.engine.engine import Engine
 from agent.errors import DecodeError
 from agent.event import Event
+from agent.plugins.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "rules"
@@ -52,7 +54,7 @@ def loaded_engine(*files: Path, clean: bool = False) -> Engine:
 
 def decode(document: Any, source: str) -> list[Event]:
     """Events of a document through the source's real decoder; a decode error fails the test."""
-    decoder = next(d for d in recorded_decoders(hostname="test") if d.source == source)
+    decoder = next(d for d in load_registry(AgentConfig()).decoders(hostname="test") if d.source == source)
     items = list(decoder.events(document, origin="fixture"))
     errors = [item for item in items if isinstance(item, DecodeError)]
     assert not errors, [e.message for e in errors]

@@ -322,13 +322,15 @@ class TestRequirements:
         _, result = lab.load("- required_plugin_versions:\n  " + entries, engine=self._engine(lab))
         assert result.successful and not result.problems
 
-    def test_requirement_on_plugins_none_of_which_is_known_warns(self, lab) -> None:
-        """Deviation kept: when no member is a plugin our sources stand in for, the load warns instead of failing."""
-        _, result = lab.load("- required_plugin_versions:\n  - name: okta\n    version: 0.1.0\n"
-                             "    alternatives:\n    - name: gh\n      version: 0.2.0\n", engine=self._engine(lab))
-        assert result.successful
-        assert [(p.code.value, p.location.line) for p in result.problems] == [("LOAD_WARNING_EXTENSION", 1)]
-        assert "okta (>= 0.1.0), gh (>= 0.2.0)" in result.problems[0].message
+    def test_requirement_on_plugins_none_of_which_is_loaded_fails(self, lab) -> None:
+        """As Falco: when no member is loaded the load fails at the item, naming every member and its version."""
+        _, result = lab.load("- list: l\n  items: []\n- required_plugin_versions:\n  - name: okta\n"
+                             "    version: 0.1.0\n    alternatives:\n    - name: gh\n      version: 0.2.0\n",
+                             engine=self._engine(lab))
+        assert not result.successful
+        error = result.errors[0]
+        assert (error.code.value, error.location.line) == ("LOAD_ERR_VALIDATE", 3)
+        assert "must load one of: okta (>= 0.1.0), gh (>= 0.2.0)" in error.message
 
     @pytest.mark.parametrize(("entries", "code", "message"), [
         ("- name: json\n    version: 0.8.0\n", "LOAD_ERR_VALIDATE", "json"),

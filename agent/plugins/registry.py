@@ -126,6 +126,25 @@ class PluginRegistry:
                                   f"{', '.join(foreign)}, provided by {', '.join(sources[n] for n in foreign)}: a "
                                   "native plugin extracts only from events of native source plugins; leave it out "
                                   "of load_plugins")
+        self._check_field_clashes()
+
+    def _check_field_clashes(self) -> None:
+        """As Falco: two plugins may not declare one field for one source (neither would silently win)."""
+        declared: dict[str, dict[str, str]] = {}  # source -> field -> config key of the plugin declaring it
+        for loaded in self.plugins:
+            spec = loaded.plugin.source_spec()
+            if spec is not None:
+                declared[spec.name] = {field.name: loaded.config_key for field in spec.fields}
+        for loaded in self.plugins:
+            plugin = loaded.plugin
+            for source in plugin.extract_sources:
+                owners = declared.get(source, {})
+                for field in plugin.fields:
+                    other = owners.setdefault(field.name, loaded.config_key)
+                    if other != loaded.config_key:
+                        raise ConfigError(f"{loaded.config_key}: plugin '{plugin.name}' declares field '{field.name}' "
+                                          f"for event source '{source}', which {other} declares already; load only "
+                                          "one of them")
 
 
 def load_registry(config: AgentConfig) -> PluginRegistry:

@@ -114,6 +114,27 @@ def test_an_extracting_plugin_adds_its_fields_to_a_builtin_source(installed: Pat
     assert loaded.source_names() == BUILTIN
 
 
+def _extractor(name: str, field: str) -> Plugin[NoConfig]:
+    return Plugin(name=name, version="1.0.0", config=NoConfig, extract_sources=("aws_cloudtrail",),
+                  fields=schema_fields([{"name": field, "type": "string", "desc": "d"}], lambda *_: None))
+
+
+#: An extractor declaring a field CloudTrail already has, and two declaring the same new one.
+CLASH, TWIN_A, TWIN_B = _extractor("clash", "ct.name"), _extractor("twin_a", "twin.x"), _extractor("twin_b", "twin.x")
+
+
+def test_a_field_declared_twice_for_one_source_is_refused(installed: Path, tmp_path: Path) -> None:
+    """As Falco: neither declaration silently wins."""
+    with pytest.raises(ConfigError, match=r"plugins\[0\]\.init_config: plugin 'clash' declares field 'ct.name' for "
+                                          r"event source 'aws_cloudtrail', which sources.aws_cloudtrail declares"):
+        registry(tmp_path, "plugins:\n  - name: clash\n    library_path: tests.plugins.python.test_registry:CLASH\n")
+    twins = "".join(f"  - name: {name}\n    library_path: tests.plugins.python.test_registry:{name.upper()}\n"
+                    for name in ("twin_a", "twin_b"))
+    with pytest.raises(ConfigError, match=r"plugins\[1\]\.init_config: plugin 'twin_b' declares field 'twin.x' .* "
+                                          r"which plugins\[0\]\.init_config declares already"):
+        registry(tmp_path, "plugins:\n" + twins)
+
+
 class TestRequiredPluginVersions:
     """As Falco: a requirement no loaded plugin satisfies fails the load, naming the plugin and the versions."""
 

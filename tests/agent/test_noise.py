@@ -103,6 +103,43 @@ class TestDedup:
         (summary,) = noise.due_summaries()
         assert summary.output_fields["suppressed.count"] == 1
 
+    def test_out_of_order_repeats_report_the_earliest_and_latest_event_times(self) -> None:
+        """Repeats arriving out of order (several sources or files) still give the true first and last event time.
+
+        Mutation caught: the summary's first time taken from the first-seen alert instead of the minimum
+        (agent/noise.py `_Fold.add`).
+        """
+        clock = FakeClock()
+        noise = NoiseFilter([dedup()], clock=clock)
+        assert noise.admit(alert(ts_s=10))
+        for ts_s in (5, 8, 2, 3):
+            clock.now += 1
+            assert not noise.admit(alert(ts_s=ts_s))
+        clock.now += 60
+        (summary,) = noise.due_summaries()
+        assert summary.output_fields["suppressed.count"] == 4
+        assert summary.output_fields["suppressed.first_time"] == BASE_NS + 2_000_000_000
+        assert summary.output_fields["suppressed.last_time"] == BASE_NS + 8_000_000_000
+        assert summary.output.startswith("4 similar alerts suppressed (dedup) between "
+                                         "2023-11-14T22:13:22.000000000+0000 and 2023-11-14T22:13:28.000000000+0000")
+
+    def test_the_window_ends_exactly_window_s_after_it_opened(self) -> None:
+        """A repeat just inside the window is folded; one at exactly `window_s` later opens a new window and passes.
+
+        Mutation caught: the dedup window test `now < window.due_s` flipped to `now <= window.due_s`
+        (agent/noise.py `_admit_dedup`), which would fold the alert at the boundary.
+        """
+        clock = FakeClock()
+        noise = NoiseFilter([dedup(window_s=5)], clock=clock)
+        assert noise.admit(alert(ts_s=0))
+        clock.now = 1004.5
+        assert not noise.admit(alert(ts_s=4.5))
+        clock.now = 1005.0  # exactly when the window closes, before any sweep by due_summaries
+        assert noise.admit(alert(ts_s=5))
+        (summary,) = noise.due_summaries()
+        assert summary.output_fields["suppressed.count"] == 1
+        assert noise.counters()["admitted"] == 2 and noise.counters()["suppressed"] == 1
+
     def test_missing_key_field_is_a_key_of_its_own(self) -> None:
         """A rule whose output lacks a key field still dedups, with the field shown as <NA>."""
         clock = FakeClock()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,10 @@ from tests.examples.conftest import (
 from tests.support.http_recorder import FakeRemote, Received, fake_remote
 
 pytestmark = pytest.mark.server
+
+# The webhook's documented uuid recipe: uuid5 of "<hostname>/<seq>" in the forwarder's fixed namespace.
+WEBHOOK_UUID_NAMESPACE = uuid.UUID("6f1c1f2e-7a4b-4c1e-9b7e-0d5a0f2b8c11")
+WEBHOOK_UUID_NODE1_SEQ1 = "95720a8a-ec48-5e6f-b55f-6d8dcaf60d55"  # uuid5(namespace, "node-1/1"), pinned
 
 
 @contextmanager
@@ -97,6 +102,24 @@ def accepted_count(remote: FakeRemote, seqs_of: Any, count: int) -> bool:
     return remote.wait_for(lambda _: len(seqs_of(remote.accepted())) >= count)
 
 
+class TestWebhookUuid:
+    def test_uuid_follows_the_recipe_and_tells_sequence_numbers_apart(self) -> None:
+        """The uuid is uuid5("<hostname>/<seq>"): stable across resends, different for alerts differing only in seq.
+
+        Mutation caught: seq left out of `alert_uuid` (examples/forwarders/webhook.py), which gives every alert of a
+        host the same uuid, so a receiver deduplicating on it would drop all but the first.
+        """
+        first, second = make_alert(1), make_alert(1)
+        first.seq, second.seq = 1, 2
+        assert alert_uuid(first) == WEBHOOK_UUID_NODE1_SEQ1
+        assert alert_uuid(first) == str(uuid.uuid5(WEBHOOK_UUID_NAMESPACE, "node-1/1"))
+        assert alert_uuid(second) == str(uuid.uuid5(WEBHOOK_UUID_NAMESPACE, "node-1/2"))
+        assert alert_uuid(second) != alert_uuid(first)
+        resent = make_alert(1)
+        resent.seq = 1
+        assert alert_uuid(resent) == WEBHOOK_UUID_NODE1_SEQ1
+
+
 class TestWebhook:
     def test_posts_falcosidekick_json_per_alert_with_headers_and_filters(self, agent_server: AlertServer,
                                                                          tmp_path: Path) -> None:
@@ -125,9 +148,7 @@ class TestWebhook:
         assert body["output"].endswith(": Error alert number 1 (proc.name=cat)")
         assert body["output_fields"]["proc.pid"] == 1
         assert body["tags"] == ["filesystem", "mitre"]
-        numbered = make_alert(1)
-        numbered.seq = 1
-        assert body["uuid"] == alert_uuid(numbered)
+        assert body["uuid"] == WEBHOOK_UUID_NODE1_SEQ1
         assert StateFile(tmp_path / "webhook.state").read() == 5
 
     def test_connection_refused_then_recovers_without_loss_or_duplicates(self, agent_server: AlertServer,

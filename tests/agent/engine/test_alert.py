@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
 from agent.alert import Alert, json_bytes
-from agent.generic_fields import format_time
+from agent.generic_fields import _local_seconds, format_time
 from agent.priority import Priority
 
 TS = 1_714_557_600_123_456_789  # 2024-05-01T10:00:00.123456789Z
+TS_HMS = 1_714_558_830_123_456_789  # 2024-05-01T10:20:30.123456789Z: hour, minute and second all differ
+
+
+@pytest.fixture
+def utc_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC for the test, so the local `HH:MM:SS` prefix can be written out literally."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    _local_seconds.cache_clear()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+    _local_seconds.cache_clear()
 
 
 def make(output: str = "denied delete", **kwargs) -> Alert:
@@ -21,12 +36,12 @@ def make(output: str = "denied delete", **kwargs) -> Alert:
 
 
 class TestFalcoJson:
-    def test_exact_shape(self) -> None:
+    def test_exact_shape(self, utc_local_time: None) -> None:
         """Keys, canonical priority, sorted tags, typed output_fields with evt.time as integer nanoseconds."""
         alert = make()
         assert orjson.loads(alert.falco_json_line()) == {
             "hostname": "node-7",
-            "output": f"{format_time(TS)}: Informational denied delete",
+            "output": "10:00:00.123456789: Informational denied delete",
             "output_fields": {"evt.time": TS, "t.flag": True, "t.name": "alice", "t.num": 403,
                               "t.other": None, "t.tags": ["b", "a"]},
             "priority": "Informational",
@@ -35,6 +50,16 @@ class TestFalcoJson:
             "tags": ["k8s", "secrets"],
             "time": "2024-05-01T10:00:00.123456789Z",
         }
+
+    def test_exact_time_texts(self, utc_local_time: None) -> None:
+        """At 10:20:30.123456789 UTC the output prefix reads 10:20:30.123456789 and `time` the same in ISO form.
+
+        Mutation caught: `format_time` writing `%H:%S:%M` (agent/generic_fields.py), i.e. 10:30:20.
+        """
+        doc = make(ts=TS_HMS).falco_json()
+        assert doc["output"] == "10:20:30.123456789: Informational denied delete"
+        assert doc["time"] == "2024-05-01T10:20:30.123456789Z"
+        assert doc["output_fields"]["evt.time"] == TS_HMS
 
     def test_iso8601_mode(self) -> None:
         """In ISO 8601 mode the prefix is UTC with +0000 and the time key is evt.time.iso8601."""
@@ -56,6 +81,14 @@ class TestTextLine:
     def test_prefix_and_priority(self) -> None:
         """`<HH:MM:SS.nnnnnnnnn>: <Priority> <output>`."""
         assert re.fullmatch(r"\d\d:\d\d:\d\d\.123456789: Informational denied delete", make().text_line())
+
+    def test_exact_local_time_prefix(self, utc_local_time: None) -> None:
+        """The text line starts with the local hour, minute and second in that order: 10:20:30.123456789.
+
+        Mutation caught: `format_time` writing `%H:%S:%M` (agent/generic_fields.py), i.e. 10:30:20.
+        """
+        assert make(ts=TS_HMS).text_line() == "10:20:30.123456789: Informational denied delete"
+        assert format_time(TS_HMS) == "10:20:30.123456789"
 
     def test_escaped_like_json_string_body(self) -> None:
         """Quotes, backslashes and control characters are escaped as in a JSON string."""

@@ -50,6 +50,13 @@ class Client:
 
     def request(self, body: bytes | str | Any, *, method: str = "POST", content_type: str = "application/json",
                 headers: dict[str, str] | None = None, path: str = PATH) -> tuple[int, dict[str, Any]]:
+        status, _, answer = self.exchange(body, method=method, content_type=content_type, headers=headers, path=path)
+        return status, answer
+
+    def exchange(self, body: bytes | str | Any, *, method: str = "POST", content_type: str = "application/json",
+                 headers: dict[str, str] | None = None,
+                 path: str = PATH) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Like `request`, with the response headers too (names lowercased)."""
         if not isinstance(body, (bytes, str)):
             body = json.dumps(body)
         data = body.encode() if isinstance(body, str) else body
@@ -61,7 +68,8 @@ class Client:
             conn.request(method, path, body=data, headers={"Content-Type": content_type, **(headers or {})})
             response = conn.getresponse()
             raw = response.read()
-            return response.status, (json.loads(raw) if raw.startswith(b"{") else {"text": raw.decode()})
+            answer = json.loads(raw) if raw.startswith(b"{") else {"text": raw.decode()}
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, answer
         finally:
             conn.close()
 
@@ -196,7 +204,11 @@ class TestRefusing:
             sock.sendall(head + payload)
             sock.shutdown(socket.SHUT_WR)
             answer = sock.recv(65536)
-        assert not answer.startswith(b"HTTP/1.1 200")
+        # The client's EOF ends the exchange before any answer can be written back, so the refusal is seen in
+        # the metrics: exactly one request, refused 400, nothing received or accepted.
+        assert answer == b""
+        assert eventually(lambda: hook.metrics() == {"requests": 1, "events_received": 0, "events_accepted": 0,
+                                                     "requests_refused_400": 1})
         assert drain(queue) == []
         assert Client(hook).request(event_list(5, 1))[0] == 200
 
@@ -214,6 +226,18 @@ class TestBackpressure:
         assert client.request(event_list(100, 100))[0] == 200
         assert drain(small) == [f"id-{i:06d}" for i in range(100, 200)]
         assert hook.metrics()["requests_refused_503"] == 1
+
+    def test_full_queue_503_tells_the_api_server_when_to_retry(self, serve) -> None:
+        """The 503 for a full queue carries `Retry-After: 1`, so the API server backs off and resends the batch.
+
+        Mutation caught: the Retry-After header dropped from `_refuse` in sources/k8saudit/webhook.py.
+        """
+        small = EventQueue(150)
+        client = Client(serve(sink=small))
+        assert client.request(event_list(0, 100))[0] == 200
+        status, headers, answer = client.exchange(event_list(100, 100))
+        assert (status, answer["error"]) == (503, "event queue is full; retry later")
+        assert headers.get("retry-after") == "1"
 
 
 def crash_listener(hook: AuditWebhook) -> None:

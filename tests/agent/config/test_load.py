@@ -163,8 +163,65 @@ def test_a_mapping_refused_by_its_own_check_names_its_key_and_line() -> None:
         _build(_SelfChecking, mapping, "limits.", {})
 
 
-@pytest.mark.parametrize("example", sorted(str(p) for p in (Path(__file__).resolve().parents[3] / "examples")
-                                           .rglob("agent*.yaml")))
-def test_shipped_example_configs_load(example: str) -> None:
-    """Every example configuration in examples/ is valid for the agent as it is."""
-    load_config(example)
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+#: A few settings of each shipped example, read off its YAML by hand: each must load to what it says.
+EXAMPLE_SETTINGS: dict[str, dict[str, object]] = {
+    "agent.yaml": {
+        "rule_matching": "first", "queue_capacity_events": 20000,
+        "sources.k8s_audit.webhook.listen": "127.0.0.1:9765",
+        "sources.kernel.container_runtime_sockets": (
+            "/var/run/docker.sock", "/run/podman/podman.sock", "/run/containerd/containerd.sock",
+            "/run/crio/crio.sock", "/run/k3s/containerd/containerd.sock"),
+        "rules.0.disable.rule": "NodePort Service Exposed", "rules.1.enable.tag": "network",
+    },
+    "deploy/kubernetes/agent.yaml": {
+        "hostname": "node-7",  # ${NODE_NAME:-}, NODE_NAME set by the test
+        "sources.k8s_audit.webhook.listen": "0.0.0.0:9765", "sources.aws_cloudtrail.enabled": False,
+        "outputs.stdout.format": "json", "grpc.spool_dir": "/var/lib/falco-agent/spool",
+        "metrics.address": "0.0.0.0:9376",
+    },
+    "cloudtrail/agent-sqs.yaml": {
+        "rules_files": ("rules/aws_cloudtrail.yaml",), "sources.k8s_audit.enabled": False,
+        "sources.aws_cloudtrail.aws.region": "us-east-1",
+        "sources.aws_cloudtrail.sqs.queue_url": "https://sqs.us-east-1.amazonaws.com/111122223333/cloudtrail-new-logs",
+        "sources.aws_cloudtrail.sqs.dead_letter_queue_url":
+            "https://sqs.us-east-1.amazonaws.com/111122223333/cloudtrail-new-logs-poison",
+        "sources.aws_cloudtrail.sqs.concurrency": 4, "sources.aws_cloudtrail.sqs.visibility_timeout_s": 300,
+    },
+    "cloudtrail/agent-s3.yaml": {
+        "sources.aws_cloudtrail.s3.bucket": "org-cloudtrail-logs",
+        "sources.aws_cloudtrail.s3.regions": ("us-east-1", "eu-west-1"),
+        "sources.aws_cloudtrail.s3.start_date": "2026-11-01", "sources.aws_cloudtrail.s3.concurrency": 8,
+        "sources.aws_cloudtrail.s3.checkpoint_path": "/var/lib/falco-agent/cloudtrail-s3.json",
+    },
+    "k8saudit/agent.yaml": {
+        "rules_files": ("rules/k8s_audit.yaml",), "sources.k8s_audit.webhook.listen": "0.0.0.0:9765",
+        "sources.k8s_audit.webhook.tls.client_ca_file": "/etc/falco-agent/tls/apiserver-ca.crt",
+        "sources.k8s_audit.files.paths": ("/var/log/kubernetes/audit/",),
+        "sources.k8s_audit.files.checkpoint_path": "/var/lib/falco-agent/k8s-audit.checkpoint.json",
+    },
+}
+
+
+def setting(config: object, dotted: str) -> object:
+    """The value at `a.b.0.c` of a loaded config (a number indexes a tuple)."""
+    value = config
+    for part in dotted.split("."):
+        value = value[int(part)] if part.isdigit() else getattr(value, part)  # type: ignore[index]
+    return value
+
+
+@pytest.mark.parametrize("example", sorted(path.relative_to(EXAMPLES).as_posix()
+                                           for path in EXAMPLES.rglob("agent*.yaml")))
+def test_shipped_example_configs_load(example: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every example configuration in examples/ is valid for the agent as it is, and means what it says."""
+    assert example in EXAMPLE_SETTINGS, f"new example {example}: list a few of its settings in EXAMPLE_SETTINGS"
+    monkeypatch.setenv("NODE_NAME", "node-7")
+    config = load_config(str(EXAMPLES / example))
+    expected = EXAMPLE_SETTINGS[example]
+    assert {name: setting(config, name) for name in expected} == expected
+
+
+def test_every_listed_example_is_shipped() -> None:
+    """The expectations above follow the examples: none names a file that is gone."""
+    assert sorted(name for name in EXAMPLE_SETTINGS if not (EXAMPLES / name).is_file()) == []

@@ -8,11 +8,13 @@ from agent.rules import (
     And,
     Check,
     ConditionSyntaxError,
+    Expr,
     FieldRef,
     ListLit,
     MacroRef,
     Not,
     Or,
+    Pos,
     StrLit,
     Transform,
     parse_condition,
@@ -67,10 +69,17 @@ class TestPrecedence:
         assert isinstance(tree, Not) and isinstance(tree.child, Not)
         assert tree.child.child == MacroRef("p", tree.child.child.pos)
 
-    @pytest.mark.parametrize("text", ["p and(q)", "p or(q)", "not(p)", "(p)and q", "p and\n\tq"])
-    def test_operators_before_parenthesis_or_blank(self, text: str) -> None:
-        """`and(`, `or(` and `not(` need no blank; any blank separates tokens."""
-        parse_condition(text)
+    @pytest.mark.parametrize(("text", "expected"), [
+        ("p and(q)", And((MacroRef("p", Pos(0, 1, 1)), MacroRef("q", Pos(6, 1, 7))), Pos(0, 1, 1))),
+        ("p or(q)", Or((MacroRef("p", Pos(0, 1, 1)), MacroRef("q", Pos(5, 1, 6))), Pos(0, 1, 1))),
+        ("not(p)", Not(MacroRef("p", Pos(4, 1, 5)), Pos(0, 1, 1))),
+        ("(p)and q", And((MacroRef("p", Pos(1, 1, 2)), MacroRef("q", Pos(7, 1, 8))), Pos(0, 1, 1))),
+        ("p and\n\tq", And((MacroRef("p", Pos(0, 1, 1)), MacroRef("q", Pos(7, 2, 2))), Pos(0, 1, 1))),
+    ], ids=["and(", "or(", "not(", ")and", "newline-tab"])
+    def test_operators_before_parenthesis_or_blank(self, text: str, expected: Expr) -> None:
+        """`and(`, `or(` and `not(` need no blank; any blank separates tokens: each gives the tree (and the
+        positions errors would name) that the spaced-out spelling would."""
+        assert parse_condition(text) == expected
 
     def test_or_paren_quirk_rejects_following_and(self) -> None:
         """Quirk kept: after `or(` a group ends the or-operand, so `a or(b) and c` does not parse."""

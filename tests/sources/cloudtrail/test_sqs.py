@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -27,7 +28,7 @@ from agent.event_queue import EventQueue
 from agent.internal_alerts import SOURCE_FAILED, SOURCE_RESTARTED, InternalAlerts
 from agent.supervisor import SourceSupervisor
 from sources.cloudtrail.aws import AwsSettings
-from sources.cloudtrail.notifications import ObjectRef, parse_notification
+from sources.cloudtrail.notifications import Notification, ObjectRef, parse_notification
 from sources.cloudtrail.sqs import SqsTrailConsumer
 
 REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference"
@@ -134,11 +135,19 @@ class Tally:
         self.ids: list[str] = []
         self.acked = 0
         self.taken = 0
+        self.errors: list[BaseException] = []  # raised on an evaluator's thread, re-raised on the test's
         self.condition = threading.Condition()
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+        """Wait for `predicate`; an error on an evaluator's thread ends the wait at once and is raised here."""
         with self.condition:
-            return self.condition.wait_for(predicate, timeout_s)
+            is_met = self.condition.wait_for(lambda: bool(self.errors) or predicate(), timeout_s)
+        self.raise_errors()
+        return is_met
+
+    def raise_errors(self) -> None:
+        if self.errors:
+            raise AssertionError(f"an evaluator thread failed: {self.errors[0]!r}") from self.errors[0]
 
 
 class Evaluator:
@@ -160,6 +169,14 @@ class Evaluator:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._evaluate()
+        except BaseException as exc:  # reported on the test's thread by Tally.wait_for and stop(), not a timeout
+            with self.tally.condition:
+                self.tally.errors.append(exc)
+                self.tally.condition.notify_all()
+
+    def _evaluate(self) -> None:
         while not self._stop.is_set():
             batch = self.queue.get(timeout_s=0.05)
             if batch is None:
@@ -174,7 +191,8 @@ class Evaluator:
                     return
             with self.tally.condition:
                 self.tally.ids += [event.payload["eventID"] for event in batch.events]
-            assert batch.on_done is not None
+            if batch.on_done is None:
+                raise AssertionError("the consumer queued a batch without on_done: its message is never deleted")
             batch.on_done()
             self.acked += 1
             with self.tally.condition:
@@ -184,6 +202,7 @@ class Evaluator:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.tally.raise_errors()
 
 
 @contextmanager
@@ -244,9 +263,54 @@ class TestNotifications:
                                              "eventSource", "eventName", "s3", "bucket", "object", "name", "key"]),
                             inner, max_size=4), max_leaves=12))
     def test_any_json_is_a_notification_or_a_decode_error(self, document: Any) -> None:
-        """No JSON body makes the parser fail with anything but a DecodeError."""
-        with suppress(DecodeError):
-            parse_notification(json.dumps(document), origin="m")
+        """No JSON body makes the parser fail with anything but a DecodeError naming the message, and what it
+        accepts is one of the three kinds, naming only objects with a bucket and a key."""
+        try:
+            notification = parse_notification(json.dumps(document), origin="sqs://q/m-1")
+        except DecodeError as exc:
+            assert "sqs://q/m-1" in str(exc)
+            return
+        assert notification.kind in {"cloudtrail", "s3_event", "s3_test"}
+        assert notification.is_sns == (isinstance(document, dict) and document.get("Type") == "Notification")
+        assert all(isinstance(ref.bucket, str) and ref.bucket and isinstance(ref.key, str) and ref.key
+                   for ref in notification.objects)
+        if notification.kind == "s3_test":
+            assert notification.objects == ()
+
+    @pytest.mark.parametrize(("text", "expected"), [
+        ('{"s3Bucket": "b", "s3ObjectKey": "k.json.gz"}',
+         Notification("cloudtrail", (ObjectRef("b", "k.json.gz"),))),
+        ('{"s3Bucket": "b", "s3ObjectKey": ["AWSLogs/1/CloudTrail-Digest/us-east-1/d.json.gz", "x y+z.json.gz"]}',
+         Notification("cloudtrail", (ObjectRef("b", "x y+z.json.gz"),))),
+        ('{"s3Bucket": "b", "s3ObjectKey": []}', Notification("cloudtrail", ())),
+        ('{"Event": "s3:TestEvent", "Records": 3}', Notification("s3_test", ())),
+        ('{"Type": "Notification", "Message": "{\\"Event\\": \\"s3:TestEvent\\"}"}',
+         Notification("s3_test", (), is_sns=True)),
+        ('{"Records": []}', Notification("s3_event", ())),
+        ('{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Copy",'
+         ' "s3": {"bucket": {"name": "b"}, "object": {"key": "a+b%2Bc.json.gz"}}}]}',
+         Notification("s3_event", (ObjectRef("b", "a b+c.json.gz"),))),
+        ('{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",'
+         ' "s3": {"bucket": {"name": "b"}, "object": {"key": "AWSLogs/folder/"}}}]}', Notification("s3_event", ())),
+        ('{"Records": [{"eventSource": "aws:s3", "eventName": 5}]}', Notification("s3_event", ())),
+        ('{"Type": "Notification", "Message": 5}', "SNS notification: 'Message' is not a string"),
+        ('{"Type": "Notification"}', "no s3ObjectKey, Records or s3:TestEvent"),
+        ('{"s3Bucket": "", "s3ObjectKey": ["k"]}', "'s3Bucket' is not a bucket name"),
+        ('{"s3ObjectKey": ["k"]}', "'s3Bucket' is not a bucket name"),
+        ('{"s3Bucket": "b", "s3ObjectKey": ["k", ""]}', "'s3ObjectKey' is not a list of keys"),
+        ('{"Records": {"a": 1}}', "'Records' is not a list"),
+        ('{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}}}]}',
+         "a record has no s3.bucket.name or s3.object.key"),
+        ('{"Records": [{"eventSource": "aws:sqs"}]}', "a record is not an aws:s3 event"),
+        ("[1, 2]", "the body is not a JSON object"),
+    ])
+    def test_known_bodies_are_classified_exactly(self, text: str, expected: Notification | str) -> None:
+        """Edge shapes: each is a given kind naming given objects, or a DecodeError giving a given reason."""
+        if isinstance(expected, Notification):
+            assert parse_notification(text, origin="m") == expected
+        else:
+            with pytest.raises(DecodeError, match=re.escape(expected)):
+                parse_notification(text, origin="m")
 
 
 @pytest.mark.server
@@ -328,6 +392,105 @@ class TestInFlight:
         evaluator.stop()
         assert_once(tally.ids, sample)
         assert consumer.metrics()["messages_deleted"] == 1
+        assert queue_counts(sqs, queue_url) == (0, 0)
+
+
+class FirstBatchFirstSink:
+    """An EventSink that evaluates the first batch at once (its on_done runs before put returns), then has no room
+    for the next batch until `room` is set, as a full queue whose engine is fast for one batch and then slow.
+
+    Later batches, once accepted, are held unevaluated in `held` until the test runs their on_done.
+    """
+
+    def __init__(self) -> None:
+        self.evaluated: list[str] = []
+        self.held: list[tuple[list[str], Callable[[], None]]] = []
+        self.waiting = threading.Event()  # a later batch is waiting for room
+        self.room = threading.Event()
+        self._lock = threading.Lock()
+
+    def offer(self, events: Sequence[Event], on_done: Callable[[], None] | None = None) -> bool:
+        return self.put(events, on_done, timeout_s=0)
+
+    def put(self, events: Sequence[Event], on_done: Callable[[], None] | None = None, *,
+            timeout_s: float | None = None) -> bool:
+        if on_done is None:
+            raise AssertionError("a batch without on_done: its message could never be deleted")
+        ids = [event.payload["eventID"] for event in events]
+        with self._lock:
+            is_first = not self.evaluated
+        if is_first:
+            self.evaluated += ids
+            on_done()
+            return True
+        self.waiting.set()
+        if not self.room.wait(timeout_s):
+            return False
+        with self._lock:
+            self.held.append((ids, on_done))
+        return True
+
+
+@pytest.mark.server
+class TestCompletion:
+    """A message naming several files is deleted only once every batch of every file was evaluated."""
+
+    def test_not_deleted_while_a_later_file_waits_for_room(self, aws_endpoint: str, s3: Any, sqs: Any,
+                                                           bucket: str, queue_url: str,
+                                                           records: list[dict[str, Any]]) -> None:
+        """The first file evaluated before the second is even queued does not complete the message."""
+        sample = records[:10]
+        keys = upload(s3, bucket, sample, chunk=5)
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body("cloudtrail", bucket, keys, is_sns=False))
+        sink = FirstBatchFirstSink()
+        # Short, so that the housekeeper runs (and would delete a completed message) several times a second.
+        consumer = make_consumer(aws_endpoint, queue_url, visibility_timeout_s=2)
+        consumer.start(sink)
+        try:
+            assert sink.waiting.wait(WAIT_S)
+            assert sink.evaluated == [record["eventID"] for record in records[:5]]
+            # Two more visibility extensions: the housekeeper flushed its deletes at least once since then.
+            extended = consumer.metrics()["visibility_extensions"]
+            assert wait_until(lambda: consumer.metrics()["messages_deleted"] > 0
+                              or consumer.metrics()["visibility_extensions"] >= extended + 2)
+            assert consumer.metrics()["messages_deleted"] == 0
+            assert sum(queue_counts(sqs, queue_url)) == 1
+            sink.room.set()
+            assert wait_until(lambda: len(sink.held) == 1)
+            [(second_ids, on_done)] = sink.held
+            assert second_ids == [record["eventID"] for record in records[5:10]]
+            assert consumer.metrics()["messages_deleted"] == 0
+            on_done()
+            assert wait_until(lambda: consumer.metrics()["messages_deleted"] == 1)
+        finally:
+            consumer.stop()
+        assert queue_counts(sqs, queue_url) == (0, 0)
+
+    def test_stopped_before_the_later_file_is_queued_the_message_comes_back_whole(
+            self, aws_endpoint: str, s3: Any, sqs: Any, bucket: str, queue_url: str,
+            records: list[dict[str, Any]]) -> None:
+        """Stopped (as by a crash) after the first file was evaluated: the message is kept, so the second file's
+        records are evaluated by the next agent instead of being lost."""
+        sample = records[:10]
+        keys = upload(s3, bucket, sample, chunk=5)
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body("s3_event", bucket, keys, is_sns=True))
+        sink = FirstBatchFirstSink()
+        first = make_consumer(aws_endpoint, queue_url, visibility_timeout_s=2)
+        first.start(sink)
+        try:
+            assert sink.waiting.wait(WAIT_S)
+        finally:
+            first.stop()  # deletes every message it had completed before returning
+        assert sink.evaluated == [record["eventID"] for record in records[:5]]
+        assert sink.held == []
+        assert first.metrics()["messages_deleted"] == 0
+        assert sum(queue_counts(sqs, queue_url)) == 1
+        tally = Tally()
+        second = make_consumer(aws_endpoint, queue_url)
+        with consuming(second, Evaluator(tally)):
+            assert tally.wait_for(lambda: len(tally.ids) >= len(sample))
+            assert wait_until(lambda: second.metrics()["messages_deleted"] == 1)
+        assert_once(tally.ids, sample)
         assert queue_counts(sqs, queue_url) == (0, 0)
 
 

@@ -230,8 +230,15 @@ class TestArguments:
             spec.bind("parent")
 
     def test_mount_pattern_binds(self, source: SourceSpec) -> None:
-        """container.mount.dest accepts a path pattern as its key."""
-        _spec(source, "container.mount.dest").bind("/proc*")
+        """container.mount.dest takes a path pattern as its key, kept whole, as well as a position. The field is
+        declared but not implemented, so either form gives no value instead of an error, each under its own use."""
+        spec = _spec(source, "container.mount.dest")
+        assert not spec.is_implemented
+        assert source.fields.resolve("container.mount.dest", "/proc*") == (spec, "/proc*")
+        event = _event()
+        assert spec.bind("/proc*")(event) is None
+        assert spec.bind("0")(event) is None
+        assert event.cache == {"container.mount.dest[/proc*]": None, "container.mount.dest[0]": None}
 
     @pytest.mark.parametrize("name", ["evt.arg", "evt.rawarg", "evt.type.is", "evt.around",
                                       "thread.cgroup", "container.label", "container.mount.dest"])

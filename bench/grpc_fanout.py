@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from accounting import BenchmarkInvalid, Tally, main_guard
+from accounting import BenchmarkInvalid, Tally, main_guard, require_none
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -180,8 +180,7 @@ def _published(fanout: Fanout, phase: str, emitted: int, published_before: int, 
     problems = published.problems()
     if fanout.spool_errors > spool_errors_before:
         problems.append(f"{phase}: {fanout.spool_errors - spool_errors_before:,} spool appends failed")
-    if problems:
-        raise BenchmarkInvalid("; ".join(problems))
+    require_none(problems)
     return published.evaluated
 
 

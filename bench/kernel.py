@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from accounting import BenchmarkInvalid, main_guard
+from accounting import main_guard, require_none
 from agent_load import Fence, SyscallAccount, drain
 from process_stats import Samples, cpu_s, growth, memory_mb
 from running_agent import RunningAgent
@@ -92,9 +92,7 @@ def _phase(agent: RunningAgent, fence: Fence, python: Path, rate: float, seconds
     drained = drain(agent, lambda samples: [SyscallAccount.between(phase, before, samples, opens)], fence=fence)
     cpu_after, wall = cpu_s(agent.proc.pid), time.monotonic() - started
     account = SyscallAccount.between(phase, before, drained.final, opens)
-    problems = account.problems()
-    if problems:
-        raise BenchmarkInvalid("; ".join(problems))
+    require_none(account.problems())
     delivered, lost = account.records, account.lost
     return {
         "offered_openat_per_s": round(rate), "achieved_openat_per_s": round(achieved), "execs": execs,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from accounting import BenchmarkInvalid, main_guard
+from accounting import main_guard, require_none
 from agent_load import EVALUATED, Load, SyscallLoad, TrailDirectoryLoad, WebhookLoad, drain, run_loads
 from process_stats import cpu_s, growth, memory_mb, total
 from running_agent import RunningAgent, free_port
@@ -98,9 +98,7 @@ def measure(agent: RunningAgent, loads: list[tuple[Load, float]], seconds: float
     cpu_used = cpu_s(pid) - cpu_before
     wall_s = drained.at - started
     accounts = {load.source: load.account(before, drained.final) for load, _ in loads}
-    problems = [problem for account in accounts.values() for problem in account.problems()]
-    if problems:
-        raise BenchmarkInvalid("; ".join(problems))
+    require_none([problem for account in accounts.values() for problem in account.problems()])
     counted = {key: value for account in accounts.values() for key, value in account.as_figures().items()}
     # Rates over the load and its drain, from the scrape that found it drained.
     events = sum(growth(before, drained.samples, EVALUATED, source=source) for source in accounts)

@@ -7,19 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-.venv}
 
-missing_in_group() {
-  local pkg
-  for pkg in $(scripts/system_packages.sh "$1"); do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
-  done
-}
-
 apt_missing=()
 # A Python from elsewhere (pyenv, a container image) is fine as long as it can build a venv.
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || mapfile -t -O 0 apt_missing < <(missing_in_group base)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || mapfile -t -O 0 apt_missing < <(scripts/system_packages.sh base --missing)
 # A test tool already on PATH or in /usr/sbin (Debian's place) is used as it is, wherever it came from:
 # each package of the group is named after the command it provides (nats-server, g++).
-for pkg in $(missing_in_group test); do
+for pkg in $(scripts/system_packages.sh test --missing); do
   command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || apt_missing+=("$pkg")
 done
 if ((${#apt_missing[@]})) && [ "$(id -u)" != 0 ]; then

@@ -14,10 +14,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 
-missing=()
-for pkg in $("$(dirname "$0")/system_packages.sh" kernel); do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
+mapfile -t missing < <("$(dirname "$0")/system_packages.sh" kernel --missing)
 if ((${#missing[@]})); then
   say "installing ${missing[*]} with apt-get"
   apt-get update -qq || say "apt-get update failed; trying the install with the cached package lists"

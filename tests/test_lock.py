@@ -39,25 +39,16 @@ class Pin:
 
 
 def _pins(text: str) -> list[Pin]:
-    pins: list[Pin] = []
-    entry: dict[str, object] | None = None
-
-    def close() -> None:
-        if entry is not None:
-            pins.append(Pin(**entry))  # type: ignore[arg-type]
-
-    for line in text.splitlines():
-        match = _PIN.match(line)
-        if match:
-            close()
-            marker = match["marker"]
-            entry = {"name": canonicalize_name(match["name"]), "version": Version(match["version"]),
-                     "marker": Marker(marker) if marker else None, "hashes": 0, "direct": False}
-        elif entry is not None and line.strip().startswith("--hash=sha256:"):
-            entry["hashes"] = int(entry["hashes"]) + 1  # type: ignore[call-overload]
-        elif entry is not None and DIRECT in line:
-            entry["direct"] = True
-    close()
+    """One pin per entry: its first line names the version (and marker); its indented lines hold the hashes and
+    uv's `# via` annotation."""
+    pins = []
+    for block in re.split(r"\n(?=\S)", text):
+        match = _PIN.match(block.split("\n", 1)[0])
+        if match is None:
+            continue  # the header comment
+        marker = match["marker"]
+        pins.append(Pin(canonicalize_name(match["name"]), Version(match["version"]), Marker(marker) if marker else None,
+                        hashes=block.count("--hash=sha256:"), direct=DIRECT in block))
     return pins
 
 

@@ -12,12 +12,17 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import structlog
 
 from agent.atomic_file import read_state, write_state
+from agent.event import Event
+from agent.source import EventSink
+from agent.source_worker import Stopped
+from sources.cloudtrail.checkpoint import hand_over
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +173,16 @@ class CheckpointWriter(Generic[PositionsT]):
             self._next_seq += 1
             self._pending[seq] = positions
             return seq
+
+    def hand_over(self, sink: EventSink, events: Sequence[Event], positions: PositionsT,
+                  stopping: threading.Event) -> None:
+        """Put one batch (maybe empty: it then only saves progress) into `sink`, its `positions` written once it and
+        every earlier batch are acknowledged; Stopped, the positions forgotten, when the reader stops or the queue
+        closes first."""
+        seq = self.register(positions)
+        if not hand_over(sink, events, partial(self.acknowledge, seq), stopping):
+            self.cancel(seq)
+            raise Stopped
 
     def cancel(self, seq: int) -> None:
         """Forget a batch that was never handed over (the reader stopped); only the last one may be cancelled."""

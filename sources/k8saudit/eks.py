@@ -58,7 +58,6 @@ from sources.cloudtrail.aws import (
     make_client,
     make_session,
 )
-from sources.cloudtrail.checkpoint import hand_over
 from sources.k8saudit.checkpoint import CheckpointWriter
 from sources.k8saudit.decoder import SOURCE_NAME, K8sAuditDecoder
 from sources.k8saudit.eks_logs import Marks, Reading, audit_pages, load_marks, log_group, write_marks
@@ -234,11 +233,8 @@ class EksAuditLogs(WorkerSource):
         marks = self._reading.snapshot()
         if not events and marks == self._sent:
             return
-        seq = self._checkpoint.register(marks)
         assert self._sink is not None
-        if not hand_over(self._sink, events, partial(self._checkpoint.acknowledge, seq), self._stopping):
-            self._checkpoint.cancel(seq)
-            raise Stopped
+        self._checkpoint.hand_over(self._sink, events, marks, self._stopping)
         self._sent = marks
 
 

@@ -17,7 +17,6 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import structlog
 from agent.atomic_file import prepare_folder
 from agent.errors import AgentError, DecodeError
 from agent.event import Event
-from agent.event_queue import QueueClosed
 from agent.location import Location
 from agent.source import EventSink, RecordDecoder
 from agent.source_worker import SourceWorker, Stopped, WorkerSource
@@ -54,8 +52,6 @@ _CHUNK_BYTES = 1 << 20
 #: the most a restart after SIGKILL evaluates twice. Each batch costs a checkpoint write (two fsyncs) and a sync of
 #: the file output; batches of 100 made catching up with a backlog ~1.5x slower.
 BATCH_EVENTS = 500
-#: A put waits at most this long before re-checking the stop flag, so that stop never hangs on a full queue.
-_PUT_WAIT_S = 0.1
 #: Positions of files no longer open that the checkpoint keeps, so that a rotated file met again is not re-read.
 _KNOWN_MAX = 64
 
@@ -386,17 +382,6 @@ class AuditLogFiles(WorkerSource):
         if not self._batch and positions == self._last_sent:
             return
         events, self._batch = self._batch, []
-        seq = self._checkpoint.register(positions)
-        on_done = partial(self._checkpoint.acknowledge, seq)
         assert self._sink is not None
-        while True:
-            if self._stopping.is_set():
-                self._checkpoint.cancel(seq)
-                raise Stopped
-            try:
-                if self._sink.put(events, on_done, timeout_s=_PUT_WAIT_S):
-                    break
-            except QueueClosed:
-                self._checkpoint.cancel(seq)
-                raise Stopped from None
+        self._checkpoint.hand_over(self._sink, events, positions, self._stopping)
         self._last_sent = positions

@@ -19,6 +19,8 @@ from agent.priority import Priority
 from sources.cloudtrail.checkpoint import SKIP_REASONS
 from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.fields import cloudtrail_source
+from tests.support.json_strategies import json_values as json_values_of
+from tests.support.json_strategies import rfc3339_times
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIELDS = list(cloudtrail_source().fields)
@@ -33,34 +35,12 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), huge_numbers,
     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
 )
-json_values = st.recursive(
-    scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=5), st.dictionaries(st.text(max_size=12), children, max_size=5),
-    ),
-    max_leaves=10,
-)
-
-
-@st.composite
-def rfc3339_times(draw: st.DrawFn) -> str:
-    """A well-formed time of any year 0000-9999 (most outside Falco's clock), 0-12 fractional digits, any zone."""
-    stamp = "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}".format(
-        draw(st.integers(0, 9999)), draw(st.integers(1, 12)), draw(st.integers(1, 28)), draw(st.sampled_from("Tt")),
-        draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59)),
-    )
-    digits = draw(st.integers(0, 12))
-    if digits:
-        stamp += "." + draw(st.text("0123456789", min_size=digits, max_size=digits))
-    if draw(st.booleans()):
-        return stamp + draw(st.sampled_from("Zz"))
-    return stamp + "{}{:02d}:{:02d}".format(draw(st.sampled_from("+-")), draw(st.integers(0, 23)),
-                                           draw(st.integers(0, 59)))
+json_values = json_values_of(scalars)
 
 
 # eventTime values: well-formed, the report's extremes, near misses (any digits, stray separators), and non-strings.
 event_times = st.one_of(
-    rfc3339_times(),
+    rfc3339_times(max_fraction_digits=12),  # any year 0000-9999, most outside Falco's clock
     st.sampled_from(["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59.999999999Z",
                      "2554-07-21T23:34:33.709551615Z", "2554-07-21T23:34:33.709551616Z", "0000-00-00T00:00:00Z"]),
     st.from_regex(r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,14})?"

@@ -11,47 +11,23 @@ from hypothesis import strategies as st
 from agent.errors import DecodeError
 from agent.event import Event
 from sources.k8saudit.decoder import K8sAuditDecoder
+from tests.support.json_strategies import json_values as json_values_of
+from tests.support.json_strategies import rfc3339_times
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
 )
-json_values = st.recursive(
-    scalars,
-    lambda children: st.one_of(
-        st.lists(children, max_size=5), st.dictionaries(st.text(max_size=12), children, max_size=5),
-    ),
-    max_leaves=10,
-)
+json_values = json_values_of(scalars)
 
-
-
-ANY_YEAR = st.integers(0, 9999)
 # Years whose every instant, at any offset, is (or is not) within Falco's clock: 1970-01-01 to 2554-07-21.
 IN_RANGE_YEARS = st.integers(1971, 2553)
 OUT_OF_RANGE_YEARS = st.integers(0, 1968) | st.integers(2555, 9999)
 
-
-@st.composite
-def valid_timestamps(draw: st.DrawFn, years: st.SearchStrategy[int] = ANY_YEAR) -> str:
-    """A well-formed RFC 3339 time: 0-9 fractional digits, `Z` or a numeric offset, either letter case."""
-    stamp = "{:04d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}".format(
-        draw(years), draw(st.integers(1, 12)), draw(st.integers(1, 28)), draw(st.sampled_from("Tt")),
-        draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59)),
-    )
-    digits = draw(st.integers(0, 9))
-    if digits:
-        stamp += "." + draw(st.text("0123456789", min_size=digits, max_size=digits))
-    if draw(st.booleans()):
-        return stamp + draw(st.sampled_from("Zz"))
-    return stamp + "{}{:02d}:{:02d}".format(draw(st.sampled_from("+-")), draw(st.integers(0, 23)),
-                                           draw(st.integers(0, 59)))
-
-
 # Strings that are, or nearly are, RFC 3339 times: right shape with any digits, stray separators, odd offsets.
 timestamps = st.one_of(
-    valid_timestamps(),
+    rfc3339_times(),
     st.text(max_size=40),
     st.from_regex(
         r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,11})?([Zz]|[+-][0-9]{2}:[0-9]{2})?\Z"
@@ -159,7 +135,7 @@ class TestFuzz:
 
 
     @FUZZ
-    @given(valid_timestamps(IN_RANGE_YEARS), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
+    @given(rfc3339_times(IN_RANGE_YEARS), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
     def test_well_formed_event_always_decodes(self, stamp: str, category: str | None) -> None:
         """A minimal audit Event with a well-formed stageTimestamp Falco can hold becomes an event, bare or in AKS."""
         [result] = K8sAuditDecoder().events(minimal_document(stamp, category), origin="fuzz")
@@ -167,7 +143,7 @@ class TestFuzz:
         assert 0 <= result.ts_ns < 2**64 and result.type == "get"
 
     @FUZZ
-    @given(valid_timestamps(OUT_OF_RANGE_YEARS), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
+    @given(rfc3339_times(OUT_OF_RANGE_YEARS), st.sampled_from([None, "kube-audit", "kube-audit-admin"]))
     def test_well_formed_time_falco_cannot_hold_is_refused(self, stamp: str, category: str | None) -> None:
         """A well-formed stageTimestamp before 1970 or after 2554 is refused with its own reason, never an event."""
         [result] = K8sAuditDecoder().events(minimal_document(stamp, category), origin="fuzz")

@@ -60,7 +60,7 @@ from agent.reload import (
 from agent.rule_selection import apply_rule_selection
 from agent.source import DropReporting, LiveSource
 from agent.source_selection import SourceSelectionError, select_sources
-from agent.supervisor import FailureReporting, SourceSupervisor
+from agent.supervisor import SourceSupervisor
 
 log = structlog.get_logger(__name__)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -122,8 +122,7 @@ class AgentRuntime:
     def health_problems(self) -> list[HealthProblem]:
         """What does not do its work now, besides the engine loop (its heartbeat): sources, the rules reloader."""
         problems = self.supervisor.problems()
-        reloader = self.reloader
-        reload_failure = reloader.failure() if isinstance(reloader, FailureReporting) else None
+        reload_failure = self.reloader.failure() if self.reloader is not None else None
         if reload_failure is not None:
             problems.append(HealthProblem("rules_reload", f"{reload_failure}; rules changes are no longer applied: "
                                                           "restart the agent"))

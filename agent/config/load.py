@@ -73,11 +73,8 @@ def check_section(cls: type[_T], section: Unchecked) -> _T:
             raw = _wrap(yaml.safe_load(raw.value), raw.where) if raw.value.strip() else _Value(None, raw.where)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{section.key}: not valid JSON or YAML: {exc} ({raw.where})") from None
-    if raw.value is None:
-        raw = _Value({}, raw.where)
-    if not isinstance(raw.value, dict):
-        raise ConfigError(f"{section.key}: expected a mapping, got {_describe(raw.value)} ({raw.where})")
-    return _build(cls, raw, section.key + ".", section.environ)
+    built: _T = _convert(cls, raw, section.key, section.environ)  # as any nested section: None, a mapping or refused
+    return built
 
 
 def section_value(section: Unchecked) -> Any:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from agent.reload import EngineSwap, Reloaded, RulesReloader, fingerprint
 from agent.runtime import AgentRuntime
 from sources.k8saudit.decoder import K8sAuditDecoder
 from tests.agent.test_runtime import exec_event
+from tests.support.queue_consumer import eventually
 
 WAIT_S = 10
 
@@ -175,13 +174,6 @@ def make_reloader(tmp_path: Path, rules: Path, *, config: AgentConfig | None = N
     return reloader, swap, raised
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 class TestRulesReloader:
     def test_valid_rules_are_offered_as_a_new_engine(self, tmp_path: Path) -> None:
         """A reload loads the rules into a new engine and offers it; the running one is not touched."""
@@ -295,7 +287,7 @@ class TestReloaderSurvives:
         try:
             with capture_logs() as logs:
                 write_atomically(rules, rules_text(2))
-                wait_until(lambda: raised)
+                assert eventually(lambda: bool(raised))
             [alert] = raised
             assert alert.rule == RULES_RELOAD_FAILED and alert.priority is Priority.ERROR
             assert alert.output_fields["internal.error"] == "RuntimeError: boom"
@@ -327,7 +319,7 @@ class TestReloaderSurvives:
         try:
             assert reloader.failure() is None
             reloader.request()  # SystemExit is no Exception: nothing catches it and the thread ends
-            wait_until(reloader.failure)
+            assert eventually(lambda: reloader.failure() is not None)
             assert reloader.failure() == "the rules reload thread ended"
         finally:
             reloader.stop()
@@ -341,7 +333,7 @@ class TestReloaderSurvives:
         reloader.start()
         try:
             reloader.request()
-            wait_until(reloader.failure)
+            assert eventually(lambda: reloader.failure() is not None)
             reason = reloader.failure()
             assert reason is not None and reason.startswith("the rules reload thread has been busy for ")
             assert reason.endswith("s (more than 0.2 s)")

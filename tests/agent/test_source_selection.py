@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ class TestSelect:
         ([], list(KNOWN), "every event source is disabled"),
     ])
     def test_refusals(self, enable: list[str], disable: list[str], message: str) -> None:
-        with pytest.raises(SourceSelectionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(SourceSelectionError, match=re.escape(message)):
             select_sources(KNOWN, enable=enable, disable=disable)
 
 

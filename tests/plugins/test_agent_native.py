@@ -16,9 +16,9 @@ from agent.config import load_config
 from agent.errors import ConfigError
 from agent.grpc.client import AlertClient, make_filter
 from agent.plugins.registry import load_registry
-from tests.plugins.python.test_agent_plugin import AUDIT, alerts_until, write_config
+from tests.plugins.python.test_agent_plugin import write_config
 from tests.support.agent_process import REPO, Agent
-from tests.support.plugins import Built
+from tests.support.plugins import SECRET_DELETED_RULE, Built, alerts_until, append_audit, audit_file_config
 
 EVENTS = 12
 TESTSRC_RULES = """\
@@ -31,14 +31,6 @@ TESTSRC_RULES = """\
   output: test event %test.num (%extra.upper, %extra.len bytes)
   priority: NOTICE
   source: testsrc
-"""
-K8S_RULE = """\
-- rule: Secret Deleted
-  desc: someone deleted a secret
-  condition: ka.verb = delete and ka.target.resource = secrets
-  output: deleted by %ka.user.name
-  priority: WARNING
-  source: k8s_audit
 """
 
 
@@ -139,8 +131,7 @@ def test_native_python_and_builtin_sources_at_once(built: Built, plugin_site: Pa
     agent.read_alerts()
     try:
         assert agent.wait_for_log("agent_started")["sources"] == ["k8s_audit", "ticker", "dummy_c"]
-        with audit_log.open("a") as log:
-            log.write(json.dumps(AUDIT) + "\n")
+        append_audit(audit_log)
         seen = alerts_until(agent, {"Ticked", "Secret Deleted", "Sample dummy_c plugin rule"})
     finally:
         code, _ = agent.stop()
@@ -154,16 +145,9 @@ def test_native_python_and_builtin_sources_at_once(built: Built, plugin_site: Pa
 def test_a_failing_plugin_source_is_restarted_while_the_others_run(built: Built, tmp_path: Path) -> None:
     """testsrc fails at its 5th event (after handing over the 4 before it), with the extractor-only testextra
     adding its fields to testsrc's events; the k8s audit file source keeps running."""
-    (tmp_path / "rules.yaml").write_text(TESTSRC_RULES + K8S_RULE)
-    audit_log = tmp_path / "audit.log"
-    audit_log.write_text("")
+    sources, audit_log = audit_file_config(tmp_path, TESTSRC_RULES + SECRET_DELETED_RULE)
     config = write(tmp_path, f"""\
-rules_files: [{tmp_path / 'rules.yaml'}]
-sources:
-  k8s_audit:
-    webhook: {{enabled: false}}
-    files: {{paths: [{audit_log}], poll_interval_s: 0.05}}
-plugins:
+{sources}plugins:
   - name: testsrc
     library_path: {built.source}
     init_config: '{{"count": 100, "fail_at": 5}}'
@@ -176,8 +160,7 @@ plugins:
         failed = agent.wait_for_log("source_failed")
         assert failed["source"] == "testsrc" and "disk on fire at event 5" in str(failed)
         assert agent.wait_for_log("source_restarted")["source"] == "testsrc"
-        with audit_log.open("a") as log:
-            log.write(json.dumps(AUDIT) + "\n")
+        append_audit(audit_log)
         seen = alerts_until(agent, {"Falco Agent Source Failed", "Test Event", "Secret Deleted"})
     finally:
         code, _ = agent.stop()

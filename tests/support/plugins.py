@@ -1,17 +1,39 @@
-"""The plugin libraries the plugin tests load, and a sink that keeps what a live source hands over."""
+"""The plugin libraries the plugin tests load, a sink that keeps what a live source hands over, and the k8s audit
+file source the agent-process tests run beside plugin sources."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from plugin_build import build_all, compile_command, dummy_c_command
 
 from agent.event import Event
 from agent.event_queue import Done
+from tests.support.agent_process import Agent
 
 C_SOURCES = Path(__file__).resolve().parents[1] / "plugins" / "c"
+
+SECRET_DELETED_RULE = """\
+- rule: Secret Deleted
+  desc: someone deleted a secret
+  condition: ka.verb = delete and ka.target.resource = secrets
+  output: deleted by %ka.user.name
+  priority: WARNING
+  source: k8s_audit
+"""
+#: A k8s audit event that raises Secret Deleted.
+AUDIT = {
+    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a-1",
+    "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/secrets/s", "verb": "delete",
+    "user": {"username": "alice"}, "objectRef": {"resource": "secrets", "namespace": "default", "name": "s"},
+    "responseStatus": {"code": 200},
+    "requestReceivedTimestamp": "2024-05-01T10:00:00.000000Z", "stageTimestamp": "2024-05-01T10:00:00.123456Z",
+}
 
 
 @dataclass(frozen=True)
@@ -56,3 +78,35 @@ class ListSink:
     def put(self, events: Sequence[Event], on_done: Done | None = None, *, timeout_s: float | None = None) -> bool:
         self.events += events
         return True
+
+
+def audit_file_config(tmp_path: Path, rules: str) -> tuple[str, Path]:
+    """`rules` written to rules.yaml, and the agent.yaml lines loading it with the k8s audit source reading an empty
+    audit.log (its webhook off); returns those lines and the log."""
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(rules)
+    audit_log = tmp_path / "audit.log"
+    audit_log.write_text("")
+    return f"""\
+rules_files: [{rules_file}]
+sources:
+  k8s_audit:
+    webhook: {{enabled: false}}
+    files: {{paths: [{audit_log}], poll_interval_s: 0.05}}
+""", audit_log
+
+
+def append_audit(audit_log: Path) -> None:
+    """Append AUDIT to the log the agent's k8s audit file source reads."""
+    with audit_log.open("a") as log:
+        log.write(json.dumps(AUDIT) + "\n")
+
+
+def alerts_until(agent: Agent, rules: set[str], timeout_s: float = 20) -> list[dict[str, Any]]:
+    """The alerts read until each of `rules` alerted once."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while not rules <= {str(a["rule"]) for a in seen}:
+        assert time.monotonic() < deadline, f"alerts of {rules}, got {seen}; stderr: {''.join(agent.stderr)}"
+        seen += agent.wait_for_alerts(1)
+    return seen

@@ -65,6 +65,13 @@ def parse_header(raw: bytes) -> EventHeader:
 
 def parse_plugin_event(raw: bytes) -> PluginEvent:
     """Parse a plugin event, checking type, parameter count and that the parameter lengths add up to `len`."""
+    ts, tid, plugin_id = check_plugin_event(raw)
+    return PluginEvent(ts, tid, plugin_id, raw[PAYLOAD_OFFSET:])
+
+
+def check_plugin_event(raw: bytes) -> tuple[int, int, int]:
+    """ts, tid and plugin id of a plugin event, checked as `parse_plugin_event` checks it; the data is not copied
+    (the host checks every event a source plugin hands over)."""
     header = parse_header(raw)
     if header.type != PPME_PLUGINEVENT_E or header.nparams != 2:
         raise MalformedEvent(f"event of type {header.type} with {header.nparams} parameters is not a plugin "
@@ -75,7 +82,7 @@ def parse_plugin_event(raw: bytes) -> PluginEvent:
     if id_len != 4 or PAYLOAD_OFFSET + data_len != header.len:
         raise MalformedEvent(f"plugin event parameter lengths {id_len} and {data_len} do not fit its "
                              f"{header.len} bytes")
-    return PluginEvent(header.ts, header.tid, plugin_id, raw[PAYLOAD_OFFSET:])
+    return header.ts, header.tid, plugin_id
 
 
 def with_ts(raw: bytes, ts: int) -> bytes:

@@ -153,15 +153,14 @@ class PluginSource(WorkerSource):
             length = ctypes.c_uint32.from_address(address + 16).value  # ppm_evt_hdr.len
             raw = ctypes.string_at(address, length)
             try:
-                parsed = events.parse_plugin_event(raw)
+                ts, _tid, event_plugin_id = events.check_plugin_event(raw)
             except events.MalformedEvent as exc:
                 raise PluginCaptureError(f"plugin {self._plugin.info.name} produced a malformed event: {exc}") from None
-            if parsed.plugin_id != plugin_id:
-                if parsed.plugin_id:
+            if event_plugin_id != plugin_id:
+                if event_plugin_id:
                     raise PluginCaptureError(f"plugin {self._plugin.info.name} produced an event of plugin id "
-                                             f"{parsed.plugin_id}, not its own {plugin_id}")
+                                             f"{event_plugin_id}, not its own {plugin_id}")
                 raw = events.with_plugin_id(raw, plugin_id)
-            ts = parsed.ts
             if ts == events.UNSET:
                 ts = time.time_ns()
                 raw = events.with_ts(raw, ts)

@@ -1,10 +1,13 @@
 /* A source plugin for the agent's tests: source "testsrc" (id 999), events numbered 1..count with data "evt-N".
  * init_config keys (an init schema checks them): count, fail_at (next_batch fails when reaching event N, after
- * delivering the events before it), extract_fail_at (extraction fails for event N), refuse (init fails).
+ * delivering the events before it), extract_fail_at (extraction fails for event N), refuse (init fails),
+ * block_ms (the first next_batch sleeps that long, as a plugin waiting for its input).
  * The first next_batch returns SS_PLUGIN_TIMEOUT, then batches of two events. */
+#define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "host_abi.h"
 
 #ifndef REQUIRED_API
@@ -14,7 +17,7 @@
 
 typedef struct {
 	char err[256];
-	uint64_t count, fail_at, extract_fail_at;
+	uint64_t count, fail_at, extract_fail_at, block_ms;
 	uint64_t u64[4];
 	const char* strs[2];
 	char str_storage[2][64];
@@ -47,7 +50,8 @@ const char* plugin_get_init_schema(int* type) {
 	*type = 1;
 	return "{\"type\": \"object\", \"additionalProperties\": false, \"properties\": {"
 	       "\"count\": {\"type\": \"integer\"}, \"fail_at\": {\"type\": \"integer\"},"
-	       "\"extract_fail_at\": {\"type\": \"integer\"}, \"refuse\": {\"type\": \"boolean\"}}}";
+	       "\"extract_fail_at\": {\"type\": \"integer\"}, \"refuse\": {\"type\": \"boolean\"},"
+	       "\"block_ms\": {\"type\": \"integer\"}}}";
 }
 const char* plugin_get_fields(void) {
 	return "[{\"type\": \"uint64\", \"name\": \"test.num\", \"desc\": \"event number\"},"
@@ -80,6 +84,7 @@ ss_plugin_t* plugin_init(const init_input* in, int32_t* rc) {
 	s->count = key_value(config, "\"count\"");
 	s->fail_at = key_value(config, "\"fail_at\"");
 	s->extract_fail_at = key_value(config, "\"extract_fail_at\"");
+	s->block_ms = key_value(config, "\"block_ms\"");
 	s->log_fn(s->owner, NULL, "initialised", 6);
 	*rc = RC_SUCCESS;
 	return s;
@@ -114,6 +119,8 @@ int32_t plugin_next_batch(ss_plugin_t* p, ss_instance_t* h, uint32_t* nevts, evt
 	instance* i = h;
 	*nevts = 0;
 	if(i->calls++ == 0) {
+		struct timespec pause = {(time_t)(s->block_ms / 1000), (long)(s->block_ms % 1000) * 1000000L};
+		nanosleep(&pause, NULL);
 		return RC_TIMEOUT;
 	}
 	while(*nevts < 2 && i->next <= s->count) {

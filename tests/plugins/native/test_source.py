@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -156,26 +155,22 @@ def test_wrong_source_and_missing_sourcing_are_refused(built: Built, source_plug
 
 
 def test_a_blocked_next_batch_holds_no_other_thread(built: Built) -> None:
-    """ctypes releases the GIL during the call: Python threads keep running while the worker is inside the plugin."""
-    plugin = PluginLibrary(built.source).init({"count": 200000})
+    """ctypes releases the GIL during the call: Python threads keep running while the worker waits inside the plugin."""
+    plugin = PluginLibrary(built.source).init({"count": 2, "block_ms": 1500})
     try:
         sink = ListSink()
-        source = PluginSource(plugin, "", batch_events=1 << 30, timeout_wait_s=0.001)
-        ticks = 0
-        done = threading.Event()
-
-        def tick() -> None:
-            nonlocal ticks
-            while not done.is_set():
-                ticks += 1
-                time.sleep(0.001)
-        ticker = threading.Thread(target=tick)
-        ticker.start()
+        source = PluginSource(plugin, "", timeout_wait_s=0.001)
         source.start(sink)
-        assert source.wait_finished(30)
-        done.set()
-        ticker.join()
+        time.sleep(0.2)  # the worker is inside its first next_batch now, which sleeps 1.5 s
+        ticks = 0
+        window_end = time.monotonic() + 0.5
+        while time.monotonic() < window_end:
+            ticks += 1
+            time.sleep(0.001)
+        assert source.metrics()["timeouts"] == 0  # the window fell inside that call
+        assert ticks >= 50  # some 400; a call holding the GIL lets this thread tick a few times at most
+        assert source.wait_finished(10)
         source.stop()
-        assert ticks > 0 and len(sink.events) == 200000
+        assert len(sink.events) == 2
     finally:
         plugin.destroy()

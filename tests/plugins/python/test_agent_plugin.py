@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agent.cli import main
 from tests.support.agent_process import REPO, Agent
+from tests.support.plugins import SECRET_DELETED_RULE, alerts_until, append_audit, audit_file_config
 
 RULES = """\
 - required_plugin_versions:
@@ -25,35 +24,15 @@ RULES = """\
   output: tick %ticker.count
   priority: NOTICE
   source: ticker
-- rule: Secret Deleted
-  desc: someone deleted a secret
-  condition: ka.verb = delete and ka.target.resource = secrets
-  output: deleted by %ka.user.name
-  priority: WARNING
-  source: k8s_audit
 """
-AUDIT = {
-    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a-1",
-    "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/secrets/s", "verb": "delete",
-    "user": {"username": "alice"}, "objectRef": {"resource": "secrets", "namespace": "default", "name": "s"},
-    "responseStatus": {"code": 200},
-    "requestReceivedTimestamp": "2024-05-01T10:00:00.000000Z", "stageTimestamp": "2024-05-01T10:00:00.123456Z",
-}
 
 
 def write_config(tmp_path: Path, *, fail_after: int = 0) -> tuple[Path, Path]:
     """agent.yaml loading the ticker by entry point beside the k8s audit file reader; returns it and the log."""
-    (tmp_path / "rules.yaml").write_text(RULES)
-    audit_log = tmp_path / "audit.log"
-    audit_log.write_text("")
+    sources, audit_log = audit_file_config(tmp_path, RULES + SECRET_DELETED_RULE)
     config = tmp_path / "agent.yaml"
     config.write_text(f"""\
-rules_files: [{tmp_path / 'rules.yaml'}]
-sources:
-  k8s_audit:
-    webhook: {{enabled: false}}
-    files: {{paths: [{audit_log}], poll_interval_s: 0.05}}
-plugins:
+{sources}plugins:
   - name: ticker
     library_path: ticker
     init_config:
@@ -69,16 +48,6 @@ def agent(plugin_site: Path, config: Path, *args: str) -> Agent:
     return Agent("-c", str(config), "--json", *args, env={"PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])})
 
 
-def alerts_until(agent: Agent, rules: set[str], timeout_s: float = 20) -> list[dict[str, Any]]:
-    """The alerts read until each of `rules` alerted once."""
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while not rules <= {str(a["rule"]) for a in seen}:
-        assert time.monotonic() < deadline, f"alerts of {rules}, got {seen}; stderr: {''.join(agent.stderr)}"
-        seen += agent.wait_for_alerts(1)
-    return seen
-
-
 @pytest.mark.server
 def test_the_plugin_source_runs_beside_a_builtin_one(plugin_site: Path, tmp_path: Path) -> None:
     config, audit_log = write_config(tmp_path)
@@ -86,8 +55,7 @@ def test_the_plugin_source_runs_beside_a_builtin_one(plugin_site: Path, tmp_path
     run.read_alerts()
     try:
         assert run.wait_for_log("agent_started")["sources"] == ["k8s_audit", "ticker"]
-        with audit_log.open("a") as log:
-            log.write(json.dumps(AUDIT) + "\n")
+        append_audit(audit_log)
         seen = alerts_until(run, {"Ticked", "Secret Deleted"})
     finally:
         code, _ = run.stop()
@@ -117,8 +85,7 @@ def test_a_failing_plugin_input_is_restarted_and_the_other_sources_keep_running(
     try:
         assert run.wait_for_log("source_failed")["source"] == "ticker"
         assert run.wait_for_log("source_restarted")["source"] == "ticker"
-        with audit_log.open("a") as log:
-            log.write(json.dumps(AUDIT) + "\n")
+        append_audit(audit_log)
         seen = alerts_until(run, {"Secret Deleted", "Falco Agent Source Restarted"})
         ticks_after_restart = alerts_until(run, {"Ticked"})
     finally:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import yaml
-from yaml.resolver import Resolver
 
 from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
 from agent.location import Location
@@ -16,7 +15,6 @@ try:
     _Loader: type = yaml.CSafeLoader
 except AttributeError:  # pyyaml built without libyaml
     _Loader = yaml.SafeLoader
-_RESOLVER = Resolver()
 
 #: Bounds no real rules file meets (upstream falco_rules.yaml: 63,642 bytes, 1,547 YAML nodes, 6 levels of
 #: collections). A file past them is refused before it can exhaust memory: a text of more than
@@ -104,9 +102,11 @@ def read_items(text: str, file: str, result: LoadResult) -> Iterator[Item]:
 
     Raises LoadAborted (already recorded in `result`) when the text cannot be used.
     """
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_FILE_BYTES:
-        raise file_too_large(size, file, result)
+    # A character is at most 4 bytes: only a text that could be over the limit is encoded to measure it.
+    if len(text) > MAX_FILE_BYTES // 4:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_FILE_BYTES:
+            raise file_too_large(size, file, result)
     try:
         documents = compose_all(text)
     except yaml.MarkedYAMLError as exc:
@@ -183,7 +183,7 @@ def compose_all(text: str) -> list[yaml.Node]:
 
     Raises YamlLimitError past a bound, and pyyaml's errors for text that is not YAML.
     """
-    return _Composer().compose_all(text)
+    return list(yaml.compose_all(text, Loader=_BoundedLoader))
 
 
 class YamlLimitError(yaml.MarkedYAMLError):
@@ -194,117 +194,55 @@ class YamlLimitError(yaml.MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
-@dataclass(slots=True)
-class _Open:
-    """A collection whose end event has not come yet, with the counters as they were when it started."""
+class _BoundedLoader(yaml.composer.Composer, _Loader):  # type: ignore[misc]
+    """pyyaml's composer (ahead of libyaml's in the MRO) with the MAX_* bounds checked before each node is built:
+    an alias counts as the nodes and text it stands for, so what a later expansion would build is known, and
+    refused, before anything is expanded. MAX_YAML_DEPTH also keeps the composer's recursion shallow."""
 
-    node: yaml.CollectionNode
-    anchor: str | None
-    nodes: int
-    chars: int
-    key: yaml.Node | None = None
-
-
-class _Composer:
-    """Builds the node graphs of every document from the parser's events, as pyyaml's composer does, but without
-    recursion and within the MAX_* bounds: an alias counts as the nodes and text it stands for, so what a later
-    expansion would build is known, and refused, before anything is expanded."""
-
-    def __init__(self) -> None:
-        self.nodes = 0
-        self.chars = 0
-        self.stack: list[_Open] = []
-        self.anchors: dict[str, yaml.Node] = {}
+    def __init__(self, stream: str) -> None:
+        _Loader.__init__(self, stream)  # type: ignore[misc]
+        self.anchors = {}
+        self._nodes = self._chars = self._depth = 0
         #: (nodes, characters) of each anchored node once complete; an anchor missing here is still open.
-        self.sizes: dict[str, tuple[int, int]] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
 
-    def compose_all(self, text: str) -> list[yaml.Node]:
-        documents = []
-        for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, yaml.DocumentStartEvent):
-                self.anchors, self.sizes = {}, {}  # anchors are local to their document
-            elif isinstance(event, (yaml.NodeEvent, yaml.CollectionEndEvent)):
-                node = self._node(event)
-                if node is None:
-                    continue
-                if not self.stack:
-                    documents.append(node)
-                    continue
-                parent = self.stack[-1]
-                if isinstance(parent.node, yaml.SequenceNode):
-                    parent.node.value.append(node)
-                elif parent.key is None:
-                    parent.key = node
-                else:
-                    parent.node.value.append((parent.key, node))
-                    parent.key = None
-        return documents
+    def compose_document(self) -> yaml.Node | None:
+        self._sizes = {}  # anchors are local to their document
+        return super().compose_document()
 
-    def _node(self, event: yaml.Event) -> yaml.Node | None:
-        """The node `event` completes, or None when it opens a collection."""
-        mark = _mark(event.start_mark)
-        if isinstance(event, yaml.CollectionEndEvent):
-            done = self.stack.pop()
-            done.node.end_mark = _mark(event.end_mark)
-            if done.anchor is not None:
-                self.sizes[done.anchor] = (self.nodes - done.nodes, self.chars - done.chars)
-            return done.node
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()
+        mark, anchor = event.start_mark, event.anchor
         if isinstance(event, yaml.AliasEvent):
-            return self._alias(event.anchor or "", mark)
-        assert isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent))
-        anchor = event.anchor
+            size = self._sizes.get(anchor)
+            if size is not None:
+                self._count(*size, mark)
+            elif anchor in self.anchors:
+                raise YamlLimitError(f"alias '*{anchor}' is inside the node it refers to", mark)
+            return super().compose_node(parent, index)
         if anchor is not None and anchor in self.anchors:
             raise yaml.composer.ComposerError(None, None, f"found duplicate anchor '{anchor}'", mark)
-        tag = event.tag
-        if isinstance(event, yaml.ScalarEvent):
-            self._count(1, len(event.value), mark)
-            tag = _resolve(tag, yaml.ScalarNode, event.value, event.implicit)
-            node = yaml.ScalarNode(tag, event.value, mark, _mark(event.end_mark), event.style)
-            if anchor is not None:
-                self.anchors[anchor] = node
-                self.sizes[anchor] = (1, len(event.value))
-            return node
-        if len(self.stack) >= MAX_YAML_DEPTH:
+        collection = isinstance(event, yaml.CollectionStartEvent)
+        if collection and self._depth >= MAX_YAML_DEPTH:
             raise YamlLimitError(f"YAML nests collections deeper than {MAX_YAML_DEPTH} levels", mark)
-        kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
-        collection = kind(_resolve(tag, kind, None, event.implicit), [], mark, None, event.flow_style)
+        before = self._nodes, self._chars
+        self._count(1, 0 if collection else len(event.value), mark)
+        self._depth += collection
+        node = super().compose_node(parent, index)
+        self._depth -= collection
         if anchor is not None:
-            self.anchors[anchor] = collection  # known from here on, as pyyaml does; `sizes` says when it is complete
-        self.stack.append(_Open(collection, anchor, self.nodes, self.chars))
-        self._count(1, 0, mark)
-        return None
-
-    def _alias(self, anchor: str, mark: yaml.Mark | None) -> yaml.Node:
-        node = self.anchors.get(anchor)
-        if node is None:
-            raise yaml.composer.ComposerError(None, None, f"found undefined alias '{anchor}'", mark)
-        size = self.sizes.get(anchor)
-        if size is None:
-            raise YamlLimitError(f"alias '*{anchor}' is inside the node it refers to", mark)
-        self._count(*size, mark)
+            self._sizes[anchor] = (self._nodes - before[0], self._chars - before[1])
         return node
 
-    def _count(self, nodes: int, chars: int, mark: yaml.Mark | None) -> None:
-        self.nodes += nodes
-        self.chars += chars
-        if self.nodes > MAX_YAML_NODES:
+    def _count(self, nodes: int, chars: int, mark: Any) -> None:
+        self._nodes += nodes
+        self._chars += chars
+        if self._nodes > MAX_YAML_NODES:
             raise YamlLimitError(f"YAML has more than {MAX_YAML_NODES} nodes once aliases are expanded "
                                  "(an alias counts as the nodes it repeats)", mark)
-        if self.chars > MAX_FILE_BYTES:
+        if self._chars > MAX_FILE_BYTES:
             raise YamlLimitError(f"YAML has more than {MAX_FILE_BYTES} characters of text once aliases are expanded "
                                  "(an alias counts as the text it repeats)", mark)
-
-
-def _resolve(tag: str | None, kind: type[yaml.Node], value: str | None, implicit: object) -> str:
-    """The node's tag: as written, or the one YAML's rules give a plain node (`!` asks for those rules too)."""
-    if tag is not None and tag != "!":
-        return tag
-    return cast(str, _RESOLVER.resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
-
-
-def _mark(mark: object) -> yaml.Mark | None:
-    """libyaml's marks are another class with the same fields."""
-    return cast(yaml.Mark | None, mark)
 
 
 def _node_location(file: str, node: yaml.Node) -> Location:

@@ -22,6 +22,9 @@ from typing import Any
 import orjson
 import pytest
 
+from agent.engine.macros import MAX_CONDITION_LENGTH
+from agent.engine.parser import MAX_DEPTH, MAX_NODES
+from agent.engine.reader import MAX_FILE_BYTES, MAX_YAML_NODES
 from tests.agent.test_runtime import alert_until, exec_event, post, reloading_agent, rules_text, write_atomically
 from tests.support.agent_process import REPO
 from tests.support.process_memory import GUARD_CPU_S, guard, memory_mib
@@ -93,19 +96,19 @@ class Bomb:
 
 BOMBS = {
     "alias bomb": Bomb(alias_bomb, "LOAD_ERR_YAML_PARSE", 7, "",
-                       "YAML has more than 250000 nodes once aliases are expanded"),
+                       f"YAML has more than {MAX_YAML_NODES} nodes once aliases are expanded"),
     "760k terms, 20 MB": Bomb(or_terms(lambda i: f"ka.user.name=u{i:06d}"), "LOAD_ERR_FILE_READ", 0, "",
-                              "bytes, more than the limit of 16777216"),
+                              f"bytes, more than the limit of {MAX_FILE_BYTES}"),
     "760k terms, 14 MB": Bomb(or_terms(lambda i: f"ka.verb={i}"), "LOAD_ERR_COMPILE_CONDITION", 3, "rule 'r'",
-                              "condition is longer than 1048576 characters"),
+                              f"condition is longer than {MAX_CONDITION_LENGTH} characters"),
     "990 chained not": Bomb(chained_not, "LOAD_ERR_COMPILE_CONDITION", 3, "rule 'r'",
-                            "condition nests deeper than 100 levels"),
+                            f"condition nests deeper than {MAX_DEPTH} levels"),
     "3000 chained macros": Bomb(chained_macros, "LOAD_ERR_VALIDATE", 202, "macro 'm100'",
-                                "condition nests deeper than 100 levels once macro 'm99' is expanded"),
+                                f"condition nests deeper than {MAX_DEPTH} levels once macro 'm99' is expanded"),
     "doubling macros": Bomb(doubling_macros, "LOAD_ERR_VALIDATE", 26, "macro 'm12'",
-                            "condition has more than 5000 checks and operators once macros are expanded"),
+                            f"condition has more than {MAX_NODES} checks and operators once macros are expanded"),
     "list product": Bomb(list_product, "LOAD_ERR_COMPILE_CONDITION", 7, "rule 'r'",
-                         "list 'l2' is longer than 1048576 characters"),
+                         f"list 'l2' is longer than {MAX_CONDITION_LENGTH} characters"),
 }
 
 
@@ -164,7 +167,7 @@ def test_a_huge_rules_file_is_refused_without_being_read_whole(tmp_path: Path) -
     assert run.exit_code == 1, run
     [error] = run.output["errors"]
     assert error["code"] == "LOAD_ERR_FILE_READ"
-    assert error["message"] == "rules file is 4294967296 bytes, more than the limit of 16777216"
+    assert error["message"] == f"rules file is {4 << 30} bytes, more than the limit of {MAX_FILE_BYTES}"
     assert run.seconds < VALIDATE_S and run.maxrss_mb < VALIDATE_RSS_MB, run
 
 

@@ -7,24 +7,10 @@ import json
 import pytest
 
 from agent.cli import main
+from tests.support.plugins import AUDIT, SECRET_DELETED_RULE
 
-GOOD = """\
-- rule: Secret Deleted
-  desc: someone deleted a secret
-  condition: ka.verb = delete and ka.target.resource = secrets
-  output: deleted by %ka.user.name
-  priority: WARNING
-  source: k8s_audit
-  tags: [k8s, secrets]
-"""
-
-AUDIT = {
-    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a-1",
-    "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/default/secrets/s", "verb": "delete",
-    "user": {"username": "alice"}, "objectRef": {"resource": "secrets", "namespace": "default", "name": "s"},
-    "responseStatus": {"code": 200},
-    "requestReceivedTimestamp": "2024-05-01T10:00:00.000000Z", "stageTimestamp": "2024-05-01T10:00:00.123456Z",
-}
+#: The shared Secret Deleted rule, with tags (the JSON alert carries them).
+GOOD = SECRET_DELETED_RULE + "  tags: [k8s, secrets]\n"
 
 
 @pytest.fixture

@@ -1,17 +1,19 @@
 """Hot reload of rules: watch the rules and config files, validate a change in a dry run, hand the engine over.
 
 A small thread polls the watched paths every `interval_s` (inode, size and mtime of each rules file, of each
-`*.yaml` in a rules directory, and of the config file); `request()` (SIGHUP) forces a reload. A reload builds a
+`.yaml`/`.yml` in a rules directory, and of each configuration file read, `config_files` included), unless
+`watch_config_files` is false; `request()` (SIGHUP) always forces a reload. A reload builds a
 NEW Engine with the running engine's sources and loads every rules file into it; the running engine is not
 touched. On success the new engine is offered to an `EngineSwap`, which the engine loop takes between two
 batches: the batch being evaluated finishes on the old rules and the next one uses the new ones, so no event is
 lost or evaluated twice. On failure the running rules stay, the errors are logged, and an internal alert names
 the first one (`file:line CODE message`).
 
-Config changes: only `rules_files`, `rules` (enable/disable commands), `rule_matching` and `priority` are
-applied by a reload. Any other changed key is logged as `config_change_needs_restart` (warning) and takes
-effect at the next start. A reload re-reads everything: no per-rule enable/disable state is carried over from
-the previous rule set; the `rules` commands of the (re-read) configuration are applied to the new one.
+Config changes: only `rules_files`, `rules` (enable/disable commands), `rule_matching`, `priority` and
+`append_output` are applied by a reload. Any other changed key is logged as `config_change_needs_restart`
+(warning) and takes effect at the next start. A reload re-reads everything: no per-rule enable/disable state is
+carried over from the previous rule set; the `rules` commands of the (re-read) configuration are applied to the new
+one.
 
 Write rules files atomically (write a temporary file, then rename it over the old one): a half-written file seen
 by a poll fails to load (internal alert), and the next poll, seeing the file changed again, reloads it.
@@ -37,38 +39,45 @@ import structlog
 
 from agent.alert import Alert
 from agent.config import AgentConfig, load_config
-from agent.engine.engine import Engine, RuleMatching
+from agent.config.schema import IS_INTERNAL
+from agent.engine.engine import Engine
+from agent.engine_setup import load_engine
 from agent.errors import ConfigError
 from agent.internal_alerts import InternalAlerts
-from agent.priority import Priority
-from agent.rule_selection import apply_rule_selection
 
 log = structlog.get_logger(__name__)
 DEFAULT_RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 #: The configuration keys a reload applies; every other key needs a restart.
-RULES_KEYS = ("rules_files", "rules", "rule_matching", "priority")
+RULES_KEYS = ("rules_files", "rules", "rule_matching", "priority", "append_output")
 
 Fingerprint = tuple[tuple[object, ...], ...]
+RULES_SUFFIXES = (".yaml", ".yml")
 
 
 def rules_entries(config: AgentConfig, extra_rules: Sequence[str]) -> list[str]:
-    """The rules files and directories in use: the configured ones and `-r`, or the shipped `rules/`."""
-    return [*config.rules_files, *extra_rules] or [str(DEFAULT_RULES_DIR)]
+    """The rules files and directories in use: those of `-r`, which replace the configured ones as Falco's `-r`
+    does; else the configured ones; else the shipped `rules/`."""
+    return list(extra_rules or config.rules_files) or [str(DEFAULT_RULES_DIR)]
 
 
 def rules_paths(entries: Iterable[str]) -> list[Path]:
-    """Files as given; a directory stands for its `*.yaml` files in name order."""
+    """Files as given; a directory stands for its `.yaml` and `.yml` files in name order (as Falco reads one)."""
     out: list[Path] = []
     for entry in entries:
         path = Path(entry)
-        out += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        out += _rules_in(path) if path.is_dir() else [path]
     return out
 
 
+def _rules_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in RULES_SUFFIXES)
+
+
 def watched_paths(config: AgentConfig, *, config_path: str | None, extra_rules: Sequence[str]) -> list[str]:
-    """The paths polled for changes: the config file and the rules files and directories in use."""
-    entries = rules_entries(config, extra_rules)
-    return [config_path, *entries] if config_path else entries
+    """The paths polled for changes: the configuration files read (the main one and those of `config_files`)
+    and the rules files and directories in use."""
+    config_files = list(config.loaded_files) or ([config_path] if config_path else [])
+    return [*config_files, *rules_entries(config, extra_rules)]
 
 
 def fingerprint(entries: Iterable[str]) -> Fingerprint:
@@ -77,7 +86,7 @@ def fingerprint(entries: Iterable[str]) -> Fingerprint:
     for entry in entries:
         path = Path(entry)
         if path.is_dir():
-            out.append((entry, "dir", *(_stat(p) for p in sorted(path.glob("*.yaml")))))
+            out.append((entry, "dir", *(_stat(p) for p in _rules_in(path))))
         else:
             out.append(_stat(path))
     return tuple(out)
@@ -201,11 +210,14 @@ class RulesReloader:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.interval_s)
+            # `watch_config_files: false`: no polling, only request() (SIGHUP) reloads.
+            self._wake.wait(self.interval_s if self._config.watch_config_files else None)
             self._wake.clear()
             if self._stopping.is_set():
                 return
             is_forced, self._is_forced = self._is_forced, False
+            if not is_forced and not self._config.watch_config_files:
+                continue  # a wake left from before polling was turned off by a reload
             reason = "signal" if is_forced else "file_changed"
             self._busy_since_s = self._clock()
             try:
@@ -243,25 +255,22 @@ class RulesReloader:
                 return False
             self._warn_restart_needed(config)
         files = rules_paths(rules_entries(config, self._extra_rules))
-        engine = Engine(rule_matching=RuleMatching(config.rule_matching), min_priority=Priority.parse(config.priority),
-                        hostname=self._template.hostname)
-        for spec in self._template.sources.values():
-            engine.add_source(spec)
-        result = engine.load_rules_files(files)
+        engine, result = load_engine(config, files, sources=self._template.sources.values(),
+                                     hostname=self._template.hostname)
         names = [str(f) for f in files]
         if not result.successful:
             for problem in result.errors:
                 log.error("rules_reload_failed", problem=problem.as_text(), hint="the running rules are kept")
             self._emit(self._alerts.rules_reload_failed(result.errors, files=names))
             return False
-        apply_rule_selection(engine, config.rules)
         self._config = config
         self._swap.offer(Reloaded(engine, tuple(names), reason, warnings=len(result.warnings)))
         return True
 
     def _warn_restart_needed(self, config: AgentConfig) -> None:
         changed = [f.name for f in dataclasses.fields(AgentConfig)
-                   if f.name not in RULES_KEYS and getattr(config, f.name) != getattr(self._boot_config, f.name)]
+                   if f.name not in RULES_KEYS and not f.metadata.get(IS_INTERNAL)
+                   and getattr(config, f.name) != getattr(self._boot_config, f.name)]
         if changed:
             log.warning("config_change_needs_restart", file=self._config_path, keys=changed,
-                        hint="only rules_files, rules, rule_matching and priority are applied by a reload")
+                        hint=f"only {', '.join(RULES_KEYS)} are applied by a reload")

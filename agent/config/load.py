@@ -8,9 +8,11 @@ agent runs on the built-in configuration (`schema.builtin_settings`), which over
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -21,8 +23,13 @@ import yaml
 
 from agent.address import parse_host_port
 from agent.config.env import interpolate
+from agent.config.falco import merge_config_files, translate
+from agent.config.falco.merge import KEY as CONFIG_FILES
+from agent.config.falco.rules import OVERRIDE_PREFIX
+from agent.config.raw import RawTree, RawValue, describe, read_yaml, wrap
 from agent.config.schema import (
     BOUNDS,
+    IS_INTERNAL,
     IS_LISTEN_ADDRESS,
     AgentConfig,
     Bounds,
@@ -33,7 +40,6 @@ from agent.config.schema import (
     builtin_settings,
 )
 from agent.errors import ConfigError
-from agent.location import Location
 
 if typing.TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -41,36 +47,40 @@ if typing.TYPE_CHECKING:
 _T = typing.TypeVar("_T", bound="DataclassInstance")
 
 
-@dataclasses.dataclass(slots=True)
-class _Value:
-    """A raw value with where it was written."""
-
-    value: Any
-    where: str
+#: One step of an override's key: `name`, `name[]` (append an item) or `name[N]` (the item at N).
+_STEP_RE = re.compile(r"^([^\[\]]+)(?:\[(\d*)\])?$")
+_APPEND = -1
 
 
 def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = (),
                 environ: Mapping[str, str] | None = None) -> AgentConfig:
-    """The configuration from a file (or the built-in one) with overrides applied; ConfigError on any mistake."""
+    """The configuration from a file (or the built-in one), its `config_files` merged, overrides applied, Falco's
+    keys translated onto the agent's; ConfigError on any mistake."""
     env = os.environ if environ is None else environ
     where = str(path) if path is not None else "the built-in configuration"
-    builtin: dict[str, _Value] = _wrap(builtin_settings(), where).value
-    tree = _read_yaml(Path(path)) if path is not None else builtin
-    for override in overrides:
-        _apply_override(tree, override)
-    config = _build(AgentConfig, _Value(tree, where), "", env)
-    _check_plugin_names(config, tree)
-    return config
+    main = Path(path) if path is not None else None
+    tree = read_yaml(main) if main is not None else wrap(builtin_settings(), where).value
+    # As Falco: overrides are applied before the included files are listed (`-o config_files=...` counts) and
+    # again after, so that they win over what those files say.
+    listed = copy.deepcopy(tree)
+    _apply_overrides(listed, overrides)
+    included = merge_config_files(tree, listed.get(CONFIG_FILES), main=main, env=env)
+    _apply_overrides(tree, overrides)
+    translation = translate(tree, _AGENT_KEYS)
+    config = _build(AgentConfig, RawValue(translation.tree, where), "", env)
+    _check_plugin_names(config, translation.tree)
+    return dataclasses.replace(config, unsupported_keys=tuple(translation.unsupported),
+                               loaded_files=(*([str(main)] if main is not None else []), *included))
 
 
 def check_section(cls: type[_T], section: Unchecked) -> _T:
     """The dataclass `cls` from a subtree the loader kept unchecked, with the same checks and errors as every other
     key (`plugins[0].init_config.interval_s: must be > 0, got 0 (agent.yaml:9)`). Empty means every default; a
     string (Falco's JSON `init_config`) is read as YAML."""
-    raw = section.tree if isinstance(section.tree, _Value) else _Value(section.tree, section.key)
+    raw = section.tree if isinstance(section.tree, RawValue) else RawValue(section.tree, section.key)
     if isinstance(raw.value, str):
         try:
-            raw = _wrap(yaml.safe_load(raw.value), raw.where) if raw.value.strip() else _Value(None, raw.where)
+            raw = wrap(yaml.safe_load(raw.value), raw.where) if raw.value.strip() else RawValue(None, raw.where)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{section.key}: not valid JSON or YAML: {exc} ({raw.where})") from None
     built: _T = _convert(cls, raw, section.key, section.environ)  # as any nested section: None, a mapping or refused
@@ -84,7 +94,7 @@ def section_value(section: Unchecked) -> Any:
 
 
 def _plain(raw: Any, key: str, env: Mapping[str, str]) -> Any:
-    if not isinstance(raw, _Value):
+    if not isinstance(raw, RawValue):
         return raw
     value = raw.value
     if isinstance(value, dict):
@@ -94,7 +104,7 @@ def _plain(raw: Any, key: str, env: Mapping[str, str]) -> Any:
     return interpolate(value, env, key=key, where=raw.where) if isinstance(value, str) else value
 
 
-def _check_plugin_names(config: AgentConfig, tree: dict[str, _Value]) -> None:
+def _check_plugin_names(config: AgentConfig, tree: RawTree) -> None:
     """Each `plugins` entry has its own name, and `load_plugins` names only configured plugins."""
     first: dict[str, int] = {}
     for index, entry in enumerate(config.plugins):
@@ -110,94 +120,73 @@ def _check_plugin_names(config: AgentConfig, tree: dict[str, _Value]) -> None:
                               f"({_item_where(tree, 'load_plugins', index)}); plugins configured: {known}")
 
 
-def _item_where(tree: dict[str, _Value], key: str, index: int) -> str:
+def _item_where(tree: RawTree, key: str, index: int) -> str:
     return tree[key].value[index].where
 
 
-def _read_yaml(path: Path) -> dict[str, _Value]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration: {exc.strerror}", Location(str(path))) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        value = _from_node(node, str(path)) if node is not None else _Value({}, str(path))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise ConfigError(f"invalid YAML: {exc.problem}",
-                          Location(str(path), mark.line + 1 if mark else 0)) from None
-    except RecursionError:  # no configuration nests this deep: refused like any mistake, never a traceback
-        raise ConfigError("the YAML nests too deeply to be a configuration", Location(str(path))) from None
-    if not isinstance(value.value, dict):
-        raise ConfigError("the configuration must be a mapping of keys", Location(str(path), 1))
-    return value.value
+def _apply_overrides(tree: RawTree, overrides: Sequence[str]) -> None:
+    for override in overrides:
+        _apply_override(tree, override)
 
 
-def _from_node(node: yaml.Node, file: str) -> _Value:
-    where = f"{file}:{node.start_mark.line + 1}"
-    if isinstance(node, yaml.MappingNode):
-        return _Value({str(k.value): _from_node(v, file) for k, v in node.value}, where)
-    if isinstance(node, yaml.SequenceNode):
-        return _Value([_from_node(child, file) for child in node.value], where)
-    return _Value(_scalar(node), where)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node)
-    finally:
-        loader.dispose()
-
-
-def _apply_override(tree: dict[str, _Value], override: str) -> None:
-    key, sep, raw = override.partition("=")
+def _apply_override(tree: RawTree, override: str) -> None:
+    """`-o KEY=VALUE` as Falco reads it: KEY is dotted, `name[]` appends an item, `name[N]` is the item at N."""
+    key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override '{override}' must look like KEY=VALUE (for example rule_matching=all)")
-    where = f"-o {override}"
+    where = f"{OVERRIDE_PREFIX}{override}"
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    parts = key.strip().split(".")
+        value = text
+    steps = [_step(part, override) for part in key.strip().split(".")]
     node = tree
-    for part in parts[:-1]:
-        if part.endswith("[]"):
-            child = _Value({}, where)
-            _list_at(node, part[:-2], where).append(child)
+    for number, (name, index) in enumerate(steps):
+        is_last = number == len(steps) - 1
+        if index is None:
+            if is_last:
+                node[name] = wrap(value, where)
+                return
+            child = node.get(name)
+            if child is None or not isinstance(child.value, dict):
+                child = node[name] = RawValue({}, where)
         else:
-            found = node.get(part)
-            if found is None or not isinstance(found.value, dict):
-                found = node[part] = _Value({}, where)
-            child = found
+            items = _list_at(node, name, where)
+            if index > len(items):
+                raise ConfigError(f"override '{override}': {name} has {len(items)} items, no item {index}")
+            if index in (_APPEND, len(items)):
+                index = len(items)
+                items.append(RawValue({}, where))
+            if is_last:
+                items[index] = wrap(value, where)
+                return
+            child = items[index]
+            if not isinstance(child.value, dict):
+                child = items[index] = RawValue({}, where)
         node = child.value
-    last = parts[-1]
-    if last.endswith("[]"):
-        _list_at(node, last[:-2], where).append(_wrap(value, where))
-    else:
-        node[last] = _wrap(value, where)
 
 
-def _list_at(node: dict[str, _Value], key: str, where: str) -> list[_Value]:
+def _step(part: str, override: str) -> tuple[str, int | None]:
+    match = _STEP_RE.match(part)
+    if match is None:
+        raise ConfigError(f"override '{override}': '{part}' must be a key, key[] or key[N]")
+    name, index = match.group(1), match.group(2)
+    return name, None if index is None else (int(index) if index else _APPEND)
+
+
+def _list_at(node: RawTree, key: str, where: str) -> list[RawValue]:
     """The list under `key`, made when missing: `key[]` in an override appends an item (Falco's `rules[]`)."""
     child = node.get(key)
     if child is None or not isinstance(child.value, list):
-        child = node[key] = _Value([], where)
-    return child.value
+        child = node[key] = RawValue([], where)
+    items: list[RawValue] = child.value
+    return items
 
 
-def _wrap(value: Any, where: str) -> _Value:
-    if isinstance(value, dict):
-        return _Value({str(k): _wrap(v, where) for k, v in value.items()}, where)
-    if isinstance(value, list):
-        return _Value([_wrap(v, where) for v in value], where)
-    return _Value(value, where)
-
-
-def _build(cls: type[_T], mapping: _Value, prefix: str, env: Mapping[str, str]) -> _T:
+def _build(cls: type[_T], mapping: RawValue, prefix: str, env: Mapping[str, str]) -> _T:
     """The dataclass from a mapping whose keys are checked, converted and held to their bounds."""
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get(IS_INTERNAL)}
     kwargs = {}
     for key, raw in mapping.value.items():
         dotted = f"{prefix}{key}"
@@ -212,12 +201,12 @@ def _build(cls: type[_T], mapping: _Value, prefix: str, env: Mapping[str, str]) 
         raise ConfigError(f"{prefix.rstrip('.') or 'configuration'}: {exc} ({mapping.where})") from None
 
 
-def _check(metadata: Mapping[str, Any], value: Any, raw: _Value, dotted: str) -> None:
+def _check(metadata: Mapping[str, Any], value: Any, raw: RawValue, dotted: str) -> None:
     """Hold a converted value to what its schema field's metadata says: numeric bounds, a host:port address."""
     bounds: Bounds | None = metadata.get(BOUNDS)
     problem = bounds.problem(value) if bounds is not None else None
     if problem is not None:
-        raise ConfigError(f"{dotted}: {problem}, got {_describe(raw.value)} ({raw.where})")
+        raise ConfigError(f"{dotted}: {problem}, got {describe(raw.value)} ({raw.where})")
     if metadata.get(IS_LISTEN_ADDRESS) and value:
         try:
             parse_host_port(value)
@@ -225,12 +214,12 @@ def _check(metadata: Mapping[str, Any], value: Any, raw: _Value, dotted: str) ->
             raise ConfigError(f"{dotted}: {exc} ({raw.where})") from None
 
 
-def _convert(hint: Any, raw: _Value, dotted: str, env: Mapping[str, str]) -> Any:
+def _convert(hint: Any, raw: RawValue, dotted: str, env: Mapping[str, str]) -> Any:
     origin = typing.get_origin(hint)
     value = raw.value
 
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{dotted}: expected {expected}, got {_describe(value)} ({raw.where})")
+        return ConfigError(f"{dotted}: expected {expected}, got {describe(value)} ({raw.where})")
 
     if origin in (types.UnionType, typing.Union):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -306,6 +295,9 @@ def _check_match(match: RuleMatchConfig) -> str | None:
     return None
 
 
+#: The keys a configuration may write (the loader fills the internal ones).
+_AGENT_KEYS = frozenset(f.name for f in dataclasses.fields(AgentConfig) if not f.metadata.get(IS_INTERNAL))
+
 #: Rules between keys that the types alone cannot say, by the dataclass they apply to.
 _CHECKS: dict[type, Callable[[Any], str | None]] = {
     RuleSelectionConfig: _check_selection,
@@ -314,9 +306,3 @@ _CHECKS: dict[type, Callable[[Any], str | None]] = {
 }
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value.value if isinstance(value, _Value) else value)

@@ -14,6 +14,9 @@ BOUNDS = "bounds"
 #: Field metadata of a `host:port` key, checked at load (an empty value, where allowed, means off).
 IS_LISTEN_ADDRESS = "is_listen_address"
 LISTEN_ADDRESS = {IS_LISTEN_ADDRESS: True}
+#: Field metadata of a key the loader fills and a configuration file may not write.
+IS_INTERNAL = "is_internal"
+INTERNAL = {IS_INTERNAL: True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,8 @@ class FileOutputConfig:
     enabled: bool = False
     path: str = "/var/log/falco-agent/alerts.log"
     format: Literal["text", "json"] = "json"
+    # False reopens the file for every alert, as Falco's `file_output.keep_alive: false` does.
+    keep_alive: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +222,42 @@ class HttpOutputConfig:
     close_timeout_s: float = field(default=5.0, metadata=limits(ge=0))
     verify_tls: bool = True
     ca_file: str = ""
+    # A folder of CA certificates (one PEM each, hashed names as `c_rehash` makes), Falco's `ca_path`.
+    ca_path: str = ""
     client_cert: str = ""
     client_key: str = ""
+    # "" sends `falco-agent/<version>`.
+    user_agent: str = ""
+    compress_uploads: bool = False
+    keep_alive: bool = True
+    # Print each answer of the server on stdout, as Falco's `http_output.echo`.
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogOutputConfig:
+    """Alerts sent to syslog (RFC 3164 datagrams over a unix socket, as syslog(3) writes), at the syslog severity
+    of each alert's priority. A missing socket is counted as dropped alerts, never fatal."""
+
+    enabled: bool = False
+    format: Literal["text", "json"] = "text"
+    address: str = "/dev/log"
+    facility: Literal["kern", "user", "daemon", "auth", "syslog", "local0", "local1", "local2", "local3",
+                      "local4", "local5", "local6", "local7"] = "user"
+    ident: str = "falco"
+    max_queue: int = field(default=10_000, metadata=limits(ge=1))
+
+
+@dataclass(frozen=True, slots=True)
+class JsonAlertConfig:
+    """Which properties a JSON alert holds besides rule, priority, time, source and hostname (Falco's
+    `json_include_*_property` keys)."""
+
+    include_output: bool = True
+    # `message`: the output without its time and priority prefix.
+    include_message: bool = False
+    include_output_fields: bool = True
+    include_tags: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,14 +297,54 @@ class OutputsConfig:
     http: HttpOutputConfig = field(default_factory=HttpOutputConfig)
     program: ProgramOutputConfig = field(default_factory=ProgramOutputConfig)
     nats: NatsOutputConfig = field(default_factory=NatsOutputConfig)
+    syslog: SyslogOutputConfig = field(default_factory=SyslogOutputConfig)
+    json: JsonAlertConfig = field(default_factory=JsonAlertConfig)
+    # False flushes every output after each alert (Falco's `buffered_outputs: false`); true after each batch.
+    buffered: bool = True
+    # Falco's `outputs_queue.capacity`: when above 0, the queue of every output that has one holds at most this
+    # many alerts (0 keeps each output's own `max_queue`).
+    queue_capacity: int = field(default=0, metadata=limits(ge=0))
+    # Falco's `output_timeout`: an output that takes longer than this on one delivery is reported (and its
+    # request abandoned where it has one: HTTP, NATS).
+    timeout_ms: int = field(default=2000, metadata=limits(ge=1))
+
+
+@dataclass(frozen=True, slots=True)
+class WebserverConfig:
+    """Falco's embedded web server: `/healthz` (at `k8s_healthz_endpoint`), `/versions`, and `/metrics` when
+    `prometheus_metrics_enabled` and `metrics.enabled`. Falco listens on 0.0.0.0; the agent on loopback unless
+    told otherwise."""
+
+    enabled: bool = True
+    listen_address: str = "127.0.0.1"
+    listen_port: int = field(default=8765, metadata=limits(ge=0, le=65535))
+    k8s_healthz_endpoint: str = "/healthz"
+    prometheus_metrics_enabled: bool = True
+    ssl_enabled: bool = False
+    # One PEM file holding the certificate and its key, as Falco's `ssl_certificate`.
+    ssl_certificate: str = ""
+    # Falco's thread count (0 = one per core); the agent's server takes each request on its own thread.
+    threadiness: int = field(default=0, metadata=limits(ge=0))
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
-    """Prometheus `/metrics` and `/healthz`."""
+    """What `/metrics` on the web server serves: Falco's `falcosecurity_*` families and the agent's own
+    `falco_agent_*` ones; with `output_rule` or `output_file`, a snapshot every `interval` as well."""
 
     enabled: bool = True
-    address: str = field(default="127.0.0.1:9376", metadata=LISTEN_ADDRESS)
+    # Falco's duration syntax: 1h, 15m, 30s, 500ms (at least 100ms).
+    interval: str = "1h"
+    # Every interval, an internal alert "Falco internal: metrics snapshot" carrying the metrics.
+    output_rule: bool = False
+    # Every interval, one JSON line of the metrics appended to this file.
+    output_file: str = ""
+    rules_counters_enabled: bool = True
+    resource_utilization_enabled: bool = True
+    state_counters_enabled: bool = True
+    kernel_event_counters_enabled: bool = True
+    convert_memory_to_mb: bool = True
+    include_empty_values: bool = False
     stale_after_s: float = field(default=10.0, metadata=limits(gt=0))
     # A source's worker busy in one step (not back at its loop) for longer than this is reported stuck.
     stuck_after_s: float = field(default=120.0, metadata=limits(gt=0))
@@ -292,6 +371,9 @@ class GrpcConfig:
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "text"] = "auto"
+    # Falco's `log_stderr` and `log_syslog`: where the agent's own logs go (not alerts).
+    stderr: bool = True
+    syslog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +426,47 @@ class RuleSelectionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendMatchConfig:
+    """Which alerts an `append_output` entry applies to; every condition given must hold (none: every alert)."""
+
+    source: str = ""
+    # The rule must have all of these tags.
+    tags: tuple[str, ...] = ()
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraFieldConfig:
+    """One of `append_output[].extra_fields`: `name` in JSON `output_fields`, valued by the output format `format`.
+
+    Written as Falco does: a field name (`- container.id`, format `%container.id`) or a one-key mapping
+    (`- home: "${HOME}"`)."""
+
+    name: str = ""
+    format: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutputConfig:
+    """One entry of Falco's `append_output`: text appended to matching rules' outputs, extra JSON output fields,
+    and with `suggested_output` the fields each source suggests (`container_id=%container.id` ...)."""
+
+    match: AppendMatchConfig = field(default_factory=AppendMatchConfig)
+    extra_output: str = ""
+    extra_fields: tuple[ExtraFieldConfig, ...] = ()
+    suggested_output: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedKey:
+    """A key of Falco's configuration the agent reads but does not act on, named in one warning at start."""
+
+    key: str
+    where: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unchecked:
     """A subtree kept as written, with where each value came from, to be checked later against a schema only a
     plugin knows (`plugins[].init_config`): see agent.config.load.check_section. `tree` is the loader's raw value."""
@@ -385,9 +508,17 @@ class AgentConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    webserver: WebserverConfig = field(default_factory=WebserverConfig)
+    append_output: tuple[AppendOutputConfig, ...] = (AppendOutputConfig(suggested_output=True),)
+    # Reload when the configuration files or the rules files change (SIGHUP always reloads).
+    watch_config_files: bool = True
     plugins: tuple[PluginConfig, ...] = ()
     # As in Falco: absent (None) loads every `plugins` entry; a list loads only those named, in its order.
     load_plugins: tuple[str, ...] | None = None
+    # Filled by the loader, never written: the Falco keys read but not acted on, and the configuration files read,
+    # in order (the main one, then those of `config_files`).
+    unsupported_keys: tuple[UnsupportedKey, ...] = field(default=(), metadata=INTERNAL)
+    loaded_files: tuple[str, ...] = field(default=(), metadata=INTERNAL)
 
 
 def builtin_settings() -> dict[str, Any]:

@@ -112,6 +112,8 @@ class SqsTrailConsumer:
             session = make_session(self._aws)
             sqs = make_client(session, "sqs", self._aws)
             self._s3 = make_client(session, "s3", self._aws)
+            if "://" not in self.queue_url:  # a queue name, as Falco's cloudtrail plugin takes (`sqs://NAME`)
+                self.queue_url = sqs.get_queue_url(QueueName=self.queue_url)["QueueUrl"]
             for url in filter(None, (self.queue_url, self._dlq_url)):
                 sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
         except AWS_ERRORS as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent.config.schema import AgentConfig, Unchecked
+from agent.config.schema import IS_INTERNAL, AgentConfig, Unchecked
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "agent.yaml"
 
@@ -33,6 +33,8 @@ def missing_keys(cls: type, value: Any, prefix: str) -> Iterator[str]:
     mappings = [item for item in items if isinstance(item, dict)]
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
+        if field.metadata.get(IS_INTERNAL):  # filled by the loader, never written
+            continue
         dotted = f"{prefix}{field.name}"
         present = [m[field.name] for m in mappings if field.name in m]
         if not present:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config
-from agent.config.load import _build, _Value
+from agent.config.load import _build
+from agent.config.raw import RawValue as _Value
 from agent.config.schema import EXAMPLE_TRAIL_DIR, Bounds
 from agent.errors import ConfigError
 
@@ -115,7 +116,7 @@ class TestErrors:
         ("sources:\n  kernel:\n    ring_buffer_pages: 3000\n",
          "sources.kernel.ring_buffer_pages: must be a power of two, got 3000"),
         ("metrics:\n  stale_after_s: .nan\n", "metrics.stale_after_s: expected a finite number, got nan"),
-        ("metrics:\n  address: localhost\n", "metrics.address: address 'localhost' must look like host:port"),
+        ("webserver:\n  listen_port: 70000\n", "webserver.listen_port: must be >= 0 and <= 65535, got 70000"),
         ("grpc:\n  address: '[::1]:65536'\n", "grpc.address: address '[::1]:65536' must look like host:port"),
     ])
     def test_values_out_of_range_name_the_key_and_line(self, tmp_path: Path, text: str, needle: str) -> None:
@@ -178,7 +179,7 @@ EXAMPLE_SETTINGS: dict[str, dict[str, object]] = {
         "hostname": "node-7",  # ${NODE_NAME:-}, NODE_NAME set by the test
         "sources.k8s_audit.webhook.listen": "0.0.0.0:9765", "sources.aws_cloudtrail.enabled": False,
         "outputs.stdout.format": "json", "grpc.spool_dir": "/var/lib/falco-agent/spool",
-        "metrics.address": "0.0.0.0:9376",
+        "webserver.listen_address": "0.0.0.0", "webserver.listen_port": 8765,
     },
     "cloudtrail/agent-sqs.yaml": {
         "rules_files": ("rules/aws_cloudtrail.yaml",), "sources.k8s_audit.enabled": False,

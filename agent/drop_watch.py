@@ -22,6 +22,9 @@ class DropWatch:
         self._clock = clock
         self._next_at = clock() + interval_s
         self._reported = {id(o): 0 for o in self._outputs}
+        # The drop alerts of the last check go to every output: an output that is down drops them too, and those
+        # drops alone must not raise the next alert (with syslog down, each alert would beget the next, forever).
+        self._raised_last = 0
 
     def check(self) -> list[Alert]:
         """One alert per output whose dropped count grew since the last report."""
@@ -33,7 +36,8 @@ class DropWatch:
         for output in self._outputs:
             total = int(output.counters().get("dropped", 0))
             count = total - self._reported[id(output)]
-            if count > 0:
-                self._reported[id(output)] = total
+            self._reported[id(output)] = total
+            if count > self._raised_last:
                 out.append(self._alerts.events_dropped(f"output:{output.name}", count, total=total))
+        self._raised_last = len(out)
         return out

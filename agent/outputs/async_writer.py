@@ -4,7 +4,9 @@ The engine thread calls `offer`, which never waits: when the queue is full the i
 drop is logged once when a burst of drops starts and once, with its count, when it ends. The writer thread hands
 batches to a `Destination`; a `DeliveryError` is retried with exponential backoff and jitter until it succeeds or
 `stop` gives up at its deadline; a `RejectedError` (the destination refused the batch for good) is counted and the
-batch dropped. Everything queued when the writer gives up is counted as dropped: nothing vanishes uncounted.
+batch dropped; a `DroppedError` (part of the batch could not be delivered and would be worthless later) counts those
+alerts as dropped and the rest as delivered. Everything queued when the writer gives up is counted as dropped:
+nothing vanishes uncounted.
 
 Counters are plain ints, changed under the lock when two threads may write them, and read racily by the metrics
 endpoint, which is fine under the GIL.
@@ -23,7 +25,7 @@ import structlog
 
 from agent.alert import Alert
 
-__all__ = ["AsyncWriter", "Backoff", "DeliveryError", "Destination", "RejectedError"]
+__all__ = ["AsyncWriter", "Backoff", "DeliveryError", "Destination", "DroppedError", "RejectedError"]
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +38,14 @@ class DeliveryError(Exception):
 
 class RejectedError(Exception):
     """The destination refused the batch for good; sending it again would not help."""
+
+
+class DroppedError(Exception):
+    """`count` items of the batch were not delivered and are not to be retried; the destination logged why."""
+
+    def __init__(self, message: str, *, count: int) -> None:
+        super().__init__(message)
+        self.count = count
 
 
 class Destination(Protocol[T]):
@@ -177,6 +187,11 @@ class AsyncWriter(Generic[T]):
         while True:
             try:
                 self._destination.send(batch)
+            except DroppedError as exc:
+                with self._lock:
+                    self.dropped += exc.count
+                self.delivered += len(batch) - exc.count
+                return
             except RejectedError as exc:
                 self.rejected += len(batch)
                 log.error("output_alerts_rejected", output=self.name, count=len(batch), error=str(exc))

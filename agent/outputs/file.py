@@ -12,6 +12,11 @@ The page cache outlives the agent process (SIGKILL), not the machine. `sync()` m
 never keeps a checkpoint while losing the alerts of the events it covers. A descriptor is also synced before it is
 closed (rotation, a failed write, shutdown). A kill can also stop the write of an alert midway (between two pages),
 leaving the file ending mid-line: opening it ends that line first, so that the next alert is a line of its own.
+
+Without `keep_alive` (Falco's `file_output.keep_alive: false`) every alert opens the path, writes and closes, so a
+file moved away or deleted (logrotate without a signal) is followed at the next alert. Closing then skips the
+fdatasync, which would cost a disk flush per alert; `sync()` finds the file again by its path instead, which misses
+only alerts whose file was moved away between their write and the sync.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.alert import Alert
+from agent.alert import FALCO_JSON, Alert, JsonAlertFormat, alert_encoder
 from agent.errors import ConfigError
 
 __all__ = ["FileOutput"]
@@ -39,10 +44,11 @@ class FileOutput:
 
     name = "file"
 
-    def __init__(self, path: str | Path, *, as_json: bool, iso8601: bool) -> None:
+    def __init__(self, path: str | Path, *, as_json: bool, iso8601: bool, json_format: JsonAlertFormat = FALCO_JSON,
+                 keep_alive: bool = True) -> None:
         self.path = Path(path)
-        self._as_json = as_json
-        self._iso8601 = iso8601
+        self._encode = alert_encoder(as_json=as_json, iso8601=iso8601, json_format=json_format)
+        self._keep_alive = keep_alive
         self._reopen_requested = False
         self._burst = 0
         self._unsynced = False  # alerts written to the descriptor since its last fdatasync
@@ -53,16 +59,17 @@ class FileOutput:
             self._fd: int | None = _open(self.path)
         except OSError as exc:
             raise ConfigError(f"cannot open alerts file {self.path}: {exc.strerror}") from None
+        if not keep_alive:
+            self._release_fd()
 
     def reopen(self) -> None:
-        """Ask for the path to be opened again before the next write (logrotate's SIGUSR1); never blocks."""
-        self._reopen_requested = True
+        """Ask for the path to be opened again before the next write (logrotate's SIGUSR1); never blocks.
+
+        Without keep_alive there is nothing to do: every alert opens the path anyway."""
+        self._reopen_requested = self._keep_alive
 
     def emit(self, alert: Alert) -> None:
-        if self._as_json:
-            line = alert.falco_json_line(iso8601=self._iso8601) + b"\n"
-        else:
-            line = alert.text_line(iso8601=self._iso8601).encode() + b"\n"
+        line = self._encode(alert) + b"\n"
         if self._reopen_requested:
             self._reopen()
         try:
@@ -73,6 +80,8 @@ class FileOutput:
             self._failed(exc)
             return
         self._unsynced = True
+        if not self._keep_alive:
+            self._release_fd()
         self.delivered += 1
         if self._burst:
             log.warning("output_write_recovered", output=self.name, file=str(self.path), dropped=self._burst,
@@ -86,11 +95,14 @@ class FileOutput:
 
     def sync(self) -> None:
         """Put the alerts written since the last sync on the disk itself (fdatasync); nothing to do if none were."""
-        if not self._unsynced or self._fd is None:
+        if not self._unsynced:
             return
         self._unsynced = False
         try:
-            os.fdatasync(self._fd)
+            if self._fd is not None:
+                os.fdatasync(self._fd)
+            else:  # closed after each alert (no keep_alive): the same file by its path
+                _sync_path(self.path)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 return  # a pipe or a device (/dev/stdout): nothing is kept that could be synced
@@ -126,6 +138,10 @@ class FileOutput:
 
     def _close_fd(self) -> None:
         self.sync()
+        self._release_fd()
+
+    def _release_fd(self) -> None:
+        """Close the descriptor without syncing it."""
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -146,6 +162,15 @@ def _open(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _sync_path(path: Path) -> None:
+    # O_NONBLOCK: opening a named pipe to read would otherwise wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _last_byte(path: Path, size: int) -> bytes:

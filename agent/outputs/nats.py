@@ -30,7 +30,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from agent.alert import Alert
+from agent.alert import FALCO_JSON, Alert, JsonAlertFormat
 from agent.errors import ConfigError
 from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput
 
@@ -94,7 +94,7 @@ class _NatsDestination:
     """Owns a NATS connection and the loop thread it runs on; `send` and `release` run on the writer thread."""
 
     def __init__(self, servers: Sequence[str], *, subject: SubjectTemplate, stream: str, create_stream: bool,
-                 credentials_file: str, timeout_s: float, iso8601: bool) -> None:
+                 credentials_file: str, timeout_s: float, iso8601: bool, json_format: JsonAlertFormat) -> None:
         self._servers = list(servers)
         self._subject = subject
         self._stream = stream
@@ -102,6 +102,7 @@ class _NatsDestination:
         self._credentials_file = credentials_file
         self._timeout_s = timeout_s
         self._iso8601 = iso8601
+        self._json = json_format
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Client | None = None
@@ -157,7 +158,7 @@ class _NatsDestination:
     async def _publish_one(self, js: JetStreamContext, item: _Pending) -> None:
         alert = item.alert
         try:
-            await js.publish(self._subject.render(alert), alert.falco_json_line(iso8601=self._iso8601),
+            await js.publish(self._subject.render(alert), self._json.line(alert, iso8601=self._iso8601),
                              timeout=self._timeout_s, stream=self._stream, headers={"Nats-Msg-Id": item.msg_id})
         except _PERMANENT as exc:
             self.rejected += 1
@@ -240,7 +241,7 @@ class NatsOutput(QueuedOutput[_Pending]):
 
     def __init__(self, servers: Sequence[str], *, subject: str, stream: str, create_stream: bool, iso8601: bool,
                  max_queue: int, timeout_s: float, close_timeout_s: float, credentials_file: str = "",
-                 backoff: Backoff = DEFAULT_BACKOFF) -> None:
+                 json_format: JsonAlertFormat = FALCO_JSON, backoff: Backoff = DEFAULT_BACKOFF) -> None:
         if not servers:
             raise ConfigError("outputs.nats.servers: give at least one server URL (nats://host:4222)")
         if not stream or _UNSAFE.search(stream):
@@ -249,7 +250,7 @@ class NatsOutput(QueuedOutput[_Pending]):
             raise ConfigError(f"outputs.nats.credentials_file: {credentials_file} is not a readable file")
         self._destination = _NatsDestination(servers, subject=SubjectTemplate(subject), stream=stream,
                                              create_stream=create_stream, credentials_file=credentials_file,
-                                             timeout_s=timeout_s, iso8601=iso8601)
+                                             timeout_s=timeout_s, iso8601=iso8601, json_format=json_format)
         self._timeout_s = timeout_s
         self._close_timeout_s = close_timeout_s
         self._id_prefix = uuid.uuid4().hex

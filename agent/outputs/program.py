@@ -18,7 +18,7 @@ import threading
 
 import structlog
 
-from agent.alert import Alert
+from agent.alert import FALCO_JSON, Alert, AlertEncoder, JsonAlertFormat, alert_encoder
 from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput, RejectedError
 
 __all__ = ["DEFAULT_BACKOFF", "ProgramOutput"]
@@ -35,10 +35,9 @@ _JOIN_GRACE_S = _EXIT_WAIT_S + 2.0
 class _ProgramDestination:
     """The running process (keep-alive) or one process per alert; used by the writer thread only."""
 
-    def __init__(self, command: str, *, as_json: bool, iso8601: bool, keep_alive: bool) -> None:
+    def __init__(self, command: str, *, encode: AlertEncoder, keep_alive: bool) -> None:
         self._command = command
-        self._as_json = as_json
-        self._iso8601 = iso8601
+        self._encode = encode
         self._keep_alive = keep_alive
         self._proc: subprocess.Popen[bytes] | None = None
         self._proc_lock = threading.Lock()
@@ -49,11 +48,6 @@ class _ProgramDestination:
         proc = self._proc
         return proc.pid if proc is not None else None
 
-    def _line(self, alert: Alert) -> bytes:
-        if self._as_json:
-            return alert.falco_json_line(iso8601=self._iso8601) + b"\n"
-        return alert.text_line(iso8601=self._iso8601).encode() + b"\n"
-
     def _spawn(self) -> subprocess.Popen[bytes]:
         try:
             return subprocess.Popen(self._command, shell=True, stdin=subprocess.PIPE, start_new_session=True)
@@ -61,7 +55,7 @@ class _ProgramDestination:
             raise DeliveryError(f"cannot start program: {exc}") from None
 
     def send(self, items: list[Alert]) -> None:
-        data = b"".join(self._line(alert) for alert in items)
+        data = b"".join(self._encode(alert) + b"\n" for alert in items)
         if not self._keep_alive:
             self._run_once(data)
             return
@@ -141,8 +135,10 @@ class ProgramOutput(QueuedOutput[Alert]):
     name = "program"
 
     def __init__(self, command: str, *, as_json: bool, iso8601: bool, keep_alive: bool, max_queue: int,
-                 close_timeout_s: float, backoff: Backoff = DEFAULT_BACKOFF) -> None:
-        self._destination = _ProgramDestination(command, as_json=as_json, iso8601=iso8601, keep_alive=keep_alive)
+                 close_timeout_s: float, json_format: JsonAlertFormat = FALCO_JSON,
+                 backoff: Backoff = DEFAULT_BACKOFF) -> None:
+        encode = alert_encoder(as_json=as_json, iso8601=iso8601, json_format=json_format)
+        self._destination = _ProgramDestination(command, encode=encode, keep_alive=keep_alive)
         self._close_timeout_s = close_timeout_s
         self._writer: AsyncWriter[Alert] = AsyncWriter(self.name, self._destination, max_queue=max_queue,
                                                        max_batch=_MAX_BATCH if keep_alive else 1, backoff=backoff)

@@ -33,3 +33,25 @@ class TestDropWatch:
         assert alert.output_fields["internal.count"] == 4
         now[0] = 30
         assert watch.check() == []
+
+    def test_an_output_that_drops_the_drop_alerts_does_not_alert_forever(self) -> None:
+        """An output that is down (syslog without /dev/log) also drops the drop alerts: one alert for the outage,
+        then silence while only those alerts are dropped, and a new alert when real alerts are dropped again.
+
+        Mutation caught: counting every growth (`count > 0`) raises one alert per interval forever."""
+        now = [0.0]
+        output = DroppingOutput()
+        watch = DropWatch([output], alerts=InternalAlerts(hostname="n"), interval_s=10, clock=lambda: now[0])
+        output.dropped = 5
+        now[0] = 10
+        raised = watch.check()
+        assert len(raised) == 1
+        for tick in range(2, 6):  # each interval, the output drops the drop alerts raised before and nothing else
+            output.dropped += len(raised)
+            now[0] = 10 * tick
+            raised = watch.check()
+            assert raised == [], tick
+        output.dropped += 4
+        now[0] = 60
+        [again] = watch.check()
+        assert again.output_fields["internal.count"] == 4 and again.output_fields["internal.total"] == 10

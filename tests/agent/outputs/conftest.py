@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from agent.alert import Alert
+from agent.outputs.base import Output
 from agent.priority import Priority
 from tests.support.http_recorder import FakeRemote, Received, fake_remote
 
@@ -30,3 +33,38 @@ def receiver(answer: Callable[[int], int] = lambda index: 200, *,
 
     with fake_remote(respond, tls=tls) as server:
         yield server
+
+
+def emits_return(output: Output, alerts: Iterable[Alert], timeout_s: float = WAIT_S) -> bool:
+    """Whether emitting every alert returns within `timeout_s`, called while the destination cannot take them.
+
+    A deadline, not a speed bound: an `emit` that waits for the destination would not return before the test lets
+    the destination recover, so it misses any deadline; an `emit` that only queues returns at once however slow the
+    machine is. The emits run on a thread so that a blocking one fails the test here instead of hanging it.
+    """
+    done = threading.Event()
+
+    def emit_all() -> None:
+        for alert in alerts:
+            output.emit(alert)
+        done.set()
+
+    threading.Thread(target=emit_all, name="emits", daemon=True).start()
+    return done.wait(timeout_s)
+
+
+class QueuedOutput(Output, Protocol):
+    def wait_idle(self, timeout_s: float) -> bool: ...
+
+
+def deliver(output: QueuedOutput, count: int, *, one_by_one: bool = False) -> None:
+    """Emit alerts 0 .. count-1 and wait until the output delivered (or gave up on) them, one by one or all at
+    once; the output is closed in any case."""
+    try:
+        for i in range(count):
+            output.emit(make_alert(i))
+            if one_by_one:
+                assert output.wait_idle(WAIT_S)
+        assert output.wait_idle(WAIT_S)
+    finally:
+        output.close()

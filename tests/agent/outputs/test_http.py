@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,11 @@ import pytest
 import trustme
 from structlog.testing import capture_logs
 
+from agent import __version__
 from agent.errors import ConfigError
 from agent.outputs.async_writer import Backoff
-from agent.outputs.http import HttpOutput
-from tests.agent.outputs.conftest import WAIT_S, make_alert, receiver
+from agent.outputs.http import HttpOptions, HttpOutput
+from tests.agent.outputs.conftest import WAIT_S, deliver, emits_return, make_alert, receiver
 
 pytestmark = pytest.mark.server
 
@@ -33,7 +36,7 @@ class TestDelivery:
     def test_each_alert_is_posted_as_falco_json(self) -> None:
         """One POST per alert whose body is Falco's JSON alert object, with the configured headers."""
         with receiver() as server:
-            output = new_output(server.url, headers={"Authorization": "Bearer t0ken"})
+            output = new_output(server.url, options=HttpOptions(headers={"Authorization": "Bearer t0ken"}))
             try:
                 for i in range(3):
                     output.emit(make_alert(i))
@@ -117,17 +120,14 @@ class TestOutage:
                 with capture_logs() as logs:
                     output.emit(make_alert(0))
                     assert server.wait_for(lambda got: len(got) >= 1)  # alert 0 is in flight, being retried
-                    started = time.monotonic()
-                    for i in range(1, 8):
-                        output.emit(make_alert(i))
-                    emit_s = time.monotonic() - started
+                    # emit never waits for the failing endpoint: it only becomes healthy once they returned
+                    assert emits_return(output, [make_alert(i) for i in range(1, 8)])
                     healthy = True
                     assert server.wait_for(lambda got: len([r for r in got if r.status == 200]) == 5)
                     output.emit(make_alert(8))  # ends the burst of drops
                     assert output.wait_idle(WAIT_S)
             finally:
                 output.close()
-            assert emit_s < 1.0  # emit never waited for the failing endpoint
             pids = [orjson.loads(r.body)["output_fields"]["proc.pid"] for r in server.accepted()]
             assert pids == [0, 1, 2, 3, 4, 8]
             assert output.dropped == 3 and output.delivered == 6 and output.failed_attempts >= 1
@@ -136,15 +136,14 @@ class TestOutage:
 
     def test_close_gives_up_at_its_deadline(self) -> None:
         """With nobody listening, close returns after its deadline and counts what it could not deliver."""
-        with socket.socket() as probe:  # a port nobody listens on
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        output = new_output(f"http://127.0.0.1:{port}/alerts", close_timeout_s=0.2)
-        for i in range(5):
-            output.emit(make_alert(i))
-        started = time.monotonic()
-        output.close()
-        assert time.monotonic() - started < WAIT_S
+        with socket.socket() as closed:  # bound and never listening: refused, and no other test can take the port
+            closed.bind(("127.0.0.1", 0))
+            output = new_output(f"http://127.0.0.1:{closed.getsockname()[1]}/alerts", close_timeout_s=0.2)
+            for i in range(5):
+                output.emit(make_alert(i))
+            started = time.monotonic()
+            output.close()
+            assert time.monotonic() - started < WAIT_S
         assert output.dropped == 5 and output.delivered == 0 and output.failed_attempts >= 1
 
     def test_close_delivers_what_is_queued(self) -> None:
@@ -201,3 +200,79 @@ class TestTls:
         """A URL that is not http(s) is refused when the output is built."""
         with pytest.raises(ConfigError, match="http:// or https://"):
             new_output("127.0.0.1:8080/alerts")
+
+
+class TestFalcoOptions:
+    def test_user_agent_names_the_agent_and_its_version_unless_configured(self) -> None:
+        """Without user_agent the requests say falco-agent/<version>; with it, what it says."""
+        with receiver() as server:
+            custom = HttpOptions(user_agent="falcosecurity/falco")
+            outputs = [new_output(server.url), new_output(server.url, options=custom)]
+            try:
+                for output in outputs:
+                    output.emit(make_alert(1))
+                    assert output.wait_idle(WAIT_S)
+            finally:
+                for output in outputs:
+                    output.close()
+            assert [r.headers["User-Agent"] for r in server.received] == [f"falco-agent/{__version__}",
+                                                                          "falcosecurity/falco"]
+
+    @pytest.mark.parametrize("batch", [False, True])
+    def test_compressed_uploads_are_gzip_bodies(self, batch: bool) -> None:
+        """compress_uploads: the body on the wire is gzip (Content-Encoding: gzip, a Content-Length smaller than the
+        JSON), which the server reads back as the same alerts."""
+        with receiver() as server:
+            deliver(new_output(server.url, batch=batch, options=HttpOptions(compress=True)), 20)
+            for request in server.received:  # aiohttp's server hands the body over decompressed
+                assert request.headers["Content-Encoding"] == "gzip"
+                assert int(request.headers["Content-Length"]) < len(request.body)
+            bodies = [orjson.loads(r.body) for r in server.received]
+            posted = [alert for body in bodies for alert in body] if batch else bodies
+            assert posted == [make_alert(i).falco_json() for i in range(20)]
+
+    @pytest.mark.parametrize("keep_alive", [True, False])
+    def test_keep_alive_reuses_one_connection_or_closes_each(self, keep_alive: bool) -> None:
+        """keep_alive: requests share one connection; without it each request asks the server to close."""
+        with receiver() as server:
+            deliver(new_output(server.url, options=HttpOptions(keep_alive=keep_alive)), 3, one_by_one=True)
+            connection = {r.headers.get("Connection", "keep-alive").lower() for r in server.received}
+            assert connection == ({"keep-alive"} if keep_alive else {"close"})
+            assert len(server.received) == 3
+
+    def test_echo_prints_the_server_answers_on_stdout(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """echo: each answer of the server is written on stdout, one line each, whatever its status."""
+        with receiver(lambda index: 200 if index else 400) as server, capture_logs():  # logs: not on stdout
+            deliver(new_output(server.url, options=HttpOptions(echo=True)), 2, one_by_one=True)
+        assert capfd.readouterr().out == "not now\nok\n"
+
+    def test_no_echo_keeps_stdout_for_alerts(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """Without echo nothing of the server's answers reaches stdout."""
+        with receiver() as server:
+            deliver(new_output(server.url), 1)
+        assert capfd.readouterr().out == ""
+
+
+class TestCaPath:
+    def test_server_verified_against_a_ca_folder(self, tmp_path: Path) -> None:
+        """ca_path: a folder of hashed CA certificates (as c_rehash makes) verifies the server."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.skip("openssl is needed to hash the CA's name")
+        ca = trustme.CA()
+        folder = tmp_path / "certs"
+        folder.mkdir()
+        ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+        subject_hash = subprocess.run([openssl, "x509", "-hash", "-noout", "-in", str(folder / "ca.pem")],
+                                      check=True, capture_output=True, text=True).stdout.strip()
+        (folder / f"{subject_hash}.0").symlink_to("ca.pem")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        with receiver(tls=context) as server:
+            output = new_output(server.url, ca_path=str(folder))
+            try:
+                output.emit(make_alert(1))
+                assert output.wait_idle(WAIT_S)
+            finally:
+                output.close()
+            assert output.delivered == 1 and len(server.received) == 1

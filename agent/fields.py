@@ -101,7 +101,8 @@ class ArgKind(Flag):
 
 
 class FieldFlag(Flag):
-    """Restrictions on where a field may appear (Falco's EPF_* flags that matter to rules)."""
+    """Restrictions on where a field may appear, and hints about its use (Falco's EPF_* flags that matter to rules
+    and outputs)."""
 
     NONE = 0
     FILTER_ONLY = auto()
@@ -113,6 +114,9 @@ class FieldFlag(Flag):
     #: ends of a connection for `fd.ip`): its extractor returns an AnyOf and a check holds when it
     #: holds for any of them, whatever the operator, as libsinsp compares such fields.
     ANY_OF = auto()
+    #: `append_output`'s `suggested_output` appends the field to the outputs of its source's rules, as
+    #: `container_id=%container.id` (EPF_FORMAT_SUGGESTED; a plugin field's `addOutput`).
+    FORMAT_SUGGESTED = auto()
 
 
 class AnyOf:

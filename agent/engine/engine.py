@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from agent.alert import Alert
+from agent.engine.append_output import AppendOutput, OutputAppender
 from agent.engine.ast import Expr
 from agent.engine.collector import Collector
 from agent.engine.correlation_compiler import CompiledCorrelation, compile_correlations
@@ -54,10 +55,14 @@ class Engine:
     """
 
     def __init__(self, *, rule_matching: RuleMatching = RuleMatching.FIRST,
-                 min_priority: Priority = Priority.DEBUG, hostname: str = "") -> None:
+                 min_priority: Priority = Priority.DEBUG, hostname: str = "",
+                 append_output: Sequence[AppendOutput] = ()) -> None:
+        """`append_output` entries extend the outputs of the rules they match at each load (see
+        agent.engine.append_output)."""
         self.rule_matching = rule_matching
         self.min_priority = min_priority
         self.hostname = hostname
+        self.append_output = tuple(append_output)
         self.stats = EngineStats()
         self._sources: dict[str, SourceSpec] = {}
         self._rules: list[CompiledRule] = []
@@ -101,11 +106,13 @@ class Engine:
         collector = Collector(known_sources=frozenset(self._sources), result=result)
         compiled: list[CompiledRule] = []
         correlations: list[CompiledCorrelation] = []
+        appender = OutputAppender(self.append_output, self._sources)
         try:
             for content in contents:
                 for item in read_items(content.text, content.name, result):
                     collector.collect(item)
-                ctx = build_context(collector, self._sources, result, parse_cache=self._parse_cache)
+                ctx = build_context(collector, self._sources, result, parse_cache=self._parse_cache,
+                                    appender=appender)
                 compiled = compile_rules(ctx)
                 correlations = compile_correlations(ctx)
             self._check_plugins(collector, result)

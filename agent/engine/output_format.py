@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.alert import Alert
-from agent.engine.ast import FieldRef
+from agent.engine.ast import FieldRef, Pos
 from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
 from agent.engine.transformers import Getter
@@ -60,10 +60,15 @@ class _Token:
 
 @dataclass(frozen=True, slots=True)
 class OutputFormat:
-    """A compiled output: literal text interleaved with field tokens, and the keys for output_fields."""
+    """A compiled output: literal text interleaved with field tokens, and the keys for output_fields.
+
+    `texts` are output_fields keys valued by the rendered text of a format that is not part of the output text
+    (`append_output`'s `extra_fields`).
+    """
 
     parts: tuple[str | _Token, ...]
     fields: tuple[tuple[str, Getter], ...]
+    texts: tuple[tuple[str, OutputFormat], ...] = ()
 
     def render(self, event: Event) -> str:
         out = []
@@ -89,7 +94,35 @@ class OutputFormat:
             except EXTRACTION_ERRORS:
                 value = None
             out[key] = value if value.__class__ is str else json_value(value)
+        for key, text in self.texts:
+            out[key] = text.render(event)
         return out
+
+    def followed_by(self, other: OutputFormat) -> OutputFormat:
+        """This output, a space, then `other`, with the output_fields of both (a key already here keeps its own)."""
+        merged: list[str | _Token] = []
+        for part in (*self.parts, " ", *other.parts):  # adjacent literals as one: fewer pieces to join per alert
+            last = merged[-1] if merged else None
+            if isinstance(part, str) and isinstance(last, str):
+                merged[-1] = last + part
+            else:
+                merged.append(part)
+        fields = dict(self.fields)
+        for key, get in other.fields:
+            fields.setdefault(key, get)
+        return OutputFormat(tuple(merged), tuple(fields.items()), self.texts + other.texts)
+
+    def with_output_fields(self, extra: dict[str, Getter | OutputFormat]) -> OutputFormat:
+        """This output with more output_fields keys, not shown in the text: a getter gives a field's value, a
+        format its rendered text. They replace keys of the same name."""
+        fields = {key: get for key, get in self.fields if key not in extra}
+        texts = {key: text for key, text in self.texts if key not in extra}
+        for key, value in extra.items():
+            if isinstance(value, OutputFormat):
+                texts[key] = value
+            else:
+                fields[key] = value
+        return OutputFormat(self.parts, tuple(fields.items()), tuple(texts.items()))
 
 
 def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] | None = None) -> OutputFormat:
@@ -131,6 +164,16 @@ def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] |
     if literal:
         parts.append("".join(literal))
     return OutputFormat(tuple(parts), tuple(fields.items()))
+
+
+def compile_value(name: str, table: FieldTable) -> Getter:
+    """The getter of one field or transformer written as after `%` in an output (`proc.aname[2]`,
+    `toupper(proc.name)`); CompileError when `name` is anything else."""
+    fmt = compile_output(f"%{name}", table)
+    token = fmt.parts[0] if len(fmt.parts) == 1 else None
+    if not isinstance(token, _Token):
+        raise CompileError(f"'{name}' is not a field", Pos(0, 1, 1), unknown_filter=True)
+    return token.get
 
 
 def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,

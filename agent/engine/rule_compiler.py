@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.engine.append_output import OutputAppender
 from agent.engine.ast import Check, Expr, FieldRef, walk
 from agent.engine.collector import Collector
 from agent.engine.compiler import CompileError, ConditionCompiler, Predicate
@@ -40,13 +41,15 @@ class CompileContext:
     macros: MacroExpander
     compilers: dict[str, ConditionCompiler]
     parse_cache: dict[str, Expr]
+    appender: OutputAppender
     #: Checks and operators of the conditions expanded so far, macros counted at each use.
     nodes: int = 0
 
 
 def build_context(collector: Collector, sources: dict[str, SourceSpec], result: LoadResult,
-                  *, parse_cache: dict[str, Expr]) -> CompileContext:
-    """Expand lists and macros once; raises LoadAborted after recording an error."""
+                  *, parse_cache: dict[str, Expr], appender: OutputAppender) -> CompileContext:
+    """Expand lists and macros once; raises LoadAborted after recording an error. `appender` extends rule outputs
+    (append_output)."""
     for list_def in collector.lists.values():
         list_def.used = False
     for macro_def in collector.macros.values():
@@ -64,7 +67,8 @@ def build_context(collector: Collector, sources: dict[str, SourceSpec], result: 
             raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
                                _at(macro.location, "macro", macro.name, exc.pos.column)) from None
     return CompileContext(collector, sources, result, lists, expander,
-                          {name: ConditionCompiler(spec.fields) for name, spec in sources.items()}, parse_cache)
+                          {name: ConditionCompiler(spec.fields) for name, spec in sources.items()}, parse_cache,
+                          appender)
 
 
 def compile_rules(ctx: CompileContext) -> list[CompiledRule]:
@@ -139,6 +143,7 @@ def _compile_rule(rule: RuleDef, ctx: CompileContext) -> CompiledRule | None:
     code = ErrorCode.LOAD_ERR_COMPILE_OUTPUT
     try:
         output = compile_output(rule.output, source.fields, warn=warnings.append)
+        output = ctx.appender.extend(output, name=rule.name, source=rule.source, tags=rule.tags)
         for message in warnings:
             result.warn(WarningCode.LOAD_DEPRECATED_ITEM, message, loc)
         code = ErrorCode.LOAD_ERR_COMPILE_CONDITION

@@ -44,7 +44,7 @@ from agent.config.schema import limits
 from agent.engine.requirements import parse_semver
 from agent.errors import AgentError, DecodeError
 from agent.event import Event
-from agent.fields import ArgKind, FieldSpec, FieldTable, FieldType, Value
+from agent.fields import ArgKind, FieldFlag, FieldSpec, FieldTable, FieldType, Value
 from agent.generic_fields import generic_fields
 from agent.location import Location
 from agent.source import EventSink, LiveSource, RecordDecoder, SourceSpec
@@ -88,7 +88,7 @@ class Extract(Protocol):
 
 def schema_fields(entries: Sequence[Mapping[str, Any]], extract: Extract) -> tuple[FieldSpec, ...]:
     """Fields from Falco's `plugin_get_fields` JSON: a list of {name, type, isList, arg {isRequired, isIndex,
-    isKey}, desc}; other keys (display, addOutput, properties) are ignored. ValueError names a bad entry."""
+    isKey}, desc, addOutput}; other keys (display, properties) are ignored. ValueError names a bad entry."""
     return tuple(_schema_field(index, entry, extract) for index, entry in enumerate(entries))
 
 
@@ -112,7 +112,9 @@ def _schema_field(index: int, entry: Mapping[str, Any], extract: Extract) -> Fie
     def factory(field_arg: str | None) -> Callable[[Event], Value]:
         return lambda event: extract(event, name, field_arg)
 
-    return FieldSpec(name, kind, str(entry.get("desc", "")), factory, is_list=bool(entry.get("isList")), arg=flags)
+    suggested = FieldFlag.FORMAT_SUGGESTED if entry.get("addOutput") is True else FieldFlag.NONE
+    return FieldSpec(name, kind, str(entry.get("desc", "")), factory, is_list=bool(entry.get("isList")), arg=flags,
+                     flags=suggested)
 
 
 @dataclass(frozen=True, slots=True)

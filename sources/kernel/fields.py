@@ -9,7 +9,8 @@ Argument kinds follow libsinsp's EPF_ARG_* flags, refined where libsinsp's own p
 narrower or looser than the flags say (see the `arg` column of the TSV): `evt.rawarg` and
 `thread.cgroup` take a name, `evt.around` and the `proc.a*` ancestor fields take a number,
 `fd.types` takes a descriptor number, and `evt.abspath` also works bare (`.src`/`.dst` pick
-one of two paths). `dot_arg` marks the fields libsinsp lets you write as `name.<arg>`.
+one of two paths). `dot_arg` marks the fields libsinsp lets you write as `name.<arg>`. The container and pod
+fields Falco's container plugin suggests for outputs (`append_output`'s `suggested_output`) carry FORMAT_SUGGESTED.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from agent.event import Event
-from agent.fields import ArgKind, Extractor, ExtractorFactory, FieldSpec, Value, field_key
+from agent.fields import ArgKind, Extractor, ExtractorFactory, FieldFlag, FieldSpec, Value, field_key
 from agent.plugins.native import abi
 from agent.plugins.native.fields import PluginField
 from agent.plugins.native.library import Plugin, PluginLoadError
@@ -128,7 +128,8 @@ class FieldExtraction:
 
     def specs(self) -> list[FieldSpec]:
         """The plugin's fields as the engine sees them; binding one adds it to the batched request."""
-        return [FieldSpec(f.name, f.type, f.description, self._factory(f), is_list=f.is_list, arg=f.arg)
+        return [FieldSpec(f.name, f.type, f.description, self._factory(f), is_list=f.is_list, arg=f.arg,
+                          flags=FieldFlag.FORMAT_SUGGESTED if f.add_output else FieldFlag.NONE)
                 for f in self.plugin.info.fields]
 
     def request(self, name: str, arg: str | None) -> str:

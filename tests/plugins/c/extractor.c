@@ -1,5 +1,5 @@
 /* An extractor-only plugin for the agent's tests: adds `extra.len` and `extra.upper` to source "testsrc"
- * (EXTRACT_SOURCES: other sources, a JSON array). */
+ * (EXTRACT_SOURCES: other sources, a JSON array); `extra.upper` is suggested for outputs (addOutput). */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +18,8 @@ const char* plugin_get_contact(void) { return "tests"; }
 const char* plugin_get_extract_event_sources(void) { return EXTRACT_SOURCES; }
 const char* plugin_get_fields(void) {
 	return "[{\"type\": \"uint64\", \"name\": \"extra.len\", \"desc\": \"data length\"},"
-	       "{\"type\": \"string\", \"name\": \"extra.upper\", \"desc\": \"data in upper case\"}]";
+	       "{\"type\": \"string\", \"name\": \"extra.upper\", \"desc\": \"data in upper case\","
+	       " \"addOutput\": true}]";
 }
 ss_plugin_t* plugin_init(const init_input* in, int32_t* rc) { *rc = RC_SUCCESS; return calloc(1, sizeof(state)); }
 void plugin_destroy(ss_plugin_t* s) { free(s); }

@@ -11,7 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.builtin_sources import new_engine
-from agent.engine.engine import RulesText
+from agent.engine.append_output import AppendOutput
+from agent.engine.engine import Engine, RulesText
 from agent.event import Event
 from agent.event_queue import EventQueue
 from agent.plugins.native import events
@@ -139,6 +140,41 @@ def test_rules_over_source_and_extractor_plugins(built: Built, source_plugin: Pl
         alerts = [a.output for e in sink.events for a in engine.process(e)]
         assert alerts == ["n=2 u=EVT-2", "n=4 u=EVT-4"]
         assert own.calls == 6 and added.calls == 3  # the extractor is asked only when the source's fields hold
+    finally:
+        extra.destroy()
+
+
+def test_an_extractor_fields_addoutput_appends_it_with_suggested_output(built: Built, source_plugin: Plugin,
+                                                                        sink: ListSink) -> None:
+    """`addOutput` in a plugin's field list is Falco's suggestion: suggested_output appends the field to the outputs
+    of the source's rules (unless the output names it already)."""
+    extra = PluginLibrary(built.extractor).init("")
+    try:
+        spec = plugin_source_spec(source_plugin, [FieldExtraction(source_plugin, "testsrc"),
+                                                  FieldExtraction(extra, "testsrc")])
+        engine = Engine(hostname="h", append_output=(AppendOutput(suggested_output=True),))
+        engine.add_source(spec)
+        rules = """
+- rule: Even
+  desc: d
+  condition: test.even = true
+  output: "n=%test.num"
+  priority: WARNING
+  source: testsrc
+- rule: Named
+  desc: d
+  condition: test.num = 3
+  output: "u=%extra.upper"
+  priority: WARNING
+  source: testsrc
+"""
+        result = engine.load_rules([RulesText("t.yaml", rules)])
+        assert result.successful, result.as_text()
+        _read_all(source_plugin, sink)
+        alerts = [a for e in sink.events for a in engine.process(e)]
+        assert [a.output for a in alerts] == ["n=2 extra_upper=EVT-2", "u=EVT-3", "n=4 extra_upper=EVT-4",
+                                              "n=6 extra_upper=EVT-6"]
+        assert alerts[0].output_fields == {"test.num": 2, "extra.upper": "EVT-2"}
     finally:
         extra.destroy()
 

@@ -19,6 +19,7 @@ RULES_RELOAD_FAILED = "Falco Agent Rules Reload Failed"
 SOURCE_FAILED = "Falco Agent Source Failed"
 SOURCE_RESTARTED = "Falco Agent Source Restarted"
 EVENTS_DROPPED = "Falco Agent Events Dropped"
+METRICS_SNAPSHOT = "Falco internal: metrics snapshot"
 _TAGS = ("falco_agent", "internal")
 
 
@@ -82,6 +83,10 @@ class InternalAlerts:
                            {"internal.source": source, "internal.count": notice.lost,
                             "internal.delivered": notice.delivered, "internal.total": notice.lost_total,
                             "internal.worst_ratio": round(notice.worst_ratio, 6)})
+
+    def metrics_snapshot(self, fields: dict[str, object]) -> Alert:
+        """Falco's periodic metrics snapshot (`metrics.output_rule`): the metrics are its output fields."""
+        return self._alert(METRICS_SNAPSHOT, Priority.INFORMATIONAL, "Falco metrics snapshot", fields)
 
     def _alert(self, rule: str, priority: Priority, output: str, fields: dict[str, object]) -> Alert:
         return Alert(rule=rule, priority=priority, source=SOURCE, ts_ns=self._clock_ns(), output=output,

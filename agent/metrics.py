@@ -1,12 +1,13 @@
-"""The operator's view of a running agent: Prometheus `/metrics` and `/healthz` over HTTP.
+"""The agent's own metrics (`falco_agent_*`) and health: what the web server (agent.webserver) serves on
+`/metrics` next to Falco's families (agent.falco_metrics), and on `/healthz`.
 
 Nothing is pushed into Prometheus objects on the hot path. The runtime counts what the engine does not (alerts per
 rule and priority, events per source, evaluation time) in a `PipelineTally` with plain dict increments, beats a
 `Heartbeat` every loop turn, and gives the server one `collect` callable that builds a `MetricsSnapshot` at scrape
 time from the engine stats, the tally, the event queue, each live source's `metrics()` and each output's
-`counters()`. `/healthz` answers 200 while every part does its work, and 503 naming each part that does not (a JSON
-`problems` list of `{"part", "reason"}`): the engine loop once its heartbeat is older than `stale_after_s`, and each
-`HealthProblem` the runtime's `problems` callable reports (failed, restarting or stuck sources, a dead reload thread).
+`counters()`. `health_problems` says what does not do its work now: the engine loop once its heartbeat is older
+than `stale_after_s`, and each `HealthProblem` the runtime reports (failed, restarting or stuck sources, a dead
+reload thread).
 
 Exposed families (prefix `falco_agent_`): `events_total`, `alerts_total`, `rule_errors_total`,
 `events_evaluated_total{source}`, `rule_alerts_total{rule,priority,source}`, `engine_eval_seconds_total`,
@@ -15,34 +16,21 @@ Exposed families (prefix `falco_agent_`): `events_total`, `alerts_total`, `rule_
 (delivered, dropped, rejected), `output_queue_depth{output}`, `output_<key>_total{output}` for other output counters,
 plus the standard `process_*` families.
 """
-
 from __future__ import annotations
 
 import math
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, runtime_checkable
 
-import orjson
-import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from agent.address import parse_host_port
 from agent.alert import Alert
-from agent.errors import ConfigError
 
-__all__ = ["HealthProblem", "Heartbeat", "MetricsServer", "MetricsSnapshot", "PipelineTally", "SourceMetrics",
-           "build_snapshot", "parse_address"]
-
-log = structlog.get_logger(__name__)
+__all__ = ["HealthProblem", "Heartbeat", "MetricsSnapshot", "PipelineTally", "SourceMetrics", "agent_families",
+           "build_snapshot", "health"]
 
 _PREFIX = "falco_agent_"
 _OUTPUT_RESULTS = ("delivered", "dropped", "rejected")
@@ -184,205 +172,94 @@ def _number(value: Any) -> float | None:
     return None
 
 
-class _SnapshotCollector(Collector):
-    """Turns the snapshot of each scrape into metric families."""
-
-    def __init__(self, collect: Callable[[], MetricsSnapshot], heartbeat: Heartbeat) -> None:
-        self._collect = collect
-        self._heartbeat = heartbeat
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._collect()
-        yield CounterMetricFamily(_PREFIX + "events", "Events evaluated by the engine.", snap.events_total)
-        yield CounterMetricFamily(_PREFIX + "alerts", "Alerts raised by the engine.", snap.alerts_total)
-        yield CounterMetricFamily(_PREFIX + "rule_errors", "Rule evaluations that failed.", snap.rule_errors_total)
-        yield GaugeMetricFamily(_PREFIX + "rules_loaded", "Rules loaded.", snap.rules_loaded)
-        events = CounterMetricFamily(_PREFIX + "events_evaluated", "Events evaluated, by source.", labels=["source"])
-        for source, count in sorted(snap.events_by_source.items()):
-            events.add_metric([source], count)
-        yield events
-        alerts = CounterMetricFamily(_PREFIX + "rule_alerts", "Alerts by rule, priority and source.",
-                                     labels=["rule", "priority", "source"])
-        for key, count in sorted(snap.alerts_by_rule.items()):
-            alerts.add_metric(list(key), count)
-        yield alerts
-        yield CounterMetricFamily(_PREFIX + "engine_eval_seconds", "Wall time spent evaluating event batches.",
-                                  snap.eval_seconds_total)
-        yield GaugeMetricFamily(_PREFIX + "event_queue_depth", "Events queued for the engine.", snap.queue_depth)
-        yield GaugeMetricFamily(_PREFIX + "event_queue_capacity", "Capacity of the engine queue, in events.",
-                                snap.queue_capacity)
-        yield GaugeMetricFamily(_PREFIX + "heartbeat_age_seconds", "Seconds since the engine loop last turned.",
-                                self._heartbeat.age_s())
-        yield from self._source_families(snap.sources)
-        yield from self._output_families(snap.outputs)
-        yield from self._correlation_families(snap.correlations)
-
-    @staticmethod
-    def _correlation_families(correlations: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        for rule, values in sorted(correlations.items()):
-            for key, value in sorted(values.items()):
-                name = _PREFIX + "correlation_" + key
-                if name not in families:
-                    kind = GaugeMetricFamily if key in _CORRELATION_GAUGES else CounterMetricFamily
-                    families[name] = kind(name, f"Correlation rule state: {key.replace('_', ' ')}.", labels=["rule"])
-                families[name].add_metric([rule], value)  # type: ignore[attr-defined]
-        yield from families.values()
-
-    @staticmethod
-    def _source_families(sources: list[SourceMetrics]) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
-        for entry in sources:
-            for key, raw in sorted(entry.values.items()):
-                value = _number(raw)
-                if value is None:
-                    continue
-                name = _PREFIX + "source_" + _NOT_NAME.sub("_", key)
-                if name not in families:
-                    families[name] = GaugeMetricFamily(name, f"Reported by the source as '{key}'.",
-                                                       labels=["source", "component"])
-                families[name].add_metric([entry.source, entry.component], value)
-        yield from families.values()
-
-    @staticmethod
-    def _output_families(outputs: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
-        results = CounterMetricFamily(_PREFIX + "output_alerts", "Alerts an output delivered, dropped or rejected.",
-                                      labels=["output", "result"])
-        depth = GaugeMetricFamily(_PREFIX + "output_queue_depth", "Alerts waiting in an output's queue.",
-                                  labels=["output"])
-        others: dict[str, CounterMetricFamily] = {}
-        for output, counters in sorted(outputs.items()):
-            for key, value in sorted(counters.items()):
-                if key in _OUTPUT_RESULTS:
-                    results.add_metric([output, key], value)
-                elif key == "queue_depth":
-                    depth.add_metric([output], value)
-                else:
-                    name = _PREFIX + "output_" + _NOT_NAME.sub("_", key)
-                    family = others.setdefault(name, CounterMetricFamily(name, f"Output counter '{key}'.",
-                                                                         labels=["output"]))
-                    family.add_metric([output], value)
-        yield results
-        yield depth
-        yield from others.values()
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """The metrics listen address; ConfigError naming the value when it is not host:port."""
+def health(heartbeat: Heartbeat, *, stale_after_s: float,
+           problems: Callable[[], list[HealthProblem]]) -> dict[str, Any]:
+    """The `/healthz` document: `status` "ok" (Falco's answer, of which this is a superset) or "unhealthy" with each
+    problem; a `problems` callable that raises is itself a problem, not a reason to stop answering."""
+    age_s = heartbeat.age_s()
+    found = []
+    if age_s > stale_after_s:
+        found.append(HealthProblem("engine_loop", f"has not turned for {age_s:.1f} s (more than {stale_after_s:g} "
+                                                  "s): stuck evaluating a batch or handing alerts over"))
     try:
-        return parse_host_port(address)
-    except ValueError as exc:
-        raise ConfigError(f"metrics.address: {exc}") from None
+        found += problems()
+    except Exception as exc:
+        found.append(HealthProblem("health_check", f"failed: {type(exc).__name__}: {exc}"))
+    return {"status": "unhealthy" if found else "ok", "heartbeat_age_s": round(age_s, 3),
+            "stale_after_s": stale_after_s, "problems": [asdict(p) for p in found]}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._metrics()
-        elif path == "/healthz":
-            self._healthz()
-        else:
-            self._reply(HTTPStatus.NOT_FOUND, b'{"error": "not found; try /metrics or /healthz"}', "application/json")
-
-    def _metrics(self) -> None:
-        try:
-            body = generate_latest(self.server.registry)
-        except Exception as exc:  # a collect callable or a source's metrics() failed: answer 500, keep serving
-            log.error("metrics_collect_failed", error=f"{type(exc).__name__}: {exc}")
-            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, b"metrics collection failed\n", "text/plain")
-            return
-        self._reply(HTTPStatus.OK, body, CONTENT_TYPE_LATEST)
-
-    def _healthz(self) -> None:
-        age_s = self.server.heartbeat.age_s()
-        stale_after_s = self.server.stale_after_s
-        problems = []
-        if age_s > stale_after_s:
-            problems.append(HealthProblem("engine_loop", f"has not turned for {age_s:.1f} s (more than "
-                                                         f"{stale_after_s:g} s): stuck evaluating a batch or handing "
-                                                         "alerts over"))
-        try:
-            problems += self.server.problems()
-        except Exception as exc:  # a check that cannot tell is a problem to report, not a reason to stop answering
-            problems.append(HealthProblem("health_check", f"failed: {type(exc).__name__}: {exc}"))
-        body = orjson.dumps({"status": "unhealthy" if problems else "ok", "heartbeat_age_s": round(age_s, 3),
-                             "stale_after_s": stale_after_s, "problems": [asdict(p) for p in problems]})
-        self._reply(HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK, body, "application/json")
-
-    def _reply(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics_request", line=format % args)
+def agent_families(snap: MetricsSnapshot, heartbeat: Heartbeat) -> Iterator[Metric]:
+    """The `falco_agent_*` families of one scrape's snapshot."""
+    yield CounterMetricFamily(_PREFIX + "events", "Events evaluated by the engine.", snap.events_total)
+    yield CounterMetricFamily(_PREFIX + "alerts", "Alerts raised by the engine.", snap.alerts_total)
+    yield CounterMetricFamily(_PREFIX + "rule_errors", "Rule evaluations that failed.", snap.rule_errors_total)
+    yield GaugeMetricFamily(_PREFIX + "rules_loaded", "Rules loaded.", snap.rules_loaded)
+    events = CounterMetricFamily(_PREFIX + "events_evaluated", "Events evaluated, by source.", labels=["source"])
+    for source, count in sorted(snap.events_by_source.items()):
+        events.add_metric([source], count)
+    yield events
+    alerts = CounterMetricFamily(_PREFIX + "rule_alerts", "Alerts by rule, priority and source.",
+                                 labels=["rule", "priority", "source"])
+    for key, count in sorted(snap.alerts_by_rule.items()):
+        alerts.add_metric(list(key), count)
+    yield alerts
+    yield CounterMetricFamily(_PREFIX + "engine_eval_seconds", "Wall time spent evaluating event batches.",
+                              snap.eval_seconds_total)
+    yield GaugeMetricFamily(_PREFIX + "event_queue_depth", "Events queued for the engine.", snap.queue_depth)
+    yield GaugeMetricFamily(_PREFIX + "event_queue_capacity", "Capacity of the engine queue, in events.",
+                            snap.queue_capacity)
+    yield GaugeMetricFamily(_PREFIX + "heartbeat_age_seconds", "Seconds since the engine loop last turned.",
+                            heartbeat.age_s())
+    yield from _source_families(snap.sources)
+    yield from _output_families(snap.outputs)
+    yield from _correlation_families(snap.correlations)
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, host: str, port: int, *, registry: CollectorRegistry, heartbeat: Heartbeat,
-                 stale_after_s: float, problems: Callable[[], list[HealthProblem]]) -> None:
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        self.registry = registry
-        self.heartbeat = heartbeat
-        self.stale_after_s = stale_after_s
-        self.problems = problems
-        super().__init__((host, port), _Handler)
+def _correlation_families(correlations: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
+    families: dict[str, Metric] = {}
+    for rule, values in sorted(correlations.items()):
+        for key, value in sorted(values.items()):
+            name = _PREFIX + "correlation_" + key
+            if name not in families:
+                kind = GaugeMetricFamily if key in _CORRELATION_GAUGES else CounterMetricFamily
+                families[name] = kind(name, f"Correlation rule state: {key.replace('_', ' ')}.", labels=["rule"])
+            families[name].add_metric([rule], value)  # type: ignore[attr-defined]
+    yield from families.values()
 
 
-class MetricsServer:
-    """Serves `/metrics` and `/healthz` from its own threads; `collect` runs once per scrape and `problems` once per
-    health check, on a server thread."""
+def _source_families(sources: list[SourceMetrics]) -> Iterator[Metric]:
+    families: dict[str, GaugeMetricFamily] = {}
+    for entry in sources:
+        for key, raw in sorted(entry.values.items()):
+            value = _number(raw)
+            if value is None:
+                continue
+            name = _PREFIX + "source_" + _NOT_NAME.sub("_", key)
+            if name not in families:
+                families[name] = GaugeMetricFamily(name, f"Reported by the source as '{key}'.",
+                                                   labels=["source", "component"])
+            families[name].add_metric([entry.source, entry.component], value)
+    yield from families.values()
 
-    def __init__(self, address: str, collect: Callable[[], MetricsSnapshot], *, heartbeat: Heartbeat,
-                 stale_after_s: float, problems: Callable[[], list[HealthProblem]] = list) -> None:
-        self.host, self._port = parse_address(address)
-        self._collect = collect
-        self._heartbeat = heartbeat
-        self._stale_after_s = stale_after_s
-        self._problems = problems
-        self._server: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        """The bound port (the real one when the address said port 0)."""
-        return self._server.server_address[1] if self._server is not None else self._port
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> None:
-        """Bind and serve; raises ConfigError naming the address when it cannot bind."""
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_SnapshotCollector(self._collect, self._heartbeat))
-        ProcessCollector(registry=registry)
-        try:
-            self._server = _HttpServer(self.host, self._port, registry=registry, heartbeat=self._heartbeat,
-                                       stale_after_s=self._stale_after_s, problems=self._problems)
-        except OSError as exc:
-            raise ConfigError(f"metrics.address: cannot listen on {self.host}:{self._port}: {exc.strerror}; free the "
-                              "address, change metrics.address or set metrics.enabled=false") from None
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="metrics-http", daemon=True)
-        self._thread.start()
-        log.info("metrics_listening", url=f"{self.url}/metrics")
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
+def _output_families(outputs: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
+    results = CounterMetricFamily(_PREFIX + "output_alerts", "Alerts an output delivered, dropped or rejected.",
+                                  labels=["output", "result"])
+    depth = GaugeMetricFamily(_PREFIX + "output_queue_depth", "Alerts waiting in an output's queue.",
+                              labels=["output"])
+    others: dict[str, CounterMetricFamily] = {}
+    for output, counters in sorted(outputs.items()):
+        for key, value in sorted(counters.items()):
+            if key in _OUTPUT_RESULTS:
+                results.add_metric([output, key], value)
+            elif key == "queue_depth":
+                depth.add_metric([output], value)
+            else:
+                name = _PREFIX + "output_" + _NOT_NAME.sub("_", key)
+                family = others.setdefault(name, CounterMetricFamily(name, f"Output counter '{key}'.",
+                                                                     labels=["output"]))
+                family.add_metric([output], value)
+    yield results
+    yield depth
+    yield from others.values()

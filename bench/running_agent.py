@@ -31,7 +31,7 @@ class RunningAgent:
         command = [sys.executable, "-m", "agent.cli", "--json"]
         for path in rules:
             command += ["-r", str(path)]
-        for option in (f"metrics.address={self.metrics_url.removeprefix('http://')}",
+        for option in (f"webserver.listen_port={self.metrics_url.rsplit(':', 1)[1]}",
                        f"grpc.socket_path={state / 'grpc.sock'}", f"grpc.spool_dir={state / 'spool'}",
                        "logging.format=json", "logging.level=warning", *options):
             command += ["-o", option]

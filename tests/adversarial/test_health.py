@@ -16,8 +16,8 @@ from typing import Any
 from agent.builtin_sources import new_engine
 from agent.config import load_config
 from agent.event_queue import EventQueue
-from agent.metrics import MetricsServer
 from agent.runtime import AgentRuntime, start_metrics_server
+from agent.webserver import WebServer
 from tests.agent.test_supervisor import BlockingSource
 from tests.support.agent_process import Agent
 from tests.support.queue_consumer import eventually
@@ -33,9 +33,9 @@ def is_unhealthy(url: str, seen: list[tuple[int, dict[str, Any]]]) -> bool:
 
 
 @contextmanager
-def running_agent(source: BlockingSource, *, stuck_after_s: float) -> Iterator[MetricsServer]:
-    """A real runtime (engine loop, supervisor, metrics server on 127.0.0.1:0) over `source`, stopped at the end."""
-    config = load_config(overrides=["metrics.address=127.0.0.1:0"])
+def running_agent(source: BlockingSource, *, stuck_after_s: float) -> Iterator[WebServer]:
+    """A real runtime (engine loop, supervisor, web server on 127.0.0.1:0) over `source`, stopped at the end."""
+    config = load_config(overrides=["webserver.listen_port=0"])
     runtime = AgentRuntime(new_engine(), [source], [], EventQueue(10), stuck_after_s=stuck_after_s)
     runtime.start_sources()
     metrics = start_metrics_server(config, runtime)

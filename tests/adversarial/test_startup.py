@@ -1,6 +1,6 @@
 """What the configuration asks for and cannot be had at start ends the agent: exit 1, a message naming key and address.
 
-A webhook, metrics or gRPC address already taken, or a spool that cannot be written, is fatal at start even while
+A webhook, web server or gRPC address already taken, or a spool that cannot be written, is fatal at start even while
 other sources could run, as systemd and Kubernetes expect; what started is stopped first.
 """
 
@@ -50,10 +50,12 @@ def test_a_taken_webhook_address_ends_the_start_though_another_source_runs(taken
     assert '"agent_started"' not in "".join(agent.stderr)
 
 
-def test_a_taken_metrics_address_ends_the_start(taken_port: int, tmp_path: Path) -> None:
-    """Metrics cannot listen: exit 1 naming metrics.address and the address (no agent without its health endpoint)."""
-    _, message = failed_start("-o", f"metrics.address=127.0.0.1:{taken_port}", tmp_path=tmp_path)
-    assert message.startswith(f"falco-agent: cannot start: metrics.address: cannot listen on 127.0.0.1:{taken_port}: ")
+def test_a_taken_webserver_port_ends_the_start(taken_port: int, tmp_path: Path) -> None:
+    """The web server cannot listen: exit 1 naming webserver.listen_port and the address (no agent without its
+    health endpoint)."""
+    _, message = failed_start("-o", f"webserver.listen_port={taken_port}", tmp_path=tmp_path)
+    assert message.startswith(f"falco-agent: cannot start: webserver.listen_port: cannot listen on "
+                              f"127.0.0.1:{taken_port}: ")
 
 
 def test_a_taken_grpc_address_ends_the_start(taken_port: int, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The metrics endpoint scraped over real HTTP: Prometheus exposition of the runtime's counters, and /healthz."""
+"""The web server scraped over real HTTP: the agent's own `falco_agent_*` families of the runtime's counters, and
+/healthz. Falco's `falcosecurity_*` families are tested in test_falco_metrics.py."""
 
 from __future__ import annotations
 
@@ -14,22 +15,15 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.config.schema import WebserverConfig
 from agent.engine.engine import EngineStats
 from agent.errors import ConfigError
 from agent.event_queue import EventQueue
-from agent.metrics import (
-    HealthProblem,
-    Heartbeat,
-    MetricsServer,
-    MetricsSnapshot,
-    PipelineTally,
-    SourceMetrics,
-    build_snapshot,
-    parse_address,
-)
+from agent.metrics import HealthProblem, Heartbeat, MetricsSnapshot, PipelineTally, SourceMetrics, build_snapshot
 from agent.outputs.file import FileOutput
 from agent.outputs.stdout import StdoutOutput
 from agent.priority import Priority
+from agent.webserver import WebServer
 from tests.agent.outputs.conftest import make_alert
 
 WAIT_S = 20.0
@@ -48,9 +42,9 @@ class FakeClock:
 @contextmanager
 def serving(collect: Callable[[], MetricsSnapshot], *, heartbeat: Heartbeat | None = None,
             stale_after_s: float = 10.0,
-            problems: Callable[[], list[HealthProblem]] = list) -> Iterator[MetricsServer]:
-    server = MetricsServer("127.0.0.1:0", collect, heartbeat=heartbeat or Heartbeat(), stale_after_s=stale_after_s,
-                           problems=problems)
+            problems: Callable[[], list[HealthProblem]] = list) -> Iterator[WebServer]:
+    server = WebServer(WebserverConfig(listen_port=0), collect, heartbeat=heartbeat or Heartbeat(),
+                       stale_after_s=stale_after_s, problems=problems)
     server.start()
     try:
         yield server
@@ -66,7 +60,7 @@ def get(url: str) -> tuple[int, str, bytes]:
         return exc.code, exc.headers["Content-Type"], exc.read()
 
 
-def scrape(server: MetricsServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(server: WebServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics, keyed by name and sorted labels."""
     status, content_type, body = get(server.url + "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
@@ -169,7 +163,7 @@ class TestMetrics:
             assert get(server.url + "/healthz")[0] == 200
 
     def test_unknown_path_is_404(self) -> None:
-        """Paths other than /metrics and /healthz answer 404."""
+        """Paths other than /metrics, /healthz and /versions answer 404."""
         with serving(MetricsSnapshot) as server:
             assert get(server.url + "/")[0] == 404
 
@@ -223,30 +217,23 @@ class TestHealth:
 
 
 class TestAddress:
-    @pytest.mark.parametrize(("address", "expected"), [
-        ("127.0.0.1:8765", ("127.0.0.1", 8765)),
-        (":9376", ("0.0.0.0", 9376)),
-        ("[::1]:0", ("::1", 0)),
-        ("localhost:80", ("localhost", 80)),
-    ])
-    def test_addresses_parse(self, address: str, expected: tuple[str, int]) -> None:
-        """host:port, :port and [v6]:port are understood."""
-        assert parse_address(address) == expected
-
-    @pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:http", "1.2.3.4:70000", ""])
-    def test_bad_addresses_are_config_errors(self, address: str) -> None:
-        """An address without a usable port is refused, naming it."""
-        with pytest.raises(ConfigError, match="host:port"):
-            parse_address(address)
-
     @pytest.mark.server
     def test_busy_port_is_a_config_error(self) -> None:
-        """A port already taken is reported when starting, naming the address."""
+        """A port already taken is reported when starting, naming the key and the address."""
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            server = MetricsServer(f"127.0.0.1:{port}", MetricsSnapshot, heartbeat=Heartbeat(), stale_after_s=1.0)
-            with pytest.raises(ConfigError, match=f"^metrics.address: cannot listen on 127.0.0.1:{port}: "):
+            server = WebServer(WebserverConfig(listen_port=port), MetricsSnapshot, heartbeat=Heartbeat(),
+                               stale_after_s=1.0)
+            with pytest.raises(ConfigError, match=f"^webserver.listen_port: cannot listen on 127.0.0.1:{port}: "):
                 server.start()
             server.stop()
+
+    @pytest.mark.server
+    def test_an_address_not_of_this_host_names_listen_address(self) -> None:
+        """An address no interface has is reported naming webserver.listen_address."""
+        server = WebServer(WebserverConfig(listen_address="192.0.2.1", listen_port=0), MetricsSnapshot,
+                           heartbeat=Heartbeat(), stale_after_s=1.0)
+        with pytest.raises(ConfigError, match=r"^webserver\.listen_address: cannot listen on 192\.0\.2\.1:0: "):
+            server.start()

@@ -32,7 +32,7 @@ class Agent:
             (self.state / "agent.yaml").write_text("")
             base = ["-c", str(self.state / "agent.yaml")]
         grpc = ["-o", f"grpc.socket_path={self.state / 'grpc.sock'}", "-o", f"grpc.spool_dir={self.state / 'spool'}",
-                "-o", "metrics.address=127.0.0.1:0"]
+                "-o", "webserver.listen_port=0"]
         if not kernel:
             grpc += ["-o", "sources.kernel.enabled=false"]
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", *base, *grpc, *args], cwd=REPO, env=env,

@@ -1,4 +1,5 @@
-"""`falco-agent` command line: run the agent, validate rules, replay recorded events, list fields."""
+"""`falco-agent` command line: run the agent, validate rules, replay recorded events, list fields; Falco's flags
+with Falco's meaning (agent.cli_falco for those that print and exit)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import TextIO
 import orjson
 import structlog
 
-from agent import __version__
 from agent.alert import json_bytes
 from agent.builtin_sources import (
     capture_syscalls,
@@ -24,6 +24,7 @@ from agent.builtin_sources import (
     recorded_replayers,
     syscall_rule_types,
 )
+from agent.cli_falco import flag_overrides, print_and_exit
 from agent.config import AgentConfig, load_config
 from agent.config.schema import KernelConfig
 from agent.engine.load_result import LoadResult
@@ -50,10 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="falco-agent",
         description="Falco-language threat detection over kernel syscalls, Kubernetes audit logs and AWS CloudTrail.",
     )
-    parser.add_argument("--version", action="version", version=f"falco-agent {__version__}")
-    parser.add_argument("-c", "--config", metavar="AGENT_YAML", help="agent configuration file")
+    parser.add_argument("--version", action="store_true",
+                        help="print the agent, Falco engine, plugin API and plugin versions and exit")
+    parser.add_argument("-c", "--config", metavar="AGENT_YAML", help="configuration file (the agent's or falco.yaml)")
     parser.add_argument("-r", "--rules", action="append", default=[], metavar="RULES",
-                        help="rules file or directory; repeat to load several, in order")
+                        help="rules file or directory, instead of the configured rules_files; repeat to load "
+                             "several, in order")
     parser.add_argument("--enable-source", action="append", default=[], metavar="NAME",
                         help="run only this event source (built-in or of a loaded plugin: see `fields`); repeat for "
                              "several")
@@ -61,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run every event source but this one; repeat for several; not with --enable-source")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="override a configuration key")
-    parser.add_argument("--json", action="store_true", help="alerts as JSON lines")
+    parser.add_argument("--json", action="store_true",
+                        help="alerts as JSON lines; JSON from --version, -L, -l, -V and --list too")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _add_falco_flags(parser.add_argument_group("Falco's flags"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     rules = sub.add_parser("rules", help="work with rules files")
@@ -112,24 +117,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, at least 1, got '{text}'")
+    return int(text)
+
+
+def _add_falco_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("-L", dest="list_rules", action="store_true",
+                       help="print the name and description of every loaded rule and exit")
+    group.add_argument("-l", dest="describe_rule", metavar="RULE",
+                       help="print the name and description of this rule and exit")
+    group.add_argument("--list", dest="list_fields_source", nargs="?", const="", metavar="SOURCE",
+                       help="print the fields rules can use (of SOURCE only, when given) and exit")
+    group.add_argument("-V", "--validate", dest="validate_files", action="append", default=[], metavar="RULES",
+                       help="validate this rules file and exit (as `rules validate`); repeat for several")
+    group.add_argument("--dry-run", action="store_true",
+                       help="load the configuration, plugins and rules, open no source, and exit 0 when all is fine")
+    group.add_argument("-M", dest="duration", type=_positive_int, metavar="SECONDS",
+                       help="stop after this many seconds, as SIGTERM does")
+    group.add_argument("-p", "--print", dest="print_format", metavar="FORMAT",
+                       help="append FORMAT to every rule's output (an append_output entry)")
+    group.add_argument("-U", "--unbuffered", action="store_true",
+                       help="flush the outputs after every alert (buffered_outputs: false)")
+    group.add_argument("--support", action="store_true",
+                       help="print a JSON support report (versions, system, configuration, rules files) and exit")
+    group.add_argument("-i", dest="print_ignored_events", action="store_true",
+                       help="print which syscalls the kernel source captures and which never, and exit")
+    group.add_argument("--list-plugins", action="store_true", help="print the loaded plugins and exit")
+    group.add_argument("--plugin-info", metavar="NAME", help="print one loaded plugin and its configuration and exit")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(level=args.log_level)
     try:
-        return _dispatch(args)
+        return _dispatch(args, sys.argv[1:] if argv is None else list(argv))
     except BrokenPipeError:
         # The reader of stdout went away (`| head`): stop quietly, as command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "tail":
         return tail_alerts(args)
     if args.command == "capture":
         return capture(args)
     try:
         config = load_config(args.config, overrides=args.option)
+        overrides = [*args.option, *flag_overrides(args, config)]
+        if overrides != args.option:
+            config = load_config(args.config, overrides=overrides)
         registry = load_registry(config)
     except ConfigError as exc:
         print(f"falco-agent: configuration error: {exc}", file=sys.stderr)
@@ -140,13 +179,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         return replay(args, registry)
     if args.command == "fields":
         return list_fields(args.source, registry, as_json=args.as_json)
-    return _run(args, config, registry)
+    as_json = args.json or config.outputs.stdout.format == "json"
+    done = print_and_exit(args, config, registry, argv=argv, as_json=as_json)
+    if done is not None:
+        return done
+    if args.list_fields_source is not None:
+        return list_fields(args.list_fields_source or None, registry, as_json=as_json)
+    if args.validate_files:
+        return validate_rules(args.validate_files, registry, as_json=as_json)
+    return _run(args, config, registry, overrides)
 
 
-def _run(args: argparse.Namespace, config: AgentConfig, registry: PluginRegistry) -> int:
+def _run(args: argparse.Namespace, config: AgentConfig, registry: PluginRegistry, overrides: list[str]) -> int:
     from agent.runtime import run_agent  # the runtime's imports (gRPC, outputs) only when the agent runs
 
-    return run_agent(args, config, registry)
+    return run_agent(args, config, registry, overrides=overrides)
 
 
 def print_load_result(result: LoadResult, *, stream: TextIO | None = None) -> None:

@@ -8,7 +8,7 @@ forces a rules reload. SIGTERM and SIGINT stop the sources first, then drain wha
 flush the outputs and exit 0.
 
 At start, what the configuration asks for and cannot be had is fatal (exit 1, after stopping what
-started, with a message naming the key): a webhook, metrics or gRPC address it cannot listen on, a
+started, with a message naming the key): a webhook, web server or gRPC address it cannot listen on, a
 spool it cannot write. What fails later is supervised instead, and `/healthz` names it.
 """
 
@@ -24,43 +24,47 @@ from typing import Any, Protocol
 
 import structlog
 
-from agent.alert import Alert
-from agent.builtin_sources import new_engine, rule_values
+from agent.alert import Alert, JsonAlertFormat
+from agent.builtin_sources import rule_values
 from agent.config import AgentConfig
+from agent.config.falco import warn_unsupported_keys
 from agent.config.schema import GrpcConfig
 from agent.drop_watch import DropWatch
 from agent.engine.engine import Engine
 from agent.engine.requirements import ENGINE_VERSION
 from agent.errors import AgentError, ConfigError
 from agent.event_queue import EventQueue
+from agent.falco_metrics import FalcoMetricsReader, RulesLoad
 from agent.gc_tuning import settle_after_startup
 from agent.grpc.server import AlertServer
 from agent.internal_alerts import InternalAlerts
 from agent.logging import configure_logging
-from agent.metrics import HealthProblem, Heartbeat, MetricsServer, PipelineTally, build_snapshot
+from agent.metrics import HealthProblem, Heartbeat, MetricsSnapshot, PipelineTally, build_snapshot
+from agent.metrics_writer import MetricsSnapshotWriter
 from agent.noise import NoiseFilter
 from agent.outputs.base import Output
 from agent.outputs.file import FileOutput
-from agent.outputs.http import HttpOutput
+from agent.outputs.http import HttpOptions, HttpOutput
 from agent.outputs.nats import NatsOutput
 from agent.outputs.program import ProgramOutput
 from agent.outputs.stdout import StdoutOutput
+from agent.outputs.syslog import SyslogOutput
 from agent.plugins.registry import PluginRegistry
-from agent.priority import Priority
 from agent.reload import (
     DEFAULT_RULES_DIR,
     EngineSwap,
     RulesReloader,
     fingerprint,
-    rules_entries,
     rules_paths,
     swap_in,
     watched_paths,
 )
-from agent.rule_selection import apply_rule_selection
 from agent.source import DropReporting, LiveSource
 from agent.source_selection import SourceSelectionError, select_sources
+from agent.startup_check import dry_run, load_rules
 from agent.supervisor import SourceSupervisor
+from agent.versions import versions_info
+from agent.webserver import WebServer, metrics_off_reason
 
 log = structlog.get_logger(__name__)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -91,6 +95,8 @@ class AgentRuntime:
         self.servers = servers or []
         self.heartbeat = Heartbeat()
         self.tally = PipelineTally()
+        # The rules files in use and when they loaded, for the metrics; build_runtime names the first ones.
+        self.rules_load = RulesLoad(())
         self.swap = EngineSwap()
         self.internal_alerts = InternalAlerts(hostname=engine.hostname)
         self.reloader: RulesReloader | None = None
@@ -172,6 +178,7 @@ class AgentRuntime:
         reloaded = self.swap.take()
         if reloaded is not None:
             self.engine = swap_in(self.engine, reloaded)
+            self.rules_load = RulesLoad(reloaded.files)
         self._pending_alerts.extend(self._drop_watch.check())
         for source in self.supervisor.running:
             if isinstance(source, DropReporting):
@@ -238,19 +245,9 @@ def build_runtime(config: AgentConfig, registry: PluginRegistry, *, extra_rules:
     `registry` holds the plugins (built-in sources included) the configuration loads; `selected_sources` are the
     event sources the command line chose (None: every one the config enables).
     """
-    engine = new_engine(rule_matching=config.rule_matching, min_priority=Priority.parse(config.priority),
-                        hostname=config.hostname, sources=registry.specs())
     # Taken before loading, so that a file changed while the agent starts is reloaded, not missed.
     seen = fingerprint(watched_paths(config, config_path=config_path, extra_rules=extra_rules))
-    files = rules_paths(rules_entries(config, extra_rules))
-    result = engine.load_rules_files(files)
-    for problem in result.problems:
-        (log.error if problem.is_error else log.warning)("rules_problem", problem=problem.as_text())
-    if not result.successful:
-        raise ConfigError(f"rules did not load ({len(result.errors)} errors); fix them and start again")
-    apply_rule_selection(engine, config.rules)
-    log.info("rules_loaded", files=[str(f) for f in files], rules=len(engine.rules),
-             enabled=sum(rule.enabled for rule in engine.rules))
+    engine, files = load_rules(config, registry, extra_rules)
     # Read when a source starts and as rules reload: the engine in use then, not this first one.
     built = registry.live_sources(hostname=engine.hostname, selected=selected_sources,
                                   rule_values=lambda source, field: rule_values(runtime.engine, source, field))
@@ -269,6 +266,7 @@ def build_runtime(config: AgentConfig, registry: PluginRegistry, *, extra_rules:
         servers.append(server)
     runtime = AgentRuntime(engine, sources, outputs, EventQueue(config.queue_capacity_events), servers=servers,
                            stuck_after_s=config.metrics.stuck_after_s, noise=NoiseFilter(config.noise.rules))
+    runtime.rules_load = RulesLoad(files)
     runtime.reloader = RulesReloader(config=config, config_path=config_path, overrides=overrides or [],
                                      extra_rules=extra_rules, template=engine, swap=runtime.swap,
                                      alerts=runtime.internal_alerts, emit=runtime.raise_alert, seen=seen,
@@ -277,14 +275,29 @@ def build_runtime(config: AgentConfig, registry: PluginRegistry, *, extra_rules:
 
 
 def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
-    """The alert outputs the configuration enables (the gRPC server adds its own)."""
+    """The alert outputs the configuration enables (the gRPC server adds its own).
+
+    `outputs.json` shapes the JSON alert of every output that writes one; `outputs.queue_capacity`, when above 0,
+    replaces the `max_queue` of each output that queues; `outputs.timeout_ms` caps each network request's timeout.
+    Unbuffered (`outputs.buffered` false), stdout is flushed after each alert: the only output that buffers.
+    """
     iso = config.time_format_iso_8601
     wanted = config.outputs
+    shape = wanted.json
+    json_format = JsonAlertFormat(include_output=shape.include_output, include_message=shape.include_message,
+                                  include_output_fields=shape.include_output_fields, include_tags=shape.include_tags)
+    capped_s = wanted.timeout_ms / 1000
+
+    def queue(own: int) -> int:
+        return wanted.queue_capacity or own
+
     outputs: list[Output] = []
     if wanted.stdout.enabled:
-        outputs.append(StdoutOutput(as_json=json_alerts or wanted.stdout.format == "json", iso8601=iso))
+        outputs.append(StdoutOutput(as_json=json_alerts or wanted.stdout.format == "json", iso8601=iso,
+                                    json_format=json_format, flush_each_alert=not wanted.buffered))
     if wanted.file.enabled:
-        outputs.append(FileOutput(wanted.file.path, as_json=wanted.file.format == "json", iso8601=iso))
+        outputs.append(FileOutput(wanted.file.path, as_json=wanted.file.format == "json", iso8601=iso,
+                                  json_format=json_format, keep_alive=wanted.file.keep_alive))
     if wanted.http.enabled:
         http = wanted.http
         headers = {}
@@ -293,38 +306,62 @@ def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
             if not sep:
                 raise ConfigError(f"outputs.http.headers: '{header}' must look like 'Name: value'")
             headers[name.strip()] = value.strip()
-        outputs.append(HttpOutput(http.url, iso8601=iso, timeout_s=http.timeout_s, max_queue=http.max_queue,
-                                  batch=http.batch, close_timeout_s=http.close_timeout_s, headers=headers,
-                                  verify_tls=http.verify_tls, ca_file=http.ca_file, client_cert=http.client_cert,
-                                  client_key=http.client_key))
+        options = HttpOptions(headers=headers, user_agent=http.user_agent, compress=http.compress_uploads,
+                              keep_alive=http.keep_alive, echo=http.echo)
+        outputs.append(HttpOutput(http.url, iso8601=iso, timeout_s=min(http.timeout_s, capped_s),
+                                  max_queue=queue(http.max_queue), batch=http.batch,
+                                  close_timeout_s=http.close_timeout_s, options=options, verify_tls=http.verify_tls,
+                                  ca_file=http.ca_file, ca_path=http.ca_path, client_cert=http.client_cert,
+                                  client_key=http.client_key, json_format=json_format))
     if wanted.program.enabled:
         program = wanted.program
         outputs.append(ProgramOutput(program.command, as_json=program.format == "json", iso8601=iso,
-                                     keep_alive=program.keep_alive, max_queue=program.max_queue,
-                                     close_timeout_s=program.close_timeout_s))
+                                     keep_alive=program.keep_alive, max_queue=queue(program.max_queue),
+                                     close_timeout_s=program.close_timeout_s, json_format=json_format))
     if wanted.nats.enabled:
         nats = wanted.nats
         outputs.append(NatsOutput(nats.servers, subject=nats.subject, stream=nats.stream,
                                   create_stream=nats.create_stream, credentials_file=nats.credentials_file,
-                                  iso8601=iso, max_queue=nats.max_queue, timeout_s=nats.timeout_s,
-                                  close_timeout_s=nats.close_timeout_s))
+                                  iso8601=iso, max_queue=queue(nats.max_queue), timeout_s=min(nats.timeout_s, capped_s),
+                                  close_timeout_s=nats.close_timeout_s, json_format=json_format))
+    if wanted.syslog.enabled:
+        syslog = wanted.syslog
+        outputs.append(SyslogOutput(syslog.address, as_json=syslog.format == "json", iso8601=iso,
+                                    facility=syslog.facility, ident=syslog.ident, max_queue=queue(syslog.max_queue),
+                                    timeout_s=capped_s, json_format=json_format))
     return outputs
 
 
-def start_metrics_server(config: AgentConfig, runtime: AgentRuntime) -> MetricsServer | None:
-    """Prometheus /metrics and /healthz over the runtime's parts; None when disabled, ConfigError naming
-    `metrics.address` when it cannot listen."""
-    if not config.metrics.enabled:
-        return None
+def start_metrics_server(config: AgentConfig, runtime: AgentRuntime) -> WebServer | None:
+    """Falco's web server (/healthz, /versions, /metrics) and the periodic metrics snapshots, over the runtime's
+    parts; None for the server when `webserver.enabled` is off. A ConfigError names the key to change when the
+    server cannot listen or load its certificate, or the snapshot file cannot be written."""
+    metrics = config.metrics
 
-    def collect() -> Any:
+    def collect() -> MetricsSnapshot:
         return build_snapshot(engine_stats=runtime.engine.stats, tally=runtime.tally, queue=runtime.queue,
                               sources=runtime.running, outputs=runtime.outputs, rules_loaded=len(runtime.engine.rules),
                               correlations=runtime.engine.correlation_metrics())
 
-    server = MetricsServer(config.metrics.address, collect, heartbeat=runtime.heartbeat,
-                           stale_after_s=config.metrics.stale_after_s, problems=runtime.health_problems)
-    server.start()
+    falco = FalcoMetricsReader(metrics, rules=lambda: runtime.engine.rules, rules_load=lambda: runtime.rules_load,
+                               config_files=config.loaded_files, hostname=runtime.engine.hostname)
+    server = None
+    if config.webserver.enabled:
+        server = WebServer(config.webserver, collect, heartbeat=runtime.heartbeat, stale_after_s=metrics.stale_after_s,
+                           problems=runtime.health_problems, falco=falco, metrics_off=metrics_off_reason(config),
+                           versions=lambda: versions_info(plugin for spec in runtime.engine.sources.values()
+                                                          for plugin in spec.plugins))
+        server.start()
+    if metrics.enabled and (metrics.output_rule or metrics.output_file):
+        writer = MetricsSnapshotWriter(metrics, collect=collect, falco=falco, alerts=runtime.internal_alerts,
+                                       emit=runtime.raise_alert, min_priority=config.priority)
+        try:
+            writer.start()
+        except ConfigError:
+            if server is not None:
+                server.stop()
+            raise
+        runtime.servers.append(writer)
     return server
 
 
@@ -350,19 +387,28 @@ def start_grpc_server(config: GrpcConfig) -> AlertServer | None:
     return server
 
 
-def run_agent(args: argparse.Namespace, config: AgentConfig, registry: PluginRegistry) -> int:
-    """`falco-agent [-c agent.yaml] ...`: run until SIGTERM or SIGINT, with the plugins of `registry`."""
+def run_agent(args: argparse.Namespace, config: AgentConfig, registry: PluginRegistry, *,
+              overrides: list[str]) -> int:
+    """`falco-agent [-c agent.yaml] ...`: run until SIGTERM or SIGINT (or for `-M` seconds), with the plugins of
+    `registry`; with `--dry-run`, stop before building the sources. `overrides` are `-o` and the flags standing for
+    configuration keys (agent.cli_falco.flag_overrides), read again by each rules reload."""
     log_format = config.logging.format
-    configure_logging(level=config.logging.level, json=None if log_format == "auto" else log_format == "json")
+    configure_logging(level=config.logging.level, json=None if log_format == "auto" else log_format == "json",
+                      stderr=config.logging.stderr,
+                      syslog_address=config.outputs.syslog.address if config.logging.syslog else None)
     try:
         selected = select_sources(registry.source_names(), enable=args.enable_source, disable=args.disable_source)
     except SourceSelectionError as exc:
         print(f"falco-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     explicit = selected if args.enable_source or args.disable_source else None
+    warn_unsupported_keys(config.unsupported_keys)
     try:
+        if args.dry_run:
+            dry_run(config, registry, rules_override=args.rules)
+            return EXIT_OK
         runtime = build_runtime(config, registry, extra_rules=args.rules, selected_sources=explicit,
-                                json_alerts=args.json, config_path=args.config, overrides=args.option)
+                                json_alerts=args.json, config_path=args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"falco-agent: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -385,6 +431,10 @@ def run_agent(args: argparse.Namespace, config: AgentConfig, registry: PluginReg
     if metrics is not None:
         runtime.servers.append(metrics)
     log.info("agent_started", sources=[s.name for s in runtime.running])
+    if args.duration is not None:  # Falco's -M: stop as SIGTERM would, draining what was accepted
+        timer = threading.Timer(args.duration, runtime.request_stop)
+        timer.daemon = True  # a stop before it fires must not wait for it
+        timer.start()
     settle_after_startup()
     runtime.run()
     return EXIT_OK

@@ -126,7 +126,8 @@ def test_native_python_and_builtin_sources_at_once(built: Built, plugin_site: Pa
     config, audit_log = write_config(tmp_path)
     config.write_text(config.read_text().replace("load_plugins: [ticker]",
                                                  f"{dummy_entry(built)}load_plugins: [ticker, dummy_c]"))
-    agent = Agent("-c", str(config), "-r", dummy_rules(reference), "--json",
+    # `rules_files[]=` adds to the configured rules files, where `-r` would replace them (as in Falco).
+    agent = Agent("-c", str(config), "-o", f"rules_files[]={dummy_rules(reference)}", "--json",
                   env={"PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])})
     agent.read_alerts()
     try:

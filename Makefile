@@ -27,7 +27,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(BIN)/python scripts/coverage_floor.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

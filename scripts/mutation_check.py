@@ -95,7 +95,9 @@ def pytest(tests: tuple[str, ...], copy: Path) -> tuple[bool, str]:
                               cwd=copy, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return False, f"tests still running after {TIMEOUT_S} s"
-    return done.returncode == 0, (done.stdout.strip().splitlines() or ["(no output)"])[-1]
+    lines = done.stdout.strip().splitlines() or ["(no output)"]
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    return done.returncode == 0, "; ".join([*failed, lines[-1]])
 
 
 def run(mutation: Mutation, copy: Path) -> tuple[bool, float, str]:
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         copy = Path(tmp) / "project"
         shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", ".mypy_cache",
-                                                                  ".ruff_cache", ".pytest_cache"))
+                                                                  ".ruff_cache", ".pytest_cache", ".coverage"))
+        shared = ROOT.parent / "shared"
+        if shared.is_dir():  # the reference samples many tests read from ../shared: without them they skip
+            (Path(tmp) / "shared").symlink_to(shared)
         # A failure only counts as catching a bug when the same tests pass without it.
         for tests in dict.fromkeys(m.tests for m in chosen):
             passed, tail = pytest(tests, copy)

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize(("script", "args", "keys"), [
     ("engine.py", ["--events", "300"], {"k8s_audit_events_per_s", "cloudtrail_ratio_vs_parse", "rss_mb",
                                         "k8s_audit_evaluated", "cloudtrail_evaluated", "cloudtrail_alerts"}),
+    ("alert_output.py", ["--events", "300"],
+     {"append_output_us_per_alert", "json_every_key_ratio", "stdout_unbuffered_ratio", "appended_evaluated"}),
     ("cloudtrail.py", ["--records", "600", "--s3-records", "300"],
      {"local_records_per_s", "local_ratio_vs_baseline", "local_evaluated", "s3_c8_evaluated"}),
     ("k8saudit_webhook.py", ["--batches", "4", "--batch-size", "10"], {"events_per_s", "p99_ms", "drops", "evaluated"}),

@@ -28,7 +28,7 @@ from agent.errors import DecodeError
 from agent.event import Event
 from agent.location import Location
 from sources.kernel.record import SyscallRecord
-from sources.kernel.state.host import Accounts, ContainerMeta, FdSnapshot, ProcessSnapshot, UserEntry
+from sources.kernel.state.host import Accounts, ContainerMeta, ContainerMount, FdSnapshot, ProcessSnapshot, UserEntry
 from sources.kernel.state.kernel_state import KernelState
 
 FORMAT = "falco-agent-kernel-capture"
@@ -111,6 +111,11 @@ def _pair(value: list[Any] | None) -> tuple[str, int] | None:
     return (value[0], value[1]) if value else None
 
 
+def _container(doc: dict[str, Any]) -> ContainerMeta:
+    mounts = doc.get("mounts")
+    return ContainerMeta(**{**doc, "mounts": None if mounts is None else tuple(ContainerMount(**m) for m in mounts)})
+
+
 def _accounts(doc: dict[str, Any]) -> Accounts:
     users = {int(uid): UserEntry(**entry) for uid, entry in doc.get("users", {}).items()}
     return Accounts(users, {int(gid): name for gid, name in doc.get("groups", {}).items()})
@@ -186,7 +191,7 @@ def replay_capture(path: str | Path, *, hostname: str = "") -> Iterator[Event]:
             elif kind == "seeded":
                 state.seed()
             elif kind == "container":
-                state.learn_container(ContainerMeta(**line["answer"]))
+                state.learn_container(_container(line["answer"]))
             elif kind in ("processes", "process", "accounts", "cgroup"):
                 host.push(kind, line)
     finally:

@@ -1,15 +1,25 @@
-"""Extractors of `user.*`, `group.*`, `container.*` and `k8s.*`: who runs the thread, and where."""
+"""Extractors of `user.*`, `group.*`, `container.*` and `k8s.*`: who runs the thread, and where.
+
+A container mount (`container.mount*`) is picked as Falco's container plugin picks it: by position (`[0]`), or by a
+path pattern, a regular expression searched anywhere in the mount's source (in its destination for
+`container.mount.source`), so `[/proc*]` also finds `/host/proc`. A host thread, a container its runtime has not
+described, a position past the end and a pattern no mount matches give no value (`<NA>`); a described container
+without mounts has an empty `container.mounts`.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+
+import re2
 
 from agent.event import Event
 from agent.fields import Extractor, ExtractorFactory, Value
 from sources.kernel.evt_fields import payload_of, simple
 from sources.kernel.state.accounts import UNKNOWN_NAME
 from sources.kernel.state.cgroup import short_id
-from sources.kernel.state.host import ContainerMeta, UserEntry
+from sources.kernel.state.host import ContainerMeta, ContainerMount, UserEntry
 from sources.kernel.state.payload import SyscallEvent
 
 K8S_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
@@ -86,6 +96,67 @@ def _labels_text(labels: dict[str, str]) -> Value:
     return ", ".join(f"{k}:{v}" for k, v in labels.items()) or None
 
 
+_MountPicker = Callable[[tuple[ContainerMount, ...]], ContainerMount | None]
+_POSITION = re.compile(r"[0-9]+")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is a load error; RE2 need not print it on stderr too
+
+
+def _mount_picker(field: str, arg: str, *, by_dest: bool) -> _MountPicker:
+    """Picks the mount at position `arg`, or the first whose source (`by_dest`: destination) `arg` matches.
+
+    Raises ValueError naming the field when `arg` is not a regular expression.
+    """
+    if _POSITION.fullmatch(arg):
+        position = int(arg)
+        return lambda mounts: mounts[position] if position < len(mounts) else None
+    try:
+        # RE2, as every pattern a rule gives: linear in the path, whatever the pattern.
+        search = re2.compile(arg, _RE2_OPTIONS).search
+    except re2.error as exc:
+        reason = f"'{arg}' is not a valid path pattern (a regular expression): {exc}"
+        raise ValueError(f"field '{field}': {reason}") from None
+
+    def pick(mounts: tuple[ContainerMount, ...]) -> ContainerMount | None:
+        for mount in mounts:
+            if search(mount.dest if by_dest else mount.source):
+                return mount
+        return None
+
+    return pick
+
+
+def _mount_field(field: str, part: Callable[[ContainerMount], str], *, by_dest: bool = False) -> ExtractorFactory:
+    def factory(arg: str | None) -> Extractor:
+        # The table marks the argument required, so binding refuses a bare use before this runs.
+        pick = _mount_picker(field, arg or "", by_dest=by_dest)
+
+        def extract(event: Event) -> Value:
+            ev = payload_of(event)
+            meta = _meta(ev) if ev is not None else None
+            mount = pick(meta.mounts) if meta is not None and meta.mounts else None
+            return part(mount) if mount is not None else None
+
+        return extract
+
+    return factory
+
+
+#: The part of the picked mount each field gives; `container.mount.source` picks by destination, the others by source.
+_MOUNT_PARTS: dict[str, Callable[[ContainerMount], str]] = {
+    "container.mount": ContainerMount.as_text,
+    "container.mount.source": lambda m: m.source,
+    "container.mount.dest": lambda m: m.dest,
+    "container.mount.mode": lambda m: m.mode,
+    "container.mount.rdwr": lambda m: "true" if m.rdwr else "false",
+    "container.mount.propagation": lambda m: m.propagation,
+}
+
+
+def _mounts_text(mounts: tuple[ContainerMount, ...] | None) -> Value:
+    return None if mounts is None else ",".join(mount.as_text() for mount in mounts)
+
+
 def _duration(ev: SyscallEvent) -> Value:
     meta = _meta(ev)
     if meta is None or meta.start_ns is None:
@@ -116,6 +187,8 @@ IDENTITY_EXTRACTORS: dict[str, ExtractorFactory] = {
     "container.duration": simple(_duration),
     "container.label": _label_factory,
     "container.labels": _container(lambda m: _labels_text(m.labels)),
+    "container.mounts": _container(lambda m: _mounts_text(m.mounts)),
+    **{name: _mount_field(name, part, by_dest=name == "container.mount.source") for name, part in _MOUNT_PARTS.items()},
     "k8s.ns.name": _container(lambda m: m.labels.get(K8S_NAMESPACE_LABEL)),
     "k8s.pod.name": _container(lambda m: m.labels.get(K8S_POD_NAME_LABEL)),
     "k8s.pod.uid": _container(lambda m: m.labels.get(K8S_POD_UID_LABEL)),

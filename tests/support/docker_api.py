@@ -7,12 +7,20 @@ import os
 import socketserver
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 
-def inspect_document(container_id: str, *, namespace: str, pod: str, privileged: bool = False) -> dict[str, Any]:
+def bind_mount(source: str, dest: str, *, read_only: bool = False, propagation: str = "rprivate") -> dict[str, Any]:
+    """One entry of `docker inspect`'s `Mounts`, as Docker reports a `-v source:dest[:ro]` bind."""
+    return {"Type": "bind", "Source": source, "Destination": dest, "Mode": "ro" if read_only else "",
+            "RW": not read_only, "Propagation": propagation}
+
+
+def inspect_document(container_id: str, *, namespace: str, pod: str, privileged: bool = False,
+                     mounts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """What `docker inspect` says of a Kubernetes pod's container (the parts the kernel source reads)."""
     return {
         "Id": container_id,
@@ -23,6 +31,7 @@ def inspect_document(container_id: str, *, namespace: str, pod: str, privileged:
                               "io.kubernetes.container.name": "app"}},
         "HostConfig": {"Privileged": privileged},
         "State": {"Running": True, "StartedAt": "2026-11-29T10:00:00.123456789Z"},
+        "Mounts": list(mounts),
     }
 
 
@@ -62,8 +71,8 @@ class FakeDockerApi:
         self._changed = threading.Condition()
         self._server: _Server | None = None
 
-    def add(self, container_id: str, *, namespace: str, pod: str) -> None:
-        self.containers[container_id] = inspect_document(container_id, namespace=namespace, pod=pod)
+    def add(self, container_id: str, *, namespace: str, pod: str, mounts: Sequence[dict[str, Any]] = ()) -> None:
+        self.containers[container_id] = inspect_document(container_id, namespace=namespace, pod=pod, mounts=mounts)
 
     def note_answered(self, container_id: str) -> None:
         with self._changed:

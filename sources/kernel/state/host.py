@@ -97,8 +97,25 @@ class Accounts:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerMount:
+    """One mount of a container as its runtime reports it: host `source`, container `dest`, Docker's `mode`
+    text (empty for CRI runtimes), whether it is read-write, and its propagation (`rprivate`, `rslave`, ...)."""
+
+    source: str
+    dest: str
+    mode: str
+    rdwr: bool
+    propagation: str
+
+    def as_text(self) -> str:
+        """`source:dest:mode:rdwr:propagation`, the form Falco's container plugin prints."""
+        return f"{self.source}:{self.dest}:{self.mode}:{'true' if self.rdwr else 'false'}:{self.propagation}"
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerMeta:
-    """What a container runtime says about one container; `id` is the full id."""
+    """What a container runtime says about one container; `id` is the full id. `mounts` is None when the
+    runtime did not answer (the container is unknown), a tuple, maybe empty, when it did."""
 
     id: str
     name: str | None = None
@@ -108,6 +125,7 @@ class ContainerMeta:
     start_ns: int | None = None
     runtime: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[ContainerMount, ...] | None = None
 
 
 class HostView(Protocol):

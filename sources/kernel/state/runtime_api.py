@@ -13,10 +13,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sources.kernel.state.host import ContainerMeta
+from sources.kernel.state.host import ContainerMeta, ContainerMount
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 CRI_SOCKETS = ("/run/containerd/containerd.sock", "/var/run/crio/crio.sock", "/run/k3s/containerd/containerd.sock")
+
+#: CRI's MountPropagation enum (by name, or by number in older crictl output) in the words Falco's container
+#: plugin prints; anything else is "unknown", as there.
+_CRI_PROPAGATION = {
+    "PROPAGATION_PRIVATE": "private", 0: "private",
+    "PROPAGATION_HOST_TO_CONTAINER": "rslave", 1: "rslave",
+    "PROPAGATION_BIDIRECTIONAL": "rshared", 2: "rshared",
+}
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -45,6 +53,33 @@ def parse_time_ns(text: str | None) -> int | None:
     return int(seconds) * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
+def _entries(value: Any) -> list[dict[str, Any]]:
+    """The JSON objects of a list the runtime sent (anything else in it is skipped)."""
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def docker_mounts(value: Any) -> tuple[ContainerMount, ...]:
+    """The `Mounts` of a Docker inspect answer (binds and volumes, as Docker lists them)."""
+    return tuple(
+        ContainerMount(str(m.get("Source") or ""), str(m.get("Destination") or ""), str(m.get("Mode") or ""),
+                       bool(m.get("RW", False)), str(m.get("Propagation") or ""))
+        for m in _entries(value)
+    )
+
+
+def cri_mounts(value: Any) -> tuple[ContainerMount, ...]:
+    """The `status.mounts` of `crictl inspect`: CRI has no mode text, and names propagation by enum."""
+    return tuple(
+        ContainerMount(str(m.get("hostPath") or ""), str(m.get("containerPath") or ""), "",
+                       not m.get("readonly", False), _cri_propagation(m.get("propagation", 0)))
+        for m in _entries(value)
+    )
+
+
+def _cri_propagation(value: Any) -> str:
+    return _CRI_PROPAGATION.get(value, "unknown") if isinstance(value, (str, int)) else "unknown"
+
+
 def meta_from_docker(doc: dict[str, Any], runtime: str) -> ContainerMeta:
     """ContainerMeta from a `/containers/<id>/json` answer."""
     config = doc.get("Config") or {}
@@ -54,6 +89,7 @@ def meta_from_docker(doc: dict[str, Any], runtime: str) -> ContainerMeta:
         id=doc.get("Id", ""), name=(doc.get("Name") or "").lstrip("/") or None, image=config.get("Image") or None,
         image_id=doc.get("Image") or None, privileged=bool(host_config.get("Privileged", False)),
         start_ns=parse_time_ns(state.get("StartedAt")), runtime=runtime, labels=dict(config.get("Labels") or {}),
+        mounts=docker_mounts(doc.get("Mounts")),
     )
 
 
@@ -69,6 +105,7 @@ def meta_from_crictl(doc: dict[str, Any]) -> ContainerMeta:
         image=(status.get("image") or {}).get("image") or None, image_id=status.get("imageRef") or None,
         privileged=bool(privileged) if privileged is not None else None,
         start_ns=parse_time_ns(created) if isinstance(created, str) else None, runtime="cri", labels=labels,
+        mounts=cri_mounts(status.get("mounts")),
     )
 
 

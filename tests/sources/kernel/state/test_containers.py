@@ -70,13 +70,14 @@ class TestRegistry:
 
 
 def test_docker_inspect_answer() -> None:
-    """The Docker API's container JSON maps to name, image, privileged flag, start time and labels."""
+    """The Docker API's container JSON maps to name, image, privileged flag, start time and labels (and no
+    `Mounts` list to no mounts, an answer unlike an unknown container's None)."""
     doc = {"Id": CONTAINER_ID, "Name": "/web", "Image": "sha256:abc",
            "Config": {"Image": "nginx:1.25", "Labels": {"io.kubernetes.pod.name": "p"}},
            "HostConfig": {"Privileged": True}, "State": {"StartedAt": "2024-05-01T10:00:00.123456789Z"}}
     meta = meta_from_docker(doc, "docker")
     assert meta == ContainerMeta(CONTAINER_ID, "web", "nginx:1.25", "sha256:abc", True,
-                                 1714557600123456789, "docker", {"io.kubernetes.pod.name": "p"})
+                                 1714557600123456789, "docker", {"io.kubernetes.pod.name": "p"}, mounts=())
 
 
 def test_crictl_inspect_answer() -> None:

@@ -6,8 +6,9 @@ import re
 from collections.abc import Callable
 
 from agent.event import Event
-from agent.fields import AnyOf, Extractor, ExtractorFactory, Value
+from agent.fields import AnyOf, ConstantComparator, Extractor, ExtractorFactory, Value
 from sources.kernel.arg_render import sockaddr_text
+from sources.kernel.dns_names import DOMAIN_NAMES
 from sources.kernel.evt_fields import payload_of, simple
 from sources.kernel.state.cgroup import short_id
 from sources.kernel.state.fd_events import OPEN_TYPES
@@ -106,6 +107,38 @@ def _either_end(server: Callable[[FdInfo], Value], client: Callable[[FdInfo], Va
     return get
 
 
+#: The operators whose `fd.*ip.name` checks compare the address with what the names resolve to (True: negated);
+#: any other operator compares the name outputs show, as libsinsp falls back to for them.
+_NAME_OPS = {"=": False, "==": False, "in": False, "intersects": False, "!=": True}
+
+
+def _domain_name(address: Callable[[FdInfo], Value]) -> tuple[ExtractorFactory, ConstantComparator]:
+    """`fd.sip.name` and kin: the extractor shows a watched name the address resolves from (outputs), the
+    comparator checks the address against the names a condition writes (DOMAIN_NAMES resolves them)."""
+    address_of = _on_fd(address)(None)
+
+    def extractor(_arg: str | None) -> Extractor:
+        def extract(event: Event) -> Value:
+            ip = address_of(event)
+            return DOMAIN_NAMES.name_of(ip) if ip is not None else None
+
+        return extract
+
+    def comparator(_arg: str | None, op: str, names: tuple[str, ...]) -> Callable[[Event], bool] | None:
+        negate = _NAME_OPS.get(op)
+        if negate is None:
+            return None
+        check_address = DOMAIN_NAMES.matcher(names, negate=negate)
+
+        def check(event: Event) -> bool:
+            ip = address_of(event)
+            return ip is not None and check_address(ip)
+
+        return check
+
+    return extractor, comparator
+
+
 def _l4proto(f: FdInfo) -> Value:
     return f.l4proto if f.type.is_ip and f.l4proto else "<NA>"
 
@@ -134,6 +167,9 @@ def _gated(fn: Callable[[SyscallEvent], Value]) -> ExtractorFactory:
     """Only events about a descriptor have fd fields."""
     return simple(lambda ev: fn(ev) if ev.has_fd else None)
 
+
+_NAME_FIELDS = {"fd.cip.name": _domain_name(_cip), "fd.sip.name": _domain_name(_sip),
+                "fd.lip.name": _domain_name(_lip), "fd.rip.name": _domain_name(_rip)}
 
 FD_EXTRACTORS: dict[str, ExtractorFactory] = {
     "fd.num": _gated(lambda ev: ev.fd_num),
@@ -168,4 +204,8 @@ FD_EXTRACTORS: dict[str, ExtractorFactory] = {
     "fd.ino": _on_fd(lambda f: f.ino or None),
     "fd.uid": _gated(lambda ev: f"{ev.thread.tid}{ev.fd_num}"),
     "fd.types": _types_factory,
+    **{name: extractor for name, (extractor, _) in _NAME_FIELDS.items()},
 }
+
+#: The fields whose checks compare through their constants (FieldSpec.comparator).
+FD_COMPARATORS: dict[str, ConstantComparator] = {name: comparator for name, (_, comparator) in _NAME_FIELDS.items()}

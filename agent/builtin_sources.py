@@ -17,6 +17,7 @@ from agent import __version__
 from agent.address import parse_host_port
 from agent.config.schema import CloudTrailConfig, K8sAuditConfig, KernelConfig
 from agent.engine.engine import Engine, RuleMatching
+from agent.engine.rule_fields import canonical_keys, names_any
 from agent.errors import ConfigError
 from agent.plugins.api import LiveContext, Plugin
 from agent.priority import Priority
@@ -38,7 +39,7 @@ from sources.kernel.capture_command import CaptureSummary, capture
 from sources.kernel.fields import SOURCE_NAME as SYSCALL
 from sources.kernel.fields import syscall_source
 from sources.kernel.probe import probe_available
-from sources.kernel.source import KernelSettings, KernelSource
+from sources.kernel.source import BUFFER_FIELDS, KernelSettings, KernelSource
 from sources.kernel.state import live_state
 from sources.kernel.syscalls import SYSCALLS
 
@@ -70,22 +71,41 @@ def rule_values(engine: Engine, source: str, field: str) -> frozenset[Any] | Non
     return ruleset.index_values(field) if ruleset is not None else frozenset()
 
 
+def rule_values_naming(engine: Engine, source: str, field: str, names: frozenset[str]) -> frozenset[Any] | None:
+    """The values of index field `field` that the engine's rules of `source` naming one of the fields `names` can
+    match (None: any)."""
+    ruleset = engine.ruleset(source)
+    if ruleset is None:
+        return frozenset()
+    table = engine.sources[source].fields
+    keys = canonical_keys(table, names)
+    return ruleset.index_values(field, among=lambda rule: names_any(rule, table, keys))
+
+
 def syscall_rule_types(engine: Engine) -> frozenset[str] | None:
     """The `evt.type` values the engine's syscall rules can match (None: any), which the kernel captures."""
     return rule_values(engine, SYSCALL, "evt.type")
 
 
+def syscall_buffer_types(engine: Engine) -> frozenset[str] | None:
+    """The `evt.type` values of the engine's syscall rules that read I/O buffers (None: any), whose buffers the
+    kernel copies."""
+    return rule_values_naming(engine, SYSCALL, "evt.type", BUFFER_FIELDS)
+
+
 def kernel_settings(config: KernelConfig) -> KernelSettings:
     return KernelSettings(ring_buffer_pages=config.ring_buffer_pages, extra_syscalls=config.extra_syscalls,
                           kernel_headers=config.kernel_headers, drop_threshold=config.drops.threshold,
-                          drop_alert_interval_s=config.drops.alert_interval_s)
+                          drop_alert_interval_s=config.drops.alert_interval_s, snaplen=config.snaplen)
 
 
 def capture_syscalls(path: str, *, config: KernelConfig, rule_types: frozenset[str] | None,
-                     stop: threading.Event, seconds: float | None, hostname: str) -> CaptureSummary:
-    """`falco-agent capture`: record live syscalls and what the state learned, for `replay`."""
+                     stop: threading.Event, seconds: float | None, hostname: str,
+                     buffer_types: frozenset[str] | None = None) -> CaptureSummary:
+    """`falco-agent capture`: record live syscalls and what the state learned, for `replay`; the I/O buffers of
+    `buffer_types` (None: every one captured)."""
     return capture(path, settings=kernel_settings(config), rule_types=rule_types, stop=stop, seconds=seconds,
-                   hostname=hostname)
+                   hostname=hostname, buffer_types=buffer_types)
 
 
 def new_engine(*, rule_matching: str = "first", min_priority: Priority = Priority.DEBUG, hostname: str = "",
@@ -110,6 +130,7 @@ def _kernel_sources(kernel: KernelConfig, context: LiveContext) -> list[LiveSour
         log.warning("kernel_source_unavailable", reason=reason)
         return []
     return [KernelSource(kernel_settings(kernel), rule_types=lambda: context.rule_values(SYSCALL, "evt.type"),
+                         buffer_types=lambda: context.rule_values_naming(SYSCALL, "evt.type", BUFFER_FIELDS),
                          new_state=lambda: live_state(hostname=context.hostname,
                                                       runtime_sockets=kernel.container_runtime_sockets))]
 

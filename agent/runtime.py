@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from agent.alert import Alert, JsonAlertFormat
-from agent.builtin_sources import rule_values
+from agent.builtin_sources import rule_values, rule_values_naming
 from agent.config import AgentConfig
 from agent.config.falco import warn_unsupported_keys
 from agent.config.schema import GrpcConfig
@@ -249,8 +249,10 @@ def build_runtime(config: AgentConfig, registry: PluginRegistry, *, extra_rules:
     seen = fingerprint(watched_paths(config, config_path=config_path, extra_rules=extra_rules))
     engine, files = load_rules(config, registry, extra_rules)
     # Read when a source starts and as rules reload: the engine in use then, not this first one.
-    built = registry.live_sources(hostname=engine.hostname, selected=selected_sources,
-                                  rule_values=lambda source, field: rule_values(runtime.engine, source, field))
+    built = registry.live_sources(
+        hostname=engine.hostname, selected=selected_sources,
+        rule_values=lambda source, field: rule_values(runtime.engine, source, field),
+        rule_values_naming=lambda source, field, names: rule_values_naming(runtime.engine, source, field, names))
     for name, inputs in built.items():
         if not inputs and selected_sources is not None:
             log.warning("selected_source_has_no_input", source=name,

@@ -172,6 +172,8 @@ class KernelConfig:
     ring_buffer_pages: int = field(default=4096, metadata=limits(ge=1, is_power_of_two=True))
     # Syscalls to capture beyond those the rules and the process/fd state need.
     extra_syscalls: tuple[str, ...] = ()
+    # Bytes of an I/O buffer (evt.buffer) copied, for the syscalls of rules that read it (Falco's snaplen).
+    snaplen: int = field(default=80, metadata=limits(ge=1, le=1024))
     # Kernel headers for BCC; "" = /lib/modules/<release>/build or what scripts/install_bcc.sh unpacked.
     kernel_headers: str = ""
     # Docker, containerd or CRI-O sockets asked for container names, images and pod labels.

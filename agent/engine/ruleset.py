@@ -144,15 +144,17 @@ class RuleSet(Generic[R]):
         }
         self._memo: dict[tuple[Any, ...], tuple[R, ...]] = {}
 
-    def index_values(self, field: str) -> frozenset[Any] | None:
-        """The values of index field `field` some rule here can match; None when a rule admits any value.
+    def index_values(self, field: str, *, among: Callable[[R], bool] | None = None) -> frozenset[Any] | None:
+        """The values of index field `field` some rule here (of those `among` selects) can match; None when a
+        rule admits any value.
 
         A source uses it to capture only what the rules can use (the kernel attaches only the
         syscalls in the `evt.type` values)."""
         position = list(self._names).index(field)
         admitted = ValueSet(frozenset(), False)
-        for _rule, sets in self._admits:
-            admitted = admitted.union(sets[position])
+        for rule, sets in self._admits:
+            if among is None or among(rule):
+                admitted = admitted.union(sets[position])
         return None if admitted.cofinite else frozenset(v for v in admitted.values if v is not MISSING)
 
     def candidates(self, event: Event) -> tuple[R, ...]:

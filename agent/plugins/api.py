@@ -75,6 +75,11 @@ class LiveContext:
     #: `rule_values(source, field)`: the values of `field`, one of the source's `index_fields`, that the loaded rules
     #: can match (None: any value). Call it when the input starts: it follows rules reloads.
     rule_values: Callable[[str, str], frozenset[Any] | None]
+    #: `rule_values_naming(source, field, fields)`: the same, among only the rules that name one of `fields` (field
+    #: uses as written in rules: `evt.buffer`, `evt.rawarg.data`) in their condition or output. Without a rules
+    #: engine to ask, any value.
+    rule_values_naming: Callable[[str, str, frozenset[str]], frozenset[Any] | None] = (
+        lambda _source, _field, _fields: None)
 
 
 class Extract(Protocol):

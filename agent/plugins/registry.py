@@ -23,6 +23,7 @@ from agent.plugins.discovery import LibraryKind, find_plugin
 from agent.source import LiveSource, RecordDecoder, SourceSpec
 
 RuleValues = Callable[[str, str], frozenset[Any] | None]
+RuleValuesNaming = Callable[[str, str, frozenset[str]], frozenset[Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class PluginRegistry:
                     if loaded.plugin.source == source and not loaded.plugin.inputs_only)
 
     def live_sources(self, *, hostname: str, rule_values: RuleValues,
+                     rule_values_naming: RuleValuesNaming | None = None,
                      selected: Collection[str] | None = None) -> dict[str, list[LiveSource]]:
         """The live inputs the configuration enables, not yet started, per event source; only the `selected`
         event sources are built (None: all), so a source left out never touches the kernel or the network."""
@@ -78,6 +80,8 @@ class PluginRegistry:
                 continue
             live = loaded.plugin.live
             context = LiveContext(hostname=hostname, open_params=loaded.open_params, rule_values=rule_values)
+            if rule_values_naming is not None:
+                context = replace(context, rule_values_naming=rule_values_naming)
             inputs = built.setdefault(loaded.plugin.source, [])  # an inputs_only plugin adds to the source's inputs
             inputs += live(loaded.config, context) if live is not None else []
         return built

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent.fields import buffer_text
 from sources.kernel.arg_format import (
     AT_FLAG_NAMES,
     CLONE_FLAG_NAMES,
@@ -121,6 +122,8 @@ def render_param(ev: SyscallEvent, param: Param) -> Rendered | None:
         return " ".join(value), ""
     if kind is ParamKind.FD_PAIR:
         return " ".join(str(v) for v in value), ""
+    if kind is ParamKind.BYTEBUF:
+        return buffer_text(value), ""
     return str(value), ""
 
 
@@ -145,6 +148,9 @@ def raw_value(ev: SyscallEvent, param: Param) -> Any:
         return ppm_open_flags(int(value))
     if isinstance(value, (int, str)):
         return value
+    if param.kind is ParamKind.BYTEBUF:
+        # The buffer's own bytes, as text: string operators compare them as Falco compares the raw buffer.
+        return value.decode("utf-8", "surrogateescape")
     rendered = render_param(ev, param)
     return rendered[0] if rendered is not None else None
 

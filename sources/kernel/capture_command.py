@@ -43,13 +43,15 @@ class _Discard:
 
 
 def capture(path: str | Path, *, settings: KernelSettings, rule_types: frozenset[str] | None,
-            stop: threading.Event, seconds: float | None = None, hostname: str = "") -> CaptureSummary:
-    """Capture until `stop` is set or `seconds` pass. `rule_types` None captures every syscall known.
+            stop: threading.Event, seconds: float | None = None, hostname: str = "",
+            buffer_types: frozenset[str] | None = None) -> CaptureSummary:
+    """Capture until `stop` is set or `seconds` pass. `rule_types` None captures every syscall known, and
+    `buffer_types` None the I/O buffer of every one that has one (for the rules a replay may bring).
 
     Raises KernelUnavailable (an AgentError) when the probe cannot load here.
     """
     writer = write_capture(path)
-    source = KernelSource(settings, rule_types=lambda: rule_types,
+    source = KernelSource(settings, rule_types=lambda: rule_types, buffer_types=lambda: buffer_types,
                           new_state=lambda: live_state(hostname=hostname, observer=writer))
     started = time.monotonic()
     try:

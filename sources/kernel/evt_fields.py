@@ -10,6 +10,7 @@ from sources.kernel.arg_format import errno_name
 from sources.kernel.arg_render import EXEC_TYPES, find_param, param_names, raw_value, render_named
 from sources.kernel.state.fd_events import OPEN_TYPES, open_flags
 from sources.kernel.state.payload import SyscallEvent
+from sources.kernel.syscalls import DATA_PARAM
 
 _O_ACCMODE, _O_WRONLY, _O_RDWR, _O_CREAT, _O_TMPFILE = 0o3, 0o1, 0o2, 0o100, 0o20200000
 _EXEC_MODE_BITS = 0o111
@@ -87,6 +88,13 @@ def _args(ev: SyscallEvent) -> Value:
     return " ".join(parts)
 
 
+def _buffer(ev: SyscallEvent) -> Value:
+    """`evt.buffer`: the bytes the kernel copied of the I/O buffer (None when this event type has none, or no
+    rule asked for it when the probe was loaded)."""
+    data = ev.record.args.get(DATA_PARAM)
+    return data if isinstance(data, bytes) else None
+
+
 def _res(ev: SyscallEvent) -> Value:
     res = ev.record.res
     return (errno_name(res) or str(res)) if res < 0 else "SUCCESS"
@@ -124,6 +132,7 @@ EVT_EXTRACTORS: dict[str, ExtractorFactory] = {
     "evt.rawarg": _rawarg_factory,
     "evt.args": simple(_args),
     "evt.info": simple(_args),
+    "evt.buffer": simple(_buffer),
     "evt.res": simple(_res),
     "evt.rawres": simple(lambda ev: ev.record.res),
     "evt.failed": simple(lambda ev: ev.record.res < 0),

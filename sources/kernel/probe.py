@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import structlog
 
 from sources.kernel import bcc_setup
-from sources.kernel.probe_program import COUNTER_LOST, COUNTER_NO_ENTER, generate
+from sources.kernel.probe_program import COUNTER_LOST, COUNTER_NO_ENTER, DEFAULT_SNAPLEN, generate
 from sources.kernel.syscalls import SYSCALLS
 
 log = structlog.get_logger(__name__)
@@ -27,13 +27,14 @@ class KernelProbe:
     """
 
     def __init__(self, syscalls: Iterable[str], *, ring_buffer_pages: int, headers: str = "",
-                 self_pid: int | None = None) -> None:
+                 self_pid: int | None = None, buffers: Iterable[str] = (), snaplen: int = DEFAULT_SNAPLEN) -> None:
         bcc, self.headers, available = bcc_setup.prepare(headers)
         wanted = sorted(set(syscalls))
         self.missing = tuple(n for n in wanted if SYSCALLS[n].syscall not in available)
         self.syscalls = tuple(n for n in wanted if SYSCALLS[n].syscall in available)
         started = time.monotonic()
-        source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages)
+        self.buffers = tuple(sorted(set(buffers) & set(self.syscalls)))
+        source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages, buffers=self.buffers, snaplen=snaplen)
         try:
             # Approximate headers redefine a few macros clang already knows; that is harmless.
             self._bpf = bcc.BPF(text=source.encode(), cflags=["-Wno-macro-redefined", "-w"])
@@ -51,6 +52,7 @@ class KernelProbe:
         self._callback = self._on_record
         self._bpf[b"events"].open_ring_buffer(self._callback)
         log.info("kernel_probe_loaded", syscalls=len(self.syscalls), missing=list(self.missing),
+                 buffers=list(self.buffers),
                  compile_s=round(self.compile_s, 2), headers=str(self.headers))
 
     def _on_record(self, _ctx: object, data: int, size: int) -> int:

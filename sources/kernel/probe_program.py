@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sources.kernel.syscalls import CLONE_TYPES, SYSCALLS, Copy, Param, SyscallSpec
+from sources.kernel.syscalls import BUFFER_SYSCALLS, CLONE_TYPES, SYSCALLS, Copy, Param, SyscallSpec, user_params
 from sources.kernel.wire import HEADER, LOCAL_SLOTS, MAX_ARGS, MAX_PARTS, TYPE_IDS
 
 #: Room for the variable parts (a power of two, for the masking the verifier needs) and the
@@ -20,6 +20,9 @@ DATA_MAX = 4096
 STR_MAX = 1024
 ARGV_MAX = 32
 SOCKADDR_MAX = 128
+#: Falco's default snaplen: how many bytes of an I/O buffer a record carries; the largest one allowed.
+DEFAULT_SNAPLEN = 80
+SNAPLEN_MAX = 1024
 
 #: Indexes of the per-CPU counters array.
 COUNTER_LOST = 0        # ring buffer full: the record was dropped
@@ -119,6 +122,19 @@ static __always_inline u32 put_bytes(struct event *e, u32 part, u32 off, u64 src
     return off + len;
 }}
 
+#ifdef SNAPLEN
+/* The first bytes of an I/O buffer; the mask (a power of two above SNAPLEN) bounds the size for the verifier. */
+static __always_inline u32 put_data(struct event *e, u32 part, u32 off, u64 src, s64 len) {{
+    u32 n = len < 0 ? 0 : (len > SNAPLEN ? SNAPLEN : (u32)len);
+    asm volatile("%0 &= %1" : "+r"(n) : "i"(SNAPLEN_MASK));
+    if (!src || off >= DATA_MAX || bpf_probe_read_user(&e->data[bounded(off)], n, (const void *)src) < 0)
+        n = 0;
+    if (part < {MAX_PARTS}) e->lens[part] = n;
+    e->nparts = part + 1;
+    return off + n;
+}}
+#endif
+
 static __always_inline u32 put_argv(struct event *e, u32 part, u32 off, u64 argv) {{
     u32 start = off;
     #pragma unroll
@@ -167,6 +183,10 @@ def _slot(spec: SyscallSpec, arg: str) -> int:
 def _copy_part(spec: SyscallSpec, param: Param, part: int, source: str) -> str:
     """C statement appending one user-memory parameter; `source` holds the saved slots."""
     address = f"{source}[{_slot(spec, param.arg)}]"
+    if param.copy is Copy.DATA_READ:
+        return f"off = put_data(e, {part}, off, {address}, e->res);"
+    if param.copy is Copy.DATA_WRITTEN:
+        return f"off = put_data(e, {part}, off, {address}, (s64){source}[{_slot(spec, str(param.length))}]);"
     if param.copy is Copy.USER_STR:
         return f"off = put_str(e, {part}, off, {address});"
     if param.copy is Copy.USER_ARGV:
@@ -181,8 +201,9 @@ def _copy_part(spec: SyscallSpec, param: Param, part: int, source: str) -> str:
     return f"off = put_bytes(e, {part}, off, {address}, {length});"
 
 
-def _user_parts(spec: SyscallSpec, source: str) -> list[str]:
-    parts = [p for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
+def _user_parts(spec: SyscallSpec, source: str, *, with_buffer: bool = False) -> list[str]:
+    """Copies of the user-memory parameters; the I/O buffer (the last part) only `with_buffer`."""
+    parts = [p for p in user_params(spec) if with_buffer or p.copy not in (Copy.DATA_READ, Copy.DATA_WRITTEN)]
     return [_copy_part(spec, p, k, source) for k, p in enumerate(parts)]
 
 
@@ -198,7 +219,7 @@ def _saved(spec: SyscallSpec) -> str:
     return ", ".join(args + ["0"] * (MAX_ARGS - len(args)))
 
 
-def _joined(spec: SyscallSpec) -> str:
+def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
     """Enter saves the arguments; exit copies user memory and writes the record."""
     type_id = TYPE_IDS[spec.name]
     local = [f"e->args[{slot}] = p->args[{slot}];" for slot in LOCAL_SLOTS] if spec.tcp_local else []
@@ -206,7 +227,8 @@ def _joined(spec: SyscallSpec) -> str:
         # The port comes last: the kernel picks it after SYN_SENT and it is known once the handshake is done.
         local.append(f"if (p->sk) {{ u16 *port = tcp_ports.lookup(&p->sk); "
                      f"if (port) {{ e->args[{LOCAL_SLOTS[0]}] |= *port; tcp_ports.delete(&p->sk); }} }}")
-    body = "\n        ".join(_value_copies(spec, "p->args") + local + _user_parts(spec, "p->args"))
+    body = "\n        ".join(_value_copies(spec, "p->args") + local
+                              + _user_parts(spec, "p->args", with_buffer=with_buffer))
     return f"""
 TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
@@ -390,19 +412,34 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {{
 """
 
 
-def generate(syscalls: Iterable[str], *, ring_buffer_pages: int) -> str:
-    """C source capturing `syscalls` (names from SYSCALLS) plus process lifecycle, for BCC."""
+def _snaplen_defines(snaplen: int) -> list[str]:
+    if not 0 < snaplen <= SNAPLEN_MAX:
+        raise ValueError(f"snaplen must be between 1 and {SNAPLEN_MAX} bytes, not {snaplen}")
+    return [f"#define SNAPLEN {snaplen}", f"#define SNAPLEN_MASK {(1 << snaplen.bit_length()) - 1}"]
+
+
+def generate(syscalls: Iterable[str], *, ring_buffer_pages: int, buffers: Iterable[str] = (),
+             snaplen: int = DEFAULT_SNAPLEN) -> str:
+    """C source capturing `syscalls` (names from SYSCALLS) plus process lifecycle, for BCC.
+
+    The I/O buffer of the syscalls in `buffers` (of BUFFER_SYSCALLS) is copied, at most `snaplen` bytes; the
+    other records carry none, so a buffer costs nothing unless a rule reads it."""
     if ring_buffer_pages <= 0 or ring_buffer_pages & (ring_buffer_pages - 1):
         raise ValueError(f"ring_buffer_pages must be a power of two, not {ring_buffer_pages}")
     names = sorted(set(syscalls))
     unknown = [name for name in names if name not in SYSCALLS]
     if unknown:
         raise ValueError(f"cannot capture unknown syscalls: {', '.join(unknown)}")
-    parts = [f"#define RINGBUF_PAGES {ring_buffer_pages}", _PRELUDE, _SCHED]
+    copied = set(buffers) & set(names)
+    unbuffered = sorted(copied - BUFFER_SYSCALLS)
+    if unbuffered:
+        raise ValueError(f"syscalls without an I/O buffer: {', '.join(unbuffered)}")
+    defines = _snaplen_defines(snaplen) if copied else []
+    parts = [f"#define RINGBUF_PAGES {ring_buffer_pages}", *defines, _PRELUDE, _SCHED]
     parts += [_clone_enter(name, _CLONE_FLAGS[name]) for name in CLONE_TYPES]
     for name in names:
         spec = SYSCALLS[name]
         if spec.tcp_local:
             parts.append(_tcp_local(spec))  # first: it declares the map the exit program reads
-        parts.append(_exec(spec) if spec.read_at_enter else _joined(spec))
+        parts.append(_exec(spec) if spec.read_at_enter else _joined(spec, with_buffer=name in copied))
     return "\n".join(parts)

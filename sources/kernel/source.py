@@ -20,16 +20,20 @@ import structlog
 from agent.event import Event
 from agent.source import DropNotice, EventSink
 from agent.source_worker import SourceWorker, WorkerSource
+from sources.kernel.dns_names import DOMAIN_NAMES
 from sources.kernel.drops import DropMeter
 from sources.kernel.probe import KernelProbe
+from sources.kernel.probe_program import DEFAULT_SNAPLEN
 from sources.kernel.record import SyscallRecord
-from sources.kernel.syscalls import STATE_SYSCALLS, SYSCALLS
+from sources.kernel.syscalls import BUFFER_SYSCALLS, STATE_SYSCALLS, SYSCALLS
 from sources.kernel.wire import RecordDecoder
 
 log = structlog.get_logger(__name__)
 
 _POLL_MS = 100
 _FORWARD_REFRESH_S = 2.0
+#: The fields that read an I/O buffer: the probe copies buffers only for the event types of rules naming one.
+BUFFER_FIELDS = frozenset({"evt.buffer", "evt.rawarg.data", "evt.arg.data"})
 
 
 class SyscallState(Protocol):
@@ -47,6 +51,13 @@ class KernelSettings:
     kernel_headers: str = ""
     drop_threshold: float = 0.0
     drop_alert_interval_s: float = 30.0
+    snaplen: int = DEFAULT_SNAPLEN
+
+
+def buffers_to_copy(buffer_types: frozenset[str] | None, capturing: Iterable[str]) -> frozenset[str]:
+    """The syscalls whose I/O buffer the probe copies: those of `buffer_types` (None: any) it captures."""
+    wanted = BUFFER_SYSCALLS if buffer_types is None else buffer_types & BUFFER_SYSCALLS
+    return frozenset(wanted & set(capturing))
 
 
 def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] = ()) -> frozenset[str]:
@@ -57,14 +68,17 @@ def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] 
 
 class KernelSource(WorkerSource):
     """LiveSource for syscalls. `rule_types` gives the `evt.type` values the loaded rules can match
-    (None: any), read at each start; `new_state` builds a seeded state each start."""
+    (None: any) and `buffer_types` those of the rules that read I/O buffers (BUFFER_FIELDS), both read at
+    each start; `new_state` builds a seeded state each start."""
 
     name = "kernel"
 
     def __init__(self, settings: KernelSettings, *, rule_types: Callable[[], frozenset[str] | None],
-                 new_state: Callable[[], SyscallState]) -> None:
+                 new_state: Callable[[], SyscallState],
+                 buffer_types: Callable[[], frozenset[str] | None] = frozenset) -> None:
         self.settings = settings
         self._rule_types = rule_types
+        self._buffer_types = buffer_types
         self._new_state = new_state
         self._state: SyscallState | None = None
         self._worker = SourceWorker("kernel-source")
@@ -77,6 +91,9 @@ class KernelSource(WorkerSource):
         self._counts = {"records": 0, "events": 0, "decode_errors": 0, "state_errors": 0}
         self._kernel_counters = {"lost": 0, "no_enter": 0}
         self.capturing: frozenset[str] = frozenset()
+        #: The syscalls whose I/O buffers the loaded probe copies.
+        self.buffers: frozenset[str] = frozenset()
+        self._buffers_wanted: frozenset[str] = frozenset()
         self._forward: frozenset[str] | None = frozenset()
         self._forward_checked = 0.0
 
@@ -84,6 +101,7 @@ class KernelSource(WorkerSource):
         self._worker.check_idle()
         types = self._rule_types()
         self.capturing = syscalls_to_capture(types, self.settings.extra_syscalls)
+        self.buffers = self._buffers_wanted = buffers_to_copy(self._buffer_types(), self.capturing)
         self._forward = types
         self._forward_checked = time.monotonic()
         # A new probe counts its losses from zero.
@@ -91,7 +109,7 @@ class KernelSource(WorkerSource):
                                 alert_interval_s=self.settings.drop_alert_interval_s)
         # The probe first: records of processes started while /proc is read are then not missed.
         probe = KernelProbe(self.capturing, ring_buffer_pages=self.settings.ring_buffer_pages,
-                            headers=self.settings.kernel_headers)
+                            headers=self.settings.kernel_headers, buffers=self.buffers, snaplen=self.settings.snaplen)
         self._probe = probe
         try:
             state = self._state = self._new_state()
@@ -99,6 +117,8 @@ class KernelSource(WorkerSource):
             probe.close()
             self._probe = None
             raise
+        # The names `fd.*ip.name` checks compare with resolve in the background while the source runs.
+        DOMAIN_NAMES.start()
         self._worker.start(lambda: self._run(probe, state, sink), cleanup=self._cleanup)
 
     def _run(self, probe: KernelProbe, state: SyscallState, sink: EventSink) -> None:
@@ -125,6 +145,13 @@ class KernelSource(WorkerSource):
         if now - self._forward_checked < _FORWARD_REFRESH_S:
             return
         self._forward_checked = now
+        buffers = buffers_to_copy(self._buffer_types(), self.capturing)
+        if buffers != self._buffers_wanted:
+            self._buffers_wanted = buffers
+            if buffers - self.buffers:
+                log.warning("kernel_buffers_need_restart", syscalls=sorted(buffers - self.buffers),
+                            hint="the reloaded rules read I/O buffers the probe does not copy; restart the agent "
+                                 "to capture them")
         types = self._rule_types()
         if types == self._forward:
             return
@@ -188,6 +215,7 @@ class KernelSource(WorkerSource):
         if self._state is not None:
             self._state.close()
             self._state = None
+        DOMAIN_NAMES.stop()
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -197,4 +225,5 @@ class KernelSource(WorkerSource):
             "lost_last_second": self._meter.lost_last_second,
             "records_last_second": self._meter.delivered_last_second,
             "syscalls_captured": len(self.capturing),
+            "buffers_copied": len(self.buffers),
         }

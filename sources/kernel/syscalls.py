@@ -37,6 +37,7 @@ class ParamKind(Enum):
     SOCKADDR = "sockaddr"          # bytes: a raw struct sockaddr (empty when absent)
     ARGV = "argv"                  # list[str]: execve's argv
     FD_PAIR = "fd_pair"            # tuple[int, int]: the fds pipe/socketpair wrote back
+    BYTEBUF = "bytebuf"            # bytes: the first bytes of an I/O buffer (None when not captured)
 
 
 class Copy(Enum):
@@ -48,6 +49,10 @@ class Copy(Enum):
     USER_ARGV = "user_argv"      # NULL-terminated array of user strings at the address
     USER_BYTES = "user_bytes"    # `length` bytes at the address (length: argument or constant)
     USER_BYTES_LENPTR = "user_bytes_lenptr"  # bytes at the address; length is an int* argument
+    #: An I/O buffer, at most the snaplen, copied only when a rule needs it (see BUFFER_SYSCALLS): the bytes
+    #: the syscall read (its result), or the bytes it was given to write (the `length` argument).
+    DATA_READ = "data_read"
+    DATA_WRITTEN = "data_written"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,14 @@ def _sockaddr(name: str, arg: str, length: str, *, length_is_pointer: bool = Fal
     return Param(name, ParamKind.SOCKADDR, arg, copy, length)
 
 
+def _data(buffer: str, written_length: str = "") -> Param:
+    """Falco's `data` parameter: read into (no length: the result says how much) or written from `buffer`."""
+    if written_length:
+        return Param(DATA_PARAM, ParamKind.BYTEBUF, buffer, Copy.DATA_WRITTEN, written_length)
+    return Param(DATA_PARAM, ParamKind.BYTEBUF, buffer, Copy.DATA_READ)
+
+
+DATA_PARAM = "data"
 _FD, _INT, _UINT = ParamKind.FD, ParamKind.INT, ParamKind.UINT
 _EXEC_COMMON = (Param("argv", ParamKind.ARGV, "argv", Copy.USER_ARGV),)
 
@@ -157,6 +170,13 @@ _SPECS: tuple[SyscallSpec, ...] = (
                                  _p("flags", ParamKind.MEMFD_FLAGS))),
     SyscallSpec("init_module", (_res(), _p("length", _UINT, "len"))),
     SyscallSpec("finit_module", (_res(), _p("fd", _FD), _p("flags", _UINT))),
+    # I/O: the buffer only when a rule asks for it (see BUFFER_SYSCALLS).
+    SyscallSpec("read", (_res(), _data("buf"), _p("fd", _FD), _p("size", _UINT, "count"))),
+    SyscallSpec("write", (_res(), _data("buf", "count"), _p("fd", _FD), _p("size", _UINT, "count"))),
+    SyscallSpec("pread", (_res(), _data("buf"), _p("fd", _FD), _p("size", _UINT, "count"), _p("pos", _UINT)),
+                tracepoint="pread64"),
+    SyscallSpec("pwrite", (_res(), _data("buf", "count"), _p("fd", _FD), _p("size", _UINT, "count"),
+                           _p("pos", _UINT)), tracepoint="pwrite64"),
     # Network
     SyscallSpec("socket", (_res(_FD, "fd"), _p("domain", ParamKind.SOCK_FAMILY, "family"),
                            _p("type", ParamKind.SOCK_TYPE), _p("proto", _UINT, "protocol"))),
@@ -171,9 +191,10 @@ _SPECS: tuple[SyscallSpec, ...] = (
     SyscallSpec("accept4", (_res(_FD, "fd"), _p("listen_fd", _FD, "fd"),
                             _sockaddr("addr", "upeer_sockaddr", "upeer_addrlen", length_is_pointer=True),
                             _p("flags", ParamKind.SOCK_TYPE))),
-    SyscallSpec("sendto", (_res(), _p("fd", _FD), _p("size", _UINT, "len"),
+    # send(2) and recv(2) are these syscalls with no address on x86-64 and arm64.
+    SyscallSpec("sendto", (_res(), _data("buff", "len"), _p("fd", _FD), _p("size", _UINT, "len"),
                            _sockaddr("addr", "addr", "addr_len"))),
-    SyscallSpec("recvfrom", (_res(), _p("fd", _FD), _p("size", _UINT, "size"),
+    SyscallSpec("recvfrom", (_res(), _data("ubuf"), _p("fd", _FD), _p("size", _UINT, "size"),
                              _sockaddr("addr", "addr", "addr_len", length_is_pointer=True))),
     SyscallSpec("sendmsg", (_res(), _p("fd", _FD), _p("flags", _UINT))),
     # Processes and credentials
@@ -197,6 +218,17 @@ _SPECS: tuple[SyscallSpec, ...] = (
 
 #: Captured syscalls by Falco event type name.
 SYSCALLS: dict[str, SyscallSpec] = {spec.name: spec for spec in _SPECS}
+
+#: Event types whose `data` parameter (Falco's I/O buffer: `evt.buffer`, `evt.rawarg.data`) the probe can copy.
+BUFFER_SYSCALLS = frozenset(spec.name for spec in _SPECS if any(p.name == DATA_PARAM for p in spec.params))
+
+
+def user_params(spec: SyscallSpec) -> tuple[Param, ...]:
+    """The parameters copied from user memory, in the order of their parts in a record: the I/O buffer last,
+    so that a record without it (no rule needs it) simply has one part fewer."""
+    copied = [p for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
+    return tuple(sorted(copied, key=lambda p: p.kind is ParamKind.BYTEBUF))
+
 
 #: Event types made from scheduler tracepoints rather than a syscall pair. `clone`, `clone3`,
 #: `fork` and `vfork` records come from sched_process_fork (args: `child_tid`, `child_pid`,

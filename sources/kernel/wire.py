@@ -1,8 +1,9 @@
 """The binary record the BPF programs write to the ring buffer, and its decoding into SyscallRecords.
 
 Layout (little endian, shared with the C in probe_program.py): a fixed 120-byte header, then the
-variable parts (user strings, socket addresses, argv) back to back; `lens[k]` is the byte length
-of part k. Strings keep their NUL, argv is its strings NUL-separated.
+variable parts (user strings, socket addresses, argv, an I/O buffer) back to back; `lens[k]` is the
+byte length of part k. Strings keep their NUL, argv is its strings NUL-separated. The I/O buffer is
+the last part, and absent when no rule asked for it: its parameter is then None, not empty bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sources.kernel.record import SyscallRecord
-from sources.kernel.syscalls import CLONE_TYPES, SCHED_TYPES, SYSCALLS, Copy, ParamKind, SyscallSpec
+from sources.kernel.syscalls import CLONE_TYPES, SCHED_TYPES, SYSCALLS, Copy, ParamKind, SyscallSpec, user_params
 
 #: Event type ids as the kernel writes them: the index in this tuple.
 TYPE_NAMES: tuple[str, ...] = (*SYSCALLS, *SCHED_TYPES)
@@ -76,19 +77,20 @@ def _local_addr(family_port: int, low: int, high: int) -> bytes:
 
 def _args_source(spec: SyscallSpec) -> str:
     """A dict display building one event type's args from `res`, the slots `a0..a5` and the parts `p`."""
-    params = spec.params
+    part_indexes = {param.name: index for index, param in enumerate(user_params(spec))}
     items: list[str] = []
     merged: list[str] = []
-    arg_index = part_index = 0
-    for param in params:
+    arg_index = 0
+    for param in spec.params:
         if param.copy is Copy.RESULT:
             value = "res"
         elif param.copy is Copy.VALUE:
             value = f"_signed(a{arg_index})" if param.kind in _SIGNED_KINDS else f"a{arg_index}"
             arg_index += 1
         else:
-            part = f"(p[{part_index}] if {part_index} < len(p) else b'')"
-            part_index += 1
+            part_index = part_indexes[param.name]
+            missing = "None" if param.kind is ParamKind.BYTEBUF else "b''"
+            part = f"(p[{part_index}] if {part_index} < len(p) else {missing})"
             if param.name == "how":
                 merged.append(f"**_open_how({part})")
                 continue

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.alert import Alert
+from agent.builtin_sources import syscall_buffer_types
 from agent.engine.engine import Engine
 from agent.event import Event
 from sources.kernel.probe import probe_available
@@ -74,6 +75,7 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
     ruleset = engine.ruleset("syscall")
     source = KernelSource(KernelSettings(ring_buffer_pages=1024),
                           rule_types=lambda: ruleset.index_values("evt.type") if ruleset else frozenset(),
+                          buffer_types=lambda: syscall_buffer_types(engine),
                           new_state=lambda: live_state(hostname="live-test"))
     source.start(log)
     try:

@@ -102,10 +102,11 @@ class Collector:
         if item.get_bool("append", result, False):
             result.warn(WarningCode.LOAD_DEPRECATED_ITEM, "'append: true' is deprecated, use 'override'",
                         item.at("append"))
-        if is_append or ops is not None:
+        # As Falco: replacing a list's items is defining it again, so it needs no earlier definition.
+        if is_append:
             if existing is None:
                 raise self.missing_target(item)
-            existing.items = existing.items + texts if is_append else texts
+            existing.items = existing.items + texts
             existing.visibility = self._next()
             return
         if existing is not None:
@@ -131,10 +132,11 @@ class Collector:
                         item.at("append"))
         is_append = legacy or (ops is not None and ops["condition"] == "append")
         existing = self.macros.get(item.name)
-        if is_append or ops is not None:
+        # As Falco: replacing a macro's condition is defining it again, so it needs no earlier definition.
+        if is_append:
             if existing is None:
                 raise self.missing_target(item)
-            existing.condition = f"{existing.condition} {condition}" if is_append else condition
+            existing.condition = f"{existing.condition} {condition}"
             existing.visibility = self._next()
             return
         cond_loc = item.at("condition")

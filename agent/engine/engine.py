@@ -109,17 +109,19 @@ class Engine:
         appender = OutputAppender(self.append_output, self._sources)
         try:
             for content in contents:
+                result.begin_file(content.name, content.text)
                 for item in read_items(content.text, content.name, result):
                     collector.collect(item)
                 ctx = build_context(collector, self._sources, result, parse_cache=self._parse_cache,
                                     appender=appender)
                 compiled = compile_rules(ctx)
                 correlations = compile_correlations(ctx)
+                # As Falco: each file's compile reports what is unused so far, earlier files' items included.
+                unused_warnings(collector, result)
             self._check_plugins(collector, result)
         except LoadAborted:
             return result
         if result.successful:
-            unused_warnings(collector, result)
             self._rules = compiled
             loaded = CorrelationSet(correlations, hostname=self.hostname)
             loaded.adopt(self._correlations)

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
+from agent.engine.load_result import RULES_CONTENT, ErrorCode, LoadAborted, LoadResult, WarningCode
 from agent.location import Location
 
 try:
@@ -45,6 +45,8 @@ KNOWN_KEYS = {
 _TRUE = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON", "y", "Y"}
 _FALSE = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF", "n", "N"}
 _NULL_TAG = "tag:yaml.org,2002:null"
+#: Falco's item type for an element of a rules document that is not (yet) a list, macro or rule.
+RULES_CONTENT_ITEM = "rules content item"
 
 
 @dataclass(slots=True)
@@ -120,18 +122,18 @@ def read_items(text: str, file: str, result: LoadResult) -> Iterator[Item]:
         if isinstance(document, yaml.ScalarNode) and document.tag == _NULL_TAG:
             continue
         if not isinstance(document, yaml.SequenceNode):
-            raise result.error(
-                ErrorCode.LOAD_ERR_YAML_VALIDATE,
-                "rules content is not a sequence of items",
-                _node_location(file, document),
-            )
+            # Falco's two wordings: a scalar is not rules YAML at all, a mapping is the wrong shape.
+            shape = "yaml array of objects" if isinstance(document, yaml.MappingNode) else "yaml"
+            raise result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE,
+                               f"Rules content is not {shape}: a rules file is a sequence of items",
+                               _node_location(file, document, RULES_CONTENT))
         for element in document.value:
             if isinstance(element, yaml.ScalarNode) and element.tag == _NULL_TAG:
                 continue
             if not isinstance(element, yaml.MappingNode):
-                raise result.error(
-                    ErrorCode.LOAD_ERR_YAML_VALIDATE, "item is not a mapping", _node_location(file, element)
-                )
+                raise result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE,
+                                   "Unexpected element type: each item must be a mapping (list, macro, rule...)",
+                                   _node_location(file, element, RULES_CONTENT_ITEM))
             item = _read_item(element, file, result)
             if item is not None:
                 yield item
@@ -148,14 +150,12 @@ def _read_item(node: yaml.MappingNode, file: str, result: LoadResult) -> Item | 
         nodes[key] = value_node
     kind = next((k for k in ITEM_KINDS if k in values), None)
     if kind is None:
-        loc = _node_location(file, node)
-        result.warn(WarningCode.LOAD_UNKNOWN_ITEM, "unknown top level item", loc)
+        loc = _node_location(file, node, RULES_CONTENT_ITEM)
+        result.warn(WarningCode.LOAD_UNKNOWN_ITEM, "Unknown top level item", loc)
         return None
     name_value = values[kind]
     name = name_value if isinstance(name_value, str) else ""
-    item_kind = {"required_engine_version": "required_engine_version",
-                 "required_plugin_versions": "required_plugin_versions"}.get(kind, kind)
-    loc = Location(file, node.start_mark.line + 1, node.start_mark.column + 1, item_kind, name)
+    loc = Location(file, node.start_mark.line + 1, node.start_mark.column + 1, kind, name)
     item = Item(kind, name, values, lines, loc, present=set(values), nodes=nodes)
     for key in values:
         if key not in KNOWN_KEYS[kind]:
@@ -245,5 +245,5 @@ class _BoundedLoader(yaml.composer.Composer, _Loader):  # type: ignore[misc]
                                  "(an alias counts as the text it repeats)", mark)
 
 
-def _node_location(file: str, node: yaml.Node) -> Location:
-    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
+def _node_location(file: str, node: yaml.Node, item_kind: str = "") -> Location:
+    return Location(file, node.start_mark.line + 1, node.start_mark.column + 1, item_kind)

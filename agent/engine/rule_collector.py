@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from agent.engine.infos import ExceptionDef, RuleDef
-from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult, WarningCode
+from agent.engine.exception_collector import merge_exceptions, read_exceptions
+from agent.engine.infos import RuleDef
+from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
 from agent.engine.reader import Item
 from agent.priority import Priority
 
@@ -19,7 +20,6 @@ RULE_REPLACEABLE = frozenset({
 })
 DEFAULT_SOURCE = "syscall"
 _DEFINING_KEYS = ("condition", "output", "desc", "priority")
-_LIST_COMPS = frozenset({"in", "pmatch", "intersects"})
 
 
 def collect_rule(collector: Collector, item: Item) -> None:
@@ -62,7 +62,7 @@ def _define(collector: Collector, item: Item) -> None:
         visibility=0,
         enabled=item.get_bool("enabled", result, True),
         tags=tags_of(item, result),
-        exceptions=_exceptions(item, result, defining=True),
+        exceptions=read_exceptions(item, result, defining=True),
         warn_evttypes=item.get_bool("warn_evttypes", result, True),
         skip_if_unknown_filter=item.get_bool("skip-if-unknown-filter", result, False),
         capture=item.get_bool("capture", result, False),
@@ -92,8 +92,9 @@ def _target(collector: Collector, item: Item) -> RuleDef:
     target = collector.rules.get(item.name)
     if target is None:
         raise collector.missing_target(item)
+    # As Falco, an empty `source:` on an update names no source, so it cannot conflict with the target's.
     source = item.get_str("source", result)
-    if source is not None and source != target.source:
+    if source and source != target.source:
         raise result.error(ErrorCode.LOAD_ERR_VALIDATE,
                            f"rule '{item.name}' is updated with source '{source}' but was defined with "
                            f"source '{target.source}'", item.location)
@@ -114,7 +115,7 @@ def _update(collector: Collector, item: Item, ops: dict[str, str]) -> None:
         if key == "tags":
             target.tags |= tags_of(item, result)
         elif key == "exceptions":
-            _merge_exceptions(target, _exceptions(item, result, defining=False), result)
+            merge_exceptions(target, read_exceptions(item, result, defining=False), result)
         else:
             text = item.get_str(key, result, required=True) or ""
             _append_text(target, key, text)
@@ -133,7 +134,7 @@ def _legacy_append(collector: Collector, item: Item) -> None:
     if "condition" in item.present:
         _append_text(target, "condition", item.get_str("condition", result, required=True) or "")
     if "exceptions" in item.present:
-        _merge_exceptions(target, _exceptions(item, result, defining=False), result)
+        merge_exceptions(target, read_exceptions(item, result, defining=False), result)
     target.visibility = collector.next_position()
 
 
@@ -151,7 +152,7 @@ def _replace(target: RuleDef, key: str, item: Item, result: LoadResult) -> None:
     elif key == "tags":
         target.tags = tags_of(item, result)
     elif key == "exceptions":
-        target.exceptions = _exceptions(item, result, defining=True)
+        target.exceptions = read_exceptions(item, result, defining=True)
     elif key == "enabled":
         target.enabled = item.get_bool("enabled", result, True)
     elif key == "capture":
@@ -189,88 +190,3 @@ def tags_of(item: Item, result: LoadResult) -> set[str]:
         raise result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE, "'tags' must be a sequence of strings",
                            item.at("tags"))
     return set(raw)
-
-
-def _exceptions(item: Item, result: LoadResult, *, defining: bool) -> list[ExceptionDef]:
-    raw = item.values.get("exceptions")
-    if raw is None:
-        return []
-    loc = item.at("exceptions")
-    if not isinstance(raw, list):
-        raise result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE, "'exceptions' must be a sequence", loc)
-    out: list[ExceptionDef] = []
-    seen: set[str] = set()
-    for entry in raw:
-        if not isinstance(entry, dict):
-            raise result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE, "an exception must be a mapping", loc)
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            raise result.error(ErrorCode.LOAD_ERR_YAML_VALIDATE, "an exception needs a non-empty 'name'", loc)
-        if name in seen:
-            result.warn(WarningCode.LOAD_EXCEPTION_NAME_NOT_UNIQUE,
-                        f"exception name '{name}' is used more than once in this rule", loc)
-        seen.add(name)
-        out.append(_exception(entry, name, item, result, defining=defining))
-    return out
-
-
-def _exception(entry: dict[str, Any], name: str, item: Item, result: LoadResult, *, defining: bool) -> ExceptionDef:
-    loc = item.at("exceptions")
-
-    def bad(message: str, code: ErrorCode = ErrorCode.LOAD_ERR_YAML_VALIDATE) -> LoadAborted:
-        return result.error(code, f"exception '{name}': {message}", loc)
-
-    # Wrong YAML types are LOAD_ERR_YAML_VALIDATE; shapes that do not fit together, as Falco's
-    # collector checks them, are LOAD_ERR_VALIDATE.
-    shape = ErrorCode.LOAD_ERR_VALIDATE
-    fields = entry.get("fields")
-    comps = entry.get("comps")
-    values = entry.get("values")
-    if defining and fields is None:
-        raise bad("'fields' is required", shape)
-    if isinstance(fields, list):
-        if any(not isinstance(f, str) or not f for f in fields):
-            raise bad("'fields' must hold field names")
-        if comps is None:
-            comps = ["="] * len(fields)
-        if not isinstance(comps, list):
-            raise bad("'comps' must be a sequence when 'fields' is one")
-        if len(comps) != len(fields):
-            raise bad("'comps' must be as long as 'fields'", shape)
-        comps = [str(c).strip() for c in comps]
-    elif fields is not None:
-        if not isinstance(fields, str):
-            raise bad("'fields' must be a field name or a sequence of them")
-        comps = "in" if comps is None else str(comps).strip()
-        if comps not in _LIST_COMPS and len(comps.split()) != 2:
-            raise bad(f"comparison '{comps}' needs a list: use in, pmatch, intersects or an operator with a "
-                      "modifier", shape)
-    if values is None:
-        values = []
-    if not isinstance(values, list):
-        raise bad("'values' must be a sequence")
-    if isinstance(fields, str) and any(isinstance(v, (list, dict)) for v in values):
-        raise bad("values of a single-field exception must be scalars", shape)
-    return ExceptionDef(name, fields, comps, values, loc)
-
-
-def _merge_exceptions(target: RuleDef, incoming: list[ExceptionDef], result: LoadResult) -> None:
-    by_name = {ex.name: ex for ex in target.exceptions}
-    for ex in incoming:
-        if not ex.values:
-            result.warn(WarningCode.LOAD_APPEND_NO_VALUES,
-                        f"appended exception '{ex.name}' brings no values", ex.location)
-        known = by_name.get(ex.name)
-        if known is not None:
-            if ex.fields is not None or ex.comps is not None:
-                raise result.error(ErrorCode.LOAD_ERR_VALIDATE,
-                                   f"exception '{ex.name}' already exists: an append may only bring values",
-                                   ex.location)
-            known.values = known.values + ex.values
-        else:
-            if ex.fields is None or not ex.values:
-                raise result.error(ErrorCode.LOAD_ERR_VALIDATE,
-                                   f"new exception '{ex.name}' appended to rule '{target.name}' needs 'fields' "
-                                   "and 'values'", ex.location)
-            target.exceptions.append(ex)
-            by_name[ex.name] = ex

@@ -8,6 +8,7 @@ rules each repeat one large macro is refused instead of taking minutes and gigab
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.engine.append_output import OutputAppender
@@ -17,10 +18,10 @@ from agent.engine.compiler import CompileError, ConditionCompiler, Predicate
 from agent.engine.infos import RuleDef
 from agent.engine.load_result import ErrorCode, LoadResult, WarningCode
 from agent.engine.macros import ConditionTooLong, ListExpander, MacroError, MacroExpander
-from agent.engine.output_format import compile_output
+from agent.engine.output_format import OutputFormat, compile_output
 from agent.engine.parser import ConditionSyntaxError, parse_condition
 from agent.engine.rule_exceptions import ExceptionShapeError, condition_with_exceptions
-from agent.engine.ruleset import CompiledRule, possible_values
+from agent.engine.ruleset import MISSING, CompiledRule, possible_values
 from agent.fields import FieldFlag
 from agent.location import Location
 from agent.source import SourceSpec
@@ -117,11 +118,11 @@ def unused_warnings(collector: Collector, result: LoadResult) -> None:
     """After a successful load: lists and macros that no rule, correlation, macro or list refers to."""
     for definition in collector.lists.values():
         if not definition.used:
-            result.warn(WarningCode.LOAD_UNUSED_LIST, "list not referred to by any other rule/macro",
+            result.warn(WarningCode.LOAD_UNUSED_LIST, "List not referred to by any other rule/macro",
                         _at(definition.location, "list", definition.name))
     for macro in collector.macros.values():
         if not macro.used:
-            result.warn(WarningCode.LOAD_UNUSED_MACRO, "macro not referred to by any other rule/macro",
+            result.warn(WarningCode.LOAD_UNUSED_MACRO, "Macro not referred to by any other rule/macro",
                         _at(macro.location, "macro", macro.name))
 
 
@@ -131,21 +132,21 @@ def _compile_rule(rule: RuleDef, ctx: CompileContext) -> CompiledRule | None:
     loc = _at(rule.location, "rule", rule.name)
     for ex in rule.exceptions:
         for field in ([ex.fields] if isinstance(ex.fields, str) else ex.fields or []):
-            _check_exception_field(field, ex.name, rule, ctx, _at(ex.location, "rule", rule.name))
+            _check_exception_field(field, ex.location, rule, ctx)
     try:
         text = condition_with_exceptions(rule.condition, rule.exceptions)
     except ExceptionShapeError as exc:
-        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc),
-                           _at(exc.exception.location, "rule", rule.name)) from None
+        raise result.error(ErrorCode.LOAD_ERR_VALIDATE, str(exc), exc.exception.location) from None
     expanded = expand_condition(ctx, text, rule.location, item=("rule", rule.name))
     warnings: list[str] = []
     # The output is validated first, then the condition; the step that fails decides the code.
     code = ErrorCode.LOAD_ERR_COMPILE_OUTPUT
     try:
         output = compile_output(rule.output, source.fields, warn=warnings.append)
-        output = ctx.appender.extend(output, name=rule.name, source=rule.source, tags=rule.tags)
         for message in warnings:
             result.warn(WarningCode.LOAD_DEPRECATED_ITEM, message, loc)
+        _deprecated_output_fields(output, source, result, loc)
+        output = ctx.appender.extend(output, name=rule.name, source=rule.source, tags=rule.tags)
         code = ErrorCode.LOAD_ERR_COMPILE_CONDITION
         predicate = compile_predicate(ctx, rule.source, expanded, loc, warn_evttypes=rule.warn_evttypes)
     except CompileError as exc:
@@ -160,13 +161,14 @@ def _compile_rule(rule: RuleDef, ctx: CompileContext) -> CompiledRule | None:
     )
 
 
-def _check_exception_field(field: str, name: str, rule: RuleDef, ctx: CompileContext, loc: Location) -> None:
+def _check_exception_field(field: str, loc: Location, rule: RuleDef, ctx: CompileContext) -> None:
+    """As Falco's collector: an exception field the rule's source does not know fails the load on the exception."""
     try:
         probe = parse_condition(f"{field} exists")
         ctx.compilers[rule.source].compile(probe)
     except (ConditionSyntaxError, CompileError) as exc:
-        raise ctx.result.error(ErrorCode.LOAD_ERR_COMPILE_CONDITION,
-                               f"exception '{name}': '{field}' is not a valid field: {exc}", loc) from None
+        raise ctx.result.error(ErrorCode.LOAD_ERR_VALIDATE, f"'{field}' is not a supported filter field: {exc}",
+                               loc) from None
 
 
 def _parse(lists: ListExpander, condition: str, location: Location, result: LoadResult, cache: dict[str, Expr],
@@ -193,13 +195,27 @@ def _parse(lists: ListExpander, condition: str, location: Location, result: Load
 
 
 def _deprecated_fields(expr: Expr, source: SourceSpec, result: LoadResult, loc: Location) -> None:
+    uses = ((node.lhs.name, node.lhs.arg) for node in walk(expr)
+            if isinstance(node, Check) and isinstance(node.lhs, FieldRef))
+    _warn_deprecated(uses, source, result, loc, where="condition")
+
+
+def _deprecated_output_fields(output: OutputFormat, source: SourceSpec, result: LoadResult, loc: Location) -> None:
+    # An output_fields key is the field as written, `name` or `name[arg]`: the name is what says deprecated.
+    uses = ((key.split("[", 1)[0], None) for key, _get in output.fields)
+    _warn_deprecated(uses, source, result, loc, where="output")
+
+
+def _warn_deprecated(uses: Iterable[tuple[str, str | None]], source: SourceSpec, result: LoadResult, loc: Location,
+                     *, where: str) -> None:
+    """One LOAD_DEPRECATED_ITEM per deprecated field among `uses` (name, argument)."""
     seen = set()
-    for node in walk(expr):
-        if isinstance(node, Check) and isinstance(node.lhs, FieldRef):
-            resolved = source.fields.resolve(node.lhs.name, node.lhs.arg)
-            if resolved and FieldFlag.DEPRECATED in resolved[0].flags and resolved[0].name not in seen:
-                seen.add(resolved[0].name)
-                result.warn(WarningCode.LOAD_DEPRECATED_ITEM, f"field '{resolved[0].name}' is deprecated", loc)
+    for name, arg in uses:
+        resolved = source.fields.resolve(name, arg)
+        if resolved and FieldFlag.DEPRECATED in resolved[0].flags and resolved[0].name not in seen:
+            seen.add(resolved[0].name)
+            result.warn(WarningCode.LOAD_DEPRECATED_ITEM,
+                        f"field '{resolved[0].name}' is deprecated and used in the {where}", loc)
 
 
 def _warn_unindexed(expr: Expr, source: SourceSpec, result: LoadResult, loc: Location) -> None:
@@ -207,10 +223,11 @@ def _warn_unindexed(expr: Expr, source: SourceSpec, result: LoadResult, loc: Loc
     if field is None:
         return
     values = possible_values(expr, field)
-    if values.cofinite or len(values.values) > MAX_INDEXED_VALUES:
+    # As Falco: a condition that admits no value at all is flagged too (it can never match).
+    if values.cofinite or not values.values - {MISSING} or len(values.values) > MAX_INDEXED_VALUES:
         result.warn(WarningCode.LOAD_NO_EVTTYPE,
-                    f"rule matches too many values of {field}: it is evaluated on every event of its source; "
-                    f"add a condition on {field}", loc)
+                    f"Rule matches too many {field} values: it is evaluated on every event of its source, which "
+                    f"has a significant performance penalty; add a condition on {field}", loc)
 
 
 def _at(location: Location, kind: str, name: str, column: int = 0) -> Location:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+from agent.engine.exception_collector import is_list_comp
 from agent.engine.infos import ExceptionDef
 from agent.engine.macros import quote_item
-
-_LIST_OPS = frozenset({"in", "intersects", "pmatch"})
 
 
 class ExceptionShapeError(ValueError):
     """An exception's values do not fit its fields; `exception` names which one."""
 
     def __init__(self, message: str, exception: ExceptionDef) -> None:
-        super().__init__(f"exception '{exception.name}': {message}")
+        super().__init__(message)
         self.exception = exception
-
-
-def _is_list_comp(comp: str) -> bool:
-    return comp in _LIST_OPS or len(comp.split()) == 2
 
 
 def _values_text(values: list[object]) -> str:
@@ -38,12 +33,13 @@ def exception_text(ex: ExceptionDef) -> str | None:
             raise ExceptionShapeError("each value must be a sequence with one entry per field", ex)
         if len(value) != len(fields):
             raise ExceptionShapeError(
-                f"a value has {len(value)} entries but the exception has {len(fields)} fields", ex)
+                f"Fields and values lists must have equal length: a value has {len(value)} entries for "
+                f"{len(fields)} fields", ex)
         terms = []
         for field, comp, entry in zip(fields, comps, value, strict=True):
             if isinstance(entry, list):
                 rhs = f"({_values_text(entry)})"
-            elif _is_list_comp(comp):
+            elif is_list_comp(comp):
                 text = str(entry)
                 rhs = text if text.startswith("(") else f"({text})"
             else:

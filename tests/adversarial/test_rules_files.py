@@ -152,8 +152,12 @@ def test_validate_refuses_each_bomb_quickly_in_bounded_memory(name: str, tmp_pat
     path.write_text(bomb.make())
     run = validate(path)
     assert run.exit_code == 1, run
-    [error] = run.output["errors"]
-    assert (error["file"], error["line"], error["item"], error["code"]) == (str(path), bomb.line, bomb.item, bomb.code)
+    [error] = run.output["falco_load_results"][0]["errors"]
+    innermost = error["context"]["locations"][-1]
+    item = f"{innermost['item_type']} '{innermost['item_name']}'" if innermost["item_name"] else ""
+    # Falco's JSON counts lines from 0; the bombs name them from 1 (0: the whole file).
+    assert (innermost["position"]["name"], innermost["position"]["line"], item, error["code"]) == (
+        str(path), max(bomb.line - 1, 0), bomb.item, bomb.code)
     assert bomb.message in error["message"]
     assert run.seconds < VALIDATE_S and run.maxrss_mb < VALIDATE_RSS_MB, run
 
@@ -165,7 +169,7 @@ def test_a_huge_rules_file_is_refused_without_being_read_whole(tmp_path: Path) -
         stream.truncate(4 << 30)
     run = validate(path)
     assert run.exit_code == 1, run
-    [error] = run.output["errors"]
+    [error] = run.output["falco_load_results"][0]["errors"]
     assert error["code"] == "LOAD_ERR_FILE_READ"
     assert error["message"] == f"rules file is {4 << 30} bytes, more than the limit of {MAX_FILE_BYTES}"
     assert run.seconds < VALIDATE_S and run.maxrss_mb < VALIDATE_RSS_MB, run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -23,25 +24,35 @@ def rules_file(tmp_path):
     return write
 
 
+def _where(problem: dict[str, Any]) -> tuple[str, int, str]:
+    """File, 0-based line and `type 'name'` of the innermost location of a problem in Falco's `-V` JSON."""
+    innermost = problem["context"]["locations"][-1]
+    return innermost["position"]["name"], innermost["position"]["line"], \
+        f"{innermost['item_type']} '{innermost['item_name']}'"
+
+
 class TestValidate:
     def test_valid_file(self, rules_file, capsys) -> None:
-        """A valid file prints an empty result and exits 0."""
-        assert main(["rules", "validate", "--json", rules_file(GOOD)]) == 0
-        assert json.loads(capsys.readouterr().out) == {"errors": [], "warnings": []}
+        """A valid file prints Falco's result for it, successful and empty, and exits 0."""
+        path = rules_file(GOOD)
+        assert main(["rules", "validate", "--json", path]) == 0
+        assert json.loads(capsys.readouterr().out) == {
+            "falco_load_results": [{"name": path, "successful": True, "errors": [], "warnings": []}]}
 
     def test_invalid_file(self, rules_file, capsys) -> None:
-        """An invalid file prints its error with file, line and code, and exits 1."""
+        """An invalid file prints its error with file, line, item and code, and exits 1."""
         path = rules_file(GOOD.replace("ka.verb = delete", "ka.verb = delete and"))
         assert main(["rules", "validate", "--json", path]) == 1
-        errors = json.loads(capsys.readouterr().out)["errors"]
-        assert [(e["file"], e["line"], e["code"], e["item"]) for e in errors] == [
-            (path, 3, "LOAD_ERR_COMPILE_CONDITION", "rule 'Secret Deleted'")]
+        [result] = json.loads(capsys.readouterr().out)["falco_load_results"]
+        assert result["successful"] is False
+        assert [(e["code"], *_where(e)) for e in result["errors"]] == [
+            ("LOAD_ERR_COMPILE_CONDITION", path, 2, "rule 'Secret Deleted'")]
 
     def test_warnings_do_not_fail(self, rules_file, capsys) -> None:
         """Warnings are listed but the exit code stays 0."""
         assert main(["rules", "validate", "--json", rules_file("- list: unused\n  items: [a]\n" + GOOD)]) == 0
-        warnings = json.loads(capsys.readouterr().out)["warnings"]
-        assert [(w["code"], w["line"]) for w in warnings] == [("LOAD_UNUSED_LIST", 1)]
+        [result] = json.loads(capsys.readouterr().out)["falco_load_results"]
+        assert [(w["code"], _where(w)[1:]) for w in result["warnings"]] == [("LOAD_UNUSED_LIST", (0, "list 'unused'"))]
 
 
 class TestReplay:

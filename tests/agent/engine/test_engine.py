@@ -99,20 +99,28 @@ class TestReload:
 
 class TestLoadResult:
     def test_json_shape(self, lab) -> None:
-        """`as_json` lists errors and warnings with file, line, column, item, code and message."""
+        """`as_json` is Falco's `-V` JSON: per file, each problem with code, codedesc, message and the stack of
+        locations from the whole file down to the item, 0-based as Falco counts."""
         _, result = lab.load("- foo: 1\n" + lab.rule("t.name = a andb", name="r1"))
-        assert result.as_json() == {
-            "errors": [{"file": "f1.yaml", "line": 5, "column": 13, "item": "rule 'r1'",
-                        "code": "LOAD_ERR_COMPILE_CONDITION", "message": result.errors[0].message}],
-            "warnings": [{"file": "f1.yaml", "line": 1, "column": 3, "item": "", "code": "LOAD_UNKNOWN_ITEM",
-                          "message": "unknown top level item"}],
-        }
+        [file_result] = result.as_json()["falco_load_results"]
+        assert (file_result["name"], file_result["successful"]) == ("f1.yaml", False)
+        [error] = file_result["errors"]
+        assert (error["code"], error["message"]) == ("LOAD_ERR_COMPILE_CONDITION", result.errors[0].message)
+        assert error["codedesc"] == "A condition does not compile"
+        assert [(loc["item_type"], loc["item_name"], loc["position"]["line"], loc["position"]["column"])
+                for loc in error["context"]["locations"]] == [("rules content", "", 0, 0), ("rule", "r1", 4, 12)]
+        [warning] = file_result["warnings"]
+        assert (warning["code"], warning["message"]) == ("LOAD_UNKNOWN_ITEM", "Unknown top level item")
+        assert [(loc["item_type"], loc["position"]["line"], loc["position"]["column"], loc["position"]["offset"])
+                for loc in warning["context"]["locations"]] == [("rules content", 0, 0, 0),
+                                                                ("rules content item", 0, 2, 2)]
+        assert warning["context"]["snippet"] == "- foo: 1\n  ^\n"
         assert "at 1:13" in result.errors[0].message
 
     def test_text_line(self, lab) -> None:
         """`as_text` prints one line per problem with location, kind and code."""
         _, result = lab.load("- list: l\n  items: [a]\n")
-        assert result.as_text() == "f1.yaml:1 list 'l': warning LOAD_UNUSED_LIST: list not referred to by any " \
+        assert result.as_text() == "f1.yaml:1 list 'l': warning LOAD_UNUSED_LIST: List not referred to by any " \
                                    "other rule/macro"
 
     @pytest.mark.parametrize(("condition", "code"), [

@@ -107,9 +107,9 @@ class TestValidation:
         ("    - name: e\n      fields: [t.name]\n      values: [a]\n", "LOAD_ERR_VALIDATE", 8),
         ("    - name: e\n      fields: t.name\n      values: [[a]]\n", "LOAD_ERR_VALIDATE", 8),
         ("    - name: e\n      fields: t.name\n      comps: =\n      values: [a]\n", "LOAD_ERR_VALIDATE", 8),
-        ("    - name: e\n      values: [[a]]\n", "LOAD_ERR_VALIDATE", 8),
+        ("    - name: e\n      values: [[a]]\n", "LOAD_ERR_YAML_VALIDATE", 8),
         ("    - fields: [t.name]\n", "LOAD_ERR_YAML_VALIDATE", 8),
-        ("    - name: e\n      fields: [t.nope]\n", "LOAD_ERR_COMPILE_CONDITION", 8),
+        ("    - name: e\n      fields: [t.nope]\n", "LOAD_ERR_VALIDATE", 8),
         ("    - name: e\n      fields: [t.name]\n      values: a\n", "LOAD_ERR_YAML_VALIDATE", 8),
         ("    - just text\n", "LOAD_ERR_YAML_VALIDATE", 8),
     ])
@@ -126,10 +126,10 @@ class TestValidation:
         assert lab.fired(engine, type="open", name="bob") == ["r"]
 
     def test_duplicate_names_warn(self, lab) -> None:
-        """Two exceptions with one name warn."""
+        """Two exceptions with one name warn, on the second one."""
         _, result = lab.load(RULE + "    - name: e\n      fields: [t.name]\n    - name: e\n      fields: [t.path]\n")
         assert result.successful
-        assert [(p.code.value, p.location.line) for p in result.problems] == [("LOAD_EXCEPTION_NAME_NOT_UNIQUE", 8)]
+        assert [(p.code.value, p.location.line) for p in result.problems] == [("LOAD_EXCEPTION_NAME_NOT_UNIQUE", 10)]
 
 
 class TestMerging:

@@ -22,6 +22,7 @@ from agent.builtin_sources import (
     capture_syscalls,
     new_engine,
     recorded_replayers,
+    syscall_buffer_types,
     syscall_rule_types,
 )
 from agent.cli_falco import flag_overrides, print_and_exit
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     fields = sub.add_parser("fields", help="list the fields rules can use")
     fields.add_argument("--source", help="only this source")
     fields.add_argument("--json", action="store_true", dest="as_json")
+    fields.add_argument("--all", action="store_true", dest="all_fields",
+                        help="also list the fields Falco has that this agent does not support (rules may not use them)")
     return parser
 
 
@@ -178,7 +181,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "replay":
         return replay(args, registry)
     if args.command == "fields":
-        return list_fields(args.source, registry, as_json=args.as_json)
+        return list_fields(args.source, registry, as_json=args.as_json, include_unsupported=args.all_fields)
     as_json = args.json or config.outputs.stdout.format == "json"
     done = print_and_exit(args, config, registry, argv=argv, as_json=as_json)
     if done is not None:
@@ -246,7 +249,7 @@ def replay(args: argparse.Namespace, registry: PluginRegistry) -> int:
 
 
 def capture(args: argparse.Namespace) -> int:
-    rule_types = None
+    rule_types = buffer_types = None
     if args.capture_rules:
         engine = new_engine()
         result = engine.load_rules_files(args.capture_rules)
@@ -254,13 +257,14 @@ def capture(args: argparse.Namespace) -> int:
         if not result.successful:
             return EXIT_FAILURE
         rule_types = syscall_rule_types(engine)
+        buffer_types = syscall_buffer_types(engine)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     config = replace(KernelConfig(), ring_buffer_pages=args.ring_buffer_pages)
     try:
         summary = capture_syscalls(args.file, config=config, rule_types=rule_types, stop=stop,
-                                   seconds=args.seconds, hostname=socket.gethostname())
+                                   seconds=args.seconds, hostname=socket.gethostname(), buffer_types=buffer_types)
     except AgentError as exc:
         print(f"falco-agent capture: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -269,7 +273,9 @@ def capture(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def list_fields(source: str | None, registry: PluginRegistry, *, as_json: bool) -> int:
+def list_fields(source: str | None, registry: PluginRegistry, *, as_json: bool,
+                include_unsupported: bool = False) -> int:
+    """Print the fields rules can use; with `include_unsupported`, also those a rule is refused for, marked."""
     specs = registry.specs()
     if source is not None:
         specs = [s for s in specs if s.name == source]
@@ -279,7 +285,7 @@ def list_fields(source: str | None, registry: PluginRegistry, *, as_json: bool) 
     rows = [
         {"source": spec.name, "name": f.name, "type": f.type.value, "list": f.is_list, "arg": f.arg.label,
          "implemented": f.is_implemented, "description": f.description}
-        for spec in specs for f in spec.fields
+        for spec in specs for f in spec.fields if include_unsupported or f.is_implemented
     ]
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
@@ -291,7 +297,8 @@ def list_fields(source: str | None, registry: PluginRegistry, *, as_json: bool) 
             print(f"\n# source: {current}")
         kind = str(row["type"]) + (" (list)" if row["list"] else "")
         arg = "" if row["arg"] == "none" else f" [arg: {row['arg']}]"
-        print(f"{row['name']:<48} {kind:<16}{arg} {row['description']}")
+        unsupported = "" if row["implemented"] else " [not supported: a rule using it fails to load]"
+        print(f"{row['name']:<48} {kind:<16}{arg}{unsupported} {row['description']}")
     return EXIT_OK
 
 

@@ -20,6 +20,10 @@ Extractor = Callable[[Event], Value]
 #: Builds an extractor for one argument (None when the field is used without one). It raises
 #: ValueError with a user-facing message when the argument is invalid.
 ExtractorFactory = Callable[[str | None], Extractor]
+#: Builds, for a field whose checks compare through their constants rather than with its value (see
+#: FieldSpec.comparator), the predicate of one check from the field's argument, the operator and the constants'
+#: texts; None leaves the check to the ordinary comparison of the extracted value. ValueError refuses the check.
+ConstantComparator = Callable[[str | None, str, tuple[str, ...]], Callable[[Event], bool] | None]
 
 
 class FieldType(Enum):
@@ -147,8 +151,11 @@ class FieldSpec:
     """One field a source can extract.
 
     `extractor` builds the extraction function for an argument; a field declared for rule
-    compatibility whose extraction is not implemented yet uses the default, which is always
-    "not available". `dot_arg` lets the argument be written after a dot (`evt.arg.flags`).
+    compatibility whose extraction is not implemented yet keeps the default, and the condition
+    compiler refuses any rule that names it (`is_implemented`). `dot_arg` lets the argument be
+    written after a dot (`evt.arg.flags`).
+    `comparator`, when set, builds the field's checks from their constants (`fd.sip.name = "example.com"`
+    compares the server address with what the name resolves to); the extractor still gives the value outputs show.
     """
 
     name: str
@@ -159,6 +166,7 @@ class FieldSpec:
     arg: ArgKind = ArgKind.NONE
     flags: FieldFlag = FieldFlag.NONE
     dot_arg: bool = False
+    comparator: ConstantComparator | None = None
 
     @property
     def is_implemented(self) -> bool:
@@ -182,6 +190,16 @@ class FieldSpec:
 
 _INDEX_RE = re.compile(r"0|[1-9][0-9]*")
 _MISS = object()
+
+
+#: Each byte as a BYTEBUF value shows in outputs: printable ASCII as itself, any other byte as a dot, as libsinsp
+#: prints I/O buffers by default.
+_BUFFER_TEXT = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
+
+
+def buffer_text(raw: bytes) -> str:
+    """A BYTEBUF value (an I/O buffer) as output text; comparisons use the bytes themselves."""
+    return raw.translate(_BUFFER_TEXT).decode("ascii")
 
 
 def field_key(name: str, arg: str | None) -> str:

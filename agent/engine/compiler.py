@@ -43,6 +43,12 @@ class CompileError(ValueError):
         self.unknown_filter = unknown_filter
 
 
+def unsupported_field_message(name: str) -> str:
+    """Why a declared field that this agent cannot extract is refused, and where to see the ones it can."""
+    return (f"field '{name}' is not supported by this agent yet: Falco has it, but the agent cannot extract it "
+            "(`falco-agent fields` lists the fields it supports)")
+
+
 @dataclass(frozen=True, slots=True)
 class CheckPlan:
     """How one check runs once compiled.
@@ -110,6 +116,10 @@ class ConditionCompiler:
         if resolved is None:
             raise CompileError(f"filter_check called with nonexistent field {ref}", ref.pos, unknown_filter=True)
         spec, arg = resolved
+        if not spec.is_implemented:
+            # Refused rather than compiled to "never available": a rule on it would load and silently never
+            # (or, under `not`, always) match. Falco would skip such a rule too, given skip-if-unknown-filter.
+            raise CompileError(unsupported_field_message(spec.name), ref.pos, unknown_filter=True)
         if FieldFlag.PRINT_ONLY in spec.flags:
             raise CompileError(f"field '{spec.name}' can only be used in outputs", ref.pos)
         if on_rhs and FieldFlag.NO_RHS in spec.flags:
@@ -174,11 +184,34 @@ class ConditionCompiler:
             plan = self._check_pred(check, lhs)
         except (OperatorError, TransformerError) as exc:
             raise CompileError(str(exc), check.pos) from None
+        own = self._own_comparison(check, lhs)
+        if own is not None:
+            return own
         if isinstance(check.lhs, FieldRef) and check.lhs.arg is None:
             resolved = self.table.resolve(check.lhs.name, None)
             if resolved is not None and FieldFlag.ANY_OF in resolved[0].flags:
                 return _any_of_plan(plan)
         return plan
+
+    def _own_comparison(self, check: Check, lhs: Typed) -> CheckPlan | None:
+        """The plan a field with a comparator builds from the check's constants (FieldSpec.comparator), if any.
+
+        Asked once the ordinary plan compiled, so operators and constants are checked the same way for it.
+        """
+        if not isinstance(check.lhs, FieldRef) or check.modifier is not None:
+            return None
+        resolved = self.table.resolve(check.lhs.name, check.lhs.arg)
+        if resolved is None or resolved[0].comparator is None:
+            return None
+        items = check.rhs.items if isinstance(check.rhs, ListLit) else (check.rhs,)
+        constants = tuple(item.value for item in items if isinstance(item, StrLit))
+        if len(constants) != len(items):
+            return None
+        try:
+            predicate = resolved[0].comparator(resolved[1], check.op, constants)
+        except ValueError as exc:
+            raise CompileError(str(exc), check.pos) from None
+        return CheckPlan("call", lhs, predicate) if predicate is not None else None
 
     def _check_pred(self, check: Check, lhs: Typed) -> CheckPlan:
         op, rhs, get = check.op, check.rhs, lhs.get

@@ -176,6 +176,8 @@ class _StepFields(FieldTable):
         if found is None:
             return None
         spec, arg = found
+        if not spec.is_implemented:  # as it is, so that the compiler refuses it as in a rule's output
+            return spec, arg
         shown = spec.name if self.bare else f"{step.step}.{spec.name}"
         return FieldSpec(shown, spec.type, spec.description, self._capture_factory(step, spec), spec.is_list,
                          spec.arg, spec.flags), arg

@@ -12,7 +12,7 @@ from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
 from agent.engine.transformers import Getter
 from agent.event import Event
-from agent.fields import AnyOf, FieldTable, field_key
+from agent.fields import AnyOf, FieldTable, buffer_text, field_key
 from agent.priority import Priority
 
 NA = "<NA>"
@@ -30,7 +30,7 @@ def render_value(value: Any) -> str:
     if isinstance(value, tuple):
         return "(" + ",".join(render_value(v) for v in value) + ")"
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+        return buffer_text(value)
     return str(value)
 
 
@@ -43,7 +43,7 @@ def json_value(value: Any) -> Any:
     if isinstance(value, tuple):
         return [json_value(v) for v in value]
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+        return buffer_text(value)
     return str(value)
 
 

@@ -26,7 +26,7 @@ from agent.fields import ArgKind, Extractor, ExtractorFactory, FieldFlag, FieldS
 from agent.generic_fields import generic_fields
 from agent.source import SourceSpec
 from sources.kernel.evt_fields import EVT_EXTRACTORS
-from sources.kernel.fd_fields import FD_EXTRACTORS
+from sources.kernel.fd_fields import FD_COMPARATORS, FD_EXTRACTORS
 from sources.kernel.identity_fields import IDENTITY_EXTRACTORS
 from sources.kernel.proc_fields import PROC_EXTRACTORS
 
@@ -122,7 +122,7 @@ def load_syscall_field_specs() -> tuple[FieldSpec, ...]:
             dot_arg=_parse_yes_no(row["dot_arg"], field=name, column="dot_arg"),
         )
         if name in _EXTRACTORS:
-            spec = replace(spec, extractor=_EXTRACTORS[name])
+            spec = replace(spec, extractor=_EXTRACTORS[name], comparator=FD_COMPARATORS.get(name))
         specs.append(spec)
     return tuple(specs)
 
@@ -142,4 +142,5 @@ SYSCALL_EVENT_TYPES: frozenset[str] = load_event_types()
 def syscall_source() -> SourceSpec:
     """The `syscall` source as the engine sees it; rules are bucketed by `evt.type`."""
     table = FieldTable([*generic_fields(), *load_syscall_field_specs()])
-    return SourceSpec(SOURCE_NAME, table, index_fields=("evt.type",), plugins=_PLUGINS)
+    # Falco warns (LOAD_NO_EVTTYPE) about a syscall rule that does not restrict evt.type.
+    return SourceSpec(SOURCE_NAME, table, index_fields=("evt.type",), plugins=_PLUGINS, warn_unindexed=True)

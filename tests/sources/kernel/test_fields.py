@@ -232,10 +232,10 @@ class TestArguments:
             spec.bind("parent")
 
     def test_mount_pattern_binds(self, source: SourceSpec) -> None:
-        """container.mount.dest takes a path pattern as its key, kept whole, as well as a position. The field is
-        declared but not implemented, so either form gives no value instead of an error, each under its own use."""
+        """container.mount.dest takes a path pattern as its key, kept whole, as well as a position; an event
+        outside any container gives no value for either form, each under its own use."""
         spec = _spec(source, "container.mount.dest")
-        assert not spec.is_implemented
+        assert spec.is_implemented
         assert source.fields.resolve("container.mount.dest", "/proc*") == (spec, "/proc*")
         event = _event()
         assert spec.bind("/proc*")(event) is None
@@ -327,7 +327,7 @@ class TestExtraction:
         assert spec.bind(None)(_event(type="execve")) is None
 
     def test_every_field_the_upstream_rules_use_is_implemented(self, source: SourceSpec) -> None:
-        """Each syscall field falco_rules.yaml uses extracts, except fd.sip.name (needs DNS tracking)."""
+        """Each syscall field falco_rules.yaml uses extracts (fd.sip.name through sources/kernel/dns_names.py)."""
         usage = json.loads(_need(USAGE_JSON).read_text())["falco_rules.yaml"]["distinct"]
         missing = {name for name in usage if not _spec(source, name).is_implemented}
-        assert missing == {"fd.sip.name"}
+        assert missing == set()

@@ -279,7 +279,14 @@ def test_a_running_agent_serves_falco_metrics_versions_and_snapshots(tmp_path: P
                 (("file_name", "rules.yaml"), ("sha256", hashlib.sha256(rules.read_bytes()).hexdigest())): 1}
 
         assert eventually(reloaded, WAIT_S)
-        assert eventually(lambda: len(snapshots.read_text().splitlines()) >= 2, WAIT_S)
+        new_sha = hashlib.sha256(rules.read_bytes()).hexdigest()
+
+        def snapshot_after_reload() -> bool:  # lines written before the reload hold the old file's hash
+            written = snapshots.read_text().splitlines()
+            return len(written) >= 2 and json.loads(written[-1])["output_fields"].get(
+                "falco.sha256_rules_file.rules_yaml") == new_sha
+
+        assert eventually(snapshot_after_reload, WAIT_S)
     finally:
         code, _ = agent.stop()
     assert code == 0
@@ -287,7 +294,7 @@ def test_a_running_agent_serves_falco_metrics_versions_and_snapshots(tmp_path: P
     assert [line["sample"] for line in lines] == list(range(1, len(lines) + 1))
     last: dict[str, Any] = lines[-1]["output_fields"]
     assert last["falco.rules.matches_total"] == 2 and last["falco.version"] == __version__
-    assert last["falco.sha256_rules_file.rules_yaml"] == hashlib.sha256(rules.read_bytes()).hexdigest()
+    assert last["falco.sha256_rules_file.rules_yaml"] == new_sha
     internal = [alert for alert in agent.wait_for_alerts(4) if alert["source"] == "internal"]
     assert internal and all(alert["rule"] == "Falco internal: metrics snapshot" and
                             alert["priority"] == "Informational" for alert in internal)

@@ -4,14 +4,12 @@ fields in its text and in its JSON output_fields, though the rule's output names
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.agent_process import Agent
+from tests.support.agent_process import Agent, alerts_until
 from tests.support.kernel import docker_like_cgroup, require_probe, run_script
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.slow]
@@ -36,7 +34,7 @@ def test_a_container_alert_carries_the_suggested_fields(tmp_path: Path) -> None:
         agent.wait_for_log("agent_started", timeout_s=90)
         with docker_like_cgroup() as cgroup:
             run_script(f"cat {marker}", cgroup=cgroup)
-            alert = _wait_for_rule(agent, RULE)
+            alert = next(a for a in alerts_until(agent, {RULE}) if a["rule"] == RULE)
     finally:
         code, _ = agent.stop()
     assert code == 0
@@ -50,11 +48,3 @@ def test_a_container_alert_carries_the_suggested_fields(tmp_path: Path) -> None:
         f"marker read by cat container_id={short_id} container_name=<NA> container_image_repository=<NA> "
         "container_image_tag=<NA> k8s_pod_name=<NA> k8s_ns_name=<NA>")
 
-
-def _wait_for_rule(agent: Agent, rule: str, timeout_s: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for alert in agent.wait_for_alerts(1, timeout_s=max(0.1, deadline - time.monotonic())):
-            if alert["rule"] == rule:
-                return alert
-    raise AssertionError(f"no '{rule}' alert within {timeout_s} s; stderr: {''.join(agent.stderr)}")

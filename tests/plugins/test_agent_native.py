@@ -17,8 +17,8 @@ from agent.errors import ConfigError
 from agent.grpc.client import AlertClient, make_filter
 from agent.plugins.registry import load_registry
 from tests.plugins.python.test_agent_plugin import write_config
-from tests.support.agent_process import REPO, Agent
-from tests.support.plugins import SECRET_DELETED_RULE, Built, alerts_until, append_audit, audit_file_config
+from tests.support.agent_process import REPO, Agent, alerts_until
+from tests.support.plugins import SECRET_DELETED_RULE, Built, append_audit, audit_file_config
 
 EVENTS = 12
 TESTSRC_RULES = """\

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -85,3 +86,13 @@ class Agent:
             return self.proc.returncode, ""
         out, _ = self.proc.communicate(timeout=20)
         return self.proc.returncode, out
+
+
+def alerts_until(agent: Agent, rules: set[str], timeout_s: float = 20) -> list[dict[str, Any]]:
+    """The alerts read until each of `rules` alerted once."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while not rules <= {str(a["rule"]) for a in seen}:
+        assert time.monotonic() < deadline, f"alerts of {rules}, got {seen}; stderr: {''.join(agent.stderr)}"
+        seen += agent.wait_for_alerts(1)
+    return seen

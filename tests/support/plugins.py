@@ -4,17 +4,14 @@ file source the agent-process tests run beside plugin sources."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from plugin_build import build_all, compile_command, dummy_c_command
 
 from agent.event import Event
 from agent.event_queue import Done
-from tests.support.agent_process import Agent
 
 C_SOURCES = Path(__file__).resolve().parents[1] / "plugins" / "c"
 
@@ -100,13 +97,3 @@ def append_audit(audit_log: Path) -> None:
     """Append AUDIT to the log the agent's k8s audit file source reads."""
     with audit_log.open("a") as log:
         log.write(json.dumps(AUDIT) + "\n")
-
-
-def alerts_until(agent: Agent, rules: set[str], timeout_s: float = 20) -> list[dict[str, Any]]:
-    """The alerts read until each of `rules` alerted once."""
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    while not rules <= {str(a["rule"]) for a in seen}:
-        assert time.monotonic() < deadline, f"alerts of {rules}, got {seen}; stderr: {''.join(agent.stderr)}"
-        seen += agent.wait_for_alerts(1)
-    return seen

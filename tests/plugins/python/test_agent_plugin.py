@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from tests.support.agent_process import REPO, Agent
-from tests.support.plugins import SECRET_DELETED_RULE, alerts_until, append_audit, audit_file_config
+from tests.support.agent_process import REPO, Agent, alerts_until
+from tests.support.plugins import SECRET_DELETED_RULE, append_audit, audit_file_config
 
 RULES = """\
 - required_plugin_versions:

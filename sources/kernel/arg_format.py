@@ -69,6 +69,10 @@ CLONE_FLAG_NAMES: NameTable = (
 AT_FLAG_NAMES: NameTable = (("AT_SYMLINK_NOFOLLOW", 0x100), ("AT_REMOVEDIR", 0x200), ("AT_SYMLINK_FOLLOW", 0x400),
                             ("AT_EMPTY_PATH", 0x1000))
 RENAME_FLAG_NAMES: NameTable = (("RENAME_NOREPLACE", 1), ("RENAME_EXCHANGE", 2), ("RENAME_WHITEOUT", 4))
+#: chmod's mode bits, lowest first as libsinsp names them (S_IXOTH ... S_ISUID).
+CHMOD_MODE_NAMES: NameTable = tuple((name, 1 << bit) for bit, name in enumerate((
+    "S_IXOTH", "S_IWOTH", "S_IROTH", "S_IXGRP", "S_IWGRP", "S_IRGRP", "S_IXUSR", "S_IWUSR", "S_IRUSR",
+    "S_ISVTX", "S_ISGID", "S_ISUID")))
 MEMFD_FLAG_NAMES: NameTable = (("MFD_CLOEXEC", 1), ("MFD_ALLOW_SEALING", 2), ("MFD_HUGETLB", 4))
 DUP_FLAG_NAMES: NameTable = (("O_CLOEXEC", 0o2000000),)
 MOUNT_FLAG_NAMES: NameTable = (

@@ -13,6 +13,7 @@ from typing import Any
 from agent.fields import buffer_text
 from sources.kernel.arg_format import (
     AT_FLAG_NAMES,
+    CHMOD_MODE_NAMES,
     CLONE_FLAG_NAMES,
     DUP_FLAG_NAMES,
     EXE_FLAG_NAMES,
@@ -34,13 +35,14 @@ from sources.kernel.arg_format import (
     ppm_open_flags,
 )
 from sources.kernel.record import SyscallRecord
+from sources.kernel.state.accounts import UNKNOWN_NAME
 from sources.kernel.state.fd_events import OPEN_TYPES, open_flags
 from sources.kernel.state.fds import FdInfo
 from sources.kernel.state.paths import AT_FDCWD, absolute_path
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.sockaddr import parse_sockaddr
 from sources.kernel.state.threads import ThreadInfo
-from sources.kernel.syscalls import SYSCALLS, Copy, Param, ParamKind
+from sources.kernel.syscalls import SYSCALLS, Copy, Param, ParamKind, SyscallSpec
 
 #: (raw text, resolved text): resolved is "" when there is nothing to add.
 Rendered = tuple[str, str]
@@ -50,6 +52,7 @@ _FLAG_TABLES: dict[ParamKind, NameTable] = {
     ParamKind.MEMFD_FLAGS: MEMFD_FLAG_NAMES, ParamKind.MOUNT_FLAGS: MOUNT_FLAG_NAMES,
 }
 EXEC_TYPES = frozenset({"execve", "execveat"})
+_NO_ID = 0xFFFFFFFF  # (uid_t)-1: "leave unchanged" for the set*id syscalls
 _UNRESOLVED_PATHS = frozenset({"target"})  # a symlink's target is stored as written
 
 
@@ -73,10 +76,33 @@ def _fd(ev: SyscallEvent, value: int) -> Rendered:
     return str(value), fd_text(info) if info is not None else ""
 
 
+def _relative_to(spec: SyscallSpec) -> dict[str, str]:
+    """Path parameter -> the directory-fd argument it is relative to (libsinsp's PT_FSRELPATH): in these tables,
+    as in libscap's, an *at path follows its dirfd; a path after the result (open's fd) is relative to the cwd."""
+    pairs = zip(spec.params, spec.params[1:], strict=False)
+    return {path.name: fd.name for fd, path in pairs
+            if path.kind is ParamKind.PATH and fd.kind is ParamKind.FD and fd.copy is not Copy.RESULT}
+
+
+_DIRFD_OF: dict[str, dict[str, str]] = {name: _relative_to(spec) for name, spec in SYSCALLS.items()}
+
+
+def _base_dir(ev: SyscallEvent, param: Param) -> str | None:
+    """The directory a relative path argument starts from: its dirfd's path, else the cwd; None when the dirfd
+    is not a descriptor the state knows (libsinsp then leaves the path as given)."""
+    dirfd_name = _DIRFD_OF.get(ev.record.type, {}).get(param.name)
+    dirfd = ev.record.args.get(dirfd_name) if dirfd_name is not None else None
+    if dirfd is None or dirfd == AT_FDCWD:
+        return ev.thread.cwd
+    info = ev.thread.fds.get(int(dirfd))
+    return info.name if info is not None else None
+
+
 def _path(ev: SyscallEvent, param: Param, value: str) -> Rendered:
     if param.name in _UNRESOLVED_PATHS or not value or value.startswith("/"):
         return value, ""
-    return value, absolute_path(ev.thread.cwd, value)
+    base = _base_dir(ev, param)
+    return value, absolute_path(base, value) if base is not None else ""
 
 
 def _argument(rec: SyscallRecord, param: Param) -> Any:
@@ -107,13 +133,16 @@ def render_param(ev: SyscallEvent, param: Param) -> Rendered | None:
         return str(value), enum_name(int(value), PTRACE_REQUEST_NAMES)
     if kind in _FLAG_TABLES:
         return str(value), flag_names(int(value), _FLAG_TABLES[kind])
-    if kind is ParamKind.MODE:
-        return (f"0{int(value):o}" if value else "0"), ""
+    if kind in (ParamKind.MODE, ParamKind.CHMOD_MODE):
+        names = flag_names(int(value), CHMOD_MODE_NAMES) if kind is ParamKind.CHMOD_MODE else ""
+        return (f"0{int(value):o}" if value else "0"), names
     if kind is ParamKind.HEX:
         return (value.hex() if isinstance(value, bytes) else f"{int(value):X}"), ""
     if kind is ParamKind.PID:
         target = ev.lookups.threads.get(int(value))
         return str(value), target.comm if target is not None else ""
+    if kind in (ParamKind.UID, ParamKind.GID):
+        return _account_id(ev, int(value), is_user=kind is ParamKind.UID)
     if kind is ParamKind.PATH:
         return _path(ev, param, str(value))
     if kind is ParamKind.SOCKADDR:
@@ -125,6 +154,21 @@ def render_param(ev: SyscallEvent, param: Param) -> Rendered | None:
     if kind is ParamKind.BYTEBUF:
         return buffer_text(value), ""
     return str(value), ""
+
+
+def _account_id(ev: SyscallEvent, value: int, *, is_user: bool) -> Rendered:
+    """A uid or gid the syscall names, resolved in the thread's container as libsinsp does: not the thread's own
+    id (setuid's argument is not the thread's uid yet); `<NA>` when no account has it, `<NONE>` for -1."""
+    value &= _NO_ID  # the kernel takes the low 32 bits, however the caller widened them
+    if value == _NO_ID:
+        return "-1", "<NONE>"
+    container_id = ev.thread.container_id
+    if is_user:
+        entry = ev.lookups.accounts.user(container_id, value)
+        name = entry.name if entry is not None else None
+    else:
+        name = ev.lookups.accounts.group_name(container_id, value)
+    return str(value), name or UNKNOWN_NAME
 
 
 def sockaddr_text(raw: bytes) -> str:

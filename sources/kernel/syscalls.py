@@ -22,6 +22,7 @@ class ParamKind(Enum):
     UID = "uid"
     GID = "gid"
     MODE = "mode"                  # file mode bits, shown in octal
+    CHMOD_MODE = "chmod_mode"      # the mode chmod sets: octal, resolved to S_I* names as libsinsp's PT_MODE
     OPEN_FLAGS = "open_flags"      # O_* flags, shown as "O_RDONLY|O_CLOEXEC"
     SOCK_FAMILY = "sock_family"    # AF_* value, shown as "AF_INET"
     SOCK_TYPE = "sock_type"        # SOCK_* value (with SOCK_NONBLOCK/SOCK_CLOEXEC bits)
@@ -148,18 +149,19 @@ _SPECS: tuple[SyscallSpec, ...] = (
     SyscallSpec("mkdirat", (_res(), _p("dirfd", _FD, "dfd"), _path("path", "pathname"),
                             _p("mode", ParamKind.MODE))),
     SyscallSpec("rmdir", (_res(), _path("path", "pathname"))),
-    SyscallSpec("chmod", (_res(), _path("filename", "filename"), _p("mode", ParamKind.MODE))),
-    SyscallSpec("fchmod", (_res(), _p("fd", _FD), _p("mode", ParamKind.MODE))),
+    SyscallSpec("chmod", (_res(), _path("filename", "filename"), _p("mode", ParamKind.CHMOD_MODE))),
+    SyscallSpec("fchmod", (_res(), _p("fd", _FD), _p("mode", ParamKind.CHMOD_MODE))),
     SyscallSpec("fchmodat", (_res(), _p("dirfd", _FD, "dfd"), _path("filename", "filename"),
-                             _p("mode", ParamKind.MODE))),
-    SyscallSpec("chown", (_res(), _path("path", "filename"), _p("uid", ParamKind.UID, "user"),
-                          _p("gid", ParamKind.GID, "group"))),
-    SyscallSpec("lchown", (_res(), _path("path", "filename"), _p("uid", ParamKind.UID, "user"),
-                           _p("gid", ParamKind.GID, "group"))),
-    SyscallSpec("fchown", (_res(), _p("fd", _FD), _p("uid", ParamKind.UID, "user"),
-                           _p("gid", ParamKind.GID, "group"))),
+                             _p("mode", ParamKind.CHMOD_MODE))),
+    # libsinsp's chown events carry plain numbers (PT_UINT32), not ids it resolves to names as for set*id.
+    SyscallSpec("chown", (_res(), _path("path", "filename"), _p("uid", _UINT, "user"),
+                          _p("gid", _UINT, "group"))),
+    SyscallSpec("lchown", (_res(), _path("path", "filename"), _p("uid", _UINT, "user"),
+                           _p("gid", _UINT, "group"))),
+    SyscallSpec("fchown", (_res(), _p("fd", _FD), _p("uid", _UINT, "user"),
+                           _p("gid", _UINT, "group"))),
     SyscallSpec("fchownat", (_res(), _p("dirfd", _FD, "dfd"), _path("pathname", "filename"),
-                             _p("uid", ParamKind.UID, "user"), _p("gid", ParamKind.GID, "group"),
+                             _p("uid", _UINT, "user"), _p("gid", _UINT, "group"),
                              _p("flags", ParamKind.AT_FLAGS, "flag"))),
     SyscallSpec("chdir", (_res(), _path("path", "filename"))),
     SyscallSpec("fchdir", (_res(), _p("fd", _FD))),

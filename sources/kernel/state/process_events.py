@@ -69,6 +69,9 @@ def on_exec(ctx: StateContext, rec: SyscallRecord, old: ThreadInfo) -> SyscallEv
         new.env, new.euid, new.egid, new.suid, new.sgid = list(snap.env), snap.euid, snap.egid, snap.suid, snap.sgid
         new.cap_permitted, new.cap_effective = snap.cap_permitted, snap.cap_effective
         new.cap_inheritable, new.loginuid = snap.cap_inheritable, snap.loginuid
+        # libsinsp takes the tty from every exec; a session leader may have acquired it after the fork
+        # (setsid then TIOCSCTTY, as `docker exec -t` and sshd do), which no record tells the state.
+        new.tty = snap.tty
         new.exe_ino, new.exe_ctime_ns, new.exe_mtime_ns = snap.exe_ino, snap.exe_ctime_ns, snap.exe_mtime_ns
         new.exe_writable, new.exe_upper_layer = snap.exe_writable, snap.exe_upper_layer
         new.exe_lower_layer, new.vpid = snap.exe_lower_layer, snap.vpid or new.vpid

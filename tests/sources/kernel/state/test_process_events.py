@@ -166,6 +166,67 @@ class TestCredentialsAndSessions:
         assert extract(event, "group.gid") == 1000 and extract(event, "group.name") == "alice"
         assert s.thread(210).suid == 0
 
+    def test_set_id_arguments_name_the_account_they_ask_for(self) -> None:
+        """evt.arg.uid / evt.arg.gid of set*id name the account the call asks for (not the caller's, which the
+        call has not changed yet), looked up in the caller's container; -1 and unknown ids say so."""
+        s = Stream()
+        s.spawn(100, 210, "/usr/sbin/sshd")
+        event = s.record("setuid", 210, uid=1000)
+        assert extract(event, "evt.arg.uid") == "alice" and extract(event, "user.name") == "alice"
+        assert extract(event, "evt.rawarg.uid") == 1000 and "uid=1000(alice)" in extract(event, "evt.args")
+        unknown = s.record("setgid", 210, gid=4242)
+        assert extract(unknown, "evt.arg.gid") == "<NA>" and extract(unknown, "evt.args") == "res=0 gid=4242(<NA>)"
+        keep = s.record("setresuid", 210, ruid=0xFFFFFFFF, euid=0, suid=-1)
+        assert extract(keep, "evt.args") == "res=0 ruid=-1(<NONE>) euid=0(root) suid=-1(<NONE>)"
+        in_container = s.record("setuid", 300, uid=1000)
+        assert extract(in_container, "evt.arg.uid") == "<NA>"  # the container has no uid 1000
+
+    def test_chmod_mode_names_the_bits_it_sets(self) -> None:
+        """evt.arg.mode of chmod/fchmod/fchmodat names the S_I* bits (what `evt.arg.mode contains "S_ISUID"` tests);
+        an open's mode stays an octal number."""
+        s = Stream()
+        event = s.record("chmod", 200, filename="/tmp/x", mode=0o4755)
+        assert extract(event, "evt.arg.mode") == "S_IXOTH|S_IROTH|S_IXGRP|S_IRGRP|S_IXUSR|S_IWUSR|S_IRUSR|S_ISUID"
+        assert extract(event, "evt.rawarg.mode") == 0o4755
+        assert "mode=04755(S_IXOTH|" in extract(event, "evt.args")
+        assert extract(s.record("fchmodat", 200, dirfd=-100, filename="/tmp/x", mode=0o2070), "evt.arg.mode") == (
+            "S_IXGRP|S_IWGRP|S_IRGRP|S_ISGID")
+        assert extract(s.record("fchmod", 200, fd=0, mode=0), "evt.arg.mode") == "0"
+        assert extract(s.open(200, "/tmp/y", flags=0o100, res=5), "evt.arg.mode") == "0"
+
+    def test_at_paths_resolve_against_their_directory_fd(self) -> None:
+        """A relative *at path names a file below its dirfd's directory (rm -r unlinks that way), below the cwd for
+        AT_FDCWD, and stays as given when the dirfd is unknown; absolute paths are shown as given."""
+        s = Stream()
+        s.open(200, "/usr/bin", flags=0o200000, res=5)  # O_DIRECTORY
+        assert extract(s.record("unlinkat", 200, dirfd=5, name="tool", flags=0), "evt.arg.name") == "/usr/bin/tool"
+        renamed = s.record("renameat", 200, olddirfd=-100, oldpath="a", newdirfd=5, newpath="../sbin/b")
+        assert (extract(renamed, "evt.arg.oldpath"), extract(renamed, "evt.arg.newpath")) == (
+            "/home/alice/a", "/usr/sbin/b")
+        assert extract(s.record("mkdirat", 200, dirfd=9, path="d", mode=0o755), "evt.arg.path") == "d"
+        assert extract(s.record("unlink", 200, path="x"), "evt.arg.path") == "/home/alice/x"
+
+    def test_chown_ids_stay_numbers(self) -> None:
+        """chown's uid and gid are plain numbers in libsinsp, shown without a name."""
+        s = Stream()
+        event = s.record("fchownat", 200, dirfd=-100, pathname="/tmp/f", uid=1000, gid=1000, flags=0)
+        assert extract(event, "evt.arg.uid") == "1000" and extract(event, "evt.arg.gid") == "1000"
+
+    def test_exec_takes_the_terminal_the_process_has_now(self) -> None:
+        """A process that got its controlling terminal after the fork (setsid, then TIOCSCTTY: docker exec -t,
+        sshd) shows it from its exec on, as libsinsp reads the tty at every exec; without a snapshot the
+        inherited one stays."""
+        host = FakeHost(snapshots=[snapshot(1, 0, "systemd"), snapshot(50, 1, "runc", tty=0)])
+        host.later[60] = snapshot(60, 50, "bash", tty=34817)
+        s = Stream(host)
+        s.fork(50, 60)
+        s.record("setsid", 60, res=60)
+        assert extract(s.open(60, "/dev/pts/0", res=0), "proc.tty") == 0
+        event = s.exec(60, "/bin/bash")
+        assert extract(event, "proc.tty") == 34817
+        later = s.spawn(60, 61, "/usr/bin/id")  # no snapshot of 61: inherits its parent's terminal
+        assert extract(later, "proc.tty") == 34817
+
     def test_setsid_and_session_name(self) -> None:
         """setsid makes a process its session's leader; proc.sname names the leader."""
         s = Stream()

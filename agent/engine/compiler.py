@@ -111,7 +111,8 @@ class ConditionCompiler:
         raise CompileError(f"Undefined macro '{expr.name}' used in filter.", expr.pos)
 
     # ----- operands ---------------------------------------------------------------------------
-    def field(self, ref: FieldRef, *, in_transformer: bool = False, on_rhs: bool = False) -> Typed:
+    def field(self, ref: FieldRef, *, in_transformer: bool = False, on_rhs: bool = False,
+              in_output: bool = False) -> Typed:
         resolved = self.table.resolve(ref.name, ref.arg)
         if resolved is None:
             raise CompileError(f"filter_check called with nonexistent field {ref}", ref.pos, unknown_filter=True)
@@ -120,7 +121,7 @@ class ConditionCompiler:
             # Refused rather than compiled to "never available": a rule on it would load and silently never
             # (or, under `not`, always) match. Falco would skip such a rule too, given skip-if-unknown-filter.
             raise CompileError(unsupported_field_message(spec.name), ref.pos, unknown_filter=True)
-        if FieldFlag.PRINT_ONLY in spec.flags:
+        if FieldFlag.PRINT_ONLY in spec.flags and not in_output:
             raise CompileError(f"field '{spec.name}' can only be used in outputs", ref.pos)
         if on_rhs and FieldFlag.NO_RHS in spec.flags:
             raise CompileError(f"field '{spec.name}' cannot be used on the right-hand side", ref.pos)

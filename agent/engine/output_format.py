@@ -184,7 +184,7 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
         if ident is not None and ident.group() in TRANSFORMERS and text.startswith("(", ident.end()):
             node = parser.parse_transformer()
             for ref in _field_refs(node):
-                fields.setdefault(str(ref), compiler.field(ref).get)
+                fields.setdefault(str(ref), compiler.field(ref, in_output=True).get)
             return node.name, compiler.transform(node).get
     except ConditionSyntaxError as exc:
         raise CompileError(exc.message, exc.pos) from None
@@ -208,7 +208,7 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
     except ConditionSyntaxError as exc:
         raise CompileError(exc.message, exc.pos) from None
     ref = FieldRef(name, arg, parser.pos(parser.i))
-    getter = compiler.field(ref).get
+    getter = compiler.field(ref, in_output=True).get
     fields.setdefault(field_key(name, arg), getter)
     return name, getter
 

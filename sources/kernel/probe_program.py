@@ -49,6 +49,7 @@ struct event {{
     u16 nparts;
     u16 lens[{MAX_PARTS}];
     char comm[16];
+    u16 cpu;  /* where the record is written: the syscall's exit */
     char data[2 * DATA_MAX - {HEADER.size}];  /* whole struct: 2 * DATA_MAX, so a mask bounds sizes */
 }};
 
@@ -92,6 +93,7 @@ static __always_inline struct event *new_event(u32 type, u64 id) {{
     e->res = 0;
     e->type = type;
     e->nparts = 0;
+    e->cpu = bpf_get_smp_processor_id();
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
     return e;
 }}
@@ -286,6 +288,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
     e->res = args->ret;
     e->uid = (u32)ugid;
     e->gid = ugid >> 32;
+    e->cpu = bpf_get_smp_processor_id();
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
     submit(e, off);
     pending_exec.delete(&tid);

@@ -22,7 +22,8 @@ class SyscallRecord:
     (a raw `struct sockaddr`); `list[str]` for argv. The meaning of each parameter is in
     `sources.kernel.syscalls.SYSCALLS[type].params`. `res` is the raw return value: a negative
     errno on failure, the new fd, tid or 0 on success. `cgroup_id` is the thread's cgroup v2 id
-    (the inode of its cgroup directory; 0 when unknown), which names its container.
+    (the inode of its cgroup directory; 0 when unknown), which names its container. `cpu` is the CPU the
+    record was written on (the syscall's exit), as Falco's `evt.cpu`.
     """
 
     type: str
@@ -35,3 +36,4 @@ class SyscallRecord:
     res: int
     args: dict[str, Any] = field(default_factory=dict)
     cgroup_id: int = 0
+    cpu: int = 0

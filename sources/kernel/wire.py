@@ -1,6 +1,6 @@
 """The binary record the BPF programs write to the ring buffer, and its decoding into SyscallRecords.
 
-Layout (little endian, shared with the C in probe_program.py): a fixed 120-byte header, then the
+Layout (little endian, shared with the C in probe_program.py): a fixed 122-byte header, then the
 variable parts (user strings, socket addresses, argv, an I/O buffer) back to back; `lens[k]` is the
 byte length of part k. Strings keep their NUL, argv is its strings NUL-separated. The I/O buffer is
 the last part, and absent when no rule asked for it: its parameter is then None, not empty bytes.
@@ -23,8 +23,8 @@ _TYPE_COUNT = len(TYPE_NAMES)
 
 MAX_ARGS = 6
 MAX_PARTS = 6
-HEADER = struct.Struct("<QQIIIIq6QHH6H16s")
-assert HEADER.size == 120
+HEADER = struct.Struct("<QQIIIIq6QHH6H16sH")
+assert HEADER.size == 122
 _HEADER_SIZE = HEADER.size
 _UNPACK = HEADER.unpack_from
 
@@ -138,7 +138,7 @@ class RecordDecoder:
         if len(raw) < _HEADER_SIZE:
             raise ValueError(f"kernel record of {len(raw)} bytes is shorter than its {_HEADER_SIZE}-byte header")
         (ts, cgroup_id, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts,
-         l0, l1, l2, l3, l4, l5, comm) = _UNPACK(raw)
+         l0, l1, l2, l3, l4, l5, comm, cpu) = _UNPACK(raw)
         if type_id >= _TYPE_COUNT:
             raise ValueError(f"kernel record has unknown event type id {type_id}")
         build = _BUILDERS.get(type_id)
@@ -155,7 +155,7 @@ class RecordDecoder:
         nul = comm.find(0)
         name = (comm[:nul] if nul >= 0 else comm).decode("utf-8", "surrogateescape")
         return SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid, name, res, args,
-                             cgroup_id)
+                             cgroup_id, cpu)
 
 
 def _sched_args(type_name: str, pid: int, a0: int, a1: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def _exit_program(source: str, syscall: str) -> str:
 def _record(type_name: str, *, args: tuple[int, ...] = (), parts: tuple[bytes, ...] = (), res: int = 0) -> bytes:
     values = (list(args) + [0] * 6)[:6]
     lens = (list(len(p) for p in parts) + [0] * 6)[:6]
-    header = HEADER.pack(1_000, 0, 42, 40, 0, 0, res, *values, TYPE_IDS[type_name], len(parts), *lens, b"cat")
+    header = HEADER.pack(1_000, 0, 42, 40, 0, 0, res, *values, TYPE_IDS[type_name], len(parts), *lens, b"cat", 0)
     return header + b"".join(parts)
 
 

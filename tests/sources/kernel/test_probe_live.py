@@ -101,6 +101,18 @@ def test_clone_is_seen_from_the_parent(probe: KernelProbe) -> None:
     assert forks[0].res == grandchild and forks[0].args["child_tid"] == grandchild
 
 
+def test_a_record_names_the_cpu_it_ran_on(probe: KernelProbe) -> None:
+    """evt.cpu: a child pinned to the last CPU has its syscalls written there (CPU 0 would pass by default)."""
+    cpu = max(os.sched_getaffinity(0))
+    script = f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nos.close(os.open('/etc/hostname', os.O_RDONLY))"
+    child = subprocess.Popen([sys.executable, "-c", script])
+    child.wait(timeout=10)
+    records = _records_of(probe, child.pid, until_type="procexit")
+    opened = [r for r in records if r.type == "openat" and r.args["name"] == "/etc/hostname"]
+    assert opened and {r.cpu for r in opened} == {cpu}
+    assert cpu > 0, "needs two CPUs to tell a captured CPU number from the default"
+
+
 def test_the_agent_process_itself_is_not_captured(probe: KernelProbe) -> None:
     for _ in range(50):
         os.close(os.open("/etc/hostname", os.O_RDONLY))
@@ -151,3 +163,4 @@ def test_a_ring_buffer_too_small_for_a_flood_gives_drop_notices() -> None:
     assert notices, "no drop notice although a one-page ring buffer met a flood"
     assert notices[0].what == "syscall event drop" and notices[0].lost > 0
     assert source.metrics()["kernel_lost"] >= notices[0].lost
+

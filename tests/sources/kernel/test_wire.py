@@ -10,10 +10,11 @@ from sources.kernel.wire import HEADER, TYPE_IDS, RecordDecoder
 
 
 def _record(type_name: str, *, args: tuple[int, ...] = (), parts: tuple[bytes, ...] = (), res: int = 0,
-            tid: int = 42, pid: int = 40, comm: bytes = b"cat") -> bytes:
+            tid: int = 42, pid: int = 40, comm: bytes = b"cat", cpu: int = 1) -> bytes:
     values = (list(args) + [0] * 6)[:6]
     lens = (list(len(p) for p in parts) + [0] * 6)[:6]
-    header = HEADER.pack(1_000, 77, tid, pid, 1000, 1001, res, *values, TYPE_IDS[type_name], len(parts), *lens, comm)
+    header = HEADER.pack(1_000, 77, tid, pid, 1000, 1001, res, *values, TYPE_IDS[type_name], len(parts), *lens, comm,
+                         cpu)
     return header + b"".join(parts)
 
 
@@ -23,7 +24,7 @@ def test_openat_carries_its_path_flags_and_result() -> None:
     record = RecordDecoder().decode(raw)
     assert record.type == "openat" and record.res == 3 and (record.tid, record.pid) == (42, 40)
     assert record.args == {"fd": 3, "dirfd": -100, "name": "/etc/shadow", "flags": 0o1101, "mode": 0o644}
-    assert (record.uid, record.gid, record.comm, record.cgroup_id) == (1000, 1001, "cat", 77)
+    assert (record.uid, record.gid, record.comm, record.cgroup_id, record.cpu) == (1000, 1001, "cat", 77, 1)
 
 
 def test_failed_open_keeps_the_negative_errno() -> None:
@@ -89,7 +90,7 @@ def test_times_are_wall_clock() -> None:
 
 
 def test_bad_records_are_named() -> None:
-    with pytest.raises(ValueError, match="shorter than its 120-byte header"):
+    with pytest.raises(ValueError, match="shorter than its 122-byte header"):
         RecordDecoder().decode(b"\0" * 20)
     raw = bytearray(_record("close"))
     struct.pack_into("<H", raw, 88, 999)

@@ -139,6 +139,35 @@ def _domain_name(address: Callable[[FdInfo], Value]) -> tuple[ExtractorFactory, 
     return extractor, comparator
 
 
+def _port_text(port: Value) -> Value:
+    """A port's protocol name as Falco shows it: Falco turns libsinsp's port resolution off, so the number as text."""
+    return str(port) if port is not None else None
+
+
+def _is_connected_ip(f: FdInfo) -> bool:
+    return f.type.is_ip and not f.is_listening
+
+
+def _cproto(f: FdInfo) -> Value:
+    """Any socket with a role has one: a connected IP socket its client port's, any other the empty text."""
+    if f.role is Role.NONE:
+        return None
+    return _port_text(f.cport) if _is_connected_ip(f) else ""
+
+
+def _sproto(f: FdInfo) -> Value:
+    """IP sockets only; a listening one gives the empty text, as libsinsp names only connected ports."""
+    if not f.type.is_ip:
+        return None
+    if f.is_listening:
+        return ""
+    return _port_text(f.sport) if f.role is not Role.NONE else None
+
+
+def _local_or_remote_proto(port: Callable[[FdInfo], Value]) -> Callable[[FdInfo], Value]:
+    return lambda f: _port_text(port(f)) if _is_connected_ip(f) and f.role is not Role.NONE else None
+
+
 def _l4proto(f: FdInfo) -> Value:
     return f.l4proto if f.type.is_ip and f.l4proto else "<NA>"
 
@@ -196,6 +225,11 @@ FD_EXTRACTORS: dict[str, ExtractorFactory] = {
     "fd.sport": _on_fd(_sport),
     "fd.lport": _on_fd(_lport),
     "fd.rport": _on_fd(_rport),
+    "fd.proto": _on_fd(_either_end(_sport, _cport)),
+    "fd.cproto": _on_fd(_cproto),
+    "fd.sproto": _on_fd(_sproto),
+    "fd.lproto": _on_fd(_local_or_remote_proto(_lport)),
+    "fd.rproto": _on_fd(_local_or_remote_proto(_rport)),
     "fd.l4proto": _on_fd(_l4proto),
     "fd.sockfamily": _on_fd(_sockfamily),
     "fd.is_server": _on_fd(lambda f: f.is_listening or f.role is Role.SERVER),

@@ -137,6 +137,13 @@ def _ctime_to_start(ev: SyscallEvent) -> Value:
     return thread.start_ns - thread.exe_ctime_ns
 
 
+def _ctime_after_pidns_start(ev: SyscallEvent) -> Value:
+    """How long after its pid namespace started the executable last changed; none when it changed before."""
+    thread = ev.thread
+    start, ctime = thread.pidns_init_start_ns, thread.exe_ctime_ns
+    return ctime - start if start and ctime > start else None
+
+
 def _std_fd(num: int, what: str) -> ExtractorFactory:
     def get(ev: SyscallEvent) -> Value:
         info = ev.thread.fds.get(num)
@@ -149,6 +156,83 @@ def _std_fd(num: int, what: str) -> ExtractorFactory:
 
 def _nonzero(value: int) -> Value:
     return value or None
+
+
+def _main_thread(ev: SyscallEvent) -> ThreadInfo:
+    """The process's main thread, whose figures libsinsp reads for process-wide fields."""
+    return ev.lookups.threads.main(ev.thread.pid) or ev.thread
+
+
+def _fd_usage(ev: SyscallEvent) -> Value:
+    """Open descriptors as a percentage of the soft limit (100 past it, 0 when the limit is unknown)."""
+    main = _main_thread(ev)
+    if main.fd_limit <= 0:
+        return 0.0
+    return min(len(main.fds) / main.fd_limit * 100, 100.0)
+
+
+def _main_only(attr: Callable[[ThreadInfo], int], scale: int = 1) -> ExtractorFactory:
+    """`thread.vmsize` and kin: the process's figure on its main thread, 0 on the others."""
+    return _on_thread(lambda t: attr(t) * scale if t.is_main else 0)
+
+
+def _login_shell_id(ev: SyscallEvent) -> Value:
+    """The pid of the eldest process, from the main thread up, whose name ends in `sh`."""
+    main = _main_thread(ev)
+    found = None
+    for process in (main, *main.ancestors()):
+        if process.comm.endswith("sh"):
+            found = process.pid
+    return found
+
+
+def _cgroup_of(arg: str | None) -> Extractor:
+    prefix = f"{arg}="
+
+    def extract(event: Event) -> Value:
+        ev = payload_of(event)
+        if ev is None:
+            return None
+        return next((entry[len(prefix):] for entry in ev.thread.cgroups if entry.startswith(prefix)), None)
+
+    return extract
+
+
+def _env_value(t: ThreadInfo, name: str) -> str:
+    prefix = f"{name}="
+    return next((entry[len(prefix):] for entry in t.env if entry.startswith(prefix)), "")
+
+
+def _env_text(t: ThreadInfo) -> str:
+    return " ".join(t.env)
+
+
+#: How far up proc.aenv[NAME] looks for the variable, as libsinsp.
+_AENV_MAX_LEVELS = 20
+
+
+def _ancestor_env(arg: str | None) -> Extractor:
+    """`proc.aenv`: bare, the environment of any ancestor (ANY_OF; conditions only in libsinsp); `[N]` the
+    environment N levels up (0 the process); `[NAME]` the first non-empty value of NAME among the ancestors."""
+
+    def extract(event: Event) -> Value:
+        ev = payload_of(event)
+        if ev is None:
+            return None
+        main = _main_thread(ev)
+        if arg is None:
+            chain = main.ancestors()
+            return AnyOf(tuple(_env_text(a) for a in chain)) if chain else None
+        if arg.isdigit():
+            depth = int(arg)
+            if depth == 0:
+                return _env_text(main)
+            chain = main.ancestors(depth)
+            return _env_text(chain[depth - 1]) if len(chain) >= depth else None
+        values = (_env_value(a, arg) for a in main.ancestors(_AENV_MAX_LEVELS))
+        return next((value for value in values if value), "")
+
+    return extract
 
 
 PROC_EXTRACTORS: dict[str, ExtractorFactory] = {
@@ -212,6 +296,25 @@ PROC_EXTRACTORS: dict[str, ExtractorFactory] = {
     "proc.stdin.name": _std_fd(0, "name"),
     "proc.stdout.name": _std_fd(1, "name"),
     "proc.stderr.name": _std_fd(2, "name"),
+    "proc.aargs": _ancestor(lambda t: " ".join(t.args)),
+    "proc.aenv": _ancestor_env,
+    "proc.loginshellid": simple(_login_shell_id),
+    "proc.fdlimit": simple(lambda ev: _main_thread(ev).fd_limit),
+    "proc.fdusage": simple(_fd_usage),
+    "proc.vmsize": _on_thread(lambda t: t.vm_size_kb),
+    "proc.vmrss": _on_thread(lambda t: t.vm_rss_kb),
+    "proc.vmswap": _on_thread(lambda t: t.vm_swap_kb),
+    "proc.pidns_init_start_ts": _on_thread(lambda t: _nonzero(t.pidns_init_start_ns)),
+    "proc.exe_ino.ctime_duration_pidns_start": simple(_ctime_after_pidns_start),
+    "thread.pfmajor": _on_thread(lambda t: t.page_faults_major),
+    "thread.pfminor": _on_thread(lambda t: t.page_faults_minor),
+    "thread.vmsize": _main_only(lambda t: t.vm_size_kb),
+    "thread.vmrss": _main_only(lambda t: t.vm_rss_kb),
+    "thread.vmsize.b": _main_only(lambda t: t.vm_size_kb, 1024),
+    "thread.vmrss.b": _main_only(lambda t: t.vm_rss_kb, 1024),
+    "thread.nametid": simple(lambda ev: f"{ev.thread.comm}{ev.record.tid}"),
+    "thread.cgroups": _on_thread(lambda t: " ".join(t.cgroups) or None),
+    "thread.cgroup": _cgroup_of,
     "thread.tid": _on_thread(lambda t: t.tid),
     "thread.ismain": _on_thread(lambda t: t.is_main),
     "thread.vtid": _on_thread(lambda t: t.vpid or t.tid if t.is_main else t.tid),

@@ -52,3 +52,26 @@ def _runtime_from_path(path: str) -> str | None:
 def short_id(container_id: str) -> str:
     """container.id as Falco prints it: `host` for the host, else the first 12 characters."""
     return container_id[:SHORT_ID_LEN] if container_id else "host"
+
+
+#: The controllers libscap lists for the cgroup v2 unified hierarchy (the ones its container engines use).
+_UNIFIED_CONTROLLERS = ("cpu", "memory", "cpuset")
+
+
+def controller_paths(text: str) -> list[str]:
+    """`controller=path` for each controller of /proc/<pid>/cgroup, in file order, as libscap reads it.
+
+    A v1 line names its controllers (`4:cpu,cpuacct:/x` gives `cpu=/x` and `cpuacct=/x`; `name=systemd` is kept
+    whole). The v2 line (`0::/x`) counts only when no v1 controller is mounted; it then stands for the unified
+    controllers libscap assumes.
+    """
+    lines = [line.split(":", 2) for line in text.splitlines()]
+    lines = [parts for parts in lines if len(parts) == 3]
+    unified = not any(controllers for _, controllers, _ in lines)
+    out: list[str] = []
+    for hierarchy, controllers, path in lines:
+        if controllers:
+            out.extend(f"{name}={path}" for name in controllers.split(","))
+        elif unified and hierarchy == "0":
+            out.extend(f"{name}={path}" for name in _UNIFIED_CONTROLLERS)
+    return out

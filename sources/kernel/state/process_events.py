@@ -76,6 +76,11 @@ def on_exec(ctx: StateContext, rec: SyscallRecord, old: ThreadInfo) -> SyscallEv
         new.exe_writable, new.exe_upper_layer = snap.exe_writable, snap.exe_upper_layer
         new.exe_lower_layer, new.vpid = snap.exe_lower_layer, snap.vpid or new.vpid
         new.container_id = snap.container_id or new.container_id
+        # libsinsp refreshes these from every exec; a clone copies the caller's.
+        new.fd_limit, new.vm_size_kb, new.vm_rss_kb, new.vm_swap_kb = (snap.fd_limit, snap.vm_size_kb,
+                                                                       snap.vm_rss_kb, snap.vm_swap_kb)
+        new.page_faults_major, new.page_faults_minor = snap.page_faults_major, snap.page_faults_minor
+        new.cgroups, new.pidns_init_start_ns = list(snap.cgroups), snap.pidns_init_start_ns
     else:
         ctx.counters["exec_without_snapshot"] += 1
     # The record's cgroup cannot be outrun by a short-lived process, unlike /proc.

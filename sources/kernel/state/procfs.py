@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from sources.kernel.state.cgroup import container_from_cgroup
+from sources.kernel.state.cgroup import container_from_cgroup, controller_paths
 from sources.kernel.state.host import FdSnapshot, ProcessSnapshot
 from sources.kernel.state.procnet import (
     SocketEntry,
@@ -71,7 +71,8 @@ class ProcReader:
     def snapshot(self, tid: int, *, with_fds: bool) -> ProcessSnapshot | None:
         base = self.proc / str(tid)
         status_text = read_text(base / "status")
-        stat_text = read_text(base / "stat")
+        # The thread's own stat: /proc/<tid>/stat sums the page faults of the whole thread group.
+        stat_text = read_text(base / "task" / str(tid) / "stat") or read_text(base / "stat")
         if status_text is None or stat_text is None:
             return None
         status = parse_status(status_text)
@@ -99,12 +100,24 @@ class ProcReader:
             cap_effective=int(status.get("CapEff", "0"), 16),
         )
         _fill_exe(snap, base, exe_link)
-        found = container_from_cgroup(read_text(base / "cgroup") or "")
+        _fill_resources(snap, status, fields, read_text(base / "limits"))
+        snap.pidns_init_start_ns = self._pidns_init_start_ns(base)
+        cgroup_text = read_text(base / "cgroup") or ""
+        found = container_from_cgroup(cgroup_text)
         snap.container_id = found.id if found else ""
+        snap.cgroups = controller_paths(cgroup_text)
         if with_fds:
             snap.fds = self._fds(base)
             snap.threads = sorted(int(t) for t in _listdir(base / "task") if t.isdigit())
         return snap
+
+    def _pidns_init_start_ns(self, base: Path) -> int:
+        """When the init of the process's pid namespace started, from the /proc its root sees (pid 1 there)."""
+        try:
+            ticks = int(parse_stat(read_text(base / "root" / "proc" / "1" / "stat") or "")[19])
+        except (IndexError, ValueError):
+            return 0
+        return self.boot_ns + ticks * 1_000_000_000 // _CLK_TCK
 
     def _fds(self, base: Path) -> list[FdSnapshot]:
         sockets = self._sockets(base)
@@ -153,6 +166,28 @@ def _fill_exe(snap: ProcessSnapshot, base: Path, link: str) -> None:
     if upper is not None and snap.exepath.startswith("/"):
         snap.exe_upper_layer = os.path.lexists(upper + snap.exepath)
         snap.exe_lower_layer = not snap.exe_upper_layer
+
+
+def _fill_resources(snap: ProcessSnapshot, status: dict[str, str], stat_fields: list[str], limits: str | None) -> None:
+    """Memory (status), this thread's page faults (stat: minflt and majflt) and the soft open-files limit."""
+    snap.vm_size_kb, snap.vm_rss_kb, snap.vm_swap_kb = (_kib(status.get(key, "")) for key in ("VmSize", "VmRSS",
+                                                                                             "VmSwap"))
+    snap.page_faults_minor, snap.page_faults_major = int(stat_fields[7]), int(stat_fields[9])
+    snap.fd_limit = _soft_fd_limit(limits or "")
+
+
+def _kib(text: str) -> int:
+    """`1234 kB` as 1234; a kernel thread has no memory lines (0)."""
+    number = text.split(" ", 1)[0]
+    return int(number) if number.isdigit() else 0
+
+
+def _soft_fd_limit(limits: str) -> int:
+    for line in limits.splitlines():
+        if line.startswith("Max open files"):
+            soft = line[len("Max open files"):].split()[0]
+            return int(soft) if soft.isdigit() else -1
+    return -1
 
 
 def _writable(info: os.stat_result, euid: int, egid: int) -> bool:

@@ -40,6 +40,7 @@ ARG_REFINEMENTS = {
     "proc.aexe": ArgKind.INDEX,
     "proc.aexepath": ArgKind.INDEX,
     "proc.acmdline": ArgKind.INDEX,
+    "proc.aargs": ArgKind.INDEX,
 }
 
 GENERIC_CLASS = "evt (generic, all sources)"

@@ -28,7 +28,16 @@ from agent.errors import DecodeError
 from agent.event import Event
 from agent.location import Location
 from sources.kernel.record import SyscallRecord
-from sources.kernel.state.host import Accounts, ContainerMeta, ContainerMount, FdSnapshot, ProcessSnapshot, UserEntry
+from sources.kernel.state.host import (
+    Accounts,
+    ContainerMeta,
+    ContainerMount,
+    FdSnapshot,
+    HealthProbe,
+    ProbeKind,
+    ProcessSnapshot,
+    UserEntry,
+)
 from sources.kernel.state.kernel_state import KernelState
 
 FORMAT = "falco-agent-kernel-capture"
@@ -112,8 +121,11 @@ def _pair(value: list[Any] | None) -> tuple[str, int] | None:
 
 
 def _container(doc: dict[str, Any]) -> ContainerMeta:
+    """ContainerMeta from its JSON form; a capture written before a field existed leaves its default."""
     mounts = doc.get("mounts")
-    return ContainerMeta(**{**doc, "mounts": None if mounts is None else tuple(ContainerMount(**m) for m in mounts)})
+    probes = tuple(HealthProbe(ProbeKind(p["kind"]), p["exe"], tuple(p["args"])) for p in doc.get("probes", ()))
+    return ContainerMeta(**{**doc, "mounts": None if mounts is None else tuple(ContainerMount(**m) for m in mounts),
+                            "probes": probes})
 
 
 def _accounts(doc: dict[str, Any]) -> Accounts:

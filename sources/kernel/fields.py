@@ -27,6 +27,7 @@ from agent.generic_fields import generic_fields
 from agent.source import SourceSpec
 from sources.kernel.evt_fields import EVT_EXTRACTORS
 from sources.kernel.fd_fields import FD_COMPARATORS, FD_EXTRACTORS
+from sources.kernel.fspath_fields import FSPATH_EXTRACTORS
 from sources.kernel.identity_fields import IDENTITY_EXTRACTORS
 from sources.kernel.proc_fields import PROC_EXTRACTORS
 
@@ -96,7 +97,8 @@ def _event_type(_arg: str | None) -> Extractor:
 
 #: Extractor factories by field name.
 _EXTRACTORS: dict[str, ExtractorFactory] = {
-    "evt.type": _event_type, **EVT_EXTRACTORS, **PROC_EXTRACTORS, **FD_EXTRACTORS, **IDENTITY_EXTRACTORS,
+    "evt.type": _event_type, **EVT_EXTRACTORS, **PROC_EXTRACTORS, **FD_EXTRACTORS, **FSPATH_EXTRACTORS,
+    **IDENTITY_EXTRACTORS,
 }
 
 

@@ -1,5 +1,11 @@
 """Extractors of `user.*`, `group.*`, `container.*` and `k8s.*`: who runs the thread, and where.
 
+The network, namespace, sandbox and probe fields give what Falco's container plugin gives: for a container its
+runtime described, the runtime's answer or the plugin's empty value (`""`, false, `NONE` for a probe it does not
+have); for a host thread the plugin's host entry (the same empty values); for a container not described yet,
+no value. `k8s.pod.ip` and `k8s.pod.cni.json` are the container's own for a container of a pod sandbox (all
+containers of a pod share its network), empty for any other.
+
 A container mount (`container.mount*`) is picked as Falco's container plugin picks it: by position (`[0]`), or by a
 path pattern, a regular expression searched anywhere in the mount's source (in its destination for
 `container.mount.source`), so `[/proc*]` also finds `/host/proc`. A host thread, a container its runtime has not
@@ -17,15 +23,18 @@ import re2
 from agent.event import Event
 from agent.fields import Extractor, ExtractorFactory, Value
 from sources.kernel.evt_fields import payload_of, simple
+from sources.kernel.health_probes import probe_kind
 from sources.kernel.state.accounts import UNKNOWN_NAME
-from sources.kernel.state.cgroup import short_id
-from sources.kernel.state.host import ContainerMeta, ContainerMount, UserEntry
+from sources.kernel.state.cgroup import SHORT_ID_LEN, short_id
+from sources.kernel.state.host import ContainerMeta, ContainerMount, ProbeKind, UserEntry
 from sources.kernel.state.payload import SyscallEvent
 
 K8S_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 K8S_POD_NAME_LABEL = "io.kubernetes.pod.name"
 K8S_POD_UID_LABEL = "io.kubernetes.pod.uid"
 _HOST = "host"
+#: What the container plugin gives for a probe the container does not have.
+_NO_PROBE = "NONE"
 
 
 def _user(ev: SyscallEvent, uid: int) -> UserEntry | None:
@@ -67,6 +76,28 @@ def _container(fn: Callable[[ContainerMeta], Value], *, on_host: Value = None) -
         return fn(meta) if meta is not None else None
 
     return simple(get)
+
+
+def _described(fn: Callable[[ContainerMeta], Value], *, on_host: Value) -> ExtractorFactory:
+    """A field of the runtime's description: no value until the runtime described the container."""
+    return _container(lambda m: fn(m) if m.described else None, on_host=on_host)
+
+
+def _probe_text(kind: ProbeKind) -> Callable[[ContainerMeta], Value]:
+    def text(meta: ContainerMeta) -> Value:
+        probe = meta.probe(kind)
+        return probe.as_text() if probe is not None else _NO_PROBE
+
+    return text
+
+
+def _runs_probe(kind: ProbeKind) -> ExtractorFactory:
+    # Always a value, as in the plugin: a thread it has not tagged runs no probe.
+    return simple(lambda ev: probe_kind(ev.thread, ev.lookups.containers.get) is kind)
+
+
+def _of_pod(fn: Callable[[ContainerMeta], str]) -> Callable[[ContainerMeta], Value]:
+    return lambda m: fn(m) if m.pod_sandbox_id else ""
 
 
 def split_image(image: str) -> tuple[str, str, str]:
@@ -195,4 +226,19 @@ IDENTITY_EXTRACTORS: dict[str, ExtractorFactory] = {
     "k8s.pod.id": _container(lambda m: m.labels.get(K8S_POD_UID_LABEL)),
     "k8s.pod.label": _label_factory,
     "k8s.pod.labels": _container(lambda m: _labels_text(m.labels)),
+    "container.ip": _described(lambda m: m.ip, on_host=""),
+    "container.cni.json": _described(lambda m: m.cni_json, on_host=""),
+    "container.host_pid": _described(lambda m: m.host_pid, on_host=False),
+    "container.host_network": _described(lambda m: m.host_network, on_host=False),
+    "container.host_ipc": _described(lambda m: m.host_ipc, on_host=False),
+    "container.healthcheck": _described(_probe_text(ProbeKind.HEALTHCHECK), on_host=_NO_PROBE),
+    "container.liveness_probe": _described(_probe_text(ProbeKind.LIVENESS), on_host=_NO_PROBE),
+    "container.readiness_probe": _described(_probe_text(ProbeKind.READINESS), on_host=_NO_PROBE),
+    "proc.is_container_healthcheck": _runs_probe(ProbeKind.HEALTHCHECK),
+    "proc.is_container_liveness_probe": _runs_probe(ProbeKind.LIVENESS),
+    "proc.is_container_readiness_probe": _runs_probe(ProbeKind.READINESS),
+    "k8s.pod.sandbox_id": _described(lambda m: m.pod_sandbox_id[:SHORT_ID_LEN], on_host=""),
+    "k8s.pod.full_sandbox_id": _described(lambda m: m.pod_sandbox_id, on_host=""),
+    "k8s.pod.ip": _described(_of_pod(lambda m: m.ip), on_host=""),
+    "k8s.pod.cni.json": _described(_of_pod(lambda m: m.cni_json), on_host=""),
 }

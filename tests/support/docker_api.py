@@ -8,6 +8,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -19,17 +20,39 @@ def bind_mount(source: str, dest: str, *, read_only: bool = False, propagation: 
             "RW": not read_only, "Propagation": propagation}
 
 
+@dataclass(frozen=True)
+class Networking:
+    """How `docker run` set up a container's namespaces: its own address on the default bridge, or
+    `--network container:<id>` (`peer`), and the `--pid`/`--network`/`--ipc` modes ("host" shares the host's)."""
+
+    ip: str = "172.17.0.2"
+    peer: str | None = None
+    pid_mode: str = ""
+    network_mode: str = "bridge"
+    ipc_mode: str = "private"
+
+
 def inspect_document(container_id: str, *, namespace: str, pod: str, privileged: bool = False,
-                     mounts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """What `docker inspect` says of a Kubernetes pod's container (the parts the kernel source reads)."""
+                     mounts: Sequence[dict[str, Any]] = (), networking: Networking = Networking(),
+                     healthcheck: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """What `docker inspect` says of a Kubernetes pod's container (the parts the kernel source reads);
+    `healthcheck` is `Config.Healthcheck.Test`, `labels` are added to the pod's."""
+    config: dict[str, Any] = {
+        "Image": "ghcr.io/acme/app:1.0",
+        "Labels": {"io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.name": pod,
+                   "io.kubernetes.container.name": "app", **(labels or {})}}
+    if healthcheck is not None:
+        config["Healthcheck"] = {"Test": list(healthcheck), "Interval": 30_000_000_000}
+    network_mode = f"container:{networking.peer}" if networking.peer else networking.network_mode
     return {
         "Id": container_id,
         "Name": f"/k8s_app_{pod}_{namespace}_0",
         "Image": "sha256:" + "b" * 64,
-        "Config": {"Image": "ghcr.io/acme/app:1.0",
-                   "Labels": {"io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.name": pod,
-                              "io.kubernetes.container.name": "app"}},
-        "HostConfig": {"Privileged": privileged},
+        "Config": config,
+        "HostConfig": {"Privileged": privileged, "NetworkMode": network_mode, "PidMode": networking.pid_mode,
+                       "IpcMode": networking.ipc_mode},
+        # Docker reports no address of its own for a container that joined another's network.
+        "NetworkSettings": {"IPAddress": "" if networking.peer else networking.ip},
         "State": {"Running": True, "StartedAt": "2026-11-29T10:00:00.123456789Z"},
         "Mounts": list(mounts),
     }
@@ -71,8 +94,9 @@ class FakeDockerApi:
         self._changed = threading.Condition()
         self._server: _Server | None = None
 
-    def add(self, container_id: str, *, namespace: str, pod: str, mounts: Sequence[dict[str, Any]] = ()) -> None:
-        self.containers[container_id] = inspect_document(container_id, namespace=namespace, pod=pod, mounts=mounts)
+    def add(self, container_id: str, *, namespace: str, pod: str, **details: Any) -> None:
+        """Describe a container of pod `pod`; `details` are inspect_document's (mounts, networking, ...)."""
+        self.containers[container_id] = inspect_document(container_id, namespace=namespace, pod=pod, **details)
 
     def note_answered(self, container_id: str) -> None:
         with self._changed:

@@ -8,6 +8,7 @@ records each answer so that a replay needs no /proc and no root.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -65,6 +66,18 @@ class ProcessImage:
     exe_from_memfd: bool = False
     container_id: str = ""
     is_subreaper: bool = False
+    #: Resource figures as of the read (libsinsp also keeps the values of the last exec or clone): the soft
+    #: RLIMIT_NOFILE (-1 unknown), memory in KiB from `status`, this thread's page faults from its `stat`.
+    fd_limit: int = -1
+    vm_size_kb: int = 0
+    vm_rss_kb: int = 0
+    vm_swap_kb: int = 0
+    page_faults_major: int = 0
+    page_faults_minor: int = 0
+    #: `subsystem=path` per cgroup controller, as libscap reads /proc/<pid>/cgroup.
+    cgroups: list[str] = field(default_factory=list)
+    #: Start time (ns since the epoch) of the init process of the thread's pid namespace; 0 unknown.
+    pidns_init_start_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -112,10 +125,37 @@ class ContainerMount:
         return f"{self.source}:{self.dest}:{self.mode}:{'true' if self.rdwr else 'false'}:{self.propagation}"
 
 
+class ProbeKind(StrEnum):
+    """Why a runtime runs a command in a container: Docker's HEALTHCHECK, or a Kubernetes exec probe."""
+
+    HEALTHCHECK = "healthcheck"
+    LIVENESS = "liveness_probe"
+    READINESS = "readiness_probe"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProbe:
+    """A command the runtime runs in the container to probe it: `exe` is its argv[0], `args` the rest."""
+
+    kind: ProbeKind
+    exe: str
+    args: tuple[str, ...] = ()
+
+    def as_text(self) -> str:
+        """The command as the container plugin prints it: argv joined by spaces."""
+        return " ".join((self.exe, *self.args))
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerMeta:
     """What a container runtime says about one container; `id` is the full id. `mounts` is None when the
-    runtime did not answer (the container is unknown), a tuple, maybe empty, when it did."""
+    runtime did not answer (the container is unknown), a tuple, maybe empty, when it did.
+
+    `runtime` is None until a runtime described the container (`described`); the fields after `mounts`
+    hold the runtime's answer or the container plugin's empty value (`""`, False, no probes) when it has
+    none. `ip` is the IPv4 address of the container (its pod's, for CRI), `cni_json` the pod's CNI result,
+    `pod_sandbox_id` the full id of the pod sandbox, `host_*` whether it shares the host's namespaces.
+    """
 
     id: str
     name: str | None = None
@@ -126,6 +166,24 @@ class ContainerMeta:
     runtime: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     mounts: tuple[ContainerMount, ...] | None = None
+    ip: str = ""
+    cni_json: str = ""
+    pod_sandbox_id: str = ""
+    host_pid: bool = False
+    host_network: bool = False
+    host_ipc: bool = False
+    probes: tuple[HealthProbe, ...] = ()
+
+    @property
+    def described(self) -> bool:
+        return self.runtime is not None
+
+    def probe(self, kind: ProbeKind) -> HealthProbe | None:
+        return next((p for p in self.probes if p.kind is kind), None)
+
+    def probe_run_as(self, exe: str, args: tuple[str, ...]) -> ProbeKind | None:
+        """The kind of the probe whose command is exactly `exe args`, if any."""
+        return next((p.kind for p in self.probes if p.exe == exe and p.args == args), None)
 
 
 class HostView(Protocol):

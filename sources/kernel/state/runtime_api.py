@@ -1,5 +1,6 @@
 """Ask a container runtime about one container: the Docker-compatible API (Docker, Podman) over its
-unix socket, else `crictl inspect` for CRI runtimes (containerd, CRI-O). Never raises; None when unknown."""
+unix socket, else `crictl inspect` for CRI runtimes (containerd, CRI-O), with `crictl inspectp` for the pod
+sandbox (its IP, CNI result, host namespaces and probe spec). Never raises; None when unknown."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sources.kernel.state.cni_result import cni_result
 from sources.kernel.state.host import ContainerMeta, ContainerMount
+from sources.kernel.state.json_shapes import json_object, json_objects, json_path
+from sources.kernel.state.runtime_probes import LAST_APPLIED_ANNOTATION, docker_probes, pod_spec_probes
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 CRI_SOCKETS = ("/run/containerd/containerd.sock", "/var/run/crio/crio.sock", "/run/k3s/containerd/containerd.sock")
@@ -25,6 +29,13 @@ _CRI_PROPAGATION = {
     "PROPAGATION_HOST_TO_CONTAINER": "rslave", 1: "rslave",
     "PROPAGATION_BIDIRECTIONAL": "rshared", 2: "rshared",
 }
+#: CRI's NamespaceMode for a namespace shared with the node, by name (crictl's JSON) or number (containerd's info).
+_CRI_NODE_NAMESPACE = ("NODE", 2)
+#: Docker's mode text for a namespace shared with the host, and the prefix of a network joined from a container.
+_DOCKER_HOST_MODE = "host"
+_DOCKER_PEER_NETWORK = "container:"
+#: The label the kubelet's Docker shim puts on a pod's containers, naming the pod sandbox.
+K8S_SANDBOX_ID_LABEL = "io.kubernetes.sandbox.id"
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -53,17 +64,12 @@ def parse_time_ns(text: str | None) -> int | None:
     return int(seconds) * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
-def _entries(value: Any) -> list[dict[str, Any]]:
-    """The JSON objects of a list the runtime sent (anything else in it is skipped)."""
-    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
-
-
 def docker_mounts(value: Any) -> tuple[ContainerMount, ...]:
     """The `Mounts` of a Docker inspect answer (binds and volumes, as Docker lists them)."""
     return tuple(
         ContainerMount(str(m.get("Source") or ""), str(m.get("Destination") or ""), str(m.get("Mode") or ""),
                        bool(m.get("RW", False)), str(m.get("Propagation") or ""))
-        for m in _entries(value)
+        for m in json_objects(value)
     )
 
 
@@ -72,7 +78,7 @@ def cri_mounts(value: Any) -> tuple[ContainerMount, ...]:
     return tuple(
         ContainerMount(str(m.get("hostPath") or ""), str(m.get("containerPath") or ""), "",
                        not m.get("readonly", False), _cri_propagation(m.get("propagation", 0)))
-        for m in _entries(value)
+        for m in json_objects(value)
     )
 
 
@@ -80,32 +86,85 @@ def _cri_propagation(value: Any) -> str:
     return _CRI_PROPAGATION.get(value, "unknown") if isinstance(value, (str, int)) else "unknown"
 
 
-def meta_from_docker(doc: dict[str, Any], runtime: str) -> ContainerMeta:
-    """ContainerMeta from a `/containers/<id>/json` answer."""
-    config = doc.get("Config") or {}
-    host_config = doc.get("HostConfig") or {}
-    state = doc.get("State") or {}
+def docker_ip(doc: dict[str, Any]) -> str:
+    """The container's address on Docker's default network (`NetworkSettings.IPAddress`), "" when none."""
+    ip = json_path(doc, "NetworkSettings", "IPAddress")
+    return ip if isinstance(ip, str) else ""
+
+
+def docker_network_peer(doc: dict[str, Any]) -> str | None:
+    """The container whose network this one joined (`--network container:<id>`), if it did."""
+    mode = json_path(doc, "HostConfig", "NetworkMode")
+    if isinstance(mode, str) and mode.startswith(_DOCKER_PEER_NETWORK):
+        return mode.removeprefix(_DOCKER_PEER_NETWORK) or None
+    return None
+
+
+def _docker_shares_host(host_config: dict[str, Any], key: str) -> bool:
+    return host_config.get(key) == _DOCKER_HOST_MODE
+
+
+def meta_from_docker(doc: dict[str, Any], runtime: str, *, peer_ip: str = "") -> ContainerMeta:
+    """ContainerMeta from a `/containers/<id>/json` answer; `peer_ip` is the address of the container whose
+    network this one joined, used when it has none of its own (as a pod's containers join its sandbox's)."""
+    config = json_object(doc.get("Config"))
+    host_config = json_object(doc.get("HostConfig"))
+    state = json_object(doc.get("State"))
+    labels = dict(json_object(config.get("Labels")))
+    sandbox_id = labels.get(K8S_SANDBOX_ID_LABEL)
     return ContainerMeta(
         id=doc.get("Id", ""), name=(doc.get("Name") or "").lstrip("/") or None, image=config.get("Image") or None,
         image_id=doc.get("Image") or None, privileged=bool(host_config.get("Privileged", False)),
-        start_ns=parse_time_ns(state.get("StartedAt")), runtime=runtime, labels=dict(config.get("Labels") or {}),
-        mounts=docker_mounts(doc.get("Mounts")),
+        start_ns=parse_time_ns(state.get("StartedAt")), runtime=runtime, labels=labels,
+        mounts=docker_mounts(doc.get("Mounts")), ip=docker_ip(doc) or peer_ip,
+        pod_sandbox_id=sandbox_id if isinstance(sandbox_id, str) else "",
+        host_pid=_docker_shares_host(host_config, "PidMode"),
+        host_network=_docker_shares_host(host_config, "NetworkMode"),
+        host_ipc=_docker_shares_host(host_config, "IpcMode"),
+        probes=docker_probes(config),
     )
 
 
-def meta_from_crictl(doc: dict[str, Any]) -> ContainerMeta:
-    """ContainerMeta from `crictl inspect` output (status plus the runtime's info)."""
-    status = doc.get("status") or {}
-    info = doc.get("info") or {}
-    privileged = (((info.get("config") or {}).get("linux") or {}).get("security_context") or {}).get("privileged")
-    labels = dict(status.get("labels") or {})
+def cri_sandbox_id(doc: dict[str, Any]) -> str:
+    """The pod sandbox of a `crictl inspect` answer (the runtime's verbose info names it), "" when unknown."""
+    sandbox_id = json_path(doc, "info", "sandboxID")
+    return sandbox_id if isinstance(sandbox_id, str) else ""
+
+
+def _cri_shares_node(options: Any, key: str) -> bool:
+    return json_object(options).get(key) in _CRI_NODE_NAMESPACE
+
+
+def meta_from_crictl(doc: dict[str, Any], sandbox: dict[str, Any] | None = None) -> ContainerMeta:
+    """ContainerMeta from `crictl inspect` output (status plus the runtime's info) and, when the pod sandbox
+    answered, `crictl inspectp` output: the pod's IP, CNI result, shared namespaces and recorded spec."""
+    status = json_object(doc.get("status"))
+    info = json_object(doc.get("info"))
+    privileged = json_path(info, "config", "linux", "security_context", "privileged")
+    labels = dict(json_object(status.get("labels")))
     created = status.get("startedAt") or status.get("createdAt")
+    raw_name = json_path(status, "metadata", "name")
+    name = raw_name if isinstance(raw_name, str) else None
+    sandbox_id = cri_sandbox_id(doc)
+    if sandbox_id:
+        labels[K8S_SANDBOX_ID_LABEL] = sandbox_id
+    pod_status = json_object(json_object(sandbox).get("status"))
+    # The sandbox's own view of its namespaces; without it, the one containerd recorded in the container's config.
+    namespaces = json_path(pod_status, "linux", "namespaces", "options") if sandbox else json_path(
+        info, "config", "linux", "security_context", "namespace_options")
+    spec_text = json_path(pod_status, "annotations", LAST_APPLIED_ANNOTATION)
+    ip = json_path(pod_status, "network", "ip")
     return ContainerMeta(
-        id=status.get("id", ""), name=(status.get("metadata") or {}).get("name"),
-        image=(status.get("image") or {}).get("image") or None, image_id=status.get("imageRef") or None,
+        id=status.get("id", ""), name=name,
+        image=json_path(status, "image", "image") or None, image_id=status.get("imageRef") or None,
         privileged=bool(privileged) if privileged is not None else None,
         start_ns=parse_time_ns(created) if isinstance(created, str) else None, runtime="cri", labels=labels,
-        mounts=cri_mounts(status.get("mounts")),
+        mounts=cri_mounts(status.get("mounts")), ip=ip if isinstance(ip, str) else "",
+        cni_json=cni_result(json_object(sandbox).get("info")), pod_sandbox_id=sandbox_id,
+        host_pid=_cri_shares_node(namespaces, "pid"), host_network=_cri_shares_node(namespaces, "network"),
+        host_ipc=_cri_shares_node(namespaces, "ipc"),
+        # The pod spec names its containers as CRI's container metadata does.
+        probes=pod_spec_probes(spec_text, name) if isinstance(spec_text, str) else (),
     )
 
 
@@ -131,14 +190,25 @@ class RuntimeClient:
             if os.path.exists(path):
                 doc = self._docker_inspect(path, container_id)
                 if doc is not None:
-                    return meta_from_docker(doc, "podman" if "podman" in path else "docker")
+                    return meta_from_docker(doc, "podman" if "podman" in path else "docker",
+                                            peer_ip=self._docker_peer_ip(path, doc))
         if self._crictl is not None:
             for path in self._cri:
                 if os.path.exists(path):
-                    doc = self._crictl_inspect(path, container_id)
+                    doc = self._crictl_inspect(path, "inspect", container_id)
                     if doc is not None:
-                        return meta_from_crictl(doc)
+                        sandbox_id = cri_sandbox_id(doc)
+                        sandbox = self._crictl_inspect(path, "inspectp", sandbox_id) if sandbox_id else None
+                        return meta_from_crictl(doc, sandbox)
         return None
+
+    def _docker_peer_ip(self, path: str, doc: dict[str, Any]) -> str:
+        """The address of the container whose network `doc`'s joined, when `doc` has none of its own."""
+        peer = docker_network_peer(doc)
+        if docker_ip(doc) or peer is None:
+            return ""
+        peer_doc = self._docker_inspect(path, peer)
+        return docker_ip(peer_doc) if peer_doc is not None else ""
 
     def _docker_inspect(self, path: str, container_id: str) -> dict[str, Any] | None:
         conn = _UnixHTTPConnection(path, self.timeout_s)
@@ -155,10 +225,11 @@ class RuntimeClient:
             conn.close()
         return doc if isinstance(doc, dict) else None
 
-    def _crictl_inspect(self, path: str, container_id: str) -> dict[str, Any] | None:
+    def _crictl_inspect(self, path: str, command: str, object_id: str) -> dict[str, Any] | None:
+        """`crictl inspect` (a container) or `crictl inspectp` (a pod sandbox) as JSON, None when it fails."""
         assert self._crictl is not None
         try:
-            done = subprocess.run([self._crictl, "--runtime-endpoint", f"unix://{path}", "inspect", container_id],
+            done = subprocess.run([self._crictl, "--runtime-endpoint", f"unix://{path}", command, object_id],
                                   capture_output=True, timeout=self.timeout_s, check=False)
             doc = json.loads(done.stdout) if done.returncode == 0 else None
         except (OSError, subprocess.TimeoutExpired, ValueError):

@@ -33,6 +33,17 @@ RULE_ALERTS = "falco_agent_rule_alerts_total"
 #: The correlations of `Fence.rules`.
 LOAD_COUNTER = "Benchmark load openat"
 FENCE_COUNTER = "Benchmark fence openat"
+#: Name prefix of the kernel source's counters of records its prefilter kept in the kernel (per syscall, say
+#: `..._openat`); the kernel source has no prefilter while no such counter is exported.
+KERNEL_FILTERED = "falco_agent_source_kernel_filtered"
+
+
+def kernel_filtered(samples: Samples) -> int | None:
+    """Records the kernel source's prefilter kept in the kernel so far, all syscalls together; None when the
+    source exports no such counter (it has no prefilter)."""
+    counts = [value for name, labels, value in samples
+              if name.startswith(KERNEL_FILTERED) and labels.get("source") == "kernel"]
+    return int(sum(counts)) if counts else None
 
 
 def _counting(name: str, condition: str) -> str:
@@ -264,6 +275,8 @@ class SyscallAccount:
     machine's other syscalls only in sum: `opens - lost <= evaluated <= opens`, and the pairs' two records each
     must be delivered or counted lost (ring buffer full, or an exit whose enter was lost): `records + lost >=
     2 * opens`. Less means events vanished uncounted. No record may fail to decode or to apply to the state.
+    Records a kernel prefilter kept in the kernel (`filtered`, from `KERNEL_FILTERED` counters; none exist while
+    the kernel source has no prefilter) count in both bounds as the lost ones do.
     """
 
     phase: str
@@ -272,6 +285,7 @@ class SyscallAccount:
     fences: int
     records: int
     lost: int
+    filtered: int
     #: Every syscall event the engine evaluated, and those the source handed it (the load's and the machine's).
     events: int
     handed: int
@@ -288,6 +302,7 @@ class SyscallAccount:
 
         return cls(phase, opens, evaluated=matches(LOAD_COUNTER), fences=matches(FENCE_COUNTER),
                    records=grew("records"), lost=grew("kernel_lost") + grew("kernel_exit_without_enter"),
+                   filtered=(kernel_filtered(after) or 0) - (kernel_filtered(before) or 0),
                    events=growth(before, after, EVALUATED, source="syscall"), handed=grew("events"),
                    alerts=growth(before, after, RULE_ALERTS, source="syscall"),
                    errors=grew("decode_errors") + grew("state_errors"))
@@ -297,12 +312,14 @@ class SyscallAccount:
 
     def problems(self) -> list[str]:
         out = [] if self.opens > 0 else [f"{self.phase}: no openat was made"]
-        if not self.opens - self.lost <= self.evaluated <= self.opens:
+        unseen = self.lost + self.filtered
+        if not self.opens - unseen <= self.evaluated <= self.opens:
             out.append(f"{self.phase}: {self.evaluated:,} events evaluated of {self.opens:,} openat made, with "
-                       f"{self.lost:,} records counted lost")
-        if self.records + self.lost < 2 * self.opens:
-            out.append(f"{self.phase}: {self.records:,} records delivered and {self.lost:,} counted lost, fewer than "
-                       f"the {2 * self.opens:,} syscalls of {self.opens:,} openat+close pairs")
+                       f"{self.lost:,} records counted lost and {self.filtered:,} filtered in the kernel")
+        if self.records + unseen < 2 * self.opens:
+            out.append(f"{self.phase}: {self.records:,} records delivered, {self.lost:,} counted lost and "
+                       f"{self.filtered:,} filtered in the kernel, fewer than the {2 * self.opens:,} syscalls of "
+                       f"{self.opens:,} openat+close pairs")
         if self.errors:
             out.append(f"{self.phase}: {self.errors:,} records failed to decode or to apply to the state")
         return out
@@ -310,7 +327,8 @@ class SyscallAccount:
     def as_figures(self) -> dict[str, int]:
         return {f"{self.phase}_offered": self.opens, f"{self.phase}_evaluated": self.evaluated,
                 f"{self.phase}_alerts": self.alerts, f"{self.phase}_records": self.records,
-                f"{self.phase}_lost": self.lost, f"{self.phase}_all_events": self.events}
+                f"{self.phase}_lost": self.lost, f"{self.phase}_filtered": self.filtered,
+                f"{self.phase}_all_events": self.events}
 
 
 class SyscallLoad:

@@ -1,12 +1,17 @@
 """Kernel source benchmark: the real agent (kernel source only, stable Falco rules) under a syscall load.
 
-A load generator process does openat+close pairs of /etc/hostname at a set rate (one openat = one offered
-event the rules can use; the close is state-only) and, alongside, execve of /bin/true at a low fixed rate;
-no alert is expected of either. For each offered rate (default 10k, 50k, 100k, 200k openat/s) it prints what
-the agent's kernel source delivered to user space, what the kernel dropped (ring buffer full), the agent's
-CPU, and alerts. The generator's unthrottled speed is measured without and with the agent: their ratio is the
-overhead the agent puts on the traced workload. Needs root and BCC. With --json the last line is one JSON
-object holding every figure.
+A load generator process does read-only openat+close pairs at a set rate (one openat = one offered event;
+the close is state-only) and, alongside, execve of /bin/true at a low fixed rate; no alert is expected of
+either. What it opens is the --workload (`Workload`): `irrelevant` opens /etc/hostname, which no loaded rule
+can match; `relevant` opens /etc/shadow under a program name that "Read sensitive file untrusted" excepts, so
+the rule's condition is evaluated down to that exception and ends false (a run first proves it: the same open
+under another name must raise the rule's alert); `mixed` alternates both files under the excepted name, half
+each. For each offered rate (default 10k, 50k, 100k, 200k openat/s) it prints what the agent's kernel source
+delivered to user space, what a kernel prefilter kept in the kernel (0 while the source exports no such
+counter, `kernel_prefilter` false), what the kernel dropped (ring buffer full), the agent's CPU, and alerts.
+The generator's unthrottled speed is measured without and with the agent: their ratio is the overhead the
+agent puts on the traced workload. Needs root and BCC. With --json the last line is one JSON object holding
+every figure.
 
 Losses at high rates are what this measures, so a phase need not evaluate all it offered, but must account
 for it (bench/agent_load.py, SyscallAccount), from the agent's /metrics once the engine evaluated an open of
@@ -26,29 +31,66 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import orjson
-from accounting import main_guard, require_none
-from agent_load import Fence, SyscallAccount, drain
+from accounting import BenchmarkInvalid, main_guard, require_none
+from agent_load import RULE_ALERTS, Fence, SyscallAccount, drain, kernel_filtered
 from process_stats import Samples, cpu_s, growth, memory_mb
 from running_agent import RunningAgent
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RULES = ROOT.parent / "shared" / "reference" / "rules" / "falco_rules.yaml"
-#: The generator's process name (its command runs through a link of that name to the interpreter), by which the
-#: agent tells its openat calls from other processes'.
-_GENERATOR_NAME = "fa-bench-gen"
+#: A file no loaded rule can match when opened read-only.
+_IRRELEVANT_FILE = "/etc/hostname"
+#: A file of the stable rules' `sensitive_file_names`: its reads reach the sensitive-file rules.
+_SENSITIVE_FILE = "/etc/shadow"
+#: The stable rule the relevant workload reaches, and a program name of its `read_sensitive_file_binaries`
+#: exception, under which its reads end false.
+_RELEVANT_RULE = "Read sensitive file untrusted"
+_EXCEPTED_NAME = "rkhunter"
+#: The name of a program no rule excepts: its reads of the sensitive file raise `_RELEVANT_RULE`.
+_PROBE_NAME = "fa-bench-probe"
+_PROBE_TIMEOUT_S = 30.0
+
+
+class Workload(StrEnum):
+    IRRELEVANT = "irrelevant"
+    RELEVANT = "relevant"
+    MIXED = "mixed"
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    """The generator's process name (its command runs through a link of that name to the interpreter), by which
+    the agent tells its openat calls from other processes', and the files it opens in turn."""
+
+    name: str
+    files: tuple[str, ...]
+
+    def condition(self) -> str:
+        return f"proc.name = {self.name} and fd.name in ({', '.join(self.files)})"
+
+
+SHAPES = {
+    Workload.IRRELEVANT: LoadShape("fa-bench-gen", (_IRRELEVANT_FILE,)),
+    Workload.RELEVANT: LoadShape(_EXCEPTED_NAME, (_SENSITIVE_FILE,)),
+    Workload.MIXED: LoadShape(_EXCEPTED_NAME, (_IRRELEVANT_FILE, _SENSITIVE_FILE)),
+}
 
 _GENERATOR = r"""
 import os, subprocess, sys, time
 rate, seconds, exec_rate = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-path = "/etc/hostname"
+files = sys.argv[4].split(",")
 start = time.perf_counter()
 done = execs = 0
 next_exec = start
 batch = 200
+# Whole turns through the files in each batch: every file gets its share, at no cost per open.
+cycle = files * (batch // len(files))
 while True:
     now = time.perf_counter()
     elapsed = now - start
@@ -61,17 +103,18 @@ while True:
     if rate and done >= rate * elapsed:
         time.sleep(min(0.001, max(0.0, done / rate - elapsed)))
         continue
-    for _ in range(batch):
+    for path in cycle:
         os.close(os.open(path, os.O_RDONLY))
-    done += batch
+    done += len(cycle)
 print(done, done / (time.perf_counter() - start), execs)
 """
 
 
-def _generate(python: Path, rate: float, seconds: float, exec_rate: float) -> tuple[int, float, int]:
-    """Run the load generator with `python`: the openat calls it made, its achieved openat/s and how many execs
-    it did."""
-    out = subprocess.run([str(python), "-c", _GENERATOR, str(rate), str(seconds), str(exec_rate)],
+def _generate(python: Path, files: tuple[str, ...], rate: float, seconds: float,
+              exec_rate: float) -> tuple[int, float, int]:
+    """Run the load generator with `python` on `files`: the openat calls it made, its achieved openat/s and how
+    many execs it did."""
+    out = subprocess.run([str(python), "-c", _GENERATOR, str(rate), str(seconds), str(exec_rate), ",".join(files)],
                          capture_output=True, text=True, check=True, timeout=seconds + 60)
     opens, speed, execs = out.stdout.split()
     return int(opens), float(speed), int(execs)
@@ -82,13 +125,37 @@ def _kernel_started(samples: Samples) -> bool:
                for name, labels, _value in samples)
 
 
-def _phase(agent: RunningAgent, fence: Fence, python: Path, rate: float, seconds: float,
+def _link(folder: Path, name: str) -> Path:
+    """A link named `name` to this interpreter: what runs through it has that process name."""
+    link = folder / name
+    link.symlink_to(os.path.realpath(sys.executable))
+    return link
+
+
+def _prove_relevant(agent: RunningAgent, folder: Path) -> int:
+    """Open the sensitive file under a name no rule excepts and wait for `_RELEVANT_RULE` to alert: its condition
+    is evaluated on such opens, down to the exception the workload's program name meets. The alerts it raised;
+    BenchmarkInvalid when none came."""
+    def alerts(samples: Samples) -> int:
+        return growth(before, samples, RULE_ALERTS, rule=_RELEVANT_RULE)
+
+    before = agent.metrics()
+    subprocess.run([str(_link(folder, _PROBE_NAME)), "-c", f"import os; os.close(os.open({_SENSITIVE_FILE!r}, 0))"],
+                   check=True, timeout=30)
+    found = agent.wait_for(lambda samples: alerts(samples) > 0, _PROBE_TIMEOUT_S)
+    if found is None:
+        raise BenchmarkInvalid(f"a read of {_SENSITIVE_FILE} by {_PROBE_NAME} raised no '{_RELEVANT_RULE}' alert "
+                               f"within {_PROBE_TIMEOUT_S:.0f}s: the relevant workload would not reach the rule")
+    return alerts(found)
+
+
+def _phase(agent: RunningAgent, fence: Fence, python: Path, files: tuple[str, ...], rate: float, seconds: float,
            exec_rate: float) -> dict[str, Any]:
     """One offered rate, counted from the agent's /metrics once it drained the load; BenchmarkInvalid when the
     phase does not add up."""
     phase = f"{rate:,.0f}/s"
     before, cpu_before, started = agent.metrics(), cpu_s(agent.proc.pid), time.monotonic()
-    opens, achieved, execs = _generate(python, rate, seconds, exec_rate)
+    opens, achieved, execs = _generate(python, files, rate, seconds, exec_rate)
     drained = drain(agent, lambda samples: [SyscallAccount.between(phase, before, samples, opens)], fence=fence)
     cpu_after, wall = cpu_s(agent.proc.pid), time.monotonic() - started
     account = SyscallAccount.between(phase, before, drained.final, opens)
@@ -103,6 +170,8 @@ def _phase(agent: RunningAgent, fence: Fence, python: Path, rate: float, seconds
         # All syscall events, the machine's included; `evaluated`: the generator's openat events.
         "events_to_engine": account.handed, "events_evaluated": account.events,
         "offered_events": opens, "evaluated": account.evaluated, "records_delivered": delivered,
+        # Records of every syscall a kernel prefilter kept in the kernel, over the load and its drain.
+        "filtered_in_kernel": account.filtered,
         "agent_cpu_percent": round(100 * (cpu_after - cpu_before) / wall, 1),
         "alerts": account.alerts,
     }
@@ -114,6 +183,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each phase")
     parser.add_argument("--exec-rate", type=float, default=50.0, help="execve of /bin/true per second alongside")
     parser.add_argument("--rules", type=Path, default=REFERENCE_RULES, help="rules file (default: stable Falco rules)")
+    parser.add_argument("--workload", type=Workload, choices=list(Workload), default=Workload.IRRELEVANT,
+                        help="what the generator opens: a file no rule matches, a sensitive file by a program the "
+                             "rules except, or both (default: irrelevant)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -121,33 +193,45 @@ def main() -> int:
         return 2
     rates = [float(r) for r in args.rates.split(",")]
 
+    workload: Workload = args.workload
+    shape = SHAPES[workload]
     state = Path(tempfile.mkdtemp(prefix="falco-agent-bench-"))
-    python = state / _GENERATOR_NAME
-    python.symlink_to(os.path.realpath(sys.executable))
-    _, baseline, _ = _generate(python, 0, args.seconds, 0)
-    print(f"generator alone, unthrottled: {baseline:,.0f} openat/s")
+    python = _link(state, shape.name)
+    _, baseline, _ = _generate(python, shape.files, 0, args.seconds, 0)
+    print(f"{workload} workload ({shape.name} opening {', '.join(shape.files)}), generator alone, unthrottled: "
+          f"{baseline:,.0f} openat/s")
     fence, counter = Fence(state / "fence"), state / "load-counter.yaml"
-    counter.write_text(fence.rules(f"fd.name = /etc/hostname and proc.name = {_GENERATOR_NAME}"))
+    counter.write_text(fence.rules(shape.condition()))
     agent = RunningAgent([args.rules, counter], state=state,
                          options=["sources.k8s_audit.enabled=false", "sources.aws_cloudtrail.enabled=false"],
                          ready=_kernel_started)
     try:
+        prefilter = kernel_filtered(agent.metrics()) is not None
+        probe_alerts = None if workload is Workload.IRRELEVANT else _prove_relevant(agent, state)
+        if probe_alerts is not None:
+            print(f"relevance: a read of {_SENSITIVE_FILE} by {_PROBE_NAME} raised '{_RELEVANT_RULE}' "
+                  f"({probe_alerts} alert); the workload's {shape.name} is its exception")
         phases = []
         for rate in rates:
-            phase = _phase(agent, fence, python, rate, args.seconds, args.exec_rate)
+            phase = _phase(agent, fence, python, shape.files, rate, args.seconds, args.exec_rate)
             phases.append(phase)
             print(f"offered {rate:>9,.0f}/s  achieved {phase['achieved_openat_per_s']:>9,}/s  "
                   f"delivered {phase['records_delivered_per_s']:>9,} records/s  lost {phase['records_lost']:>8,} "
-                  f"({phase['lost_ratio']:.2%})  agent CPU {phase['agent_cpu_percent']:>5}%  alerts {phase['alerts']}")
-        _, with_agent, _ = _generate(python, 0, args.seconds, 0)
+                  f"({phase['lost_ratio']:.2%})  filtered in kernel {phase['filtered_in_kernel']:>8,}  "
+                  f"agent CPU {phase['agent_cpu_percent']:>5}%  alerts {phase['alerts']}")
+        _, with_agent, _ = _generate(python, shape.files, 0, args.seconds, 0)
         peak_rss = memory_mb(agent.proc.pid)
     finally:
         agent.stop()
     overhead = baseline / with_agent if with_agent else float("inf")
     print(f"generator with the agent, unthrottled: {with_agent:,.0f} openat/s "
           f"(slowdown x{overhead:.2f} against {baseline:,.0f} alone); agent peak RSS {peak_rss:.0f} MB")
+    if not prefilter:
+        print("the kernel source exports no prefilter counter: every record leaves the kernel (filtered 0)")
     if args.json:
-        print(orjson.dumps({"phases": phases, "generator_alone_per_s": round(baseline),
+        print(orjson.dumps({"workload": workload, "generator_name": shape.name, "opened_files": shape.files,
+                            "kernel_prefilter": prefilter, "relevance_probe_alerts": probe_alerts,
+                            "phases": phases, "generator_alone_per_s": round(baseline),
                             "generator_with_agent_per_s": round(with_agent), "generator_slowdown": round(overhead, 3),
                             "agent_peak_rss_mb": round(peak_rss, 1)}).decode())
     return 0

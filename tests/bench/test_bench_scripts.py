@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from plugin_build import missing_compiler
@@ -36,15 +37,33 @@ REPO = Path(__file__).resolve().parents[2]
                  {"plugin_us_per_event", "plugin_abi_extract_us_per_event", "json_us_per_event", "plugin_evaluated",
                   "json_evaluated", "plugin_extract_calls_per_event"},
                  marks=pytest.mark.skipif(missing_compiler() is not None, reason=f"{missing_compiler()}")),
-    pytest.param("kernel.py", ["--rates", "2000", "--seconds", "1", "--exec-rate", "5"],
-                 {"phases", "generator_slowdown", "agent_peak_rss_mb"}, marks=[pytest.mark.root, pytest.mark.bpf]),
 ])
 def test_bench_script_prints_its_figures(script: str, args: list[str], keys: set[str], reference: Path) -> None:
     """Each benchmark runs on tiny inputs and its last line is one JSON object with its figures."""
-    if script == "kernel.py":
-        require_probe()
+    assert keys <= set(_figures(script, args))
+
+
+@pytest.mark.root
+@pytest.mark.bpf
+def test_kernel_bench_runs_the_mixed_workload(reference: Path) -> None:
+    """The kernel benchmark's mixed workload reaches the sensitive-file rule (its probe alerted) and each phase
+    says what was offered, filtered in the kernel, delivered and lost, with the agent's CPU and the slowdown."""
+    require_probe()
+    figures = _figures("kernel.py", ["--workload", "mixed", "--rates", "2000", "--seconds", "1", "--exec-rate", "5"])
+    assert figures["workload"] == "mixed"
+    assert figures["opened_files"] == ["/etc/hostname", "/etc/shadow"]
+    assert figures["relevance_probe_alerts"] >= 1
+    assert {"kernel_prefilter", "generator_slowdown", "agent_peak_rss_mb"} <= set(figures)
+    [phase] = figures["phases"]
+    assert {"offered_events", "filtered_in_kernel", "records_delivered", "records_lost",
+            "agent_cpu_percent"} <= set(phase)
+    assert phase["evaluated"] + phase["records_lost"] + phase["filtered_in_kernel"] >= phase["offered_events"] > 0
+
+
+def _figures(script: str, args: list[str]) -> dict[str, Any]:
+    """The JSON figures `script` ends with, run with `args`; it must exit 0."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args, "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    figures = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert keys <= set(figures)
+    figures: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures

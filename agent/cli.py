@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TextIO
 
-import orjson
 import structlog
 
 from agent.alert import json_bytes
@@ -25,7 +24,7 @@ from agent.builtin_sources import (
     syscall_buffer_types,
     syscall_rule_types,
 )
-from agent.cli_falco import flag_overrides, print_and_exit
+from agent.cli_falco import flag_overrides, print_and_exit, write_json
 from agent.config import AgentConfig, load_config
 from agent.config.schema import KernelConfig
 from agent.engine.load_result import LoadResult
@@ -207,7 +206,7 @@ def print_load_result(result: LoadResult, *, stream: TextIO | None = None) -> No
 def validate_rules(files: list[str], registry: PluginRegistry, *, as_json: bool) -> int:
     result = new_engine(sources=registry.specs()).load_rules_files(files)
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
+        write_json(result.as_json())
     else:
         print_load_result(result, stream=sys.stdout)
         status = "Ok" if result.successful else "Invalid"
@@ -288,7 +287,7 @@ def list_fields(source: str | None, registry: PluginRegistry, *, as_json: bool,
         for spec in specs for f in spec.fields if include_unsupported or f.is_implemented
     ]
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        write_json(rows)
         return EXIT_OK
     current = None
     for row in rows:

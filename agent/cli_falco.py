@@ -46,15 +46,14 @@ def print_and_exit(args: argparse.Namespace, config: AgentConfig, registry: Plug
     versions = versions_info(loaded_plugin_versions(registry))
     if args.version:
         if as_json:
-            _write_json(versions)
+            write_json(versions)
         else:
             print(versions_text(versions, registry))
         return EXIT_OK
     if args.support:
-        config_files = list(config.loaded_files) or ([args.config] if args.config else [])
-        _write_json(support_report(argv=["falco-agent", *argv], versions=versions, config=config,
-                                   config_files=config_files, rules_files=rules_files_in_use(config, args.rules),
-                                   registry=registry))
+        write_json(support_report(argv=["falco-agent", *argv], versions=versions, config=config,
+                                  config_files=config.loaded_files, rules_files=rules_files_in_use(config, args.rules),
+                                  registry=registry))
         return EXIT_OK
     if args.print_ignored_events:
         print(ignored_events_text())
@@ -93,7 +92,7 @@ def describe_rules(args: argparse.Namespace, config: AgentConfig, registry: Plug
         print(f"falco-agent: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if as_json:
-        _write_json(rules_json(rules))
+        write_json(rules_json(rules))
     else:
         print(rules_table(rules), end="")
     return EXIT_OK
@@ -132,7 +131,7 @@ def print_plugins(registry: PluginRegistry, name: str | None) -> int:
     print(_plugin_text(loaded))
     print("Init config (as loaded):")
     sys.stdout.flush()
-    _write_json(config_json(loaded.config))
+    write_json(config_json(loaded.config))
     if loaded.open_params:
         print(f"Open params: {loaded.open_params}")
     return EXIT_OK
@@ -154,6 +153,7 @@ def _plugin_text(loaded: LoadedPlugin) -> str:
     return "\n".join(lines)
 
 
-def _write_json(value: Any) -> None:
+def write_json(value: Any) -> None:
+    """`value` as indented JSON on stdout, flushed (text may follow on the same stream)."""
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()

@@ -39,6 +39,7 @@ import structlog
 
 from agent.alert import Alert
 from agent.config import AgentConfig, load_config
+from agent.config.raw import yaml_entries
 from agent.config.schema import IS_INTERNAL
 from agent.engine.engine import Engine
 from agent.engine_setup import load_engine
@@ -51,7 +52,6 @@ DEFAULT_RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 RULES_KEYS = ("rules_files", "rules", "rule_matching", "priority", "append_output")
 
 Fingerprint = tuple[tuple[object, ...], ...]
-RULES_SUFFIXES = (".yaml", ".yml")
 
 
 def rules_entries(config: AgentConfig, extra_rules: Sequence[str]) -> list[str]:
@@ -65,12 +65,8 @@ def rules_paths(entries: Iterable[str]) -> list[Path]:
     out: list[Path] = []
     for entry in entries:
         path = Path(entry)
-        out += _rules_in(path) if path.is_dir() else [path]
+        out += yaml_entries(path) if path.is_dir() else [path]
     return out
-
-
-def _rules_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix in RULES_SUFFIXES)
 
 
 def watched_paths(config: AgentConfig, *, config_path: str | None, extra_rules: Sequence[str]) -> list[str]:
@@ -86,7 +82,7 @@ def fingerprint(entries: Iterable[str]) -> Fingerprint:
     for entry in entries:
         path = Path(entry)
         if path.is_dir():
-            out.append((entry, "dir", *(_stat(p) for p in _rules_in(path))))
+            out.append((entry, "dir", *(_stat(p) for p in yaml_entries(path))))
         else:
             out.append(_stat(path))
     return tuple(out)

@@ -31,6 +31,13 @@ class RawValue:
 
 
 RawTree = dict[str, RawValue]
+#: A folder named as configuration or rules stands for its files with these suffixes, as Falco reads one.
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def yaml_entries(folder: Path) -> list[Path]:
+    """The entries of `folder` named `*.yaml` or `*.yml`, in name order."""
+    return sorted(p for p in folder.iterdir() if p.suffix in YAML_SUFFIXES)
 
 
 def wrap(value: Any, where: str) -> RawValue:

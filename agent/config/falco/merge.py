@@ -16,12 +16,11 @@ from pathlib import Path
 import structlog
 
 from agent.config.env import interpolate
-from agent.config.raw import RawTree, RawValue, describe, read_yaml
+from agent.config.raw import RawTree, RawValue, describe, read_yaml, yaml_entries
 from agent.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 KEY = "config_files"
-_SUFFIXES = (".yaml", ".yml")
 
 
 class Strategy(enum.Enum):
@@ -80,7 +79,7 @@ def _entry(key: str, entry: RawValue, env: Mapping[str, str]) -> tuple[Path, Str
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
+        return [p for p in yaml_entries(path) if p.is_file()]
     return [path] if path.is_file() else []
 
 

@@ -92,9 +92,12 @@ class OutputAppender:
             compiled = self._compile(index, source)
             if compiled.extra_output is not None:
                 output = output.followed_by(compiled.extra_output)
-            for field_name, suggestion in compiled.suggested:
-                if field_name not in dict(output.fields):
-                    output = output.followed_by(suggestion)
+            if compiled.suggested:
+                named = {key for key, _get in output.fields}
+                for field_name, suggestion in compiled.suggested:
+                    if field_name not in named:
+                        output = output.followed_by(suggestion)
+                        named.add(field_name)  # the suggestion's only output_fields key
             extra.update(compiled.extra_fields)
         return output.with_output_fields(extra) if extra else output
 

@@ -92,9 +92,15 @@ def _base_dir(ev: SyscallEvent, param: Param) -> str | None:
     is not a descriptor the state knows (libsinsp then leaves the path as given)."""
     dirfd_name = _DIRFD_OF.get(ev.record.type, {}).get(param.name)
     dirfd = ev.record.args.get(dirfd_name) if dirfd_name is not None else None
-    if dirfd is None or dirfd == AT_FDCWD:
+    return ev.thread.cwd if dirfd is None else dirfd_dir(ev, int(dirfd))
+
+
+def dirfd_dir(ev: SyscallEvent, dirfd: int) -> str | None:
+    """The directory an *at syscall's `dirfd` names: the cwd for AT_FDCWD, else the descriptor's path; None
+    when the state does not know the descriptor."""
+    if dirfd == AT_FDCWD:
         return ev.thread.cwd
-    info = ev.thread.fds.get(int(dirfd))
+    info = ev.thread.fds.get(dirfd)
     return info.name if info is not None else None
 
 

@@ -10,11 +10,11 @@ from agent.event import Event
 from agent.fields import Extractor, ExtractorFactory, Value
 from agent.generic_fields import format_time
 from sources.kernel.arg_format import errno_name
-from sources.kernel.arg_render import EXEC_TYPES, find_param, param_names, raw_value, render_named
+from sources.kernel.arg_render import EXEC_TYPES, dirfd_dir, find_param, param_names, raw_value, render_named
 from sources.kernel.event_category import CATEGORY_OF, READS_FROM_FD, WRITES_TO_FD, Category, category_text
 from sources.kernel.state.fd_events import OPEN_TYPES, open_flags
 from sources.kernel.state.fds import FdType
-from sources.kernel.state.paths import AT_FDCWD, absolute_path
+from sources.kernel.state.paths import absolute_path
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.syscalls import DATA_PARAM
 
@@ -231,10 +231,8 @@ def _abspath_factory(arg: str | None) -> Extractor:
         dirfd, path = ev.record.args.get(dirfd_name), ev.record.args.get(path_name)
         if dirfd is None or not path:
             return None
-        if path.startswith("/") or dirfd == AT_FDCWD:
-            return absolute_path(ev.thread.cwd, path)
-        info = ev.thread.fds.get(int(dirfd))
-        return absolute_path(info.name, path) if info is not None else posixpath.normpath(f"{_UNKNOWN_DIR}/{path}")
+        base = ev.thread.cwd if path.startswith("/") else dirfd_dir(ev, int(dirfd))
+        return absolute_path(base, path) if base is not None else posixpath.normpath(f"{_UNKNOWN_DIR}/{path}")
 
     return extract
 

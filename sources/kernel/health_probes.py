@@ -48,6 +48,11 @@ def _tag(thread: ThreadInfo, parent_tag: _Tag, init_above: bool, containers: Con
 
 def probe_kind(thread: ThreadInfo, containers: ContainerLookup) -> ProbeKind | None:
     """The kind of container probe `thread` runs, or None when it runs none (on the host, too)."""
+    # The thread's own tag is None when its container is not described (or it is on the host), whatever its
+    # ancestors': answer without walking them.
+    own = containers(thread.container_id) if thread.container_id else None
+    if own is None or not own.described:
+        return None
     tag: _Tag = None
     init_above = False
     # From the oldest known ancestor down, each generation's tag feeding the next.

@@ -33,7 +33,7 @@ from prometheus_client.samples import Sample
 
 from agent import __version__
 from agent.config.schema import MetricsConfig
-from agent.metrics import MetricsSnapshot
+from agent.metrics import NOT_NAME, MetricsSnapshot
 from agent.priority import Priority
 from agent.resource_usage import HostInfo, ResourceUsage, read_host_info, read_resource_usage
 
@@ -50,7 +50,6 @@ KERNEL_LOST_KEY = "kernel_lost"
 INTERNAL_SOURCE = "internal"
 _FALCO = "falcosecurity_falco_"
 _SCAP = "falcosecurity_scap_"
-_NOT_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 _NOT_FIELD = re.compile(r"[^a-zA-Z0-9_:]")
 _UNDERSCORES = re.compile(r"_+")
 _NS_PER_S = 1_000_000_000
@@ -261,7 +260,7 @@ def _rules_matches(matches: tuple[RuleMatches, ...]) -> CounterMetricFamily:
     for match in matches:
         if match.count:
             labels = {"priority": str(int(match.priority)), "rule_name": match.rule, "source": match.source,
-                      **{"tag_" + _NOT_LABEL.sub("_", tag): "true" for tag in match.tags}}
+                      **{"tag_" + NOT_NAME.sub("_", tag): "true" for tag in match.tags}}
             family.samples.append(Sample(family.name + "_total", labels, match.count))
     return family
 

@@ -34,7 +34,8 @@ __all__ = ["HealthProblem", "Heartbeat", "MetricsSnapshot", "PipelineTally", "So
 
 _PREFIX = "falco_agent_"
 _OUTPUT_RESULTS = ("delivered", "dropped", "rejected")
-_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
+#: What a Prometheus metric or label name may not hold; replaced by "_".
+NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 _CORRELATION_GAUGES = frozenset({"live_keys", "pending_absences"})
@@ -235,7 +236,7 @@ def _source_families(sources: list[SourceMetrics]) -> Iterator[Metric]:
             value = _number(raw)
             if value is None:
                 continue
-            name = _PREFIX + "source_" + _NOT_NAME.sub("_", key)
+            name = _PREFIX + "source_" + NOT_NAME.sub("_", key)
             if name not in families:
                 families[name] = GaugeMetricFamily(name, f"Reported by the source as '{key}'.",
                                                    labels=["source", "component"])
@@ -256,7 +257,7 @@ def _output_families(outputs: Mapping[str, Mapping[str, int]]) -> Iterator[Metri
             elif key == "queue_depth":
                 depth.add_metric([output], value)
             else:
-                name = _PREFIX + "output_" + _NOT_NAME.sub("_", key)
+                name = _PREFIX + "output_" + NOT_NAME.sub("_", key)
                 family = others.setdefault(name, CounterMetricFamily(name, f"Output counter '{key}'.",
                                                                      labels=["output"]))
                 family.add_metric([output], value)

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import structlog
@@ -285,9 +286,7 @@ def build_outputs(config: AgentConfig, *, json_alerts: bool) -> list[Output]:
     """
     iso = config.time_format_iso_8601
     wanted = config.outputs
-    shape = wanted.json
-    json_format = JsonAlertFormat(include_output=shape.include_output, include_message=shape.include_message,
-                                  include_output_fields=shape.include_output_fields, include_tags=shape.include_tags)
+    json_format = JsonAlertFormat(**asdict(wanted.json))  # the same include_* keys, field for field
     capped_s = wanted.timeout_ms / 1000
 
     def queue(own: int) -> int:

@@ -30,7 +30,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from agent.alert import FALCO_JSON, Alert, JsonAlertFormat
+from agent.alert import FALCO_JSON, Alert, AlertEncoder, JsonAlertFormat, alert_encoder
 from agent.errors import ConfigError
 from agent.outputs.async_writer import AsyncWriter, Backoff, DeliveryError, QueuedOutput
 
@@ -94,15 +94,14 @@ class _NatsDestination:
     """Owns a NATS connection and the loop thread it runs on; `send` and `release` run on the writer thread."""
 
     def __init__(self, servers: Sequence[str], *, subject: SubjectTemplate, stream: str, create_stream: bool,
-                 credentials_file: str, timeout_s: float, iso8601: bool, json_format: JsonAlertFormat) -> None:
+                 credentials_file: str, timeout_s: float, encode: AlertEncoder) -> None:
         self._servers = list(servers)
         self._subject = subject
         self._stream = stream
         self._create_stream = create_stream
         self._credentials_file = credentials_file
         self._timeout_s = timeout_s
-        self._iso8601 = iso8601
-        self._json = json_format
+        self._encode = encode
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: Client | None = None
@@ -158,7 +157,7 @@ class _NatsDestination:
     async def _publish_one(self, js: JetStreamContext, item: _Pending) -> None:
         alert = item.alert
         try:
-            await js.publish(self._subject.render(alert), self._json.line(alert, iso8601=self._iso8601),
+            await js.publish(self._subject.render(alert), self._encode(alert),
                              timeout=self._timeout_s, stream=self._stream, headers={"Nats-Msg-Id": item.msg_id})
         except _PERMANENT as exc:
             self.rejected += 1
@@ -250,7 +249,9 @@ class NatsOutput(QueuedOutput[_Pending]):
             raise ConfigError(f"outputs.nats.credentials_file: {credentials_file} is not a readable file")
         self._destination = _NatsDestination(servers, subject=SubjectTemplate(subject), stream=stream,
                                              create_stream=create_stream, credentials_file=credentials_file,
-                                             timeout_s=timeout_s, iso8601=iso8601, json_format=json_format)
+                                             timeout_s=timeout_s,
+                                             encode=alert_encoder(as_json=True, iso8601=iso8601,
+                                                                  json_format=json_format))
         self._timeout_s = timeout_s
         self._close_timeout_s = close_timeout_s
         self._id_prefix = uuid.uuid4().hex

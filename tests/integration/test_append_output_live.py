@@ -4,13 +4,12 @@ fields in its text and in its JSON output_fields, though the rule's output names
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.agent_process import Agent, alerts_until
-from tests.support.kernel import docker_like_cgroup, require_probe, run_script
+from tests.support.kernel import docker_like_cgroup, marker_read_rule, require_probe, run_script
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.slow]
 
@@ -21,13 +20,8 @@ SUGGESTED = ("container.id", "container.name", "container.image.repository", "co
 
 def test_a_container_alert_carries_the_suggested_fields(tmp_path: Path) -> None:
     require_probe()
-    marker = tmp_path / f"marker-{uuid.uuid4().hex[:12]}"
-    marker.write_text("x")
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(f"- rule: {RULE}\n  desc: a file read inside a container\n"
-                     f"  condition: evt.type in (open, openat, openat2) and fd.name = {marker}\n"
-                     "    and container.id != host\n"
-                     "  output: marker read by %proc.name\n  priority: WARNING\n")
+    marker, rules = marker_read_rule(tmp_path, RULE, desc="a file read inside a container",
+                                     condition="container.id != host", output="marker read by %proc.name")
     agent = Agent("-r", str(rules), "--json", kernel=True)
     agent.read_alerts()
     try:

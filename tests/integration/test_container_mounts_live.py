@@ -3,14 +3,13 @@ like Docker's: an alert about it carries the container's two mounts as the runti
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.support.agent_process import Agent, alerts_until
 from tests.support.docker_api import FakeDockerApi, bind_mount
-from tests.support.kernel import docker_like_cgroup, require_probe, run_script
+from tests.support.kernel import docker_like_cgroup, marker_read_rule, require_probe, run_script
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.slow]
 
@@ -19,15 +18,11 @@ RULE = "Marker read in a container with /proc mounted"
 
 def test_a_container_alert_shows_its_mounts(tmp_path: Path) -> None:
     require_probe()
-    marker = tmp_path / f"marker-{uuid.uuid4().hex[:12]}"
-    marker.write_text("x")
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(f"- rule: {RULE}\n  desc: a file read in a container that mounts the host's /proc\n"
-                     f"  condition: evt.type in (open, openat, openat2) and fd.name = {marker}\n"
-                     "    and container.mount.dest[/proc] = /host/proc\n"
-                     "  output: read by %proc.name mounts=%container.mounts second=%container.mount[1]"
-                     " data_rw=%container.mount.rdwr[/srv/data] docker_sock=%container.mount.dest[docker.sock]\n"
-                     "  priority: WARNING\n")
+    marker, rules = marker_read_rule(
+        tmp_path, RULE, desc="a file read in a container that mounts the host's /proc",
+        condition="container.mount.dest[/proc] = /host/proc",
+        output="read by %proc.name mounts=%container.mounts second=%container.mount[1]"
+               " data_rw=%container.mount.rdwr[/srv/data] docker_sock=%container.mount.dest[docker.sock]")
     with docker_like_cgroup() as cgroup, FakeDockerApi(tmp_path / "docker.sock") as api:
         api.add(cgroup.name, namespace="prod", pod="web-0", mounts=[
             bind_mount("/proc", "/host/proc", read_only=True), bind_mount("/srv/data", "/data")])

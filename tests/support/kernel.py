@@ -128,3 +128,15 @@ def copy_binary(source: str, target: Path) -> Path:
     shutil.copy(source, target)
     target.chmod(0o755)
     return target
+
+
+def marker_read_rule(tmp_path: Path, rule: str, *, desc: str, condition: str, output: str) -> tuple[Path, Path]:
+    """A file of random name and a rules file whose one rule fires when it is opened and `condition` holds:
+    (the file, the rules file)."""
+    marker = tmp_path / f"marker-{uuid.uuid4().hex[:12]}"
+    marker.write_text("x")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"- rule: {rule}\n  desc: {desc}\n"
+                     f"  condition: evt.type in (open, openat, openat2) and fd.name = {marker}\n"
+                     f"    and {condition}\n  output: {output}\n  priority: WARNING\n")
+    return marker, rules

@@ -15,9 +15,11 @@ from sources.kernel.syscalls import BUFFER_SYSCALLS, CLONE_TYPES, SYSCALLS, Copy
 from sources.kernel.wire import HEADER, LOCAL_SLOTS, MAX_ARGS, MAX_PARTS, TYPE_IDS
 
 #: Room for the variable parts (a power of two, for the masking the verifier needs) and the
-#: largest single copy; a path or argument longer than STR_MAX is cut.
+#: largest single copy; a path or argument longer than STR_MAX is cut. A copy may start anywhere below DATA_MAX
+#: and must end inside the record (2 * DATA_MAX less the header): nearly PATH_MAX, so that a long path (an evasion
+#: padded with `./`) arrives whole.
 DATA_MAX = 4096
-STR_MAX = 1024
+STR_MAX = DATA_MAX - 128
 ARGV_MAX = 32
 SOCKADDR_MAX = 128
 #: Falco's default snaplen: how many bytes of an I/O buffer a record carries; the largest one allowed.

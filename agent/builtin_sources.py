@@ -23,6 +23,7 @@ from agent.plugins.api import LiveContext, Plugin
 from agent.priority import Priority
 from agent.recorded import FileReplayer
 from agent.source import LiveSource, RecordDecoder, SourceSpec
+from agent.syscall_prefilter import PlanCache
 from sources.cloudtrail.aws import AwsSettings
 from sources.cloudtrail.decoder import CloudTrailDecoder
 from sources.cloudtrail.directory import CloudTrailDirectory
@@ -38,6 +39,7 @@ from sources.kernel.capture import CaptureReplayer
 from sources.kernel.capture_command import CaptureSummary, capture
 from sources.kernel.fields import SOURCE_NAME as SYSCALL
 from sources.kernel.fields import syscall_source
+from sources.kernel.prefilter import PrefilterPlan
 from sources.kernel.probe import probe_available
 from sources.kernel.source import BUFFER_FIELDS, KernelSettings, KernelSource
 from sources.kernel.state import live_state
@@ -129,8 +131,15 @@ def _kernel_sources(kernel: KernelConfig, context: LiveContext) -> list[LiveSour
         # Not an error: a machine without root or BPF still runs the other sources.
         log.warning("kernel_source_unavailable", reason=reason)
         return []
+    plans = PlanCache()
+
+    def prefilter() -> PrefilterPlan | None:
+        engine = context.engine()
+        return plans.plan(engine) if kernel.prefilter and engine is not None else None
+
     return [KernelSource(kernel_settings(kernel), rule_types=lambda: context.rule_values(SYSCALL, "evt.type"),
                          buffer_types=lambda: context.rule_values_naming(SYSCALL, "evt.type", BUFFER_FIELDS),
+                         prefilter=prefilter,
                          new_state=lambda: live_state(hostname=context.hostname,
                                                       runtime_sockets=kernel.container_runtime_sockets))]
 
@@ -200,7 +209,7 @@ def _builtin(spec: SourceSpec, config: type[Any], live: Callable[[Any, LiveConte
     """A built-in source as a plugin: its fields, index and the Falco plugins it stands in for from its spec."""
     return Plugin(name=spec.name, version=__version__, config=config, source=spec.name, fields=tuple(spec.fields),
                   index_fields=spec.index_fields, live=live, decoder=decoder, warn_unindexed=spec.warn_unindexed,
-                  falco_plugins=spec.plugins)
+                  falco_plugins=spec.plugins, guard_fields=spec.guard_fields, guard_paths=spec.guard_paths)
 
 
 # The one registration of each built-in source, in their usual order. The kernel's config section keeps its

@@ -253,7 +253,8 @@ def build_runtime(config: AgentConfig, registry: PluginRegistry, *, extra_rules:
     built = registry.live_sources(
         hostname=engine.hostname, selected=selected_sources,
         rule_values=lambda source, field: rule_values(runtime.engine, source, field),
-        rule_values_naming=lambda source, field, names: rule_values_naming(runtime.engine, source, field, names))
+        rule_values_naming=lambda source, field, names: rule_values_naming(runtime.engine, source, field, names),
+        engine=lambda: runtime.engine)
     for name, inputs in built.items():
         if not inputs and selected_sources is not None:
             log.warning("selected_source_has_no_input", source=name,

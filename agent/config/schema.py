@@ -174,6 +174,8 @@ class KernelConfig:
     extra_syscalls: tuple[str, ...] = ()
     # Bytes of an I/O buffer (evt.buffer) copied, for the syscalls of rules that read it (Falco's snaplen).
     snaplen: int = field(default=80, metadata=limits(ge=1, le=1024))
+    # Keep in the kernel the opens (and their closes) no loaded rule can match, decided from the rules.
+    prefilter: bool = True
     # Kernel headers for BCC; "" = /lib/modules/<release>/build or what scripts/install_bcc.sh unpacked.
     kernel_headers: str = ""
     # Docker, containerd or CRI-O sockets asked for container names, images and pod labels.

@@ -1,5 +1,5 @@
-"""What a condition says about one string field, soundly: the values it can be true for, as exact strings and
-prefixes, and the facts it needs.
+"""What a condition says about one string field, soundly: the values it can be true for, as exact strings,
+prefixes and suffixes, and the facts it needs.
 
 The engine uses the bounds to skip rules whose guard field cannot match an event (`fd.name` of an open of
 /etc/hostname against rules on /etc/shadow); a source can use them to decide earlier still (the kernel probe
@@ -18,30 +18,44 @@ from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Or, StrLit
 #: The checks that pin a string to one of some values, or to start with one of them.
 EXACT_OPS = frozenset({"=", "==", "in"})
 PREFIX_OPS = frozenset({"startswith", "pmatch"})
+SUFFIX_OPS = frozenset({"endswith"})
 _GLOB_SPECIALS = "*?[\\"
 
 
 @dataclass(frozen=True, slots=True)
 class StringBound:
-    """The values a field can have: one of `exact`, or starting with one of `prefixes`."""
+    """The values a field can have: one of `exact`, or starting with one of `prefixes`, or ending with one of
+    `suffixes`."""
 
     exact: frozenset[str]
     prefixes: frozenset[str]
+    suffixes: frozenset[str] = frozenset()
 
     def union(self, other: StringBound) -> StringBound:
-        return StringBound(self.exact | other.exact, self.prefixes | other.prefixes)
+        return StringBound(self.exact | other.exact, self.prefixes | other.prefixes, self.suffixes | other.suffixes)
 
     def intersection(self, other: StringBound) -> StringBound:
+        """Sound, not exact: a value starting with p and ending with s is kept as "starts with p"."""
         exact = {v for v in self.exact if other.admits(v)} | {v for v in other.exact if self.admits(v)}
-        prefixes = {p for p in self.prefixes for q in other.prefixes if p.startswith(q)}
-        prefixes |= {q for q in other.prefixes for p in self.prefixes if q.startswith(p)}
-        return StringBound(frozenset(exact), frozenset(prefixes))
+        prefixes = {_longer(p, q) for p in self.prefixes for q in other.prefixes if _nested(p, q, str.startswith)}
+        prefixes |= {p for p in self.prefixes if other.suffixes} | {q for q in other.prefixes if self.suffixes}
+        suffixes = {_longer(s, t) for s in self.suffixes for t in other.suffixes if _nested(s, t, str.endswith)}
+        return StringBound(frozenset(exact), frozenset(prefixes), frozenset(suffixes))
 
     def admits(self, value: str) -> bool:
-        return value in self.exact or any(value.startswith(p) for p in self.prefixes)
+        return (value in self.exact or any(value.startswith(p) for p in self.prefixes)
+                or any(value.endswith(s) for s in self.suffixes))
 
     def is_empty(self) -> bool:
-        return not self.exact and not self.prefixes
+        return not self.exact and not self.prefixes and not self.suffixes
+
+
+def _nested(a: str, b: str, extends: Callable[[str, str], bool]) -> bool:
+    return extends(a, b) or extends(b, a)
+
+
+def _longer(a: str, b: str) -> str:
+    return a if len(a) >= len(b) else b
 
 
 #: What one check implies about the target field: (field name, field argument, operator, literal values) to a
@@ -70,6 +84,8 @@ def literal_bound(op: str, values: tuple[str, ...]) -> StringBound | None:
         return StringBound(frozenset(values), frozenset())
     if op in PREFIX_OPS:
         return None if "" in values else StringBound(frozenset(), frozenset(values))
+    if op in SUFFIX_OPS:
+        return None if "" in values else StringBound(frozenset(), frozenset(), frozenset(values))
     if op == "glob" and len(values) == 1:
         pattern = values[0]
         cut = min((i for i, c in enumerate(pattern) if c in _GLOB_SPECIALS), default=len(pattern))

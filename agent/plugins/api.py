@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from agent.config.schema import limits
 from agent.engine.requirements import parse_semver
@@ -47,8 +47,11 @@ from agent.event import Event
 from agent.fields import ArgKind, FieldFlag, FieldSpec, FieldTable, FieldType, Value
 from agent.generic_fields import generic_fields
 from agent.location import Location
-from agent.source import EventSink, LiveSource, RecordDecoder, SourceSpec
+from agent.source import EventSink, LiveSource, PathParts, RecordDecoder, SourceSpec
 from agent.source_worker import SourceWorker, Stopped, WorkerSource
+
+if TYPE_CHECKING:
+    from agent.engine.engine import Engine
 
 __all__ = [
     "AgentError", "ArgKind", "DecodeError", "Event", "EventSink", "Extract", "FieldSpec", "FieldTable", "FieldType",
@@ -80,6 +83,9 @@ class LiveContext:
     #: engine to ask, any value.
     rule_values_naming: Callable[[str, str, frozenset[str]], frozenset[Any] | None] = (
         lambda _source, _field, _fields: None)
+    #: The rules engine now loaded (it follows reloads), for an input that derives more from the rules (the
+    #: kernel's prefilter); None without one.
+    engine: Callable[[], Engine | None] = lambda: None
 
 
 class Extract(Protocol):
@@ -138,6 +144,10 @@ class Plugin(Generic[ConfigT]):
     #: Fields of its source, in order of preference, whose `=`/`in` values let the engine skip rules (and
     #: `LiveContext.rule_values` tell the input what the rules need).
     index_fields: tuple[str, ...] = ()
+    #: Text fields of its source the engine checks against what each rule allows of them before the rule's
+    #: condition, and the fields that are parts of such a path field (agent.source.SourceSpec).
+    guard_fields: tuple[str, ...] = ()
+    guard_paths: tuple[PathParts, ...] = ()
     #: Builds the live inputs of its source, not yet started, from its config; an AgentError says what is wrong.
     live: Callable[[ConfigT, LiveContext], Sequence[LiveSource]] | None = None
     #: Builds, for a host name, the decoder `replay` uses for recorded JSON of its source.
@@ -165,8 +175,8 @@ class Plugin(Generic[ConfigT]):
                              "or both")
         if (self.live is not None or self.decoder is not None) and not self.source:
             raise ValueError(f"plugin '{self.name}': live inputs and decoders need the plugin's own `source`")
-        if self.inputs_only and (self.live is None or self.fields or self.index_fields or self.decoder is not None
-                                 or self.extract_sources):
+        if self.inputs_only and (self.live is None or self.fields or self.index_fields or self.guard_fields
+                                 or self.decoder is not None or self.extract_sources):
             raise ValueError(f"plugin '{self.name}': an inputs_only plugin gives `source` and `live` alone; the "
                              "plugin defining the source gives its fields, index and decoder")
         if not (isinstance(self.config, type) and dataclasses.is_dataclass(self.config)):
@@ -184,4 +194,5 @@ class Plugin(Generic[ConfigT]):
             return None
         fields = FieldTable([*generic_fields(plugin_name=self.name), *self.fields])
         return SourceSpec(self.source, fields, self.index_fields, plugins=self.reported_plugins,
-                          warn_unindexed=self.warn_unindexed)
+                          warn_unindexed=self.warn_unindexed, guard_fields=self.guard_fields,
+                          guard_paths=self.guard_paths)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.builtin_sources import BUILTIN_PLUGINS
 from agent.config.load import check_section
@@ -21,6 +21,9 @@ from agent.errors import ConfigError
 from agent.plugins.api import LiveContext, NoConfig, Plugin
 from agent.plugins.discovery import LibraryKind, find_plugin
 from agent.source import LiveSource, RecordDecoder, SourceSpec
+
+if TYPE_CHECKING:
+    from agent.engine.engine import Engine
 
 RuleValues = Callable[[str, str], frozenset[Any] | None]
 RuleValuesNaming = Callable[[str, str, frozenset[str]], frozenset[Any] | None]
@@ -71,6 +74,7 @@ class PluginRegistry:
 
     def live_sources(self, *, hostname: str, rule_values: RuleValues,
                      rule_values_naming: RuleValuesNaming | None = None,
+                     engine: Callable[[], Engine | None] = lambda: None,
                      selected: Collection[str] | None = None) -> dict[str, list[LiveSource]]:
         """The live inputs the configuration enables, not yet started, per event source; only the `selected`
         event sources are built (None: all), so a source left out never touches the kernel or the network."""
@@ -79,7 +83,8 @@ class PluginRegistry:
             if not loaded.plugin.source or (selected is not None and loaded.plugin.source not in selected):
                 continue
             live = loaded.plugin.live
-            context = LiveContext(hostname=hostname, open_params=loaded.open_params, rule_values=rule_values)
+            context = LiveContext(hostname=hostname, open_params=loaded.open_params, rule_values=rule_values,
+                                  engine=engine)
             if rule_values_naming is not None:
                 context = replace(context, rule_values_naming=rule_values_naming)
             inputs = built.setdefault(loaded.plugin.source, [])  # an inputs_only plugin adds to the source's inputs

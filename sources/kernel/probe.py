@@ -7,12 +7,23 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import structlog
 
 from sources.kernel import bcc_setup
-from sources.kernel.probe_program import COUNTER_LOST, COUNTER_NO_ENTER, DEFAULT_SNAPLEN, generate
+from sources.kernel.prefilter import PATH_KEY, EncodedFilter
+from sources.kernel.probe_program import (
+    COUNTER_LOST,
+    COUNTER_NO_ENTER,
+    DEFAULT_SNAPLEN,
+    FILTER_FACTS_AT,
+    FILTER_PER_TYPE,
+    FILTER_SUFFIXES_AT,
+    generate,
+)
 from sources.kernel.syscalls import SYSCALLS
+from sources.kernel.wire import TYPE_IDS
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +87,30 @@ class KernelProbe:
             "no_enter": sum(table[ctypes.c_int(COUNTER_NO_ENTER)]),
         }
 
+    def set_prefilter(self, encoded: EncodedFilter) -> None:
+        """Load the prefilter's maps. Every open passes while they change (filtering is off first and on last),
+        so a reload never keeps in the kernel an open the new rules might match."""
+        settings = self._bpf[b"filter_settings"]
+        for name in TYPE_IDS:
+            settings[ctypes.c_int(TYPE_IDS[name] * FILTER_PER_TYPE)] = ctypes.c_uint64(0)
+        _load_trie(self._bpf[b"filter_paths"], encoded.paths)
+        _load_trie(self._bpf[b"filter_suffixes"], encoded.suffixes)
+        settings[ctypes.c_int(FILTER_SUFFIXES_AT)] = ctypes.c_uint64(1 if encoded.suffixes else 0)
+        for combination, bits in enumerate(encoded.fact_bits):
+            settings[ctypes.c_int(FILTER_FACTS_AT + combination)] = ctypes.c_uint64(bits)
+        for name, (_enabled, any_path, own) in encoded.per_syscall.items():
+            base = TYPE_IDS[name] * FILTER_PER_TYPE
+            settings[ctypes.c_int(base + 1)] = ctypes.c_uint64(any_path)
+            settings[ctypes.c_int(base + 2)] = ctypes.c_uint64(own)
+        for name, (enabled, _any, _own) in encoded.per_syscall.items():
+            if enabled:
+                settings[ctypes.c_int(TYPE_IDS[name] * FILTER_PER_TYPE)] = ctypes.c_uint64(1)
+
+    def filtered(self, names: Iterable[str]) -> dict[str, int]:
+        """Per event type of `names`, the records the prefilter kept in the kernel since load."""
+        table = self._bpf[b"filtered"]
+        return {name: sum(table[ctypes.c_int(TYPE_IDS[name])]) for name in names}
+
     def close(self) -> None:
         # Each detach waits for an RCU grace period; detached together they share them. Plain threads,
         # since this may run while the interpreter shuts down (executors refuse work then).
@@ -86,6 +121,19 @@ class KernelProbe:
         for thread in detaching:
             thread.join()
         self._bpf.cleanup()
+
+
+def _load_trie(trie: Any, entries: tuple[tuple[bytes, int], ...]) -> None:
+    """Make a BCC LPM trie hold exactly `entries` (key bytes as prefixes, value bits)."""
+    wanted = dict(entries)
+    for key in list(trie.keys()):
+        if bytes(key.path)[: key.prefixlen // 8] not in wanted:
+            del trie[key]
+    for raw, bits in wanted.items():
+        key = trie.Key()
+        key.prefixlen = len(raw) * 8
+        ctypes.memmove(ctypes.addressof(key) + type(key).path.offset, raw, min(len(raw), PATH_KEY))
+        trie[key] = ctypes.c_uint64(bits)
 
 
 _MADV_PAGEOUT = 21

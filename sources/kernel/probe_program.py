@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sources.kernel.syscalls import BUFFER_SYSCALLS, CLONE_TYPES, SYSCALLS, Copy, Param, SyscallSpec, user_params
+from sources.kernel.prefilter import FACT_COMBINATIONS, PATH_KEY, OpenFact
+from sources.kernel.state.fd_events import OPEN_TYPES
+from sources.kernel.syscalls import (
+    BUFFER_SYSCALLS,
+    CLONE_TYPES,
+    SYSCALLS,
+    Copy,
+    Param,
+    ParamKind,
+    SyscallSpec,
+    user_params,
+)
 from sources.kernel.wire import HEADER, LOCAL_SLOTS, MAX_ARGS, MAX_PARTS, TYPE_IDS
 
 #: Room for the variable parts (a power of two, for the masking the verifier needs) and the
@@ -30,6 +41,16 @@ SNAPLEN_MAX = 1024
 COUNTER_LOST = 0        # ring buffer full: the record was dropped
 COUNTER_NO_ENTER = 1    # an exit without its saved enter (pending map evicted it)
 COUNTERS = 2
+
+#: The prefilter's settings array (prefilter.py): per event type, (enabled, any-path term bits, own term bits),
+#: then the term bits per fact combination.
+FILTER_PER_TYPE = 3
+FILTER_FACTS_AT = FILTER_PER_TYPE * len(TYPE_IDS)
+FILTER_SUFFIXES_AT = FILTER_FACTS_AT + FACT_COMBINATIONS  # 1 when the suffix trie holds entries
+FILTER_SLOTS = FILTER_SUFFIXES_AT + 1
+#: Descriptors whose open the prefilter kept in the kernel, per process: their close stays there too.
+HIDDEN_FDS_MAX = 65536
+_O_PATH, _O_DIRECTORY, _O_CREAT, _O_TMPFILE = 0o10000000, 0o200000, 0o100, 0o20200000
 
 _PRELUDE = f"""
 #include <linux/capability.h>  /* types named by the capset tracepoint */
@@ -161,6 +182,93 @@ static __always_inline void submit(struct event *e, u32 off) {{
     if (events.ringbuf_output(e, size, 0) != 0) count({COUNTER_LOST});
 }}
 
+/* The prefilter (prefilter.py): user space fills the maps; a type not enabled passes everything. */
+struct path_key {{
+    u32 prefixlen;
+    char path[{PATH_KEY}];
+}};
+BPF_LPM_TRIE(filter_paths, struct path_key, u64, 16384);
+BPF_LPM_TRIE(filter_suffixes, struct path_key, u64, 4096);
+BPF_ARRAY(filter_settings, u64, {FILTER_SLOTS});
+BPF_PERCPU_ARRAY(filter_scratch, struct path_key, 2);
+BPF_PERCPU_ARRAY(filtered, u64, {len(TYPE_IDS)});
+BPF_TABLE("lru_hash", u64, u8, hidden_fds, {HIDDEN_FDS_MAX});
+
+static __always_inline u64 setting(u32 index) {{
+    u64 *value = filter_settings.lookup(&index);
+    return value ? *value : 0;
+}}
+
+static __always_inline u64 fd_key(u64 id, s64 fd) {{
+    return (id & 0xffffffff00000000ULL) | (u32)fd;
+}}
+
+static __always_inline void hide_fd(u64 id, s64 fd) {{
+    u64 key = fd_key(id, fd);
+    u8 one = 1;
+    hidden_fds.update(&key, &one);
+}}
+
+static __always_inline void reveal_fd(u64 id, s64 fd) {{
+    u64 key = fd_key(id, fd);
+    hidden_fds.delete(&key);
+}}
+
+/* True (and forgotten) when the prefilter kept the open of this descriptor in the kernel. */
+static __always_inline int take_hidden(u64 id, s64 fd) {{
+    u64 key = fd_key(id, fd);
+    if (!hidden_fds.lookup(&key)) return 0;
+    hidden_fds.delete(&key);
+    return 1;
+}}
+
+static __always_inline void count_filtered(u32 type) {{
+    u64 *value = filtered.lookup(&type);
+    if (value) *value += 1;
+}}
+
+/* True when no rule can match this open: its record stays in the kernel. Anything undecided passes. */
+static __always_inline int open_kept(struct event *e, u32 type, u64 flags) {{
+    if (!setting(type * {FILTER_PER_TYPE})) return 0;
+    if (flags & ({_O_PATH} | {_O_DIRECTORY})) return 0;  /* a descriptor later opens are relative to */
+    u32 n = e->lens[0];  /* the path, NUL included */
+    if (n < 2 || n > {PATH_KEY}) return 0;
+    u32 zero = 0;
+    struct path_key *k = filter_scratch.lookup(&zero);
+    if (!k || bpf_probe_read_kernel(k->path, {PATH_KEY}, e->data) < 0 || k->path[0] != '/') return 0;
+    char prev = 0;
+    for (int i = 0; i < {PATH_KEY}; i++) {{
+        char c = k->path[i];
+        if (!c) break;
+        /* `//`, `/.`, `./`: the path may not be what it says (user space folds it), or a rule looks for that */
+        if ((prev == '/' && (c == '/' || c == '.')) || (prev == '.' && c == '/')) return 0;
+        prev = c;
+    }}
+    k->prefixlen = {PATH_KEY} * 8;
+    u64 *hit = filter_paths.lookup(k);
+    u64 terms = (hit ? *hit : 0) | setting(type * {FILTER_PER_TYPE} + 1);
+    u32 one = 1;
+    struct path_key *r = setting({FILTER_SUFFIXES_AT}) ? filter_scratch.lookup(&one) : 0;
+    if (r) {{
+        u32 m = n - 1;  /* the path without its NUL, reversed: suffixes become prefixes */
+        for (int i = 0; i < {PATH_KEY}; i++) {{
+            if (i >= m) break;
+            u32 at = m - 1 - i;
+            asm volatile("%0 &= %1" : "+r"(at) : "i"({PATH_KEY} - 1));
+            r->path[i] = k->path[at];
+        }}
+        r->prefixlen = m * 8;
+        hit = filter_suffixes.lookup(r);
+        if (hit) terms |= *hit;
+    }}
+    u32 acc = flags & 3;
+    u32 facts = (acc == 0 || acc == 2 ? {int(OpenFact.READS)} : 0) | (acc == 1 || acc == 2 ? {int(OpenFact.WRITES)} : 0)
+        | (flags & {_O_CREAT} || (flags & {_O_TMPFILE}) == {_O_TMPFILE} ? {int(OpenFact.CREATES)} : 0)
+        | (e->res >= 0 ? {int(OpenFact.SUCCEEDS)} : 0);
+    terms &= setting(type * {FILTER_PER_TYPE} + 2) & setting({FILTER_FACTS_AT} + facts);
+    return terms == 0;
+}}
+
 static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {{
     struct pending p = {{}};
     u32 tid = (u32)id;
@@ -233,6 +341,12 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
                      f"if (port) {{ e->args[{LOCAL_SLOTS[0]}] |= *port; tcp_ports.delete(&p->sk); }} }}")
     body = "\n        ".join(_value_copies(spec, "p->args") + local
                               + _user_parts(spec, "p->args", with_buffer=with_buffer))
+    hidden = ""
+    if spec.name == "close":
+        # A descriptor user space never saw: its close tells it nothing.
+        hidden = (f"if (take_hidden(id, (s64)p->args[{_slot(spec, 'fd')}])) {{ "
+                  f"count_filtered({type_id}); pending.delete(&tid); return 0; }}")
+    submit = _open_submit(spec) if spec.name in OPEN_TYPES else _fd_result_submit(spec)
     return f"""
 TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
@@ -247,18 +361,45 @@ TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
     struct pending *p = pending.lookup(&tid);
     if (!p) {{ if (!is_self(id)) count({COUNTER_NO_ENTER}); return 0; }}
     if (p->type != {type_id}) return 0;
+    {hidden}
     struct event *e = new_event({type_id}, id);
     if (e) {{
         u32 off = 0;
         e->ts = p->ts;
         e->res = args->ret;
         {body}
-        submit(e, off);
+        {submit}
     }}
     pending.delete(&tid);
     return 0;
 }}
 """
+
+
+def _open_flags(spec: SyscallSpec) -> str:
+    """C expression of an open's flags at its exit (openat2 keeps them in user memory, at the start of its
+    struct open_how)."""
+    if spec.name == "creat":
+        return "0x241"  # O_WRONLY | O_CREAT | O_TRUNC
+    if spec.name == "openat2":
+        return (f"({{ u64 f = 0; bpf_probe_read_user(&f, sizeof(f), (const void *)p->args[{_slot(spec, 'how')}]); "
+                f"f; }})")
+    return f"p->args[{_slot(spec, 'flags')}]"
+
+
+def _open_submit(spec: SyscallSpec) -> str:
+    """An open leaves the kernel unless the prefilter keeps it; a kept descriptor is remembered for its close."""
+    type_id = TYPE_IDS[spec.name]
+    return (f"if (open_kept(e, {type_id}, {_open_flags(spec)})) {{ count_filtered({type_id}); "
+            f"if (e->res >= 0) hide_fd(id, e->res); }} "
+            f"else {{ if (e->res >= 0) reveal_fd(id, e->res); submit(e, off); }}")
+
+
+def _fd_result_submit(spec: SyscallSpec) -> str:
+    """A syscall returning a new descriptor: that number now names something user space saw."""
+    if spec.params and spec.params[0].copy is Copy.RESULT and spec.params[0].kind is ParamKind.FD:
+        return "if (e->res >= 0) reveal_fd(id, e->res); submit(e, off);"
+    return "submit(e, off);"
 
 
 def _exec(spec: SyscallSpec) -> str:

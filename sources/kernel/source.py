@@ -22,9 +22,11 @@ from agent.source import DropNotice, EventSink
 from agent.source_worker import SourceWorker, WorkerSource
 from sources.kernel.dns_names import DOMAIN_NAMES
 from sources.kernel.drops import DropMeter
+from sources.kernel.prefilter import PrefilterPlan, encode, filtered_syscalls
 from sources.kernel.probe import KernelProbe
 from sources.kernel.probe_program import DEFAULT_SNAPLEN
 from sources.kernel.record import SyscallRecord
+from sources.kernel.state.fd_events import OPEN_TYPES
 from sources.kernel.syscalls import BUFFER_SYSCALLS, STATE_SYSCALLS, SYSCALLS
 from sources.kernel.wire import RecordDecoder
 
@@ -66,17 +68,28 @@ def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] 
     return frozenset(wanted | STATE_SYSCALLS | set(extra))
 
 
+#: The event types the prefilter can keep in the kernel: opens, and the closes of what it kept.
+FILTERABLE = frozenset(OPEN_TYPES | {"close"})
+
+
 class KernelSource(WorkerSource):
     """LiveSource for syscalls. `rule_types` gives the `evt.type` values the loaded rules can match
     (None: any) and `buffer_types` those of the rules that read I/O buffers (BUFFER_FIELDS), both read at
-    each start; `new_state` builds a seeded state each start."""
+    each start; `new_state` builds a seeded state each start. `prefilter` gives what the loaded rules need of
+    opens (None: keep none in the kernel), followed on reload by map updates."""
 
     name = "kernel"
 
     def __init__(self, settings: KernelSettings, *, rule_types: Callable[[], frozenset[str] | None],
                  new_state: Callable[[], SyscallState],
-                 buffer_types: Callable[[], frozenset[str] | None] = frozenset) -> None:
+                 buffer_types: Callable[[], frozenset[str] | None] = frozenset,
+                 prefilter: Callable[[], PrefilterPlan | None] = lambda: None) -> None:
         self.settings = settings
+        self._prefilter = prefilter
+        self._plan: PrefilterPlan | None = None
+        #: The open syscalls the prefilter now keeps some of in the kernel.
+        self.filtering: frozenset[str] = frozenset()
+        self._filtered: dict[str, int] = {}
         self._rule_types = rule_types
         self._buffer_types = buffer_types
         self._new_state = new_state
@@ -111,7 +124,10 @@ class KernelSource(WorkerSource):
         probe = KernelProbe(self.capturing, ring_buffer_pages=self.settings.ring_buffer_pages,
                             headers=self.settings.kernel_headers, buffers=self.buffers, snaplen=self.settings.snaplen)
         self._probe = probe
+        self._plan = None
+        self._filtered = dict.fromkeys(sorted(FILTERABLE & set(probe.syscalls)), 0)
         try:
+            self._apply_prefilter(probe)
             state = self._state = self._new_state()
         except Exception:
             probe.close()
@@ -132,19 +148,33 @@ class KernelSource(WorkerSource):
                 # The engine is behind and the ring buffer fills: keep counting what the kernel loses.
                 self._check_drops(probe)
             self._check_drops(probe)
-            self._refresh_forward()
+            self._refresh_forward(probe)
         # What the kernel wrote before the stop still reaches the engine (its queue outlives the sources).
         batch = self._take(probe.poll(0), state)
         if batch and sink.put(batch, timeout_s=2.0):
             self._counts["events"] += len(batch)
 
-    def _refresh_forward(self) -> None:
-        """Follow rule reloads: forward what the rules now use (what they need beyond the attached
-        syscalls takes a restart of the source, which is said once)."""
+    def _apply_prefilter(self, probe: KernelProbe) -> None:
+        """Load the prefilter of the rules now loaded into the probe's maps, when it changed."""
+        plan = self._prefilter()
+        if plan is self._plan:
+            return
+        self._plan = plan
+        encoded = encode(plan if plan is not None else PrefilterPlan.passing_all("no prefilter"))
+        probe.set_prefilter(encoded)
+        self.filtering = filtered_syscalls(encoded) & set(probe.syscalls)
+        log.info("kernel_prefilter_loaded", filtering=sorted(self.filtering), paths=len(encoded.paths),
+                 passing_all={name: reason for name, reason in (plan.reasons if plan else {}).items()
+                              if name in probe.syscalls})
+
+    def _refresh_forward(self, probe: KernelProbe) -> None:
+        """Follow rule reloads: forward what the rules now use and reload the prefilter (what they need beyond
+        the attached syscalls takes a restart of the source, which is said once)."""
         now = time.monotonic()
         if now - self._forward_checked < _FORWARD_REFRESH_S:
             return
         self._forward_checked = now
+        self._apply_prefilter(probe)
         buffers = buffers_to_copy(self._buffer_types(), self.capturing)
         if buffers != self._buffers_wanted:
             self._buffers_wanted = buffers
@@ -191,6 +221,7 @@ class KernelSource(WorkerSource):
         if not self._meter.due():
             return  # reading the per-CPU counters costs a map walk per CPU: once a second is enough
         self._kernel_counters = probe.counters()
+        self._filtered = probe.filtered(self._filtered)
         notice = self._meter.tick(self._kernel_counters["lost"])
         if notice is not None:
             log.warning("syscall_event_drop", lost=notice.lost, delivered=notice.delivered,
@@ -226,4 +257,6 @@ class KernelSource(WorkerSource):
             "records_last_second": self._meter.delivered_last_second,
             "syscalls_captured": len(self.capturing),
             "buffers_copied": len(self.buffers),
+            "kernel_prefilter_syscalls": len(self.filtering),
+            **{f"kernel_filtered_{name}": count for name, count in self._filtered.items()},
         }

@@ -20,6 +20,7 @@ from agent.alert import Alert
 from agent.builtin_sources import syscall_buffer_types
 from agent.engine.engine import Engine
 from agent.event import Event
+from agent.syscall_prefilter import PlanCache
 from sources.kernel.probe import probe_available
 from sources.kernel.source import KernelSettings, KernelSource
 from sources.kernel.state import live_state
@@ -38,8 +39,11 @@ class AlertLog:
     """The engine's side of the kernel source in tests: evaluates each batch, keeps every alert."""
 
     def __init__(self, engine: Engine) -> None:
+        #: Replaced to stand for a rules reload: the kernel source follows it (the prefilter too).
         self.engine = engine
         self.alerts: list[Alert] = []
+        #: The kernel source feeding it, while live_kernel_source runs.
+        self.source: KernelSource | None = None
         self._changed = threading.Condition()
 
     def put(self, events: Sequence[Event], on_done: Callable[[], None] | None = None, *,
@@ -73,10 +77,13 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
     log = AlertLog(engine)
 
     ruleset = engine.ruleset("syscall")
+    plans = PlanCache()
     source = KernelSource(KernelSettings(ring_buffer_pages=1024),
                           rule_types=lambda: ruleset.index_values("evt.type") if ruleset else frozenset(),
                           buffer_types=lambda: syscall_buffer_types(engine),
-                          new_state=lambda: live_state(hostname="live-test"))
+                          new_state=lambda: live_state(hostname="live-test"),
+                          prefilter=lambda: plans.plan(log.engine))
+    log.source = source
     source.start(log)
     try:
         yield log

@@ -1,0 +1,217 @@
+"""The kernel prefilter's plan, derived from the loaded syscall rules and correlation steps.
+
+For each open syscall, every rule or step that can match it says what it needs of an open: the facts its
+condition requires (`evt.is_open_read=true`: it reads) and the paths it can be about (`fd.name`, `fd.directory`
+exact values, lists, prefixes), both sound approximations (agent/engine/string_bounds.py). One candidate that
+bounds neither makes every open of that syscall leave the kernel.
+
+Keeping an open in the kernel also hides its descriptor from user space. That is only safe while no rule on
+another event type reads the state of a descriptor a kept open could have made: a rule that may see a file's
+descriptor on, say, `read` or `fcntl` and names an `fd.*` field turns the prefilter off, named in the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agent.engine.ast import Check, Expr, FieldRef, Transform, walk
+from agent.engine.engine import Engine
+from agent.engine.ruleset import ValueSet, possible_values
+from agent.engine.string_bounds import (
+    AtomBound,
+    AtomFacts,
+    StringBound,
+    literal_bound,
+    necessary_facts,
+    string_bound,
+)
+from sources.kernel.fields import SOURCE_NAME as SYSCALL
+from sources.kernel.prefilter import PLAIN_BREAKERS, OpenFact, OpenNeed, PrefilterPlan
+from sources.kernel.state.fd_events import OPEN_TYPES
+
+#: Field checks whose truth needs a fact of the open (a boolean field compared with true).
+_FACT_FIELDS = {
+    "evt.is_open_read": "READS",
+    "evt.is_open_write": "WRITES",
+    "evt.is_open_create": "CREATES",
+    "evt.is_open_exec": "CREATES",  # an open that may create an executable creates
+}
+#: Fields whose `>= 0` (or `> n`, n >= 0) check needs the open to succeed.
+_RESULT_FIELDS = frozenset({"fd.num", "evt.rawres"})
+#: Event types whose `fd.*` fields describe no descriptor a file open made: the process's new socket, or none.
+_NO_FILE_FD_TYPES = frozenset({
+    "execve", "execveat", "clone", "clone3", "fork", "vfork", "procexit", "socket", "socketpair", "connect",
+    "accept", "accept4", "bind", "listen", "tcp_local", "setuid", "setgid", "setreuid", "setregid", "setresuid",
+    "setresgid", "setsid", "setpgid", "capset", "chdir", "ptrace", "kill", "tkill", "tgkill", "mount", "umount",
+    "umount2", "unshare", "bpf", "init_module", "finit_module", "delete_module", "symlink", "symlinkat", "link",
+    "linkat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "chmod",
+    "fchmodat", "chown", "lchown", "fchownat", "memfd_create", "pipe", "pipe2", "prctl", "userfaultfd",
+})
+_FILE_FD_TYPES = ValueSet(frozenset({"file", "directory"}), False)
+_FILE_FD_CHARS = ValueSet(frozenset({"f", "d"}), False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    name: str
+    condition: Expr
+    fields: frozenset[str]
+
+
+_NOTHING = StringBound(frozenset(), frozenset())
+
+
+def _type_impossible(syscall: str, name: str, arg: str | None, op: str, values: tuple[str, ...]) -> bool:
+    """True when the check is an `evt.type` comparison no `syscall` event passes (a branch of another type)."""
+    if name != "evt.type" or arg is not None:
+        return False
+    if op in ("=", "==", "in"):
+        return syscall not in values
+    return op == "!=" and values == (syscall,)
+
+
+def _path_atom(syscall: str) -> AtomBound:
+    def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> StringBound | None:
+        return _NOTHING if _type_impossible(syscall, name, arg, op, values) else _path_bound(name, arg, op, values)
+    return atom
+
+
+def _fact_atom(syscall: str) -> AtomFacts:
+    def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> frozenset[str]:
+        return _ANY_FACT if _type_impossible(syscall, name, arg, op, values) else _open_facts(name, arg, op, values)
+    return atom
+
+
+def _path_bound(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> StringBound | None:
+    """What a check says of the opened path: `fd.name` directly, `fd.directory` as the prefix `DIR/`,
+    `fd.filename` as the suffix `/NAME`."""
+    if arg is not None:
+        return None
+    if name == "fd.name":
+        return literal_bound(op, values)
+    if name == "fd.filename" and op in ("=", "==", "in"):
+        return StringBound(frozenset(), frozenset(), frozenset("/" + value for value in values))
+    if name == "fd.directory" and op in ("=", "==", "in", "startswith", "pmatch"):
+        exact_dir = op not in ("startswith",)
+        return StringBound(frozenset(), frozenset(
+            (value.rstrip("/") + "/" if exact_dir else value) for value in values))
+    return None
+
+
+#: The fact "the raw path is not plain": opens with such paths always leave the kernel.
+_NOT_PLAIN = "NOT_PLAIN"
+#: What a check no event of the syscall passes needs: everything (it is never true).
+_ANY_FACT = frozenset({*(fact.name for fact in OpenFact if fact.name), _NOT_PLAIN})
+
+
+def _open_facts(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> frozenset[str]:
+    if arg is not None or len(values) != 1:
+        return frozenset()
+    if name == "fd.nameraw" and op == "contains" and any(part in values[0] for part in PLAIN_BREAKERS):
+        return frozenset({_NOT_PLAIN})
+    fact = _FACT_FIELDS.get(name)
+    if fact is not None and op in ("=", "==") and values[0].lower() == "true":
+        return frozenset({fact})
+    if name in _RESULT_FIELDS and values[0].lstrip("-").isdigit():
+        bound = int(values[0])
+        if (op == ">=" and bound >= 0) or (op == ">" and bound >= -1):
+            return frozenset({"SUCCEEDS"})
+    return frozenset()
+
+
+def _field_names(expr: Expr) -> Iterator[str]:
+    for node in walk(expr):
+        if isinstance(node, Check):
+            stack: list[object] = [node.lhs, node.rhs]
+            while stack:
+                operand = stack.pop()
+                if isinstance(operand, FieldRef):
+                    yield operand.name
+                elif isinstance(operand, Transform):
+                    stack.extend(operand.args)
+
+
+def _candidates(engine: Engine) -> list[_Candidate]:
+    ruleset = engine.ruleset(SYSCALL)
+    found = [_Candidate(rule.name, rule.condition,
+                        frozenset(_field_names(rule.condition)) | {key.split("[")[0] for key, _ in rule.output.fields})
+             for rule in (ruleset.rules if ruleset is not None else [])]
+    found += [_Candidate(step.name, step.condition, frozenset(_field_names(step.condition)))
+              for correlation in engine.correlations if correlation.enabled
+              for step in correlation.steps if step.source == SYSCALL]
+    return found
+
+
+def _admits(values: ValueSet, value: str) -> bool:
+    return (value not in values.values) if values.cofinite else (value in values.values)
+
+
+def _reads_kept_descriptors(candidate: _Candidate) -> bool:
+    """True when the candidate may read, on an event other than an open, the state of a descriptor that a kept
+    open made (which user space then does not know)."""
+    if not any(name.startswith("fd.") for name in candidate.fields):
+        return False
+    types = possible_values(candidate.condition, "evt.type")
+    if not types.cofinite and types.values <= OPEN_TYPES | _NO_FILE_FD_TYPES:
+        return False
+    fd_types = possible_values(candidate.condition, "fd.type")
+    fd_chars = possible_values(candidate.condition, "fd.typechar")
+    return not (fd_types.intersection(_FILE_FD_TYPES) == _NO_VALUES
+                or fd_chars.intersection(_FILE_FD_CHARS) == _NO_VALUES)
+
+
+_NO_VALUES = ValueSet(frozenset(), False)
+
+
+def _need(condition: Expr, syscall: str) -> OpenNeed | None:
+    """What `condition` needs of a `syscall` open; None when only opens that always leave the kernel (or none)
+    can match it."""
+    needed = necessary_facts(condition, _fact_atom(syscall))
+    if _NOT_PLAIN in needed:
+        return None
+    facts = OpenFact.NOTHING
+    for name in needed:
+        facts |= OpenFact[name]
+    bound = string_bound(condition, _path_atom(syscall))
+    if bound is None:
+        return OpenNeed(facts=facts, any_path=True)
+    return OpenNeed(facts=facts, exact=bound.exact, prefixes=bound.prefixes, suffixes=bound.suffixes)
+
+
+def prefilter_plan(engine: Engine) -> PrefilterPlan:
+    """What the engine's syscall rules and correlation steps need of each open syscall."""
+    candidates = _candidates(engine)
+    blocker = next((c.name for c in candidates if _reads_kept_descriptors(c)), None)
+    if blocker is not None:
+        return PrefilterPlan.passing_all(f"'{blocker}' reads descriptors on events other than opens")
+    needs: dict[str, tuple[OpenNeed, ...] | None] = {}
+    reasons: dict[str, str] = {}
+    for syscall in sorted(OPEN_TYPES):
+        found: list[OpenNeed] = []
+        for candidate in candidates:
+            if not _admits(possible_values(candidate.condition, "evt.type"), syscall):
+                continue
+            need = _need(candidate.condition, syscall)
+            if need is None:
+                continue
+            if need.any_path and not need.facts:
+                needs[syscall], reasons[syscall] = None, f"'{candidate.name}' may match any {syscall}"
+                break
+            found.append(need)
+        else:
+            needs[syscall] = tuple(found)
+    return PrefilterPlan(needs, reasons)
+
+
+class PlanCache:
+    """The plan of the engine now loaded, derived once per engine (a reload builds a new engine)."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        self._plan: PrefilterPlan | None = None
+
+    def plan(self, engine: Engine) -> PrefilterPlan:
+        if engine is not self._engine or self._plan is None:
+            self._engine, self._plan = engine, prefilter_plan(engine)
+        return self._plan

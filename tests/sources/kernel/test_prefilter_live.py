@@ -1,0 +1,104 @@
+"""The kernel prefilter in the real kernel: opens no rule can match stay there (with their closes), the rest
+arrive and alert, and a rules reload changes what stays by map updates alone."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.builtin_sources import new_engine
+from agent.engine.engine import Engine
+from tests.support.kernel import AlertLog, live_kernel_source, run_script
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+
+OPENS = 400
+
+
+def _engine(rules: Path, *watched: Path) -> Engine:
+    names = ", ".join(str(path) for path in watched)
+    rules.write_text(
+        "- rule: Watched file read\n  desc: a read of a watched file\n"
+        f"  condition: evt.type in (open, openat, openat2) and evt.is_open_read=true and fd.num>=0"
+        f" and fd.name in ({names})\n"
+        "  output: watched read (file=%fd.name proc=%proc.name)\n  priority: WARNING\n")
+    engine = new_engine()
+    assert engine.load_rules_files([rules]).successful
+    return engine
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    tag = uuid.uuid4().hex[:10]
+    watched, other = tmp_path / f"watched-{tag}", tmp_path / f"other-{tag}"
+    watched.write_text("w")
+    other.write_text("o")
+    return watched, other
+
+
+@pytest.fixture
+def alerts(tmp_path: Path, files: tuple[Path, Path]) -> Iterator[AlertLog]:
+    with live_kernel_source(_engine(tmp_path / "rules.yaml", files[0])) as log:
+        yield log
+
+
+def _opens(path: Path, count: int) -> str:
+    return (f"{sys.executable} -c \"import os\nfor _ in range({count}): os.close(os.open('{path}', os.O_RDONLY))\"")
+
+
+def _filtered(log: AlertLog, name: str) -> int:
+    assert log.source is not None
+    return int(log.source.metrics().get(f"kernel_filtered_{name}", 0))
+
+
+def _wait_filtered(log: AlertLog, name: str, at_least: int, timeout_s: float = 5.0) -> int:
+    """The source reads the kernel's counters once a second: wait for them to reach `at_least`."""
+    deadline = time.monotonic() + timeout_s
+    while (count := _filtered(log, name)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
+def test_unmatchable_opens_and_their_closes_stay_in_the_kernel(alerts: AlertLog, files: tuple[Path, Path]) -> None:
+    watched, other = files
+    assert alerts.source is not None and "openat" in alerts.source.filtering
+    before_open, before_close = _filtered(alerts, "openat"), _filtered(alerts, "close")
+    run_script(_opens(other, OPENS) + "\n" + _opens(watched, 1))
+    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), timeout_s=5.0)
+    assert hit is not None, "the watched file's open must leave the kernel and alert"
+    assert _wait_filtered(alerts, "openat", before_open + OPENS) >= before_open + OPENS
+    assert _wait_filtered(alerts, "close", before_close + OPENS) >= before_close + OPENS
+    assert not any(a.output_fields.get("fd.name") == str(other) for a in alerts.alerts)
+
+
+def test_a_reload_changes_what_stays_without_a_new_probe(alerts: AlertLog, files: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    watched, other = files
+    assert alerts.source is not None
+    probe_before = alerts.source._probe
+    alerts.engine = _engine(tmp_path / "reloaded.yaml", other)
+    deadline = time.monotonic() + 10.0
+    hit = None
+    while hit is None and time.monotonic() < deadline:  # the source follows rules within 2 s
+        since = len(alerts.alerts)
+        run_script(_opens(other, 1))
+        hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(other), since=since, timeout_s=1.0)
+    assert hit is not None, "after the reload the newly watched file must leave the kernel"
+    assert alerts.source._probe is probe_before
+    before = _filtered(alerts, "openat")
+    run_script(_opens(watched, OPENS))
+    assert _wait_filtered(alerts, "openat", before + OPENS) >= before + OPENS
+
+
+def test_a_relative_open_of_a_watched_file_always_leaves_the_kernel(alerts: AlertLog,
+                                                                   files: tuple[Path, Path]) -> None:
+    watched, _other = files
+    since = len(alerts.alerts)
+    run_script(f"cd {watched.parent} && " + _opens(Path(watched.name), 1))
+    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
+    assert hit is not None

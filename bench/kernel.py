@@ -1,4 +1,5 @@
-"""Kernel source benchmark: the real agent (kernel source only, stable Falco rules) under a syscall load.
+"""Kernel source benchmark: the real agent (kernel source only, stable Falco rules) under a syscall load, with the
+kernel prefilter off (the baseline) and on, in the same run.
 
 A load generator process does read-only openat+close pairs at a set rate (one openat = one offered event;
 the close is state-only) and, alongside, execve of /bin/true at a low fixed rate; no alert is expected of
@@ -7,20 +8,21 @@ can match; `relevant` opens /etc/shadow under a program name that "Read sensitiv
 the rule's condition is evaluated down to that exception and ends false (a run first proves it: the same open
 under another name must raise the rule's alert); `mixed` alternates both files under the excepted name, half
 each. For each offered rate (default 10k, 50k, 100k, 200k openat/s) it prints what the agent's kernel source
-delivered to user space, what a kernel prefilter kept in the kernel (0 while the source exports no such
-counter, `kernel_prefilter` false), what the kernel dropped (ring buffer full), the agent's CPU, and alerts.
-The generator's unthrottled speed is measured without and with the agent: their ratio is the overhead the
-agent puts on the traced workload. Needs root and BCC. With --json the last line is one JSON object holding
-every figure.
+delivered to user space, the openat records the prefilter kept in the kernel, what the kernel dropped (ring
+buffer full), the agent's CPU, and alerts. The generator's unthrottled speed is measured without and with the
+agent: their ratio is the overhead the agent puts on the traced workload. Needs root and BCC. With --json the
+last line is one JSON object holding every figure.
 
 Losses at high rates are what this measures, so a phase need not evaluate all it offered, but must account
 for it (bench/agent_load.py, SyscallAccount), from the agent's /metrics once the engine evaluated an open of
-a fence file this process makes after the generator exits. Two correlations that never fire, run beside the
-rules, count the generator's openat events the engine evaluated (by its process name) and the fence's; they
-add some 10-20% to the engine's time per openat event. A phase without loss must have evaluated every openat;
-with losses, evaluated + lost must cover the openat calls, and records delivered + lost the pairs' syscalls
-(the kernel counts losses for the whole machine: bounds, then). A phase that does not add up, or whose
-records failed to decode, exits 1 with no figures (bench/accounting.py).
+a fence file this process makes after the generator exits. Correlations that never fire, run beside the rules,
+count the generator's openat events the engine evaluated (by its process name and file) and the fence's; they
+add some 10-20% to the engine's time per openat event. With the prefilter on, they count only the opens of the
+sensitive file (a counter naming /etc/hostname would make the prefilter pass those opens too); the others must
+be covered by the kernel's filtered-openat counter. A phase without loss must have evaluated or filtered every
+openat; with losses, evaluated + lost + filtered must cover the openat calls, and records delivered + lost +
+filtered the pairs' syscalls (the kernel counts for the whole machine: bounds, then). A phase that does not
+add up, or whose records failed to decode, exits 1 with no figures (bench/accounting.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 
 import orjson
 from accounting import BenchmarkInvalid, main_guard, require_none
-from agent_load import RULE_ALERTS, Fence, SyscallAccount, drain, kernel_filtered
+from agent_load import RULE_ALERTS, Fence, SyscallAccount, drain
 from process_stats import Samples, cpu_s, growth, memory_mb
 from running_agent import RunningAgent
 
@@ -66,19 +68,28 @@ class Workload(StrEnum):
 @dataclass(frozen=True)
 class LoadShape:
     """The generator's process name (its command runs through a link of that name to the interpreter), by which
-    the agent tells its openat calls from other processes', and the files it opens in turn."""
+    the agent tells its openat calls from other processes', and the files it opens in turn.
+
+    Only the opens of `counted` files (those a rule can match, which leave the kernel) are counted as they are
+    evaluated: a counting correlation on the others would make the prefilter pass them too. The others are
+    accounted by the kernel's filtered counter."""
 
     name: str
     files: tuple[str, ...]
+    counted: tuple[str, ...]
 
-    def condition(self) -> str:
-        return f"proc.name = {self.name} and fd.name in ({', '.join(self.files)})"
+    def condition(self, *, prefilter: bool) -> str | None:
+        """What the load counter counts: every open without a prefilter, else those of the `counted` files."""
+        counted = self.counted if prefilter else self.files
+        if not counted:
+            return None
+        return f"proc.name = {self.name} and fd.name in ({', '.join(counted)})"
 
 
 SHAPES = {
-    Workload.IRRELEVANT: LoadShape("fa-bench-gen", (_IRRELEVANT_FILE,)),
-    Workload.RELEVANT: LoadShape(_EXCEPTED_NAME, (_SENSITIVE_FILE,)),
-    Workload.MIXED: LoadShape(_EXCEPTED_NAME, (_IRRELEVANT_FILE, _SENSITIVE_FILE)),
+    Workload.IRRELEVANT: LoadShape("fa-bench-gen", (_IRRELEVANT_FILE,), ()),
+    Workload.RELEVANT: LoadShape(_EXCEPTED_NAME, (_SENSITIVE_FILE,), (_SENSITIVE_FILE,)),
+    Workload.MIXED: LoadShape(_EXCEPTED_NAME, (_IRRELEVANT_FILE, _SENSITIVE_FILE), (_SENSITIVE_FILE,)),
 }
 
 _GENERATOR = r"""
@@ -170,8 +181,8 @@ def _phase(agent: RunningAgent, fence: Fence, python: Path, files: tuple[str, ..
         # All syscall events, the machine's included; `evaluated`: the generator's openat events.
         "events_to_engine": account.handed, "events_evaluated": account.events,
         "offered_events": opens, "evaluated": account.evaluated, "records_delivered": delivered,
-        # Records of every syscall a kernel prefilter kept in the kernel, over the load and its drain.
-        "filtered_in_kernel": account.filtered,
+        # Records a kernel prefilter kept in the kernel, over the load and its drain (the machine's included).
+        "filtered_in_kernel": account.filtered, "openat_filtered_in_kernel": account.filtered_opens,
         "agent_cpu_percent": round(100 * (cpu_after - cpu_before) / wall, 1),
         "alerts": account.alerts,
     }
@@ -186,55 +197,78 @@ def main() -> int:
     parser.add_argument("--workload", type=Workload, choices=list(Workload), default=Workload.IRRELEVANT,
                         help="what the generator opens: a file no rule matches, a sensitive file by a program the "
                              "rules except, or both (default: irrelevant)")
+    parser.add_argument("--prefilter", choices=("off", "on", "both"), default="both",
+                        help="run the phases with the kernel prefilter off, on, or off then on (default: both, the "
+                             "baseline first)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of figures")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/kernel.py needs root (the kernel source loads eBPF programs)", file=sys.stderr)
         return 2
-    rates = [float(r) for r in args.rates.split(",")]
 
     workload: Workload = args.workload
     shape = SHAPES[workload]
+    settings = {"off": (False,), "on": (True,), "both": (False, True)}[args.prefilter]
     state = Path(tempfile.mkdtemp(prefix="falco-agent-bench-"))
     python = _link(state, shape.name)
     _, baseline, _ = _generate(python, shape.files, 0, args.seconds, 0)
     print(f"{workload} workload ({shape.name} opening {', '.join(shape.files)}), generator alone, unthrottled: "
           f"{baseline:,.0f} openat/s")
-    fence, counter = Fence(state / "fence"), state / "load-counter.yaml"
-    counter.write_text(fence.rules(shape.condition()))
-    agent = RunningAgent([args.rules, counter], state=state,
-                         options=["sources.k8s_audit.enabled=false", "sources.aws_cloudtrail.enabled=false"],
+    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, baseline, prefilter=prefilter)
+            for prefilter in settings}
+    if "on" in runs and "off" in runs:
+        on, off = runs["on"], runs["off"]
+        print(f"prefilter on against off: slowdown x{on['generator_slowdown']:.2f} against "
+              f"x{off['generator_slowdown']:.2f}; per phase, agent CPU "
+              + ", ".join(f"{a['agent_cpu_percent']}% against {b['agent_cpu_percent']}%"
+                          for a, b in zip(on["phases"], off["phases"], strict=True)))
+    if args.json:
+        print(orjson.dumps({"workload": workload, "generator_name": shape.name, "opened_files": shape.files,
+                            "generator_alone_per_s": round(baseline), "runs": runs}).decode())
+    return 0
+
+
+def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, baseline: float, *,
+         prefilter: bool) -> dict[str, Any]:
+    """The phases with the kernel prefilter on or off, in a fresh agent."""
+    folder = state / ("prefilter-on" if prefilter else "prefilter-off")
+    folder.mkdir()
+    fence, counter = Fence(folder / "fence"), folder / "load-counter.yaml"
+    counter.write_text(fence.rules(shape.condition(prefilter=prefilter)))
+    agent = RunningAgent([args.rules, counter], state=folder,
+                         options=["sources.k8s_audit.enabled=false", "sources.aws_cloudtrail.enabled=false",
+                                  f"sources.kernel.prefilter={str(prefilter).lower()}"],
                          ready=_kernel_started)
+    print(f"prefilter {'on' if prefilter else 'off'}:")
     try:
-        prefilter = kernel_filtered(agent.metrics()) is not None
-        probe_alerts = None if workload is Workload.IRRELEVANT else _prove_relevant(agent, state)
+        exported = agent.metrics()
+        filtering = any(name == "falco_agent_source_kernel_prefilter_syscalls" and value > 0
+                        for name, _labels, value in exported)
+        if filtering != prefilter:
+            raise BenchmarkInvalid(f"the agent's kernel prefilter is {'on' if filtering else 'off'}, asked "
+                                   f"{'on' if prefilter else 'off'} (falco_agent_source_kernel_prefilter_syscalls)")
+        probe_alerts = None if shape.files == SHAPES[Workload.IRRELEVANT].files else _prove_relevant(agent, folder)
         if probe_alerts is not None:
-            print(f"relevance: a read of {_SENSITIVE_FILE} by {_PROBE_NAME} raised '{_RELEVANT_RULE}' "
+            print(f"  relevance: a read of {_SENSITIVE_FILE} by {_PROBE_NAME} raised '{_RELEVANT_RULE}' "
                   f"({probe_alerts} alert); the workload's {shape.name} is its exception")
         phases = []
-        for rate in rates:
+        for rate in [float(r) for r in args.rates.split(",")]:
             phase = _phase(agent, fence, python, shape.files, rate, args.seconds, args.exec_rate)
             phases.append(phase)
-            print(f"offered {rate:>9,.0f}/s  achieved {phase['achieved_openat_per_s']:>9,}/s  "
+            print(f"  offered {rate:>9,.0f}/s  achieved {phase['achieved_openat_per_s']:>9,}/s  "
                   f"delivered {phase['records_delivered_per_s']:>9,} records/s  lost {phase['records_lost']:>8,} "
-                  f"({phase['lost_ratio']:.2%})  filtered in kernel {phase['filtered_in_kernel']:>8,}  "
+                  f"({phase['lost_ratio']:.2%})  openat filtered in kernel {phase['openat_filtered_in_kernel']:>8,}  "
                   f"agent CPU {phase['agent_cpu_percent']:>5}%  alerts {phase['alerts']}")
         _, with_agent, _ = _generate(python, shape.files, 0, args.seconds, 0)
         peak_rss = memory_mb(agent.proc.pid)
     finally:
         agent.stop()
     overhead = baseline / with_agent if with_agent else float("inf")
-    print(f"generator with the agent, unthrottled: {with_agent:,.0f} openat/s "
+    print(f"  generator with the agent, unthrottled: {with_agent:,.0f} openat/s "
           f"(slowdown x{overhead:.2f} against {baseline:,.0f} alone); agent peak RSS {peak_rss:.0f} MB")
-    if not prefilter:
-        print("the kernel source exports no prefilter counter: every record leaves the kernel (filtered 0)")
-    if args.json:
-        print(orjson.dumps({"workload": workload, "generator_name": shape.name, "opened_files": shape.files,
-                            "kernel_prefilter": prefilter, "relevance_probe_alerts": probe_alerts,
-                            "phases": phases, "generator_alone_per_s": round(baseline),
-                            "generator_with_agent_per_s": round(with_agent), "generator_slowdown": round(overhead, 3),
-                            "agent_peak_rss_mb": round(peak_rss, 1)}).decode())
-    return 0
+    return {"kernel_prefilter": prefilter, "relevance_probe_alerts": probe_alerts, "phases": phases,
+            "generator_with_agent_per_s": round(with_agent), "generator_slowdown": round(overhead, 3),
+            "agent_peak_rss_mb": round(peak_rss, 1)}
 
 
 if __name__ == "__main__":

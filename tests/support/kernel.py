@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.alert import Alert
-from agent.builtin_sources import syscall_buffer_types
+from agent.builtin_sources import syscall_buffer_types, syscall_rule_types
 from agent.engine.engine import Engine
 from agent.event import Event
 from agent.syscall_prefilter import PlanCache
@@ -76,11 +76,10 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
     require_probe()
     log = AlertLog(engine)
 
-    ruleset = engine.ruleset("syscall")
     plans = PlanCache()
     source = KernelSource(KernelSettings(ring_buffer_pages=1024),
-                          rule_types=lambda: ruleset.index_values("evt.type") if ruleset else frozenset(),
-                          buffer_types=lambda: syscall_buffer_types(engine),
+                          rule_types=lambda: syscall_rule_types(log.engine),
+                          buffer_types=lambda: syscall_buffer_types(log.engine),
                           new_state=lambda: live_state(hostname="live-test"),
                           prefilter=lambda: plans.plan(log.engine))
     log.source = source

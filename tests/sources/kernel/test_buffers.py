@@ -143,3 +143,25 @@ class TestWhatRulesNeed:
     def test_disabled_rules_need_nothing(self) -> None:
         engine = _engine(_rule("w", 'evt.type=write and evt.arg[data] contains "x"') + "  enabled: false\n")
         assert syscall_buffer_types(engine) == frozenset()
+
+
+class TestWhatCorrelationsNeed:
+    def test_a_correlation_steps_event_types_are_captured_like_a_rules(self) -> None:
+        engine = _engine(_rule("exec", "evt.type=execve") + """
+- correlation: made then removed
+  desc: a directory made and removed by one process
+  sequence:
+    key: proc.pid
+    window: 1m
+    steps:
+      - name: made
+        source: syscall
+        condition: evt.type = mkdir
+      - name: removed
+        source: syscall
+        condition: evt.type = rmdir
+  output: gone (%made.evt.arg.path)
+  priority: WARNING
+""")
+        assert syscall_rule_types(engine) == {"execve", "mkdir", "rmdir"}
+        assert {"mkdir", "rmdir"} <= syscalls_to_capture(syscall_rule_types(engine))

@@ -85,6 +85,11 @@ MUTATIONS = (
              "if seq >= want - 1:\n                        if seq > want:",
              ("tests/agent/grpc",),
              "a subscriber resuming after N receives N again"),
+    Mutation("prefilter_fold_keeps_only_own_bits", "sources/kernel/prefilter.py",
+             "                    entries[key] = entries.get(key, 0) | bit",
+             "                    entries[key] = bit",
+             ("tests/agent/test_syscall_prefilter.py",),
+             "two rules naming one path: the kernel keeps the opens only the first one's terms reject"),
 )
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 from accounting import BenchmarkInvalid, main_guard, require_none
 from agent_load import RULE_ALERTS, Fence, SyscallAccount, drain
-from process_stats import Samples, cpu_s, growth, memory_mb
+from process_stats import BpfStats, Samples, bpf_run_ns, cpu_s, growth, memory_mb
 from running_agent import RunningAgent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,9 @@ def _phase(agent: RunningAgent, fence: Fence, python: Path, files: tuple[str, ..
     phase does not add up."""
     phase = f"{rate:,.0f}/s"
     before, cpu_before, started = agent.metrics(), cpu_s(agent.proc.pid), time.monotonic()
+    bpf_before = bpf_run_ns(agent.proc.pid)
     opens, achieved, execs = _generate(python, files, rate, seconds, exec_rate)
+    bpf_ns = bpf_run_ns(agent.proc.pid) - bpf_before
     drained = drain(agent, lambda samples: [SyscallAccount.between(phase, before, samples, opens)], fence=fence)
     cpu_after, wall = cpu_s(agent.proc.pid), time.monotonic() - started
     account = SyscallAccount.between(phase, before, drained.final, opens)
@@ -184,6 +186,8 @@ def _phase(agent: RunningAgent, fence: Fence, python: Path, files: tuple[str, ..
         # Records a kernel prefilter kept in the kernel, over the load and its drain (the machine's included).
         "filtered_in_kernel": account.filtered, "openat_filtered_in_kernel": account.filtered_opens,
         "agent_cpu_percent": round(100 * (cpu_after - cpu_before) / wall, 1),
+        # Time in the probe's programs (every traced syscall of the machine) per openat+close pair of the load.
+        "bpf_ns_per_open_close": round(bpf_ns / opens) if opens else 0,
         "alerts": account.alerts,
     }
 
@@ -214,8 +218,9 @@ def main() -> int:
     _, baseline, _ = _generate(python, shape.files, 0, args.seconds, 0)
     print(f"{workload} workload ({shape.name} opening {', '.join(shape.files)}), generator alone, unthrottled: "
           f"{baseline:,.0f} openat/s")
-    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, baseline, prefilter=prefilter)
-            for prefilter in settings}
+    with BpfStats():
+        runs = {("on" if prefilter else "off"): _run(args, shape, state, python, baseline, prefilter=prefilter)
+                for prefilter in settings}
     if "on" in runs and "off" in runs:
         on, off = runs["on"], runs["off"]
         print(f"prefilter on against off: slowdown x{on['generator_slowdown']:.2f} against "
@@ -258,7 +263,8 @@ def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, 
             print(f"  offered {rate:>9,.0f}/s  achieved {phase['achieved_openat_per_s']:>9,}/s  "
                   f"delivered {phase['records_delivered_per_s']:>9,} records/s  lost {phase['records_lost']:>8,} "
                   f"({phase['lost_ratio']:.2%})  openat filtered in kernel {phase['openat_filtered_in_kernel']:>8,}  "
-                  f"agent CPU {phase['agent_cpu_percent']:>5}%  alerts {phase['alerts']}")
+                  f"agent CPU {phase['agent_cpu_percent']:>5}%  in BPF {phase['bpf_ns_per_open_close']:>5} ns/pair  "
+                  f"alerts {phase['alerts']}")
         _, with_agent, _ = _generate(python, shape.files, 0, args.seconds, 0)
         peak_rss = memory_mb(agent.proc.pid)
     finally:

@@ -23,6 +23,37 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
+def bpf_run_ns(pid: int) -> int:
+    """Nanoseconds the kernel spent in the BPF programs the process holds, since they loaded (the `run_time_ns` of
+    their fdinfo; counted only while the sysctl kernel.bpf_stats_enabled is 1: see `BpfStats`)."""
+    total_ns = 0
+    folder = Path(f"/proc/{pid}/fd")
+    for fd in folder.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf-prog":
+                continue
+            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue  # closed meanwhile
+        match = re.search(r"^run_time_ns:\s+(\d+)$", info, re.MULTILINE)
+        total_ns += int(match.group(1)) if match else 0
+    return total_ns
+
+
+class BpfStats:
+    """Turns on the kernel's BPF run-time accounting (kernel.bpf_stats_enabled) while in use, then restores it."""
+
+    _SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+    def __enter__(self) -> BpfStats:
+        self._before = self._SYSCTL.read_text().strip()
+        self._SYSCTL.write_text("1")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._SYSCTL.write_text(self._before)
+
+
 def memory_mb(pid: int, field: str = "VmHWM") -> float:
     """A memory line of /proc/<pid>/status in MiB: VmHWM (peak resident) or VmRSS (resident now)."""
     match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)

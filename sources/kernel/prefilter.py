@@ -89,7 +89,7 @@ class EncodedFilter:
 def _key(path: str, *, exact: bool) -> bytes | None:
     raw = path.encode("utf-8", "surrogateescape") + (b"\0" if exact else b"")
     if exact:
-        return raw if len(raw) <= PATH_KEY else None  # a longer path never reaches the trie: it leaves anyway
+        return raw if len(raw) < PATH_KEY else None  # a path filling the key never reaches the trie: it leaves
     return raw[:PATH_KEY]  # a shorter prefix admits more: still sound
 
 

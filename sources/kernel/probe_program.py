@@ -227,15 +227,16 @@ static __always_inline void count_filtered(u32 type) {{
     if (value) *value += 1;
 }}
 
-/* True when no rule can match this open: its record stays in the kernel. Anything undecided passes. */
-static __always_inline int open_kept(struct event *e, u32 type, u64 flags) {{
+/* True when no rule can match this open: it stays in the kernel. Decided before the record is built, from the
+   path read again from user memory. Anything undecided passes. */
+static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res) {{
     if (!setting(type * {FILTER_PER_TYPE})) return 0;
     if (flags & ({_O_PATH} | {_O_DIRECTORY})) return 0;  /* a descriptor later opens are relative to */
-    u32 n = e->lens[0];  /* the path, NUL included */
-    if (n < 2 || n > {PATH_KEY}) return 0;
     u32 zero = 0;
     struct path_key *k = filter_scratch.lookup(&zero);
-    if (!k || bpf_probe_read_kernel(k->path, {PATH_KEY}, e->data) < 0 || k->path[0] != '/') return 0;
+    if (!k || !path) return 0;
+    int n = bpf_probe_read_user_str(k->path, {PATH_KEY}, (const void *)path);  /* NUL included */
+    if (n < 2 || n >= {PATH_KEY} || k->path[0] != '/') return 0;  /* a path that fills the key may be cut */
     char prev = 0;
     for (int i = 0; i < {PATH_KEY}; i++) {{
         char c = k->path[i];
@@ -264,7 +265,7 @@ static __always_inline int open_kept(struct event *e, u32 type, u64 flags) {{
     u32 acc = flags & 3;
     u32 facts = (acc == 0 || acc == 2 ? {int(OpenFact.READS)} : 0) | (acc == 1 || acc == 2 ? {int(OpenFact.WRITES)} : 0)
         | (flags & {_O_CREAT} || (flags & {_O_TMPFILE}) == {_O_TMPFILE} ? {int(OpenFact.CREATES)} : 0)
-        | (e->res >= 0 ? {int(OpenFact.SUCCEEDS)} : 0);
+        | (res >= 0 ? {int(OpenFact.SUCCEEDS)} : 0);
     terms &= setting(type * {FILTER_PER_TYPE} + 2) & setting({FILTER_FACTS_AT} + facts);
     return terms == 0;
 }}
@@ -342,11 +343,16 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
     body = "\n        ".join(_value_copies(spec, "p->args") + local
                               + _user_parts(spec, "p->args", with_buffer=with_buffer))
     hidden = ""
+    if spec.name in OPEN_TYPES:
+        path = next(param.arg for param in spec.params if param.kind is ParamKind.PATH)
+        hidden = (f"if (open_kept({type_id}, p->args[{_slot(spec, path)}], {_open_flags(spec)}, args->ret)) {{ "
+                  f"count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret); "
+                  f"pending.delete(&tid); return 0; }}")
     if spec.name == "close":
         # A descriptor user space never saw: its close tells it nothing.
         hidden = (f"if (take_hidden(id, (s64)p->args[{_slot(spec, 'fd')}])) {{ "
                   f"count_filtered({type_id}); pending.delete(&tid); return 0; }}")
-    submit = _open_submit(spec) if spec.name in OPEN_TYPES else _fd_result_submit(spec)
+    submit = _fd_result_submit(spec)
     return f"""
 TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
@@ -385,14 +391,6 @@ def _open_flags(spec: SyscallSpec) -> str:
         return (f"({{ u64 f = 0; bpf_probe_read_user(&f, sizeof(f), (const void *)p->args[{_slot(spec, 'how')}]); "
                 f"f; }})")
     return f"p->args[{_slot(spec, 'flags')}]"
-
-
-def _open_submit(spec: SyscallSpec) -> str:
-    """An open leaves the kernel unless the prefilter keeps it; a kept descriptor is remembered for its close."""
-    type_id = TYPE_IDS[spec.name]
-    return (f"if (open_kept(e, {type_id}, {_open_flags(spec)})) {{ count_filtered({type_id}); "
-            f"if (e->res >= 0) hide_fd(id, e->res); }} "
-            f"else {{ if (e->res >= 0) reveal_fd(id, e->res); submit(e, off); }}")
 
 
 def _fd_result_submit(spec: SyscallSpec) -> str:

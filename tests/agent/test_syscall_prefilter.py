@@ -27,7 +27,7 @@ def kernel_keeps(encoded: EncodedFilter, syscall: str, path: str, flags: int, re
     """What the probe's open_kept decides (probe_program.py), in Python."""
     enabled, any_path, own = encoded.per_syscall.get(syscall, (False, 0, 0))
     raw = path.encode()
-    if not enabled or flags & (_O_PATH | _O_DIRECTORY) or not raw.startswith(b"/") or len(raw) + 1 > PATH_KEY:
+    if not enabled or flags & (_O_PATH | _O_DIRECTORY) or not raw.startswith(b"/") or len(raw) + 1 >= PATH_KEY:
         return False
     if any(part in raw for part in (b"//", b"/.", b"./")):
         return False

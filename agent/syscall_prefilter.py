@@ -48,6 +48,11 @@ _NO_FILE_FD_TYPES = frozenset({
     "linkat", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "chmod",
     "fchmodat", "chown", "lchown", "fchownat", "memfd_create", "pipe", "pipe2", "prctl", "userfaultfd",
 })
+#: Fields besides `fd.*` that read the process's descriptor table or name a descriptor argument.
+_DESCRIPTOR_FIELDS = frozenset({
+    "proc.stdin.type", "proc.stdout.type", "proc.stderr.type", "proc.stdin.name", "proc.stdout.name",
+    "proc.stderr.name", "proc.fdopencount", "proc.fdusage", "evt.args", "evt.arg",
+})
 _FILE_FD_TYPES = ValueSet(frozenset({"file", "directory"}), False)
 _FILE_FD_CHARS = ValueSet(frozenset({"f", "d"}), False)
 
@@ -150,7 +155,8 @@ def _admits(values: ValueSet, value: str) -> bool:
 def _reads_kept_descriptors(candidate: _Candidate) -> bool:
     """True when the candidate may read, on an event other than an open, the state of a descriptor that a kept
     open made (which user space then does not know)."""
-    if not any(name.startswith("fd.") for name in candidate.fields):
+    if not any(name.startswith("fd.") or name in _DESCRIPTOR_FIELDS or name.startswith("evt.arg.")
+               for name in candidate.fields):
         return False
     types = possible_values(candidate.condition, "evt.type")
     if not types.cofinite and types.values <= OPEN_TYPES | _NO_FILE_FD_TYPES:

@@ -92,6 +92,8 @@ def test_a_rule_reading_descriptors_on_other_events_turns_the_prefilter_off(tmp_
     plan = prefilter_plan(_rules(tmp_path, _rule("reads", "evt.type = read and fd.name = /etc/shadow")))
     assert all(needs is None for needs in plan.needs.values())
     assert "'reads' reads descriptors" in plan.reasons["openat"]
+    plan = prefilter_plan(_rules(tmp_path, _rule("stdout", "evt.type = write and proc.stdout.name = /tmp/log")))
+    assert plan.needs["openat"] is None, "a file opened onto stdout and kept would leave proc.stdout.name empty"
     # A rule on sockets only, or on events without a file's descriptor, does not.
     plan = prefilter_plan(_rules(tmp_path, _rule("net", "evt.type = sendto and fd.type = ipv4 and fd.sport = 53")
                                  + _rule("exec", "evt.type = execve and fd.name = x")))

@@ -11,7 +11,8 @@ prefix), or None when some rule might match any open. `encode` turns the plan in
 * per syscall: on/off, the bits of the terms that admit any path, and the bits of its own terms;
 * per combination of the open's facts: the bits of the terms whose facts it has.
 
-An open stays in the kernel when its path is absolute and plain (no `//`, `/.`, `./`: `PLAIN_BREAKERS`), fits
+An open stays in the kernel when its path is absolute and plain (no `//`, `/.`, `./`: `PLAIN_BREAKERS`, and
+no trailing slash), fits
 the trie key, has no O_PATH or O_DIRECTORY, and (trie bits | any-path bits) & own bits & fact bits is empty.
 Everything else leaves the kernel: the filter is an over-approximation, it never keeps what a rule might match.
 Updating the maps applies a rules reload without recompiling the program.

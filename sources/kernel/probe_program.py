@@ -245,6 +245,7 @@ static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res) {{
         if ((prev == '/' && (c == '/' || c == '.')) || (prev == '.' && c == '/')) return 0;
         prev = c;
     }}
+    if (prev == '/' && n > 2) return 0;  /* a trailing slash: user space drops it, so suffixes would not line up */
     k->prefixlen = {PATH_KEY} * 8;
     u64 *hit = filter_paths.lookup(k);
     u64 terms = (hit ? *hit : 0) | setting(type * {FILTER_PER_TYPE} + 1);

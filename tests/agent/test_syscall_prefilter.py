@@ -29,7 +29,7 @@ def kernel_keeps(encoded: EncodedFilter, syscall: str, path: str, flags: int, re
     raw = path.encode()
     if not enabled or flags & (_O_PATH | _O_DIRECTORY) or not raw.startswith(b"/") or len(raw) + 1 >= PATH_KEY:
         return False
-    if any(part in raw for part in (b"//", b"/.", b"./")):
+    if any(part in raw for part in (b"//", b"/.", b"./")) or (raw.endswith(b"/") and raw != b"/"):
         return False
     terms = any_path | _longest(encoded.paths, raw + b"\0") | _longest(encoded.suffixes, raw[::-1])
     access = flags & 3
@@ -74,7 +74,8 @@ def test_exact_prefix_and_suffix_paths_are_kept_apart_by_what_rules_name(tmp_pat
     assert not keeps("/home/alice/ssh/id_rsa") and not keeps("/root/id_rsa") and keeps("/root/id_rsa.pub")
     assert not keeps("/etc/sudoers.d/admins") and keeps("/etc/sudoers")
     # What the kernel cannot decide leaves it.
-    for undecided in ("etc/hostname", "/etc//hostname", "/etc/./hostname", "/x/../etc/hostname", "/" + "a" * 300):
+    for undecided in ("etc/hostname", "/etc//hostname", "/etc/./hostname", "/x/../etc/hostname", "/" + "a" * 300,
+                      "/home/alice/id_rsa/"):
         assert not keeps(undecided)
     assert not kernel_keeps(encoded, "openat", "/etc/hostname", os.O_PATH, 3)
     assert not kernel_keeps(encoded, "openat", "/etc", os.O_DIRECTORY, 3)

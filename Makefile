@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(BIN)/falco-agent rules test --quiet --require-cases rules/tests/
 	$(BIN)/python scripts/coverage_floor.py
 
 lint: $(STAMP)

@@ -29,11 +29,13 @@ from agent.config import AgentConfig, load_config
 from agent.config.schema import KernelConfig
 from agent.engine.load_result import LoadResult
 from agent.errors import AgentError, ConfigError, DecodeError
+from agent.explain.command import add_explain_parser, explain_command
 from agent.logging import configure_logging
 from agent.outputs.stdout import StdoutOutput
 from agent.plugins.registry import PluginRegistry, load_registry
 from agent.priority import Priority
 from agent.recorded import recorded_events
+from agent.rule_tests.command import add_test_parser, test_command
 
 log = structlog.get_logger("agent.cli")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", dest="as_json",
                           help='print {"errors": [...], "warnings": [...]}')
     validate.add_argument("files", nargs="+", metavar="FILE", help="loaded together, in order")
+    add_test_parser(rules_sub)
 
     replay = sub.add_parser("replay", help="evaluate rules on recorded k8s audit, CloudTrail or kernel capture files")
     replay.add_argument("-r", "--rules", action="append", required=True, dest="replay_rules", metavar="RULES",
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--text", action="store_true", help="print text lines instead of JSON alerts")
     replay.add_argument("inputs", nargs="+", metavar="INPUT",
                         help=".json, .json.gz, JSON lines, a kernel capture, or a directory")
+
+    add_explain_parser(sub)
 
     tail = sub.add_parser("tail", help="print alerts from a running agent's gRPC API as they arrive")
     tail.add_argument("--min-priority", type=_priority, metavar="PRIORITY", help="only alerts at least this severe")
@@ -175,8 +180,12 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"falco-agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "rules" and args.rules_command == "test":
+        return test_command(args, config, registry)
     if args.command == "rules":
         return validate_rules(args.files, registry, as_json=args.as_json)
+    if args.command == "explain":
+        return explain_command(args, config, registry)
     if args.command == "replay":
         return replay(args, registry)
     if args.command == "fields":

@@ -19,7 +19,7 @@ from tests.support.kernel_scenarios import stream_files
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "rules" / "correlation.yaml"
-STREAMS = REPO / "tests" / "fixtures" / "correlation" / "streams"
+STREAMS = REPO / "rules" / "tests" / "correlation"
 
 
 def mixed_engine(*texts: str, **kwargs: Any) -> Engine:

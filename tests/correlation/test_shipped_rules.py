@@ -2,11 +2,11 @@
 
 Kernel steps are real kernel events: the streams' kernel lines become records applied to the kernel
 source's state and written to a capture, which is replayed next to the audit and CloudTrail lines
-(see tests/fixtures/correlation/README.md)."""
+(see the README section "Testing rules"). The streams and what each must raise are the cases of
+rules/tests/correlation.tests.yaml; here each stream must also raise nothing else."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -16,23 +16,35 @@ import pytest
 from agent.builtin_sources import new_engine, recorded_replayers
 from agent.engine.engine import Engine
 from agent.event import Event
+from agent.rule_tests.cases import cases_files_for, load_cases
 from tests.correlation.conftest import SHIPPED, STREAMS, mixed_engine, replay
 from tests.sources.kernel.state_fixtures import extract
 from tests.support.kernel_scenarios import KERNEL, kernel_pods, pod, stream_files, stream_lines, time_ns
 
-EXPECTED: dict[str, dict[str, int]] = json.loads((STREAMS.parent / "expected.json").read_text())
+
+def _expected() -> dict[str, dict[str, int]]:
+    """Per stream (file name without .jsonl), the alerts its case expects: rule name to count, `{}` for none."""
+    out = {}
+    for case in load_cases(cases_files_for(SHIPPED)[0]):
+        assert case.input.file is not None, case.label
+        expected = {case.rule: case.expect.count or 1} if case.expect.matches else {}
+        out[case.input.file.name.removesuffix(".jsonl")] = expected
+    return out
+
+
+EXPECTED = _expected()
 KERNEL_STREAMS = sorted(s for s in EXPECTED if any(is_kernel for is_kernel, _ in stream_lines(STREAMS / f"{s}.jsonl")))
 
 
 @pytest.mark.parametrize("stream", sorted(EXPECTED))
 def test_stream_raises_exactly_the_expected_alerts(stream: str, shipped: Engine) -> None:
-    """Each recorded stream raises the alerts its entry in expected.json lists, and nothing else."""
+    """Each recorded stream raises the alerts its case expects, and nothing else."""
     alerts = replay(shipped, STREAMS / f"{stream}.jsonl")
     assert dict(Counter(a.rule for a in alerts)) == EXPECTED[stream]
 
 
 def test_every_stream_has_an_expectation() -> None:
-    """A stream file without an entry in expected.json would silently never run."""
+    """A stream file without a case would silently never run."""
     assert {p.name.removesuffix(".jsonl") for p in STREAMS.glob("*.jsonl")} == set(EXPECTED)
 
 

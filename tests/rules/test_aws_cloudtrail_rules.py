@@ -1,8 +1,10 @@
-"""The shipped `rules/aws_cloudtrail.yaml`: it loads cleanly, fires and stays quiet on its fixtures, and catches
-the Stratus Red Team detonations."""
+"""The shipped `rules/aws_cloudtrail.yaml`: it loads cleanly, local tuning silences what it names, and it catches
+the Stratus Red Team detonations (its cases, rules/tests/aws_cloudtrail.tests.yaml, run through `falco-agent rules
+test`: tests/agent/rule_tests/test_shipped_cases.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,10 @@ from typing import Any
 import pytest
 
 from agent.engine.engine import Engine
-from tests.support.rules_harness import RulesFileChecks, decode, fired, fixture_cases, loaded_engine
+from tests.support.rules_harness import RulesFileChecks, decode, fired, loaded_engine, shipped_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "rules" / "aws_cloudtrail.yaml"
-FIXTURES = ROOT / "tests" / "fixtures" / "rules" / "aws_cloudtrail"
 TUNING_FILE = ROOT / "tests" / "fixtures" / "rules" / "tuning" / "aws_cloudtrail_local.yaml"
 STRATUS = ROOT.parent / "shared" / "reference" / "samples" / "cloudtrail" / "stratus"
 SOURCE = "aws_cloudtrail"
@@ -59,25 +60,15 @@ def tuned() -> Engine:
 
 class TestRulesFile(RulesFileChecks):
     RULES_FILE = RULES_FILE
-    FIXTURES = FIXTURES
     SOURCE = SOURCE
-
-
-@pytest.mark.parametrize(("rule", "expect", "record"), fixture_cases(FIXTURES))
-def test_fixture_record(engine: Engine, rule: str, expect: str, record: dict[str, Any]) -> None:
-    """A fixture's "fires" records raise the named rule and its "quiet" records do not."""
-    names = fired(engine, {"Records": [record]}, SOURCE)
-    if expect == "fires":
-        assert rule in names
-    else:
-        assert rule not in names
 
 
 class TestTuning:
     @staticmethod
-    def record(fixture: str) -> dict[str, Any]:
-        doc = json.loads((FIXTURES / fixture).read_text())
-        record: dict[str, Any] = json.loads(json.dumps(doc["fires"][0]["event"]))
+    def record(rule: str) -> dict[str, Any]:
+        """A copy of the record of the rule's first case expecting a match."""
+        case = next(c for c in shipped_cases(RULES_FILE) if c.rule == rule and c.expect.matches)
+        record: dict[str, Any] = copy.deepcopy(case.input.documents[0])
         return record
 
     def fired(self, engine: Engine, record: dict[str, Any]) -> list[str]:
@@ -85,14 +76,14 @@ class TestTuning:
 
     def test_appended_single_field_exception(self, tuned: Engine) -> None:
         """A document appended to the known_documents exception no longer raises the SSM rule."""
-        record = self.record("ssm_command_sent_to_instances.json")
+        record = self.record("SSM Command Sent To Instances")
         assert "SSM Command Sent To Instances" in self.fired(tuned, record)
         record["requestParameters"]["documentName"] = "AWS-RunPatchBaseline"
         assert "SSM Command Sent To Instances" not in self.fired(tuned, record)
 
     def test_appended_tuple_exception(self, tuned: Engine) -> None:
         """An appended (caller, target) pair silences exactly that pair."""
-        record = self.record("access_key_issued_for_another_iam_user.json")
+        record = self.record("Access Key Issued For Another IAM User")
         record["userIdentity"]["userName"] = "iam-provisioner"
         record["requestParameters"]["userName"] = "svc-backup"
         assert "Access Key Issued For Another IAM User" not in self.fired(tuned, record)

@@ -1,17 +1,15 @@
 """What every shipped rules file is tested for, shared by the per-file test modules.
 
-A test module subclasses `RulesFileChecks`, names its file, fixtures and source, and gets the
-checks: it loads cleanly, every rule is of its source, has a fixture with firing and quiet cases,
-and carries a MITRE technique tag.
+A test module subclasses `RulesFileChecks`, names its file and source, and gets the checks: it loads
+cleanly, every rule is of its source, has cases (rules/tests/NAME.tests.yaml, run by `falco-agent rules
+test`) expecting a match and expecting none, and carries a MITRE technique tag.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 import yaml
 
 from agent.builtin_sources import new_engine
@@ -20,9 +18,9 @@ from agent.engine.engine import Engine
 from agent.errors import DecodeError
 from agent.event import Event
 from agent.plugins.registry import load_registry
+from agent.rule_tests.cases import RuleCase, cases_files_for, load_cases
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "rules"
 
 
 def rule_names(path: Path) -> list[str]:
@@ -31,16 +29,9 @@ def rule_names(path: Path) -> list[str]:
     return [item["rule"] for item in items if isinstance(item, dict) and "condition" in item and "rule" in item]
 
 
-def fixture_cases(fixtures: Path) -> list[Any]:
-    """One pytest param per fixture case: (rule, "fires"|"quiet", event)."""
-    params = []
-    for path in sorted(fixtures.glob("*.json")):
-        doc = json.loads(path.read_text())
-        for expect in ("fires", "quiet"):
-            for index, case in enumerate(doc[expect]):
-                params.append(pytest.param(doc["rule"], expect, case["event"],
-                                           id=f"{path.stem}-{expect}-{index}-{case['case']}"))
-    return params
+def shipped_cases(rules_file: Path) -> list[RuleCase]:
+    """The cases kept with a shipped rules file (rules/tests/NAME.tests.yaml)."""
+    return load_cases(cases_files_for(rules_file)[0])
 
 
 def loaded_engine(*files: Path, clean: bool = False) -> Engine:
@@ -68,7 +59,6 @@ def fired(engine: Engine, document: Any, source: str) -> list[str]:
 
 class RulesFileChecks:
     RULES_FILE: ClassVar[Path]
-    FIXTURES: ClassVar[Path]
     SOURCE: ClassVar[str]
 
     def test_loads_without_errors_or_warnings(self) -> None:
@@ -81,16 +71,12 @@ class RulesFileChecks:
         assert {rule.source for rule in engine.rules} == {self.SOURCE}
         assert len(engine.rules) == len(rule_names(self.RULES_FILE))
 
-    def test_every_rule_has_a_fixture(self) -> None:
-        """Adding a rule without a fixture file (or leaving a fixture for a removed rule) fails."""
-        covered = {json.loads(p.read_text())["rule"] for p in self.FIXTURES.glob("*.json")}
-        assert covered == set(rule_names(self.RULES_FILE))
-
-    def test_every_fixture_has_both_kinds_of_case(self) -> None:
-        """Each fixture holds at least one event that fires and one near miss that stays quiet."""
-        for path in self.FIXTURES.glob("*.json"):
-            doc = json.loads(path.read_text())
-            assert doc["fires"] and doc["quiet"], path.name
+    def test_every_rule_has_cases_of_both_kinds(self) -> None:
+        """Adding a rule without a case expecting a match and one expecting none (or keeping cases of a removed
+        rule) fails."""
+        cases = shipped_cases(self.RULES_FILE)
+        for expect in (True, False):
+            assert {case.rule for case in cases if case.expect.matches is expect} == set(rule_names(self.RULES_FILE))
 
     def test_every_rule_has_a_mitre_technique_tag(self) -> None:
         """Every rule is tagged with at least one MITRE ATT&CK technique id."""

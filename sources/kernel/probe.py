@@ -16,6 +16,7 @@ from sources.kernel.prefilter import PATH_KEY, EncodedFilter
 from sources.kernel.probe_program import (
     COUNTER_LOST,
     COUNTER_NO_ENTER,
+    COUNTER_REVEALED,
     DEFAULT_SNAPLEN,
     FILTER_FACTS_AT,
     FILTER_PER_TYPE,
@@ -80,11 +81,13 @@ class KernelProbe:
         return batch
 
     def counters(self) -> dict[str, int]:
-        """Totals since load: records lost because the ring buffer was full, exits seen without their enter."""
+        """Totals since load: records lost because the ring buffer was full, exits seen without their enter, kept
+        opens sent when their descriptor was used as a directory."""
         table = self._bpf[b"counters"]
         return {
             "lost": sum(table[ctypes.c_int(COUNTER_LOST)]),
             "no_enter": sum(table[ctypes.c_int(COUNTER_NO_ENTER)]),
+            "revealed": sum(table[ctypes.c_int(COUNTER_REVEALED)]),
         }
 
     def set_prefilter(self, encoded: EncodedFilter) -> None:

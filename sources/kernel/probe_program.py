@@ -27,10 +27,10 @@ from sources.kernel.wire import HEADER, LOCAL_SLOTS, MAX_ARGS, MAX_PARTS, TYPE_I
 
 #: Room for the variable parts (a power of two, for the masking the verifier needs) and the
 #: largest single copy; a path or argument longer than STR_MAX is cut. A copy may start anywhere below DATA_MAX
-#: and must end inside the record (2 * DATA_MAX less the header): nearly PATH_MAX, so that a long path (an evasion
-#: padded with `./`) arrives whole.
+#: and must end inside the record (4 * DATA_MAX less the header): PATH_MAX, so that the longest path the kernel
+#: takes (an evasion padded with `./`) arrives whole.
 DATA_MAX = 4096
-STR_MAX = DATA_MAX - 128
+STR_MAX = DATA_MAX
 ARGV_MAX = 32
 SOCKADDR_MAX = 128
 #: Falco's default snaplen: how many bytes of an I/O buffer a record carries; the largest one allowed.
@@ -40,7 +40,8 @@ SNAPLEN_MAX = 1024
 #: Indexes of the per-CPU counters array.
 COUNTER_LOST = 0        # ring buffer full: the record was dropped
 COUNTER_NO_ENTER = 1    # an exit without its saved enter (pending map evicted it)
-COUNTERS = 2
+COUNTER_REVEALED = 2    # a kept open sent late, when its descriptor was used as a directory
+COUNTERS = 3
 
 #: The prefilter's settings array (prefilter.py): per event type, (enabled, any-path term bits, own term bits),
 #: then the term bits per fact combination.
@@ -48,8 +49,14 @@ FILTER_PER_TYPE = 3
 FILTER_FACTS_AT = FILTER_PER_TYPE * len(TYPE_IDS)
 FILTER_SUFFIXES_AT = FILTER_FACTS_AT + FACT_COMBINATIONS  # 1 when the suffix trie holds entries
 FILTER_SLOTS = FILTER_SUFFIXES_AT + 1
-#: Descriptors whose open the prefilter kept in the kernel, per process: their close stays there too.
-HIDDEN_FDS_MAX = 65536
+#: Descriptors whose open the prefilter kept in the kernel, per process, with the open's path and flags: their
+#: close stays there too, and their first use as a directory (a dirfd, fchdir) sends the open first.
+HIDDEN_FDS_MAX = 16384
+#: The tracepoint arguments that name a directory by descriptor.
+_DIRFD_ARGS = ("dfd", "olddfd", "newdfd")
+#: Where an openat record keeps its dirfd, flags and mode (its value arguments come first: saved_slots).
+_OPENAT_VALUES = [p.arg for p in SYSCALLS["openat"].params if p.copy is Copy.VALUE]
+_OPENAT_SLOTS = tuple(_OPENAT_VALUES.index(arg) for arg in ("dfd", "flags", "mode"))
 _O_PATH, _O_DIRECTORY, _O_CREAT, _O_TMPFILE = 0o10000000, 0o200000, 0o100, 0o20200000
 
 _PRELUDE = f"""
@@ -73,7 +80,7 @@ struct event {{
     u16 lens[{MAX_PARTS}];
     char comm[16];
     u16 cpu;  /* where the record is written: the syscall's exit */
-    char data[2 * DATA_MAX - {HEADER.size}];  /* whole struct: 2 * DATA_MAX, so a mask bounds sizes */
+    char data[4 * DATA_MAX - {HEADER.size}];  /* whole struct: 4 * DATA_MAX, so a mask bounds sizes */
 }};
 
 struct pending {{
@@ -178,7 +185,7 @@ static __always_inline u32 put_argv(struct event *e, u32 part, u32 off, u64 argv
 
 static __always_inline void submit(struct event *e, u32 off) {{
     u32 size = {HEADER.size} + off;
-    asm volatile("%0 &= %1" : "+r"(size) : "i"(2 * DATA_MAX - 1));
+    asm volatile("%0 &= %1" : "+r"(size) : "i"(4 * DATA_MAX - 1));
     if (events.ringbuf_output(e, size, 0) != 0) count({COUNTER_LOST});
 }}
 
@@ -192,7 +199,13 @@ BPF_LPM_TRIE(filter_suffixes, struct path_key, u64, 4096);
 BPF_ARRAY(filter_settings, u64, {FILTER_SLOTS});
 BPF_PERCPU_ARRAY(filter_scratch, struct path_key, 2);
 BPF_PERCPU_ARRAY(filtered, u64, {len(TYPE_IDS)});
-BPF_TABLE("lru_hash", u64, u8, hidden_fds, {HIDDEN_FDS_MAX});
+struct hidden {{
+    u32 len;  /* of the path, NUL included */
+    u32 flags;
+    char path[{PATH_KEY}];
+}};
+BPF_PERCPU_ARRAY(hidden_scratch, struct hidden, 1);
+BPF_TABLE("lru_hash", u64, struct hidden, hidden_fds, {HIDDEN_FDS_MAX});
 
 static __always_inline u64 setting(u32 index) {{
     u64 *value = filter_settings.lookup(&index);
@@ -203,10 +216,16 @@ static __always_inline u64 fd_key(u64 id, s64 fd) {{
     return (id & 0xffffffff00000000ULL) | (u32)fd;
 }}
 
-static __always_inline void hide_fd(u64 id, s64 fd) {{
+/* Remember a kept open (its path is still in the prefilter's key) under its descriptor. */
+static __always_inline void hide_fd(u64 id, s64 fd, u64 flags, u32 len) {{
+    u32 zero = 0;
+    struct path_key *k = filter_scratch.lookup(&zero);
+    struct hidden *h = hidden_scratch.lookup(&zero);
+    if (!k || !h || bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
+    h->len = len;
+    h->flags = flags;
     u64 key = fd_key(id, fd);
-    u8 one = 1;
-    hidden_fds.update(&key, &one);
+    hidden_fds.update(&key, h);
 }}
 
 static __always_inline void reveal_fd(u64 id, s64 fd) {{
@@ -229,7 +248,7 @@ static __always_inline void count_filtered(u32 type) {{
 
 /* True when no rule can match this open: it stays in the kernel. Decided before the record is built, from the
    path read again from user memory. Anything undecided passes. */
-static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res) {{
+static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res, u32 *len) {{
     if (!setting(type * {FILTER_PER_TYPE})) return 0;
     if (flags & ({_O_PATH} | {_O_DIRECTORY})) return 0;  /* a descriptor later opens are relative to */
     u32 zero = 0;
@@ -237,6 +256,7 @@ static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res) {{
     if (!k || !path) return 0;
     int n = bpf_probe_read_user_str(k->path, {PATH_KEY}, (const void *)path);  /* NUL included */
     if (n < 2 || n >= {PATH_KEY} || k->path[0] != '/') return 0;  /* a path that fills the key may be cut */
+    *len = n;
     char prev = 0;
     for (int i = 0; i < {PATH_KEY}; i++) {{
         char c = k->path[i];
@@ -269,6 +289,31 @@ static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res) {{
         | (res >= 0 ? {int(OpenFact.SUCCEEDS)} : 0);
     terms &= setting(type * {FILTER_PER_TYPE} + 2) & setting({FILTER_FACTS_AT} + facts);
     return terms == 0;
+}}
+
+/* A descriptor whose open was kept is used as a directory: send that open now (before this syscall's record),
+   so user space can name what the syscall resolves against. */
+static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
+    if (fd < 0) return;
+    u64 key = fd_key(id, fd);
+    struct hidden *h = hidden_fds.lookup(&key);
+    if (!h) return;
+    struct event *e = new_event({TYPE_IDS["openat"]}, id);
+    if (e) {{
+        u32 n = h->len;
+        if (n > {PATH_KEY}) n = {PATH_KEY};
+        e->ts = ts;
+        e->res = fd;
+        e->args[{_OPENAT_SLOTS[0]}] = (u64)(s64)-100;  /* AT_FDCWD: the path is absolute */
+        e->args[{_OPENAT_SLOTS[1]}] = h->flags;
+        e->args[{_OPENAT_SLOTS[2]}] = 0;
+        bpf_probe_read_kernel(e->data, {PATH_KEY}, h->path);
+        e->lens[0] = n;
+        e->nparts = 1;
+        submit(e, n);
+        count({COUNTER_REVEALED});
+    }}
+    hidden_fds.delete(&key);
 }}
 
 static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {{
@@ -343,12 +388,15 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
                      f"if (port) {{ e->args[{LOCAL_SLOTS[0]}] |= *port; tcp_ports.delete(&p->sk); }} }}")
     body = "\n        ".join(_value_copies(spec, "p->args") + local
                               + _user_parts(spec, "p->args", with_buffer=with_buffer))
-    hidden = ""
+    dirfds = [p.arg for p in spec.params if p.copy is Copy.VALUE and p.kind is ParamKind.FD
+              and (p.arg in _DIRFD_ARGS or spec.name == "fchdir")]
+    hidden = " ".join(f"reveal(id, (s32)p->args[{_slot(spec, arg)}], p->ts - 1);" for arg in dirfds)
     if spec.name in OPEN_TYPES:
         path = next(param.arg for param in spec.params if param.kind is ParamKind.PATH)
-        hidden = (f"if (open_kept({type_id}, p->args[{_slot(spec, path)}], {_open_flags(spec)}, args->ret)) {{ "
-                  f"count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret); "
-                  f"pending.delete(&tid); return 0; }}")
+        flags = _open_flags(spec)
+        hidden += (f" u32 len = 0; if (open_kept({type_id}, p->args[{_slot(spec, path)}], {flags}, args->ret, &len)) "
+                   f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, {flags}, len); "
+                   f"pending.delete(&tid); return 0; }}")
     if spec.name == "close":
         # A descriptor user space never saw: its close tells it nothing.
         hidden = (f"if (take_hidden(id, (s64)p->args[{_slot(spec, 'fd')}])) {{ "

@@ -102,7 +102,7 @@ class KernelSource(WorkerSource):
         self._notices: deque[DropNotice] = deque(maxlen=64)
         self._lock = threading.Lock()
         self._counts = {"records": 0, "events": 0, "decode_errors": 0, "state_errors": 0}
-        self._kernel_counters = {"lost": 0, "no_enter": 0}
+        self._kernel_counters = {"lost": 0, "no_enter": 0, "revealed": 0}
         self.capturing: frozenset[str] = frozenset()
         #: The syscalls whose I/O buffers the loaded probe copies.
         self.buffers: frozenset[str] = frozenset()
@@ -253,6 +253,8 @@ class KernelSource(WorkerSource):
             **self._counts,
             "kernel_lost": self._kernel_counters["lost"],
             "kernel_exit_without_enter": self._kernel_counters["no_enter"],
+            # Kept opens sent late because their descriptor was then used as a directory.
+            "kernel_prefilter_revealed": self._kernel_counters["revealed"],
             "lost_last_second": self._meter.lost_last_second,
             "records_last_second": self._meter.delivered_last_second,
             "syscalls_captured": len(self.capturing),

@@ -102,3 +102,22 @@ def test_a_relative_open_of_a_watched_file_always_leaves_the_kernel(alerts: Aler
     run_script(f"cd {watched.parent} && " + _opens(Path(watched.name), 1))
     hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
     assert hit is not None
+
+
+def test_a_kept_directory_used_as_a_dirfd_is_sent_first_so_the_open_is_named(alerts: AlertLog,
+                                                                            files: tuple[Path, Path]) -> None:
+    """The directory's plain open (no O_DIRECTORY) matches no rule and stays in the kernel; its use as a dirfd
+    sends it first, so the relative open through it is named, even though the process exits at once (no /proc
+    to ask afterwards)."""
+    watched, _other = files
+    assert alerts.source is not None
+    before = int(alerts.source.metrics()["kernel_prefilter_revealed"])
+    since = len(alerts.alerts)
+    run_script(f"{sys.executable} -c \"import os\nd = os.open('{watched.parent}', os.O_RDONLY)\n"
+               f"os.close(os.open('{watched.name}', os.O_RDONLY, dir_fd=d))\"")
+    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
+    assert hit is not None
+    deadline = time.monotonic() + 5.0
+    while int(alerts.source.metrics()["kernel_prefilter_revealed"]) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert int(alerts.source.metrics()["kernel_prefilter_revealed"]) > before

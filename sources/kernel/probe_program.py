@@ -54,7 +54,12 @@ FILTER_SLOTS = FILTER_SUFFIXES_AT + 1
 HIDDEN_FDS_MAX = 16384
 #: The tracepoint arguments that name a directory by descriptor.
 _DIRFD_ARGS = ("dfd", "olddfd", "newdfd")
+#: The opener's own descriptor links: an open through one of a kept descriptor sends that descriptor's open first.
+_OWN_FD_LINKS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
 #: Where an openat record keeps its dirfd, flags and mode (its value arguments come first: saved_slots).
+_OWN_FD_LINK_TESTS = " : ".join(
+    "(" + " && ".join(f"p[{i}] == '{c}'" for i, c in enumerate(link)) + f") ? {len(link)}"
+    for link in _OWN_FD_LINKS) + " : -1"
 _OPENAT_VALUES = [p.arg for p in SYSCALLS["openat"].params if p.copy is Copy.VALUE]
 _OPENAT_SLOTS = tuple(_OPENAT_VALUES.index(arg) for arg in ("dfd", "flags", "mode"))
 _O_PATH, _O_DIRECTORY, _O_CREAT, _O_TMPFILE = 0o10000000, 0o200000, 0o100, 0o20200000
@@ -246,6 +251,45 @@ static __always_inline void count_filtered(u32 type) {{
     if (value) *value += 1;
 }}
 
+/* A descriptor whose open was kept is used as a directory: send that open now (before this syscall's record),
+   so user space can name what the syscall resolves against. */
+static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
+    if (fd < 0) return;
+    u64 key = fd_key(id, fd);
+    struct hidden *h = hidden_fds.lookup(&key);
+    if (!h) return;
+    struct event *e = new_event({TYPE_IDS["openat"]}, id);
+    if (e) {{
+        u32 n = h->len;
+        if (n > {PATH_KEY}) n = {PATH_KEY};
+        e->ts = ts;
+        e->res = fd;
+        e->args[{_OPENAT_SLOTS[0]}] = (u64)(s64)-100;  /* AT_FDCWD: the path is absolute */
+        e->args[{_OPENAT_SLOTS[1]}] = h->flags;
+        e->args[{_OPENAT_SLOTS[2]}] = 0;
+        bpf_probe_read_kernel(e->data, {PATH_KEY}, h->path);
+        e->lens[0] = n;
+        e->nparts = 1;
+        submit(e, n);
+        count({COUNTER_REVEALED});
+    }}
+    hidden_fds.delete(&key);
+}}
+
+/* The descriptor number N of a path `/dev/fd/N`, `/proc/self/fd/N` or `/proc/thread-self/fd/N`; -1 otherwise. */
+static __always_inline s64 own_fd_link(const char *p) {{
+    int at = {_OWN_FD_LINK_TESTS};
+    if (at < 0) return -1;
+    s64 fd = 0;
+    for (int i = 0; i < 8; i++) {{
+        char c = p[(at + i) & ({PATH_KEY} - 1)];
+        if (!c) return i ? fd : -1;
+        if (c < '0' || c > '9') return -1;
+        fd = fd * 10 + (c - '0');
+    }}
+    return -1;
+}}
+
 /* True when no rule can match this open: it stays in the kernel. Decided before the record is built, from the
    path read again from user memory. Anything undecided passes. */
 static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res, u32 *len) {{
@@ -257,6 +301,11 @@ static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res, u32
     int n = bpf_probe_read_user_str(k->path, {PATH_KEY}, (const void *)path);  /* NUL included */
     if (n < 2 || n >= {PATH_KEY} || k->path[0] != '/') return 0;  /* a path that fills the key may be cut */
     *len = n;
+    s64 linked = own_fd_link(k->path);
+    if (linked >= 0) {{
+        reveal(bpf_get_current_pid_tgid(), linked, bpf_ktime_get_boot_ns() - 1);
+        return 0;
+    }}
     char prev = 0;
     for (int i = 0; i < {PATH_KEY}; i++) {{
         char c = k->path[i];
@@ -289,31 +338,6 @@ static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res, u32
         | (res >= 0 ? {int(OpenFact.SUCCEEDS)} : 0);
     terms &= setting(type * {FILTER_PER_TYPE} + 2) & setting({FILTER_FACTS_AT} + facts);
     return terms == 0;
-}}
-
-/* A descriptor whose open was kept is used as a directory: send that open now (before this syscall's record),
-   so user space can name what the syscall resolves against. */
-static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
-    if (fd < 0) return;
-    u64 key = fd_key(id, fd);
-    struct hidden *h = hidden_fds.lookup(&key);
-    if (!h) return;
-    struct event *e = new_event({TYPE_IDS["openat"]}, id);
-    if (e) {{
-        u32 n = h->len;
-        if (n > {PATH_KEY}) n = {PATH_KEY};
-        e->ts = ts;
-        e->res = fd;
-        e->args[{_OPENAT_SLOTS[0]}] = (u64)(s64)-100;  /* AT_FDCWD: the path is absolute */
-        e->args[{_OPENAT_SLOTS[1]}] = h->flags;
-        e->args[{_OPENAT_SLOTS[2]}] = 0;
-        bpf_probe_read_kernel(e->data, {PATH_KEY}, h->path);
-        e->lens[0] = n;
-        e->nparts = 1;
-        submit(e, n);
-        count({COUNTER_REVEALED});
-    }}
-    hidden_fds.delete(&key);
 }}
 
 static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {{

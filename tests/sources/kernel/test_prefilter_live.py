@@ -3,6 +3,7 @@ arrive and alert, and a rules reload changes what stays by map updates alone."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import uuid
@@ -26,7 +27,7 @@ def _engine(rules: Path, *watched: Path) -> Engine:
         "- rule: Watched file read\n  desc: a read of a watched file\n"
         f"  condition: evt.type in (open, openat, openat2) and evt.is_open_read=true and fd.num>=0"
         f" and fd.name in ({names})\n"
-        "  output: watched read (file=%fd.name proc=%proc.name)\n  priority: WARNING\n")
+        "  output: watched read (file=%fd.name raw=%fd.nameraw proc=%proc.name)\n  priority: WARNING\n")
     engine = new_engine()
     assert engine.load_rules_files([rules]).successful
     return engine
@@ -121,3 +122,27 @@ def test_a_kept_directory_used_as_a_dirfd_is_sent_first_so_the_open_is_named(ale
     while int(alerts.source.metrics()["kernel_prefilter_revealed"]) <= before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert int(alerts.source.metrics()["kernel_prefilter_revealed"]) > before
+
+
+@pytest.mark.parametrize("link", ["/proc/self/fd/{fd}", "/dev/fd/{fd}", "/proc/thread-self/fd/{fd}"])
+def test_a_kept_descriptor_reopened_through_proc_is_sent_first(alerts: AlertLog, files: tuple[Path, Path],
+                                                              tmp_path: Path, link: str) -> None:
+    """A read-only open of the other file stays in the kernel (nothing watches it); after a reload that watches
+    it, its reopen through the process's own fd link is named as the file, although user space never saw the
+    first open: the kernel sends it first."""
+    _watched, other = files
+    assert alerts.source is not None
+    script = (f"import os, time\nfd = os.open('{other}', os.O_RDONLY)\ntime.sleep(3)\n"
+              f"os.close(os.open('{link}'.format(fd=fd), os.O_RDONLY))\nprint(fd)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # its first open happened under the first rules, and stayed in the kernel
+        alerts.engine = _engine(tmp_path / "reloaded.yaml", other)
+        since = len(alerts.alerts)
+        out, _ = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    reopened = link.format(fd=int(out))
+    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.nameraw") == reopened, since=since, timeout_s=5.0)
+    assert hit is not None, "the reopen through /proc must be named as the file"
+    assert hit.output_fields.get("fd.name") == str(other)

@@ -1,11 +1,12 @@
 """The rules as written, for explaining them: each rule's condition with its macros kept by name, its macros' own
-trees, and its exceptions item by item. Read from the same files, by the same reader and collector, as the engine
-that runs them; lists are substituted into the text as the engine does, so each check is the engine's check."""
+trees, its exceptions item by item, and each correlation step's condition. Read from the same files, by the same
+reader and collector, as the engine that runs them; lists are substituted into the text as the engine does, so each
+check is the engine's check."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.engine.ast import Expr
@@ -40,11 +41,24 @@ class RuleModel:
 
 
 @dataclass(frozen=True, slots=True)
+class StepModel:
+    """A correlation step's condition as written (macros by name)."""
+
+    name: str
+    source: str
+    condition: Expr
+    #: The fields the step's matches are filed under, as written.
+    key: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RulesModel:
     rules: dict[str, RuleModel]
     macros: dict[str, Expr]
     #: Every rule the files define, those skipped at load included (unknown source or filter).
     defined_rules: frozenset[str]
+    #: Per correlation, its steps in order.
+    correlations: dict[str, tuple[StepModel, ...]] = field(default_factory=dict)
 
 
 def read_model(files: Sequence[Path], *, known_sources: frozenset[str]) -> RulesModel:
@@ -69,7 +83,12 @@ def read_model(files: Sequence[Path], *, known_sources: frozenset[str]) -> Rules
         exceptions = tuple(ExceptionModel(ex.name, _items(lists, ex)) for ex in rule.exceptions if ex.values)
         rules[rule.name] = RuleModel(rule.name, rule.source, _tree(lists, rule.condition, rule.location),
                                      exceptions, rule.location)
-    return RulesModel(rules, macros, frozenset(collector.rules))
+    correlations = {
+        definition.name: tuple(StepModel(step.name, step.source, _tree(lists, step.condition, step.location),
+                                         tuple(step.key))
+                               for step in definition.match.steps)
+        for definition in collector.correlations.values()}
+    return RulesModel(rules, macros, frozenset(collector.rules), correlations)
 
 
 def _items(lists: ListExpander, ex: ExceptionDef) -> tuple[Expr, ...]:

@@ -1,5 +1,6 @@
 """Explanations as indented text for people: one line per node, ✓ true, ✗ false, ! error, `<` on the child that
-decided its parent; macros by name, their bodies shown when expanded."""
+decided its parent; macros by name, their bodies shown when expanded. A correlation's steps are shown as rules are,
+with the key each match was filed under, and the verdict at the end of the input."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Collection
 from typing import Any
 
 from agent.event import Event
+from agent.explain.correlation import CorrelationOnEvent, CorrelationVerdict
 from agent.explain.evaluate import Node, Outcome
 from agent.explain.verdict import RuleExplanation, Status
 
@@ -19,9 +21,10 @@ def event_heading(number: int, event: Event) -> str:
     return f"event {number}: source {event.source}, type {event.type}, time {event.ts_ns}"
 
 
-def rule_lines(explanation: RuleExplanation, *, expand: bool | Collection[str]) -> list[str]:
-    """The lines of one rule's explanation; `expand` is True (every macro), or the names of macros to open."""
-    head = f"  rule '{explanation.rule}'"
+def rule_lines(explanation: RuleExplanation, *, expand: bool | Collection[str], title: str = "") -> list[str]:
+    """The lines of one rule's explanation; `expand` is True (every macro), or the names of macros to open;
+    `title` names what is explained when it is not a rule (a correlation's step)."""
+    head = "  " + (title or f"rule '{explanation.rule}'")
     if explanation.priority:
         head += f" ({explanation.priority})"
     head += f": {explanation.status.value.upper()}"
@@ -60,3 +63,30 @@ def _node_lines(node: Node, depth: int, expand: bool | Collection[str]) -> list[
 def _value(value: Any) -> str:
     text = "<missing>" if value is None else repr(value)
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
+
+
+def correlation_lines(on_event: CorrelationOnEvent, *, expand: bool | Collection[str]) -> list[str]:
+    """A correlation on one event: which steps matched, each step of the event's source shown as a rule is, the key
+    a match was filed under, and the alerts the engine raised."""
+    matched = ", ".join(f"'{name}'" for name in on_event.matched_steps) or "none"
+    alerts = f"; the engine fired {on_event.alerts} alert(s)" if on_event.alerts else ""
+    lines = [f"  correlation '{on_event.correlation}' ({on_event.priority}): step(s) matched: {matched}{alerts}"]
+    for step in on_event.steps:
+        step_lines = rule_lines(step.explanation, expand=expand, title=f"step '{step.step}'")
+        lines.append("  " + step_lines[0])
+        if step.explanation.is_match:
+            fields = ", ".join(step.key_fields) or "no key"
+            filed = "nothing (a key value is missing)" if step.key is None else "(" + ", ".join(step.key) + ")"
+            lines.append(f"        filed under ({fields}) = {filed}")
+        if step.note:
+            lines.append(f"        {step.note}")
+        lines += ["  " + line for line in step_lines[1:]]
+    return lines
+
+
+def verdict_lines(verdict: CorrelationVerdict) -> list[str]:
+    """At the end of the input: the engine's verdict on a correlation and, when it did not fire, what was missing."""
+    if verdict.fired:
+        events = ", ".join(str(number) for number in verdict.fired_at)
+        return [f"correlation '{verdict.correlation}': FIRED {verdict.fired} time(s) (event {events})"]
+    return [f"correlation '{verdict.correlation}': DID NOT FIRE", *(f"  - {line}" for line in verdict.missing)]

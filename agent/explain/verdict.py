@@ -8,11 +8,13 @@ from enum import Enum
 from typing import Any
 
 from agent.engine.ast import Expr
+from agent.engine.correlation_compiler import CompiledCorrelation, CompiledStep
 from agent.engine.engine import Engine
-from agent.engine.ruleset import MISSING, CompiledRule, possible_values
+from agent.engine.ruleset import MISSING, CompiledRule, Indexed, RuleSet, possible_values
 from agent.event import Event
 from agent.explain.evaluate import Node, Outcome, TreeEvaluator, combine_in_order, expr_text
 from agent.explain.model import RulesModel
+from agent.source import SourceSpec
 
 
 class Status(Enum):
@@ -78,7 +80,7 @@ class Explainer:
         out = []
         for rule in self._rules.values():
             if rule.source == event.source and not self._index_reason(rule, event):
-                reason = self._selection_reason(rule)
+                reason = self.selection_reason(rule)
                 if reason:
                     out.append(RuleExplanation(rule.name, Status.NOT_CANDIDATE, reason, rule.source,
                                                rule.priority.label))
@@ -93,7 +95,7 @@ class Explainer:
         if rule.source != event.source:
             head.reason = f"the rule is of source '{rule.source}', the event of '{event.source}'"
             return head
-        head.reason = self._selection_reason(rule) or self._index_reason(rule, event)
+        head.reason = self.selection_reason(rule) or self._index_reason(rule, event)
         if head.reason:
             return head
         evaluator = self._evaluators[rule.source]
@@ -101,6 +103,18 @@ class Explainer:
         head.condition = evaluator.evaluate(model.condition, event)
         head.exceptions = [self._exception(evaluator, ex.name, ex.items, event) for ex in model.exceptions]
         head.status = _status(head.condition, head.exceptions)
+        return head
+
+    def explain_step(self, correlation: CompiledCorrelation, step: CompiledStep, event: Event) -> RuleExplanation:
+        """Whether a correlation's step matched `event`: its condition tree, as a rule's (a step has no
+        exceptions)."""
+        head = RuleExplanation(step.name, Status.NOT_CANDIDATE, self.selection_reason(correlation), step.source,
+                               correlation.priority.label)
+        if head.reason:
+            return head
+        written = self.model.correlations[correlation.name][step.position]
+        head.condition = self._evaluators[step.source].evaluate(written.condition, event)
+        head.status = _status(head.condition, [])
         return head
 
     def _exception(self, evaluator: TreeEvaluator, name: str, items: tuple[Expr, ...], event: Event
@@ -112,12 +126,13 @@ class Explainer:
 
     def _unknown_reason(self, name: str) -> str:
         if any(correlation.name == name for correlation in self.engine.correlations):
-            return "a correlation: explain covers rules (a correlation's steps are rule conditions of their own)"
+            return "a correlation: its steps are explained with the correlation (explain --rule CORRELATION)"
         if name in self.model.defined_rules:
             return "not loaded: skipped (skip-if-unknown-filter) or of a source no loaded plugin provides"
         return "no rule of that name is loaded"
 
-    def _selection_reason(self, rule: CompiledRule) -> str:
+    def selection_reason(self, rule: CompiledRule | CompiledCorrelation) -> str:
+        """Why the engine evaluates no condition of the rule or correlation ('' when it does)."""
         if not rule.enabled:
             return "disabled (enabled: false, or a `rules` selection of the configuration)"
         if rule.priority > self.engine.min_priority:
@@ -126,22 +141,25 @@ class Explainer:
         return ""
 
     def _index_reason(self, rule: CompiledRule, event: Event) -> str:
-        """Why the index keeps the rule from the event ('' when it does not)."""
-        ruleset = self.engine.ruleset(rule.source)
-        spec = self.engine.sources[rule.source]
-        narrowed = ruleset.narrowed_by.get(rule.name, ()) if ruleset is not None else ()
-        for name in narrowed:
-            resolved = spec.fields.resolve(name, None)
-            if resolved is None:
-                continue
-            value = resolved[0].bind(None)(event)
-            value = MISSING if isinstance(value, tuple) else value
-            admitted = possible_values(rule.condition, name)
-            if (value in admitted.values) == admitted.cofinite:
-                shown = ", ".join(sorted(str(v) for v in admitted.values if v is not MISSING))
-                among = f"any value but ({shown})" if admitted.cofinite else f"({shown})"
-                return f"index: {name} is {_shown(value)}; the condition can only be true for {among}"
-        return ""
+        return index_reason(self.engine.ruleset(rule.source), self.engine.sources[rule.source], rule, event)
+
+
+def index_reason(ruleset: RuleSet[Any] | None, spec: SourceSpec, item: Indexed, event: Event) -> str:
+    """Why the index of `ruleset` keeps `item` (a rule or a correlation step) from the event ('' when it does
+    not)."""
+    narrowed = ruleset.narrowed_by.get(item.name, ()) if ruleset is not None else ()
+    for name in narrowed:
+        resolved = spec.fields.resolve(name, None)
+        if resolved is None:
+            continue
+        value = resolved[0].bind(None)(event)
+        value = MISSING if isinstance(value, tuple) else value
+        admitted = possible_values(item.condition, name)
+        if (value in admitted.values) == admitted.cofinite:
+            shown = ", ".join(sorted(str(v) for v in admitted.values if v is not MISSING))
+            among = f"any value but ({shown})" if admitted.cofinite else f"({shown})"
+            return f"index: {name} is {_shown(value)}; the condition can only be true for {among}"
+    return ""
 
 
 def _status(condition: Node, exceptions: list[ExceptionResult]) -> Status:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from agent.errors import DecodeError
 from agent.event import Event
 from agent.explain import Explainer, Status, read_model
 from agent.plugins.registry import load_registry
+from agent.rule_tests.cases import load_cases
 from agent.rule_tests.inputs import EventReader
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,13 +99,16 @@ class TestVerdict:
 
 class TestAgreesWithTheEngine:
     @staticmethod
-    def check(engine_files: list[Path], inputs: list[Path]) -> dict[str, int]:
-        """Per verdict, how many (rule, event) pairs got it; fails on any pair where explain and engine differ."""
+    def check(engine_files: list[Path], inputs: list[Path] | Callable[[EventReader], Iterable[Event | DecodeError]]
+              ) -> dict[str, int]:
+        """Per verdict, how many (rule, event) pairs got it; fails on any pair where explain and engine differ.
+        `inputs` are files, or what reads the events."""
         explainer, reader = explainer_for(engine_files)
         engine: Engine = explainer.engine
         names = [rule.name for rule in engine.rules]
         verdicts: dict[str, int] = {}
-        for item in reader.files(inputs):
+        items = inputs(reader) if callable(inputs) else reader.files(inputs)
+        for item in items:
             if isinstance(item, DecodeError):
                 continue
             alerted = {alert.rule for alert in engine.process(item)}
@@ -133,9 +138,15 @@ class TestAgreesWithTheEngine:
                               [s for s in samples if s.name != "expected.json"])
         assert verdicts["match"] >= 2
 
-    def test_upstream_syscall_rules_on_the_shipped_captures(self, reference: Path) -> None:
-        """On every upstream syscall rule and the kernel captures of the shipped cases, explain agrees too."""
-        verdicts = self.check([reference / "rules" / "falco_rules.yaml"], [REPO / "rules" / "tests" / "syscall"])
+    def test_upstream_syscall_rules_on_the_shipped_syscall_cases(self, reference: Path) -> None:
+        """On every upstream syscall rule and the kernel events of the shipped syscall cases, explain agrees too."""
+        cases = load_cases(REPO / "rules" / "tests" / "syscall.tests.yaml")
+
+        def events(reader: EventReader) -> Iterator[Event | DecodeError]:
+            for case in cases:
+                yield from reader.written(case.input.documents, origin=case.label)
+
+        verdicts = self.check([reference / "rules" / "falco_rules.yaml"], events)
         assert verdicts["match"] > 5 and verdicts["no match"] > 100
 
 

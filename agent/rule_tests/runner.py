@@ -3,7 +3,8 @@ an earlier rule never hides the one under test) and says, per case, whether the 
 
 Rule cases share one engine. A correlation case gets an engine of its own: correlation state must start empty. Each
 event of a rule case is also explained (agent.explain), which gives the coverage of macros and exceptions and
-checks that the explanation agrees with the engine's verdict.
+checks that the explanation agrees with the engine's verdict; a correlation that did not fire when it should have
+is explained afterwards (what was missing).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agent.engine.output_format import EXTRACTION_ERRORS
 from agent.engine_setup import load_engine
 from agent.errors import DecodeError
 from agent.event import Event
+from agent.explain.correlation import CorrelationExplainer
 from agent.explain.evaluate import deciding_paths, macros_true
 from agent.explain.model import RulesModel, read_model
 from agent.explain.verdict import Explainer, RuleExplanation, Status
@@ -93,8 +95,26 @@ class RulesUnderTest:
         if not result.problems:
             _compare(case, alerts, result)
         if result.problems and case.expect.matches and not alerts:
-            result.problems += _why_silent(result.explanations)
+            result.problems += self._why_not_fired(case, explainer) if is_correlation else \
+                _why_silent(result.explanations)
         return result
+
+    def _why_not_fired(self, case: RuleCase, explainer: Explainer) -> list[str]:
+        """For a correlation that did not fire: what was missing, as `falco-agent explain` says it."""
+        if case.input.file is not None and not case.input.file.exists():
+            return []
+        correlations = CorrelationExplainer(explainer, self.new_engine()[0], [case.rule])
+        for item in self._items(case):
+            if isinstance(item, Event):
+                correlations.observe(item)
+        return [f"  {line}" for verdict in correlations.verdicts() for line in verdict.missing]
+
+    def _items(self, case: RuleCase) -> Iterable[Event | DecodeError]:
+        forced = self.reader.decoder(case.source)
+        if case.input.file is not None:
+            return self.reader.files([case.input.file], forced=forced)
+        return self.reader.written(case.input.documents, origin=f"{case.location.file}:{case.location.line}",
+                                   forced=forced)
 
     def _naming_problem(self, case: RuleCase, *, is_correlation: bool) -> str:
         """What is wrong with the rule, correlation or source the case names ('' when nothing is)."""
@@ -113,15 +133,10 @@ class RulesUnderTest:
     def _alerts(self, case: RuleCase, engine: Engine, observe: Callable[[Event, list[Alert]], None] | None,
                 result: CaseResult) -> list[Alert]:
         """The case's rule's alerts; events are evaluated as they are read (kernel state moves on after)."""
-        forced = self.reader.decoder(case.source)
-        if case.input.file is not None:
-            if not case.input.file.exists():
-                result.problems.append(f"input file not found: {case.input.file}")
-                return []
-            items = self.reader.files([case.input.file], forced=forced)
-        else:
-            items = self.reader.written(case.input.documents,
-                                        origin=f"{case.location.file}:{case.location.line}", forced=forced)
+        if case.input.file is not None and not case.input.file.exists():
+            result.problems.append(f"input file not found: {case.input.file}")
+            return []
+        items = self._items(case)
         alerts: list[Alert] = []
         events = 0
         for item in items:

@@ -1,5 +1,5 @@
-"""The shipped `rules/syscall.yaml`: it loads cleanly, is indexed, tagged and tunable. Its cases (kernel captures in
-rules/tests/syscall/, listed in rules/tests/syscall.tests.yaml) run through `falco-agent rules test` in `make test`."""
+"""The shipped `rules/syscall.yaml`: it loads cleanly, is indexed, tagged and tunable. Its cases (kernel scenario lines
+in rules/tests/syscall.tests.yaml) run through `falco-agent rules test` in `make test`."""
 
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def engine() -> Engine:
 
 
 def _stream() -> Stream:
-    """The fake host of the kernel state tests, plus a `runc` exec process with a terminal in its container (the
-    node the captures of rules/tests/syscall/ were recorded on)."""
+    """The fake host of the kernel state tests, plus a `runc` exec process with a terminal in its container."""
     s = Stream(seed=False)
     s.host.snapshots.append(snapshot(CONTAINER_EXEC, 1, "runc", exepath="/usr/bin/runc", container_id=CONTAINER_ID,
                                      tty=34817, vpid=12))

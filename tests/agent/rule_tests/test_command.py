@@ -12,7 +12,8 @@ import pytest
 
 from agent.cli import main
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "rule_tests"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "tests" / "fixtures" / "rule_tests"
 RULES, LOCAL, CASES = FIXTURES / "pods.yaml", FIXTURES / "local.yaml", FIXTURES / "pods.tests.yaml"
 
 
@@ -77,6 +78,19 @@ class TestOutcome:
         assert "expected no match, got 1 alert(s):" in out
         assert "  Notice pod created by alice in payments" in out
         assert "event 3: not a candidate: index: ka.verb is 'get'; the condition can only be true for (delete)" in out
+
+    def test_a_correlation_that_did_not_fire_says_what_was_missing(self, capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path) -> None:
+        """A correlation case expecting a match on a stream whose steps are filed under different keys names the
+        step and both keys."""
+        stream = REPO / "rules" / "tests" / "correlation" / "hostpid_nsenter.wrong_key.jsonl"
+        cases = tmp_path / "correlation.tests.yaml"
+        cases.write_text("- case: wrong key\n  correlation: Container Escape Attempt In Pod Created With Host Access\n"
+                         f"  file: {stream}\n  expect: match\n")
+        code, out = run(capsys, "-r", str(REPO / "rules" / "correlation.yaml"), str(cases))
+        assert code == 1
+        assert ("      expected a match, got no alert\n        step 'escape' matched with key (shop, cart-7b9c-abcde) "
+                "but step 'created' had key (tools, nsenter-5f6g7)") in out
 
     def test_an_unknown_rule_or_wrong_source_fails_the_case(self, capsys: pytest.CaptureFixture[str],
                                                             tmp_path: Path) -> None:

@@ -12,11 +12,27 @@ from agent.fields import FieldTable
 
 
 @dataclass(frozen=True, slots=True)
+class PathParts:
+    """Fields that are parts of the path field `path` ("" for a part the source lacks): `directory` is the path
+    before its last slash (the path itself when it ends with one or names a directory, `/` when it has no slash
+    past its first character), `filename` what follows the last slash (the path itself when it ends with one,
+    `/` when it has none). A part has a value only when the path has one. Then a check on a part bounds the path:
+    see agent.engine.rule_guards."""
+
+    path: str
+    directory: str = ""
+    filename: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SourceSpec:
     """A source as the engine sees it.
 
     `index_fields` are scalar fields, in order of preference, whose value a rule may pin with
     `=`/`in` so that the engine evaluates the rule only on events with those values.
+    `guard_fields` are scalar text fields with too many values to index, cheap to extract, whose value the
+    engine checks against what a rule's condition allows of them (exact values, prefixes, suffixes) before
+    evaluating it; `guard_paths` says which fields are parts of a guard path field.
     `plugins` are the (name, version) pairs this built-in source stands in for when a rules
     file lists `required_plugin_versions`.
     """
@@ -27,6 +43,8 @@ class SourceSpec:
     plugins: tuple[tuple[str, str], ...] = field(default=())
     #: Warn (LOAD_NO_EVTTYPE) about rules that no index field narrows down, as Falco does for syscalls.
     warn_unindexed: bool = False
+    guard_fields: tuple[str, ...] = ()
+    guard_paths: tuple[PathParts, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

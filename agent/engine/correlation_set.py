@@ -1,7 +1,7 @@
 """The loaded correlations at run time: their steps indexed per source like rules, their states, their clocks.
 
-An event meets only the steps its source's index admits (`evt.type`, `ka.verb`, `ct.name`...), exactly as
-it meets rules, so a correlation costs nothing on events none of its steps can match.
+An event meets only the steps its source's index and guards admit (`evt.type`, `ka.verb`, `ct.name`...; `fd.name`),
+exactly as it meets rules, so a correlation costs nothing on events none of its steps can match.
 """
 
 from __future__ import annotations
@@ -43,12 +43,7 @@ class CorrelationSet:
             steps = [step for c in live for step in c.steps if step.source == name]
             if not steps:
                 continue
-            getters = {}
-            for field in spec.index_fields:
-                resolved = spec.fields.resolve(field, None)
-                if resolved is not None:
-                    getters[field] = resolved[0].bind(None)
-            index[name] = RuleSet(steps, getters)
+            index[name] = RuleSet.of_source(steps, spec)
         self._index = index
         self._with_absence = {
             name: tuple(self._states[c.name] for c in live if c.steps[-1].absent and name in c.sources)
@@ -76,7 +71,7 @@ class CorrelationSet:
             self._clock[source] = event.ts_ns
         self._seq += 1
         alerts: list[Alert] = []
-        for step in index.candidates_for(index_key):
+        for step in index.matching(event, index_key):
             try:
                 matched = step.predicate(event)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError):

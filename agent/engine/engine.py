@@ -21,6 +21,7 @@ from agent.engine.output_format import EXTRACTION_ERRORS, alert_for
 from agent.engine.reader import MAX_FILE_BYTES, file_too_large, read_items
 from agent.engine.requirements import loaded_plugins
 from agent.engine.rule_compiler import build_context, compile_rules, unused_warnings
+from agent.engine.rule_guards import check_guard_fields
 from agent.engine.ruleset import CompiledRule, RuleSet
 from agent.event import Event
 from agent.location import Location
@@ -72,6 +73,8 @@ class Engine:
 
     # ----- sources ----------------------------------------------------------------------------
     def add_source(self, spec: SourceSpec) -> None:
+        """Register a source; ValueError when its guard fields are not text fields it has."""
+        check_guard_fields(spec)
         self._sources[spec.name] = spec
 
     @property
@@ -176,15 +179,8 @@ class Engine:
         for rule in self._rules:
             if rule.enabled and rule.priority <= self.min_priority:
                 by_source.setdefault(rule.source, []).append(rule)
-        rulesets = {}
-        for name, spec in self._sources.items():
-            getters = {}
-            for field in spec.index_fields:
-                resolved = spec.fields.resolve(field, None)
-                if resolved is not None:
-                    getters[field] = resolved[0].bind(None)
-            rulesets[name] = RuleSet(by_source.get(name, []), getters)
-        self._rulesets = rulesets
+        self._rulesets = {name: RuleSet.of_source(by_source.get(name, []), spec)
+                          for name, spec in self._sources.items()}
         self._correlations.rebuild(self._sources, min_priority=self.min_priority)
 
     def ruleset(self, source: str) -> RuleSet[CompiledRule] | None:
@@ -203,7 +199,7 @@ class Engine:
         alerts: list[Alert] = []
         first_only = self.rule_matching is RuleMatching.FIRST
         index_key = ruleset.index_key(event)
-        for rule in ruleset.candidates_for(index_key):
+        for rule in ruleset.matching(event, index_key):
             try:
                 matched = rule.predicate(event)
             except EXTRACTION_ERRORS:

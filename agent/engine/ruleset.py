@@ -3,24 +3,29 @@
 For each rule the index field is the first of the source's `index_fields` whose possible values
 the condition bounds to a finite set (`ka.verb in (create, update) and ...`). The analysis keeps
 an over- and an under-approximation of the values for which the condition can be true, so
-negations (`not evt.type in (...)`) are handled soundly.
+negations (`not evt.type in (...)`) are handled soundly. Guard fields then narrow the candidates further by
+values no index could hold (agent.engine.rule_guards).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Not, Or, StrLit
 from agent.engine.compiler import Predicate
-from agent.engine.output_format import OutputFormat
+from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
+from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
 from agent.priority import Priority
+from agent.source import SourceSpec
 
 #: Stands for "the field has no value" among the index values.
 MISSING = None
 _MEMO_LIMIT = 4096
+#: Guard value combinations remembered per index selection: paths are many, and each entry holds its strings.
+_GUARD_MEMO_LIMIT = 512
 
 
 @dataclass(slots=True, eq=False)
@@ -124,15 +129,34 @@ class Indexed(Protocol):
 R = TypeVar("R", bound=Indexed)
 
 
+Getter = Callable[[Event], Any]
+
+
+@dataclass(slots=True)
+class _Selection(Generic[R]):
+    """The rules an event's index values admit, and what their guards need: the guard fields some of them bound
+    (`getters`), each rule's guards renumbered over those, and the rules admitted per combination of values."""
+
+    rules: tuple[R, ...]
+    getters: tuple[Getter, ...]
+    guarded: tuple[tuple[R, tuple[Guard, ...]], ...]
+    by_values: dict[tuple[Any, ...], tuple[R, ...]]
+
+
 class RuleSet(Generic[R]):
     """The enabled rules of one source in evaluation order, with the per-event candidate lookup.
 
-    Each rule keeps, per index field, the values of that field for which it can match. An event's
-    index values select the rules that admit all of them; the selection is memoised per distinct
-    combination of index values, so the per-event cost is one tuple build and one dict lookup.
+    Each rule keeps, per index field, the values of that field for which it can match, and per guard field it
+    bounds, a Guard (agent.engine.rule_guards). An event's index values select the rules that admit all of them;
+    its guard values then drop the rules whose guards refuse them. Both steps are memoised (per distinct index
+    values, then per distinct guard values), so an event costs a tuple build and a dict lookup per step plus the
+    guard fields' extraction, which the conditions evaluated next find in the event's cache.
     """
 
-    def __init__(self, rules: list[R], index_getters: dict[str, Callable[[Event], Any]]) -> None:
+    def __init__(self, rules: list[R], index_getters: dict[str, Getter],
+                 guard_getters: dict[str, tuple[Getter, GuardField]] | None = None) -> None:
+        """`guard_getters` maps each guard field to its getter and to how checks bound it."""
+        guard_getters = guard_getters or {}
         self.rules = sorted(rules, key=lambda r: r.index)
         self._getters = tuple(index_getters.values())
         self._names = tuple(index_getters)
@@ -142,7 +166,29 @@ class RuleSet(Generic[R]):
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
             for rule, sets in self._admits
         }
-        self._memo: dict[tuple[Any, ...], tuple[R, ...]] = {}
+        self._guard_getters = tuple(getter for getter, _guard in guard_getters.values())
+        guards = tuple(guard for _getter, guard in guard_getters.values())
+        self._guards = {id(rule): guards_of(rule.condition, guards) for rule in self.rules}
+        guard_names = tuple(guard_getters)
+        #: Per rule, the guard fields checked before its condition.
+        self.guarded_by = {rule.name: tuple(guard_names[g.position] for g in self._guards[id(rule)])
+                           for rule in self.rules}
+        self._memo: dict[tuple[Any, ...], _Selection[R]] = {}
+
+    @classmethod
+    def of_source(cls, rules: list[R], spec: SourceSpec) -> RuleSet[R]:
+        """The rule set of `spec`'s rules, indexed and guarded by the fields the source names."""
+        getters = {}
+        for name in spec.index_fields:
+            resolved = spec.fields.resolve(name, None)
+            if resolved is not None:
+                getters[name] = resolved[0].bind(None)
+        guards = {}
+        for name in spec.guard_fields:
+            resolved = spec.fields.resolve(name, None)
+            if resolved is not None:
+                guards[name] = (resolved[0].bind(None), guard_field(name, spec.guard_paths))
+        return cls(rules, getters, guards)
 
     def index_values(self, field: str, *, among: Callable[[R], bool] | None = None) -> frozenset[Any] | None:
         """The values of index field `field` some rule here (of those `among` selects) can match; None when a
@@ -159,23 +205,66 @@ class RuleSet(Generic[R]):
 
     def candidates(self, event: Event) -> tuple[R, ...]:
         """Rules that can match this event, in evaluation order."""
-        return self.candidates_for(self.index_key(event))
+        return self.matching(event, self.index_key(event))
 
     def index_key(self, event: Event) -> tuple[Any, ...]:
         """The event's index values: equal for every rule set built on the same source's index fields."""
-        return tuple([get(event) for get in self._getters])
+        getters = self._getters
+        return (getters[0](event),) if len(getters) == 1 else tuple([get(event) for get in getters])
 
     def candidates_for(self, key: tuple[Any, ...]) -> tuple[R, ...]:
-        """Rules that can match an event with these index values, in evaluation order."""
+        """Rules that can match an event with these index values (whatever its guard values), in evaluation
+        order."""
+        return self._selection(key).rules
+
+    def matching(self, event: Event, key: tuple[Any, ...]) -> tuple[R, ...]:
+        """Rules that can match this event, whose index values are `key`, in evaluation order."""
+        selection = self._memo.get(key) or self._selection(key)
+        getters = selection.getters
+        if not getters:
+            return selection.rules
+        try:
+            values = (getters[0](event),) if len(getters) == 1 else tuple([get(event) for get in getters])
+        except EXTRACTION_ERRORS:
+            return selection.rules  # the conditions meet the same error and count it
+        by_values = selection.by_values
+        try:
+            found = by_values.get(values)
+        except TypeError:  # a value that is not hashable (not text): judged, not memoised
+            return _admitted(selection.guarded, values)
+        if found is None:
+            found = _admitted(selection.guarded, values)
+            if len(by_values) >= _GUARD_MEMO_LIMIT:
+                by_values.clear()
+            by_values[values] = found
+        return found
+
+    def _selection(self, key: tuple[Any, ...]) -> _Selection[R]:
         found = self._memo.get(key)
         if found is None:
             values = [MISSING if isinstance(v, tuple) else v for v in key]
-            found = tuple(rule for rule, sets in self._admits if all(
+            rules = tuple(rule for rule, sets in self._admits if all(
                 _admits(s, v) for s, v in zip(sets, values, strict=True)))
+            used = sorted({g.position for rule in rules for g in self._guards[id(rule)]})
+            renumber = {position: index for index, position in enumerate(used)}
+            guarded = tuple((rule, tuple(replace(g, position=renumber[g.position]) for g in self._guards[id(rule)]))
+                            for rule in rules)
+            found = _Selection(rules, tuple(self._guard_getters[p] for p in used), guarded, {})
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
             self._memo[key] = found
         return found
+
+
+def _admitted(guarded: tuple[tuple[R, tuple[Guard, ...]], ...], values: tuple[Any, ...]) -> tuple[R, ...]:
+    found = []
+    for rule, guards in guarded:
+        for guard in guards:
+            if not guard.admits(values[guard.position]):
+                break
+        else:
+            found.append(rule)
+    return tuple(found)
 
 
 def _admits(values: ValueSet, value: Any) -> bool:

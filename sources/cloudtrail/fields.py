@@ -354,4 +354,5 @@ def cloudtrail_source() -> SourceSpec:
         fields=fields,
         index_fields=("ct.name",),
         plugins=(("cloudtrail", "0.17.1"), ("json", "0.7.4")),
+        guard_fields=("ct.src", "ct.user.identitytype"),
     )

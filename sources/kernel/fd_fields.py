@@ -51,7 +51,9 @@ def _name(ev: SyscallEvent) -> Value:
 
 def _nameraw(ev: SyscallEvent) -> Value:
     text = ev.fd.name_raw if ev.fd is not None else _creator_name(ev, raw=True)
-    return _SLASHES.sub("/", text) if text is not None else None
+    if text is None or "//" not in text:  # the usual path: no regular expression to run
+        return text
+    return _SLASHES.sub("/", text)
 
 
 def _typechar(ev: SyscallEvent) -> Value:
@@ -194,7 +196,15 @@ def _types_factory(arg: str | None) -> Extractor:
 
 def _gated(fn: Callable[[SyscallEvent], Value]) -> ExtractorFactory:
     """Only events about a descriptor have fd fields."""
-    return simple(lambda ev: fn(ev) if ev.has_fd else None)
+
+    def factory(_arg: str | None) -> Extractor:
+        def extract(event: Event) -> Value:
+            payload = event.payload
+            return fn(payload) if payload.__class__ is SyscallEvent and payload.has_fd else None
+
+        return extract
+
+    return factory
 
 
 _NAME_FIELDS = {"fd.cip.name": _domain_name(_cip), "fd.sip.name": _domain_name(_sip),

@@ -24,7 +24,7 @@ from importlib import resources
 from agent.event import Event
 from agent.fields import ArgKind, Extractor, ExtractorFactory, FieldFlag, FieldSpec, FieldTable, FieldType, Value
 from agent.generic_fields import generic_fields
-from agent.source import SourceSpec
+from agent.source import PathParts, SourceSpec
 from sources.kernel.evt_fields import EVT_EXTRACTORS
 from sources.kernel.fd_fields import FD_COMPARATORS, FD_EXTRACTORS
 from sources.kernel.fspath_fields import FSPATH_EXTRACTORS
@@ -141,8 +141,17 @@ def load_event_types() -> frozenset[str]:
 SYSCALL_EVENT_TYPES: frozenset[str] = load_event_types()
 
 
+#: Text fields read straight from the record's descriptor and thread, which the engine checks before a rule's
+#: condition (`fd.name` of an open against the paths a rule is about). `fd.directory` and `fd.filename` are parts of
+#: `fd.name` (fd_fields: all three derive from the name the descriptor or the failed open has). The one exception:
+#: a failed connect on a file's descriptor has the address as fd.name, so a rule on the directory of such an event
+#: would be skipped.
+GUARD_FIELDS = ("fd.name", "fd.nameraw", "proc.name", "proc.pname", "proc.exe")
+
+
 def syscall_source() -> SourceSpec:
     """The `syscall` source as the engine sees it; rules are bucketed by `evt.type`."""
     table = FieldTable([*generic_fields(), *load_syscall_field_specs()])
     # Falco warns (LOAD_NO_EVTTYPE) about a syscall rule that does not restrict evt.type.
-    return SourceSpec(SOURCE_NAME, table, index_fields=("evt.type",), plugins=_PLUGINS, warn_unindexed=True)
+    return SourceSpec(SOURCE_NAME, table, index_fields=("evt.type",), plugins=_PLUGINS, warn_unindexed=True,
+                      guard_fields=GUARD_FIELDS, guard_paths=(PathParts("fd.name", "fd.directory", "fd.filename"),))

@@ -21,9 +21,10 @@ class ContainerRegistry:
         self._host = host
         self._meta: OrderedDict[str, ContainerMeta] = OrderedDict()
         self._requested: set[str] = set()
-        # Fetch threads append, the state thread pops: deque operations are atomic, and an empty
-        # deque is a cheap check on every record (a queue's get_nowait raising Empty is not).
-        self._done: deque[ContainerMeta] = deque()
+        #: Metadata fetched and not yet integrated (`drain`). Fetch threads append, the state thread pops: deque
+        #: operations are atomic, and an empty deque is a cheap check on every record (a queue's get_nowait
+        #: raising Empty is not).
+        self.fetched: deque[ContainerMeta] = deque()
         self._pending: set[Future[None]] = set()
         self._max = max_containers
         self._first_wait_s = first_wait_s
@@ -44,14 +45,10 @@ class ContainerRegistry:
         # (its entrypoint, an escape right at start) carry its name and pod; a slow runtime costs at most this.
         wait([future], timeout=self._first_wait_s)
 
-    @property
-    def has_news(self) -> bool:
-        return bool(self._done)
-
     def drain(self) -> list[ContainerMeta]:
         """Integrate every finished fetch; returns what was learned, in order."""
         learned: list[ContainerMeta] = []
-        done = self._done
+        done = self.fetched
         while done:
             meta = done.popleft()
             self.learn(meta)
@@ -77,4 +74,4 @@ class ContainerRegistry:
     def _fetch(self, container_id: str) -> None:
         meta = self._host.container(container_id)
         # An unknown container is remembered as such, so it is not asked for again and again.
-        self._done.append(meta if meta is not None else ContainerMeta(container_id))
+        self.fetched.append(meta if meta is not None else ContainerMeta(container_id))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(slots=True)
@@ -208,4 +208,17 @@ class HostView(Protocol):
 
     def container_of_cgroup(self, cgroup_id: int) -> str | None:
         """The full container id of a cgroup v2 id ("" for the host), or None when unknown."""
+        ...
+
+
+@runtime_checkable
+class FdPaths(Protocol):
+    """A host that can name a descriptor of a running process now: the live machine (a replay cannot).
+
+    What it answers is as of the question, not of the record being applied: the state asks only for what it
+    has no other way to know (a directory fd whose open it never saw).
+    """
+
+    def fd_path(self, pid: int, fd: int) -> str | None:
+        """The path /proc/<pid>/fd/<fd> links to; None when gone or not a path (a socket, a pipe)."""
         ...

@@ -93,6 +93,7 @@ class KernelState:
         self.ctx = StateContext(seen_host, limits=limits or StateLimits(), fetch_containers=fetch_containers)
         self.hostname = hostname
         self._num = 0
+        self._fetched = self.ctx.containers.fetched
 
     @property
     def counters(self) -> dict[str, int]:
@@ -128,8 +129,11 @@ class KernelState:
         """Update the state with one record and return its event (procexit included); None for a record that
         only informs the state (`tcp_local`), which no rule may see, live or replayed."""
         ctx = self.ctx
-        thread = ctx.thread_for(record)
-        handler = _HANDLERS.get(record.type) or (fd_events.uses_fd if "fd" in record.args else None)
+        thread = ctx.table.get(record.tid)
+        if thread is None or thread.pid != record.pid:  # the usual known thread costs no call to thread_for
+            thread = ctx.thread_for(record)
+        kind = record.type
+        handler = _HANDLERS.get(kind) or (fd_events.uses_fd if "fd" in record.args else None)
         payload = None
         if handler is not None:
             try:
@@ -141,14 +145,14 @@ class KernelState:
             payload = SyscallEvent(record, thread, ctx.lookups)
         # Container metadata fetched since the last record (or waited for by this one) is known before this
         # event is evaluated: one check per record, here rather than also before the handler.
-        self._integrate_containers()
+        if self._fetched:
+            self._integrate_containers()
         if self._observer is not None:
             self._observer.on_record(record)
-        if record.type in STATE_ONLY_TYPES:
+        if kind in STATE_ONLY_TYPES:
             return None
         self._num += 1
-        return Event(source=SOURCE, ts_ns=record.ts_ns, payload=payload, type=record.type, hostname=self.hostname,
-                     num=self._num)
+        return Event(SOURCE, record.ts_ns, payload, kind, self.hostname, self._num)
 
     def learn_container(self, meta: ContainerMeta) -> None:
         """Container metadata from elsewhere (a replayed capture)."""
@@ -163,9 +167,8 @@ class KernelState:
         self.ctx.containers.close()
 
     def _integrate_containers(self) -> None:
-        if self.ctx.containers.has_news:
-            for meta in self.ctx.containers.drain():
-                self._report_container(meta)
+        for meta in self.ctx.containers.drain():
+            self._report_container(meta)
 
     def _report_container(self, meta: ContainerMeta) -> None:
         if self._observer is not None:

@@ -60,6 +60,13 @@ class LiveHostView:
     def container_of_cgroup(self, cgroup_id: int) -> str | None:
         return self._cgroups.container_of(cgroup_id)
 
+    def fd_path(self, pid: int, fd: int) -> str | None:
+        try:
+            target = os.readlink(self._proc / str(pid) / "fd" / str(fd))
+        except OSError:
+            return None
+        return target if target.startswith("/") else None
+
 
 def live_state(*, hostname: str = "", observer: StateObserver | None = None, limits: StateLimits | None = None,
                runtime_sockets: Sequence[str] | None = None) -> KernelState:

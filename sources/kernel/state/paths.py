@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
 
 #: The dirfd value meaning "relative to the working directory".
 AT_FDCWD = -100
+
 
 
 def absolute_path(base: str, path: str) -> str:
@@ -15,6 +18,8 @@ def absolute_path(base: str, path: str) -> str:
     """
     if not path:
         return ""
+    if path[0] == "/" and "//" not in path and "/." not in path and path[-1] != "/":
+        return path  # the usual absolute path has nothing to fold (a `.` component always follows a slash)
     joined = path if path.startswith("/") else f"{base or '/'}/{path}"
     normal = posixpath.normpath(joined)
     # normpath keeps a leading "//" (POSIX allows it to mean something else); Linux does not.
@@ -35,3 +40,49 @@ def filename_of(path: str) -> str:
     if pos < 0:
         return "/"
     return path[pos + 1 :] if pos < len(path) - 1 else path
+
+
+@dataclass(frozen=True, slots=True)
+class ProcLink:
+    """A link of a process in procfs: descriptor `fd`, or (`fd` -1) its working directory (`cwd`) or its root
+    (not `cwd`). `pid` None: the opener's own (/proc/self, /proc/thread-self, /dev/fd)."""
+
+    pid: int | None
+    fd: int = -1
+    cwd: bool = False
+
+
+def proc_link(parts: list[str]) -> ProcLink | None:
+    """The link that the path of components `parts` (from the root, folded) is, if any: `proc/self/fd/3`,
+    `proc/4242/task/4243/cwd`, `dev/fd/3` (a link to /proc/self/fd on Linux)."""
+    if parts[:2] == ["dev", "fd"]:
+        parts = ["proc", "self", *parts[1:]]
+    if len(parts) < 3 or parts[0] != "proc" or not (parts[1] in ("self", "thread-self") or parts[1].isdigit()):
+        return None
+    pid = int(parts[1]) if parts[1].isdigit() else None
+    rest = parts[4:] if parts[2] == "task" and len(parts) > 4 and parts[3].isdigit() else parts[2:]
+    if rest in (["cwd"], ["root"]):
+        return ProcLink(pid, cwd=rest[0] == "cwd")
+    if len(rest) == 2 and rest[0] == "fd" and rest[1].isdigit():
+        return ProcLink(pid, int(rest[1]))
+    return None
+
+
+def path_through_proc(base: str, path: str, target: Callable[[ProcLink], str | None]) -> str:
+    """`absolute_path(base, path)`, except that a procfs link on the way leads where `target` says (an absolute
+    path; None: nowhere known, the link stays a name), as the kernel follows it before any `..` after it."""
+    joined = path if path.startswith("/") else f"{base or '/'}/{path}"
+    # Every link starts with a component `proc` or `dev`, which the joined path shows after a slash.
+    if not path or not joined.startswith("/") or ("/proc" not in joined and "/dev" not in joined):
+        return absolute_path(base, path)
+    parts: list[str] = []
+    for part in joined.split("/"):
+        if part == "..":
+            del parts[-1:]
+        elif part not in ("", "."):
+            parts.append(part)
+            link = proc_link(parts) if parts[0] in ("proc", "dev") else None
+            to = target(link) if link is not None else None
+            if to is not None:
+                parts = [p for p in to.split("/") if p]
+    return "/" + "/".join(parts)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state.builders import cloned_thread
 from sources.kernel.state.context import StateContext
+from sources.kernel.state.fd_events import directory_name
 from sources.kernel.state.fds import FdType
 from sources.kernel.state.paths import AT_FDCWD, absolute_path
 from sources.kernel.state.payload import SyscallEvent
@@ -148,8 +149,10 @@ def on_chdir(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Sysca
 def on_fchdir(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
     num = rec.args.get("fd", -1)
     info = thread.fds.get(num)
-    if rec.res == 0 and info is not None:
-        thread.fs.cwd = info.name
+    # A directory whose open the prefilter kept in the kernel is named by the live host while still held.
+    name = directory_name(ctx, thread, num) if rec.res == 0 else None
+    if name is not None:
+        thread.fs.cwd = name
     return SyscallEvent(rec, thread, ctx.lookups, fd=info, has_fd=True, fd_num=num)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from sources.kernel.state.threads import ThreadInfo
 
@@ -22,14 +23,13 @@ class ThreadTable:
         self.max_threads = max_threads
         self.evicted = 0
         self._threads: OrderedDict[int, ThreadInfo] = OrderedDict()
+        #: The thread of a tid, or None: the table's own lookup, called once per record.
+        self.get: Callable[[int], ThreadInfo | None] = self._threads.get
         self._tids_by_pid: dict[int, set[int]] = {}
         self._children: dict[int, set[int]] = {}
 
     def __len__(self) -> int:
         return len(self._threads)
-
-    def get(self, tid: int) -> ThreadInfo | None:
-        return self._threads.get(tid)
 
     def main(self, pid: int) -> ThreadInfo | None:
         """The thread standing for process `pid`: its main thread, else any live thread of it."""

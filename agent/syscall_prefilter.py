@@ -17,15 +17,16 @@ from dataclasses import dataclass
 
 from agent.engine.ast import Check, Expr, FieldRef, Transform, walk
 from agent.engine.engine import Engine
+from agent.engine.rule_guards import GuardField, guard_field
 from agent.engine.ruleset import ValueSet, possible_values
 from agent.engine.string_bounds import (
     AtomBound,
     AtomFacts,
     StringBound,
-    literal_bound,
     necessary_facts,
     string_bound,
 )
+from agent.source import PathParts
 from sources.kernel.fields import SOURCE_NAME as SYSCALL
 from sources.kernel.prefilter import PLAIN_BREAKERS, OpenFact, OpenNeed, PrefilterPlan
 from sources.kernel.state.fd_events import OPEN_TYPES
@@ -65,6 +66,7 @@ class _Candidate:
 
 
 _NOTHING = StringBound(frozenset(), frozenset())
+_PATH_FIELD = "fd.name"
 
 
 def _type_impossible(syscall: str, name: str, arg: str | None, op: str, values: tuple[str, ...]) -> bool:
@@ -76,38 +78,54 @@ def _type_impossible(syscall: str, name: str, arg: str | None, op: str, values: 
     return op == "!=" and values == (syscall,)
 
 
-def _path_atom(syscall: str) -> AtomBound:
+@dataclass(frozen=True, slots=True)
+class _PathFields:
+    """The opened path as checks bound it (the path field and its parts), and the fields whose components are
+    the path's first ones (the path and its directory), for `pmatch`."""
+
+    bound: GuardField
+    leading: frozenset[str]
+
+    @staticmethod
+    def of(parts: tuple[PathParts, ...]) -> _PathFields:
+        leading = frozenset({_PATH_FIELD} | {p.directory for p in parts if p.path == _PATH_FIELD and p.directory})
+        return _PathFields(guard_field(_PATH_FIELD, parts), leading)
+
+
+def _path_atom(syscall: str, path: _PathFields) -> AtomBound:
     def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> StringBound | None:
-        return _NOTHING if _type_impossible(syscall, name, arg, op, values) else _path_bound(name, arg, op, values)
+        if _type_impossible(syscall, name, arg, op, values):
+            return _NOTHING
+        if op == "pmatch":
+            return _pmatch_bound(values) if arg is None and name in path.leading else None
+        return path.bound.bound(name, arg, op, values)
     return atom
 
 
-def _fact_atom(syscall: str) -> AtomFacts:
-    def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> frozenset[str]:
-        return _ANY_FACT if _type_impossible(syscall, name, arg, op, values) else _open_facts(name, arg, op, values)
-    return atom
-
-
-def _path_bound(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> StringBound | None:
-    """What a check says of the opened path: `fd.name` directly, `fd.directory` as the prefix `DIR/`,
-    `fd.filename` as the suffix `/NAME`."""
-    if arg is not None:
-        return None
-    if name == "fd.name":
-        return literal_bound(op, values)
-    if name == "fd.filename" and op in ("=", "==", "in"):
-        return StringBound(frozenset(), frozenset(), frozenset("/" + value for value in values))
-    if name == "fd.directory" and op in ("=", "==", "in", "startswith", "pmatch"):
-        exact_dir = op not in ("startswith",)
-        return StringBound(frozenset(), frozenset(
-            (value.rstrip("/") + "/" if exact_dir else value) for value in values))
-    return None
+def _pmatch_bound(values: tuple[str, ...]) -> StringBound:
+    """`pmatch` on the path or its directory: the path's components start with an entry's, so (the kernel keeps
+    only plain absolute paths) the path starts with the entry's literal components up to its first glob."""
+    heads = set()
+    for entry in values:
+        literal: list[str] = []
+        for part in (p for p in entry.split("/") if p):
+            if any(ch in part for ch in "?*["):
+                break
+            literal.append(part)
+        heads.add("/" + "/".join(literal))
+    return StringBound(frozenset(), frozenset(heads))
 
 
 #: The fact "the raw path is not plain": opens with such paths always leave the kernel.
 _NOT_PLAIN = "NOT_PLAIN"
 #: What a check no event of the syscall passes needs: everything (it is never true).
 _ANY_FACT = frozenset({*(fact.name for fact in OpenFact if fact.name), _NOT_PLAIN})
+
+
+def _fact_atom(syscall: str) -> AtomFacts:
+    def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> frozenset[str]:
+        return _ANY_FACT if _type_impossible(syscall, name, arg, op, values) else _open_facts(name, arg, op, values)
+    return atom
 
 
 def _open_facts(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> frozenset[str]:
@@ -170,7 +188,7 @@ def _reads_kept_descriptors(candidate: _Candidate) -> bool:
 _NO_VALUES = ValueSet(frozenset(), False)
 
 
-def _need(condition: Expr, syscall: str) -> OpenNeed | None:
+def _need(condition: Expr, syscall: str, path: _PathFields) -> OpenNeed | None:
     """What `condition` needs of a `syscall` open; None when only opens that always leave the kernel (or none)
     can match it."""
     needed = necessary_facts(condition, _fact_atom(syscall))
@@ -179,7 +197,7 @@ def _need(condition: Expr, syscall: str) -> OpenNeed | None:
     facts = OpenFact.NOTHING
     for name in needed:
         facts |= OpenFact[name]
-    bound = string_bound(condition, _path_atom(syscall))
+    bound = string_bound(condition, _path_atom(syscall, path))
     if bound is None:
         return OpenNeed(facts=facts, any_path=True)
     return OpenNeed(facts=facts, exact=bound.exact, prefixes=bound.prefixes, suffixes=bound.suffixes)
@@ -188,6 +206,8 @@ def _need(condition: Expr, syscall: str) -> OpenNeed | None:
 def prefilter_plan(engine: Engine) -> PrefilterPlan:
     """What the engine's syscall rules and correlation steps need of each open syscall."""
     candidates = _candidates(engine)
+    # The path and the fields that are parts of it, as the source declares them (fd.directory, fd.filename).
+    path = _PathFields.of(engine.sources[SYSCALL].guard_paths)
     blocker = next((c.name for c in candidates if _reads_kept_descriptors(c)), None)
     if blocker is not None:
         return PrefilterPlan.passing_all(f"'{blocker}' reads descriptors on events other than opens")
@@ -198,7 +218,7 @@ def prefilter_plan(engine: Engine) -> PrefilterPlan:
         for candidate in candidates:
             if not _admits(possible_values(candidate.condition, "evt.type"), syscall):
                 continue
-            need = _need(candidate.condition, syscall)
+            need = _need(candidate.condition, syscall, path)
             if need is None:
                 continue
             if need.any_path and not need.facts:

@@ -19,10 +19,6 @@ from agent.engine.ast import Check, Expr, FieldRef, walk
 from agent.engine.string_bounds import AtomBound, AtomFacts, StringBound, literal_bound, necessary_facts, string_bound
 from agent.source import PathParts, SourceSpec
 
-#: Operators whose text bound string_bounds describes but that compare otherwise: `pmatch` matches path
-#: components (`/etc/` matches the value `/etc`, and `etc/x`), so its entries are not prefixes of the value.
-_NOT_TEXT_BOUNDED = frozenset({"pmatch"})
-
 
 @dataclass(frozen=True, slots=True)
 class Guard:
@@ -83,7 +79,7 @@ def guard_field(field: str, parts: tuple[PathParts, ...]) -> GuardField:
     filenames = {p.filename for p in parts if p.path == field and p.filename}
 
     def bound_atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> StringBound | None:
-        if arg is not None or op in _NOT_TEXT_BOUNDED:
+        if arg is not None:
             return None
         if name == field:
             return literal_bound(op, values)

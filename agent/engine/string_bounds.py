@@ -17,7 +17,8 @@ from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Or, StrLit
 
 #: The checks that pin a string to one of some values, or to start with one of them.
 EXACT_OPS = frozenset({"=", "==", "in"})
-PREFIX_OPS = frozenset({"startswith", "pmatch"})
+#: `pmatch` is not among them: it matches path components (`/etc/` matches the value `/etc`), not text.
+PREFIX_OPS = frozenset({"startswith"})
 SUFFIX_OPS = frozenset({"endswith"})
 _GLOB_SPECIALS = "*?[\\"
 

@@ -163,3 +163,16 @@ def test_an_open_kept_in_the_kernel_is_one_no_rule_matches(files: tuple[Path, ..
                     matched += [s.name for s in steps if s.predicate(event)]
                     assert not matched, f"kept in the kernel, yet {matched} match {path} flags={flags:o} res={res}"
     assert kept > checked // 4, f"only {kept} of {checked} opens kept: the prefilter barely filters"
+
+
+def test_pmatch_bounds_by_components_not_text(tmp_path: Path) -> None:
+    """`fd.name pmatch (/etc/)` matches the directory /etc itself: its open must leave the kernel."""
+    engine = _rules(tmp_path, _rule("pmatch", "evt.type = openat and fd.name pmatch (/etc/, /var/*/log)")
+                    + _rule("dir", "evt.type = openat and fd.directory pmatch (/srv/)"))
+    encoded = encode(prefilter_plan(engine))
+    stream = Stream()
+    for path in ("/etc", "/etc/x", "/var/lib/log/x", "/srv/a/b"):
+        event = stream.record("openat", 200, res=5, dirfd=-100, name=path, flags=os.O_RDONLY, mode=0)
+        assert any(r.predicate(event) for r in engine.ruleset("syscall").rules), path  # type: ignore[union-attr]
+        assert not kernel_keeps(encoded, "openat", path, os.O_RDONLY, 5), path
+    assert kernel_keeps(encoded, "openat", "/usr/bin/ls", os.O_RDONLY, 5)

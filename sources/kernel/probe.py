@@ -77,6 +77,10 @@ class KernelProbe:
     def poll(self, timeout_ms: int) -> list[bytes]:
         """Wait up to `timeout_ms` for records and return those ready, at most MAX_BATCH."""
         self._bpf.ring_buffer_poll(timeout_ms)
+        if len(self._pending) < MAX_BATCH:
+            # The probe wakes the reader only now and then (WAKEUP_EVERY): a poll that timed out, or was woken
+            # by another CPU, has not read what was written without a wakeup.
+            self._bpf.ring_buffer_consume()
         batch, self._pending = self._pending, []
         return batch
 

@@ -42,6 +42,9 @@ COUNTER_LOST = 0        # ring buffer full: the record was dropped
 COUNTER_NO_ENTER = 1    # an exit without its saved enter (pending map evicted it)
 COUNTER_REVEALED = 2    # a kept open sent late, when its descriptor was used as a directory
 COUNTERS = 3
+#: A CPU wakes the reader once per this many records it writes; in between the reader finds them when it polls
+#: (its timeout bounds the wait): a wakeup per record costs the traced process microseconds per syscall.
+WAKEUP_EVERY = 64
 
 #: The prefilter's settings array (prefilter.py): per event type, (enabled, any-path term bits, own term bits),
 #: then the term bits per fact combination.
@@ -98,6 +101,7 @@ struct pending {{
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct event, 1);
 BPF_PERCPU_ARRAY(counters, u64, {COUNTERS});
+BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
 BPF_ARRAY(self_tgid, u32, 1);
 BPF_TABLE("lru_hash", u32, struct pending, pending, 65536);
 BPF_TABLE("lru_hash", u32, struct event, pending_exec, 256);
@@ -188,10 +192,20 @@ static __always_inline u32 put_argv(struct event *e, u32 part, u32 off, u64 argv
     return off;
 }}
 
+/* BPF_RB_FORCE_WAKEUP once every WAKEUP_EVERY records of this CPU, else BPF_RB_NO_WAKEUP. */
+static __always_inline u64 wakeup_flag(void) {{
+    u32 zero = 0;
+    u64 *written = since_wakeup.lookup(&zero);
+    if (!written) return 0;
+    if (++*written < {WAKEUP_EVERY}) return 1;
+    *written = 0;
+    return 2;
+}}
+
 static __always_inline void submit(struct event *e, u32 off) {{
     u32 size = {HEADER.size} + off;
     asm volatile("%0 &= %1" : "+r"(size) : "i"(4 * DATA_MAX - 1));
-    if (events.ringbuf_output(e, size, 0) != 0) count({COUNTER_LOST});
+    if (events.ringbuf_output(e, size, wakeup_flag()) != 0) count({COUNTER_LOST});
 }}
 
 /* The prefilter (prefilter.py): user space fills the maps; a type not enabled passes everything. */

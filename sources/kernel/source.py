@@ -32,7 +32,9 @@ from sources.kernel.wire import RecordDecoder
 
 log = structlog.get_logger(__name__)
 
-_POLL_MS = 100
+#: How long a poll waits: the probe wakes the reader only every WAKEUP_EVERY records of a CPU, so this bounds how
+#: late a lone record is read.
+_POLL_MS = 20
 _FORWARD_REFRESH_S = 2.0
 #: The fields that read an I/O buffer: the probe copies buffers only for the event types of rules naming one.
 BUFFER_FIELDS = frozenset({"evt.buffer", "evt.rawarg.data", "evt.arg.data"})

@@ -28,6 +28,7 @@ assert HEADER.size == 122
 _HEADER_SIZE = HEADER.size
 _UNPACK = HEADER.unpack_from
 
+_COMM_CACHE = 4096
 _SIGN_BIT = 1 << 31
 _WRAP = 1 << 32
 _SIGNED_KINDS = frozenset({ParamKind.FD, ParamKind.INT, ParamKind.PID})
@@ -132,6 +133,16 @@ class RecordDecoder:
 
     def __init__(self) -> None:
         self._wall_offset = _boot_to_wall_offset()
+        #: Process names decoded so far: a machine runs few distinct ones, and decoding one per record shows.
+        self._comms: dict[bytes, str] = {}
+
+    def _comm(self, comm: bytes) -> str:
+        nul = comm.find(0)
+        name = (comm[:nul] if nul >= 0 else comm).decode("utf-8", "surrogateescape")
+        if len(self._comms) >= _COMM_CACHE:
+            self._comms.clear()
+        self._comms[comm] = name
+        return name
 
     def decode(self, raw: bytes) -> SyscallRecord:
         """Raises ValueError (naming what is wrong) for a record too short or of an unknown type."""
@@ -152,8 +163,9 @@ class RecordDecoder:
                     parts.append(raw[offset:offset + length])
                     offset += length
             args = build(res, a0, a1, a2, a3, a4, a5, parts)
-        nul = comm.find(0)
-        name = (comm[:nul] if nul >= 0 else comm).decode("utf-8", "surrogateescape")
+        name = self._comms.get(comm)
+        if name is None:
+            name = self._comm(comm)
         return SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid, name, res, args,
                              cgroup_id, cpu)
 

@@ -96,3 +96,11 @@ def test_bad_records_are_named() -> None:
     struct.pack_into("<H", raw, 88, 999)
     with pytest.raises(ValueError, match="unknown event type id 999"):
         RecordDecoder().decode(bytes(raw))
+
+
+def test_process_names_decode_each_to_its_own_even_when_remembered() -> None:
+    """Names are cached per raw 16 bytes: a full-length name (no NUL) and names that share a prefix stay apart."""
+    decoder = RecordDecoder()
+    names = [b"cat", b"catalina", b"a-full-16-bytes!", b"cat", b"caf\xe9"]
+    decoded = [decoder.decode(_record("close", args=(3,), comm=name)).comm for name in names]
+    assert decoded == ["cat", "catalina", "a-full-16-bytes!", "cat", "caf\udce9"]

@@ -18,7 +18,7 @@ from agent.address import parse_host_port
 from agent.config.schema import CloudTrailConfig, K8sAuditConfig, KernelConfig
 from agent.engine.engine import Engine, RuleMatching
 from agent.engine.rule_fields import canonical_keys, names_any
-from agent.engine.ruleset import MISSING, possible_values
+from agent.engine.ruleset import MISSING, ValueSet, possible_values
 from agent.errors import ConfigError
 from agent.plugins.api import LiveContext, Plugin
 from agent.priority import Priority
@@ -72,15 +72,13 @@ def rule_values(engine: Engine, source: str, field: str) -> frozenset[Any] | Non
     """The values of index field `field` that the engine's rules and correlation steps of `source` can match (None:
     any): a correlation whose step waits for a `mkdir` needs it captured as much as a rule does."""
     ruleset = engine.ruleset(source)
-    values = ruleset.index_values(field) if ruleset is not None else frozenset()
-    for correlation in engine.correlations:
-        for step in correlation.steps:
-            if values is None:
-                return None
-            if correlation.enabled and step.source == source:
-                admitted = possible_values(step.condition, field)
-                values = None if admitted.cofinite else values | (admitted.values - {MISSING})
-    return values
+    of_rules = ruleset.index_values(field) if ruleset is not None else frozenset()
+    if of_rules is None:
+        return None
+    admitted = ValueSet(of_rules, False)
+    for step in (s for c in engine.correlations if c.enabled for s in c.steps if s.source == source):
+        admitted = admitted.union(possible_values(step.condition, field))
+    return None if admitted.cofinite else frozenset(admitted.values - {MISSING})
 
 
 def rule_values_naming(engine: Engine, source: str, field: str, names: frozenset[str]) -> frozenset[Any] | None:

@@ -12,13 +12,13 @@ descriptor on, say, `read` or `fcntl` and names an `fd.*` field turns the prefil
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent.engine.ast import Check, Expr, FieldRef, Transform, walk
+from agent.engine.ast import Expr
 from agent.engine.engine import Engine
+from agent.engine.rule_fields import field_names
 from agent.engine.rule_guards import GuardField, guard_field
-from agent.engine.ruleset import ValueSet, possible_values
+from agent.engine.ruleset import NONE, ValueSet, possible_values
 from agent.engine.string_bounds import (
     AtomBound,
     AtomFacts,
@@ -63,6 +63,8 @@ class _Candidate:
     name: str
     condition: Expr
     fields: frozenset[str]
+    #: The event types it can match.
+    types: ValueSet
 
 
 _NOTHING = StringBound(frozenset(), frozenset())
@@ -143,31 +145,16 @@ def _open_facts(name: str, arg: str | None, op: str, values: tuple[str, ...]) ->
     return frozenset()
 
 
-def _field_names(expr: Expr) -> Iterator[str]:
-    for node in walk(expr):
-        if isinstance(node, Check):
-            stack: list[object] = [node.lhs, node.rhs]
-            while stack:
-                operand = stack.pop()
-                if isinstance(operand, FieldRef):
-                    yield operand.name
-                elif isinstance(operand, Transform):
-                    stack.extend(operand.args)
-
-
 def _candidates(engine: Engine) -> list[_Candidate]:
     ruleset = engine.ruleset(SYSCALL)
-    found = [_Candidate(rule.name, rule.condition,
-                        frozenset(_field_names(rule.condition)) | {key.split("[")[0] for key, _ in rule.output.fields})
+    found = [_Candidate(rule.name, rule.condition, field_names(rule.condition, rule.output),
+                        possible_values(rule.condition, "evt.type"))
              for rule in (ruleset.rules if ruleset is not None else [])]
-    found += [_Candidate(step.name, step.condition, frozenset(_field_names(step.condition)))
+    found += [_Candidate(step.name, step.condition, field_names(step.condition),
+                         possible_values(step.condition, "evt.type"))
               for correlation in engine.correlations if correlation.enabled
               for step in correlation.steps if step.source == SYSCALL]
     return found
-
-
-def _admits(values: ValueSet, value: str) -> bool:
-    return (value not in values.values) if values.cofinite else (value in values.values)
 
 
 def _reads_kept_descriptors(candidate: _Candidate) -> bool:
@@ -176,16 +163,12 @@ def _reads_kept_descriptors(candidate: _Candidate) -> bool:
     if not any(name.startswith("fd.") or name in _DESCRIPTOR_FIELDS or name.startswith("evt.arg.")
                for name in candidate.fields):
         return False
-    types = possible_values(candidate.condition, "evt.type")
+    types = candidate.types
     if not types.cofinite and types.values <= OPEN_TYPES | _NO_FILE_FD_TYPES:
         return False
     fd_types = possible_values(candidate.condition, "fd.type")
     fd_chars = possible_values(candidate.condition, "fd.typechar")
-    return not (fd_types.intersection(_FILE_FD_TYPES) == _NO_VALUES
-                or fd_chars.intersection(_FILE_FD_CHARS) == _NO_VALUES)
-
-
-_NO_VALUES = ValueSet(frozenset(), False)
+    return not (fd_types.intersection(_FILE_FD_TYPES) == NONE or fd_chars.intersection(_FILE_FD_CHARS) == NONE)
 
 
 def _need(condition: Expr, syscall: str, path: _PathFields) -> OpenNeed | None:
@@ -216,7 +199,7 @@ def prefilter_plan(engine: Engine) -> PrefilterPlan:
     for syscall in sorted(OPEN_TYPES):
         found: list[OpenNeed] = []
         for candidate in candidates:
-            if not _admits(possible_values(candidate.condition, "evt.type"), syscall):
+            if not candidate.types.admits(syscall):
                 continue
             need = _need(candidate.condition, syscall, path)
             if need is None:

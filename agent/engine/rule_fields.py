@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from agent.engine.ast import Check, FieldRef, ListLit, Transform, walk
+from agent.engine.ast import Check, Expr, FieldRef, ListLit, Transform, walk
 from agent.engine.output_format import OutputFormat
 from agent.engine.ruleset import CompiledRule
 from agent.fields import FieldTable, field_key
@@ -22,13 +22,22 @@ def canonical_keys(table: FieldTable, texts: Iterable[str]) -> frozenset[str]:
 
 def names_any(rule: CompiledRule, table: FieldTable, keys: frozenset[str]) -> bool:
     """True when `rule` names one of `keys` (from canonical_keys) in its condition or its output."""
-    if any(_canonical(table, ref.name, ref.arg) in keys for ref in _condition_refs(rule)):
+    if any(_canonical(table, ref.name, ref.arg) in keys for ref in condition_refs(rule.condition)):
         return True
     return any(_canonical(table, *_split(text)) in keys for text in _output_keys(rule.output))
 
 
-def _condition_refs(rule: CompiledRule) -> Iterator[FieldRef]:
-    for node in walk(rule.condition):
+def field_names(condition: Expr, output: OutputFormat | None = None) -> frozenset[str]:
+    """The names of the fields a condition (and an output) read, without their arguments (`proc.aname`)."""
+    names = {ref.name for ref in condition_refs(condition)}
+    if output is not None:
+        names |= {_split(text)[0] for text in _output_keys(output)}
+    return frozenset(names)
+
+
+def condition_refs(condition: Expr) -> Iterator[FieldRef]:
+    """Every field a condition reads, transformer arguments and lists included."""
+    for node in walk(condition):
         if isinstance(node, Check):
             yield from _operand_refs(node.lhs)
             if node.rhs is not None:

@@ -73,6 +73,9 @@ class ValueSet:
     def complement(self) -> ValueSet:
         return ValueSet(self.values, not self.cofinite)
 
+    def admits(self, value: Any) -> bool:
+        return (value not in self.values) if self.cofinite else (value in self.values)
+
 
 ALL = ValueSet(frozenset(), True)
 NONE = ValueSet(frozenset(), False)
@@ -244,7 +247,7 @@ class RuleSet(Generic[R]):
         if found is None:
             values = [MISSING if isinstance(v, tuple) else v for v in key]
             rules = tuple(rule for rule, sets in self._admits if all(
-                _admits(s, v) for s, v in zip(sets, values, strict=True)))
+                s.admits(v) for s, v in zip(sets, values, strict=True)))
             used = sorted({g.position for rule in rules for g in self._guards[id(rule)]})
             renumber = {position: index for index, position in enumerate(used)}
             guarded = tuple((rule, tuple(replace(g, position=renumber[g.position]) for g in self._guards[id(rule)]))
@@ -266,6 +269,3 @@ def _admitted(guarded: tuple[tuple[R, tuple[Guard, ...]], ...], values: tuple[An
             found.append(rule)
     return tuple(found)
 
-
-def _admits(values: ValueSet, value: Any) -> bool:
-    return (value not in values.values) if values.cofinite else (value in values.values)

@@ -19,18 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.engine.engine import Engine
-from tests.support.agent_process import REPO
 from tests.support.kernel import (
     AlertLog,
     copy_binary,
     docker_like_cgroup,
-    live_kernel_source,
     marker_script,
     run_script,
     wait_for_marker,
 )
-from tests.support.rules_harness import loaded_engine
+from tests.support.kernel import stable_rules_alerts as stable_rules_alerts  # the `alerts` fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.slow]
 
@@ -119,17 +116,6 @@ CASES = {
         "Directory traversal monitored file read", f"exec {PY} -c \"open('/tmp/../../etc/shadow').read()\"",
         f"exec {PY} -c \"open('/etc/shadow').read()\"", {"fd.name": "/etc/shadow"}),
 }
-
-
-@pytest.fixture(scope="module")
-def engine(reference: Path) -> Engine:
-    return loaded_engine(reference / "rules" / "falco_rules.yaml", REPO / "rules" / "syscall.yaml")
-
-
-@pytest.fixture(scope="module")
-def alerts(engine: Engine) -> Iterator[AlertLog]:
-    with live_kernel_source(engine) as log:
-        yield log
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from sources.kernel.probe import probe_available
 from sources.kernel.source import KernelSettings, KernelSource
 from sources.kernel.state import live_state
 from sources.kernel.state.cgroup_index import cgroup2_mount
+from tests.support.agent_process import REPO
+from tests.support.rules_harness import loaded_engine
 
 MARKER_RULE = "Create Symlink Over Sensitive Files"
 
@@ -88,6 +90,15 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
         yield log
     finally:
         source.stop()
+
+
+@pytest.fixture(scope="module", name="alerts")
+def stable_rules_alerts(reference: Path) -> Iterator[AlertLog]:
+    """The module's live kernel source with Falco's stable rules and the shipped rules/syscall.yaml (import it into
+    a test module to use it as `alerts`)."""
+    engine = loaded_engine(reference / "rules" / "falco_rules.yaml", REPO / "rules" / "syscall.yaml")
+    with live_kernel_source(engine) as log:
+        yield log
 
 
 @contextmanager

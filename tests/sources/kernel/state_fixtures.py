@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.event import Event
+from sources.kernel.capture import write_capture
 from sources.kernel.fields import syscall_source
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state import Accounts, ContainerMeta, KernelState, ProcessSnapshot, UserEntry
@@ -117,6 +121,21 @@ class Stream:
 
     def open(self, tid: int, path: str, *, flags: int = 0, res: int = 3, dirfd: int = -100) -> Event:
         return self.record("openat", tid, res=res, dirfd=dirfd, name=path, flags=flags, mode=0)
+
+
+@contextmanager
+def recorded_stream(host: FakeHost, path: Path) -> Iterator[Stream]:
+    """A seeded Stream over `host` whose state fetches container metadata (settled before it is yielded) and
+    records everything into the capture file `path`, as `falco-agent capture` does."""
+    with write_capture(path) as writer:
+        stream = Stream(host, seed=False)
+        stream.state = KernelState(host, fetch_containers=True, observer=writer)
+        try:
+            stream.state.seed()
+            stream.state.settle_containers(timeout_s=5)
+            yield stream
+        finally:
+            stream.state.close()
 
 
 def default_host() -> FakeHost:

@@ -11,11 +11,18 @@ import pytest
 from agent.builtin_sources import new_engine
 from agent.engine.engine import RulesText
 from agent.event import Event
-from sources.kernel.capture import replay_capture, write_capture
+from sources.kernel.capture import replay_capture
 from sources.kernel.state import ContainerMeta, KernelState
 from sources.kernel.state.host import ContainerMount
 from sources.kernel.state.runtime_api import RuntimeClient, cri_mounts, docker_mounts, meta_from_docker
-from tests.sources.kernel.state_fixtures import CONTAINER_ID, FakeHost, Stream, default_host, extract
+from tests.sources.kernel.state_fixtures import (
+    CONTAINER_ID,
+    FakeHost,
+    Stream,
+    default_host,
+    extract,
+    recorded_stream,
+)
 from tests.support.docker_api import FakeDockerApi, bind_mount
 from tests.support.queue_consumer import eventually
 
@@ -195,15 +202,8 @@ def test_a_capture_replays_the_mounts(tmp_path: Path) -> None:
     host = default_host()
     host.containers[CONTAINER_ID] = ContainerMeta(CONTAINER_ID, name="web", mounts=(PROC, DATA))
     path = tmp_path / "run.capture"
-    with write_capture(path) as writer:
-        s = Stream(host, seed=False)
-        s.state = KernelState(host, fetch_containers=True, observer=writer)
-        try:
-            s.state.seed()
-            s.state.settle_containers(timeout_s=5)
-            live = in_container(s)
-        finally:
-            s.state.close()
+    with recorded_stream(host, path) as s:
+        live = in_container(s)
     replayed = [e for e in replay_capture(path) if e.type == "openat"]
     assert len(replayed) == 1
     for field in ("container.mounts", "container.mount.dest[/proc]", "container.mount.rdwr[1]"):

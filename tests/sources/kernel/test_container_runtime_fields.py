@@ -18,14 +18,21 @@ import pytest
 from agent.builtin_sources import new_engine
 from agent.engine.engine import RulesText
 from agent.event import Event
-from sources.kernel.capture import replay_capture, write_capture
+from sources.kernel.capture import replay_capture
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state import ContainerMeta, KernelState
 from sources.kernel.state.cni_result import cni_result
 from sources.kernel.state.host import HealthProbe, ProbeKind
 from sources.kernel.state.runtime_api import RuntimeClient, meta_from_crictl, meta_from_docker
 from sources.kernel.state.runtime_probes import docker_probes, pod_spec_probes
-from tests.sources.kernel.state_fixtures import CONTAINER_ID, FakeHost, Stream, default_host, extract
+from tests.sources.kernel.state_fixtures import (
+    CONTAINER_ID,
+    FakeHost,
+    Stream,
+    default_host,
+    extract,
+    recorded_stream,
+)
 from tests.support.docker_api import FakeDockerApi, Networking, inspect_document
 from tests.support.queue_consumer import eventually
 
@@ -363,18 +370,11 @@ def test_a_capture_replays_network_and_probes(tmp_path: Path) -> None:
     path = tmp_path / "run.capture"
     fields = ("container.ip", "container.cni.json", "container.host_network", "k8s.pod.full_sandbox_id",
               "container.liveness_probe", "proc.is_container_liveness_probe")
-    with write_capture(path) as writer:
-        s = Stream(host, seed=False)
-        s.state = KernelState(host, fetch_containers=True, observer=writer)
-        try:
-            s.state.seed()
-            s.state.settle_containers(timeout_s=5)
-            s.spawn(1, 400, "/usr/bin/containerd-shim-runc-v2")
-            s.fork(400, 410)
-            live = _exec_in_container(s, 410, ["/bin/check", "--live"])
-            live_values = {field: extract(live, field) for field in fields}
-        finally:
-            s.state.close()
+    with recorded_stream(host, path) as s:
+        s.spawn(1, 400, "/usr/bin/containerd-shim-runc-v2")
+        s.fork(400, 410)
+        live = _exec_in_container(s, 410, ["/bin/check", "--live"])
+        live_values = {field: extract(live, field) for field in fields}
     replayed = [e for e in replay_capture(path) if e.type == "execve" and e.payload.thread.tid == 410]
     assert len(replayed) == 1
     assert {field: extract(replayed[0], field) for field in fields} == live_values

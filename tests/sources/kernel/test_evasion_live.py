@@ -26,10 +26,8 @@ from typing import Any
 import pytest
 
 from agent.alert import Alert
-from agent.engine.engine import Engine
-from tests.support.agent_process import REPO
-from tests.support.kernel import AlertLog, live_kernel_source, marker_script, run_script, wait_for_marker
-from tests.support.rules_harness import loaded_engine
+from tests.support.kernel import AlertLog, marker_script, run_script, wait_for_marker
+from tests.support.kernel import stable_rules_alerts as stable_rules_alerts  # the `alerts` fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -145,17 +143,6 @@ LINKS = {
                          "Create Hardlink Over Sensitive Files",
                          {"evt.arg.oldpath": "/etc/shadow", "evt.arg.newpath": "{work}/hard"}),
 }
-
-
-@pytest.fixture(scope="module")
-def engine(reference: Path) -> Engine:
-    return loaded_engine(reference / "rules" / "falco_rules.yaml", REPO / "rules" / "syscall.yaml")
-
-
-@pytest.fixture(scope="module")
-def alerts(engine: Engine) -> Iterator[AlertLog]:
-    with live_kernel_source(engine) as log:
-        yield log
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,9 @@ class StateContext:
     def new_fd_table(self) -> FdTable:
         return FdTable(self.limits.max_fds_per_process)
 
-    def thread_for(self, rec: SyscallRecord) -> ThreadInfo:
-        """The record's thread; one never seen is read from the host, else pieced from the record."""
-        thread = self.table.get(rec.tid)
-        if thread is not None and thread.pid == rec.pid:
-            return thread
+    def new_thread_for(self, rec: SyscallRecord) -> ThreadInfo:
+        """The thread of a record whose tid the table does not hold for its pid (the caller looked it up): read
+        from the host, else pieced from the record, and added."""
         main = self.table.main(rec.pid)
         if main is not None and main.tid != rec.tid:
             # A thread of a known process whose clone we missed: it shares the process's state.

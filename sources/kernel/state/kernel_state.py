@@ -130,8 +130,8 @@ class KernelState:
         only informs the state (`tcp_local`), which no rule may see, live or replayed."""
         ctx = self.ctx
         thread = ctx.table.get(record.tid)
-        if thread is None or thread.pid != record.pid:  # the usual known thread costs no call to thread_for
-            thread = ctx.thread_for(record)
+        if thread is None or thread.pid != record.pid:
+            thread = ctx.new_thread_for(record)
         kind = record.type
         handler = _HANDLERS.get(kind) or (fd_events.uses_fd if "fd" in record.args else None)
         payload = None

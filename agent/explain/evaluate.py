@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, MacroRef, Not, Operand, Or, StrLit, Transform
@@ -24,6 +24,14 @@ from agent.fields import FieldTable
 MAX_LIST_ITEMS = 8
 
 
+class NodeKind(StrEnum):
+    AND = "and"
+    OR = "or"
+    NOT = "not"
+    CHECK = "check"
+    MACRO = "macro"
+
+
 class Outcome(Enum):
     TRUE = "true"
     FALSE = "false"
@@ -32,10 +40,10 @@ class Outcome(Enum):
 
 @dataclass(slots=True)
 class Node:
-    """One evaluated node: `kind` is and, or, not, check or macro (`name` set); `decisive` marks the child that
-    decided its parent's result."""
+    """One evaluated node (a macro's has its `name`); `decisive` marks the child that decided its parent's
+    result."""
 
-    kind: str
+    kind: NodeKind
     text: str
     outcome: Outcome
     children: list[Node] = field(default_factory=list)
@@ -45,10 +53,10 @@ class Node:
     decisive: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "result": self.outcome.value}
+        out: dict[str, Any] = {"kind": self.kind.value, "result": self.outcome.value}
         if self.name:
             out["name"] = self.name
-        if self.kind == "check":
+        if self.kind is NodeKind.CHECK:
             out["text"] = self.text
             out["values"] = {key: _jsonable(value) for key, value in self.values.items()}
         if self.error:
@@ -74,16 +82,16 @@ class TreeEvaluator:
         if isinstance(expr, MacroRef):
             body = self._macros.get(expr.name)
             if body is None:
-                return Node("macro", expr.name, Outcome.ERROR, name=expr.name, error="undefined macro")
+                return Node(NodeKind.MACRO, expr.name, Outcome.ERROR, name=expr.name, error="undefined macro")
             child = self.evaluate(body, event)
-            return Node("macro", expr.name, child.outcome, [child], name=expr.name)
+            return Node(NodeKind.MACRO, expr.name, child.outcome, [child], name=expr.name)
         if isinstance(expr, Not):
             child = self.evaluate(expr.child, event)
             negated = {Outcome.TRUE: Outcome.FALSE, Outcome.FALSE: Outcome.TRUE}.get(child.outcome, Outcome.ERROR)
             child.decisive = True
-            return Node("not", "not", negated, [child])
+            return Node(NodeKind.NOT, "not", negated, [child])
         children = [self.evaluate(child, event) for child in expr.children]
-        return _combine("and" if isinstance(expr, And) else "or", children)
+        return _combine(NodeKind.AND if isinstance(expr, And) else NodeKind.OR, children)
 
     def _check(self, check: Check, event: Event) -> Node:
         text = check_text(check)
@@ -93,7 +101,7 @@ class TreeEvaluator:
             if predicate is None:
                 predicate = self._checks[check] = plan.closure()
         except CompileError as exc:
-            return Node("check", text, Outcome.ERROR, error=exc.message)
+            return Node(NodeKind.CHECK, text, Outcome.ERROR, error=exc.message)
         getters = [(operand_text(check.lhs), plan.lhs.get)]
         if isinstance(check.rhs, (FieldRef, Transform)):
             getters.append((operand_text(check.rhs), self._compiler.operand(check.rhs, on_rhs=True).get))
@@ -101,8 +109,8 @@ class TreeEvaluator:
         try:
             outcome = Outcome.TRUE if predicate(event) else Outcome.FALSE
         except EXTRACTION_ERRORS as exc:
-            return Node("check", text, Outcome.ERROR, values=values, error=f"{type(exc).__name__}: {exc}")
-        return Node("check", text, outcome, values=values)
+            return Node(NodeKind.CHECK, text, Outcome.ERROR, values=values, error=f"{type(exc).__name__}: {exc}")
+        return Node(NodeKind.CHECK, text, outcome, values=values)
 
 
 def _read(get: Callable[[Event], Any], event: Event) -> Any:
@@ -113,19 +121,19 @@ def _read(get: Callable[[Event], Any], event: Event) -> Any:
         return f"<{type(exc).__name__}: {exc}>"
 
 
-def combine_in_order(kind: str, children: list[Node]) -> tuple[Outcome, int | None]:
+def combine_in_order(kind: NodeKind, children: list[Node]) -> tuple[Outcome, int | None]:
     """The result of an and/or over evaluated children, as the engine's short-circuit evaluation reaches it, and
     the index of the deciding child (None when every child was needed to decide)."""
-    stop = Outcome.FALSE if kind == "and" else Outcome.TRUE
+    stop = Outcome.FALSE if kind is NodeKind.AND else Outcome.TRUE
     for index, child in enumerate(children):
         if child.outcome is Outcome.ERROR:
             return Outcome.ERROR, index
         if child.outcome is stop:
             return stop, index
-    return (Outcome.TRUE if kind == "and" else Outcome.FALSE), None
+    return (Outcome.TRUE if kind is NodeKind.AND else Outcome.FALSE), None
 
 
-def _combine(kind: str, children: list[Node]) -> Node:
+def _combine(kind: NodeKind, children: list[Node]) -> Node:
     outcome, decided_by = combine_in_order(kind, children)
     if decided_by is not None:
         children[decided_by].decisive = True
@@ -181,16 +189,16 @@ def _jsonable(value: Any) -> Any:
 def deciding_paths(node: Node, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Node]]:
     """The checks that decided `node`'s result, each with the and/or/not/macro nodes above it, following the
     deciding child down (every child when all were needed, as for an `and` that held)."""
-    if node.kind == "check":
+    if node.kind is NodeKind.CHECK:
         return [(path, node)]
-    here = (*path, f"macro {node.name}" if node.kind == "macro" else node.kind)
+    here = (*path, f"macro {node.name}" if node.kind is NodeKind.MACRO else str(node.kind))
     decisive = [child for child in node.children if child.decisive]
     return [found for child in (decisive or node.children) for found in deciding_paths(child, here)]
 
 
 def macros_true(node: Node) -> set[str]:
     """Names of the macros that evaluated to true anywhere in the tree."""
-    found = {node.name} if node.kind == "macro" and node.outcome is Outcome.TRUE else set()
+    found = {node.name} if node.kind is NodeKind.MACRO and node.outcome is Outcome.TRUE else set()
     for child in node.children:
         found |= macros_true(child)
     return found

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.event import Event
 from agent.explain.correlation import CorrelationOnEvent, CorrelationVerdict
-from agent.explain.evaluate import Node, Outcome
+from agent.explain.evaluate import Node, NodeKind, Outcome
 from agent.explain.verdict import RuleExplanation, Status
 
 _MARKS = {Outcome.TRUE: "✓", Outcome.FALSE: "✗", Outcome.ERROR: "!"}
@@ -44,11 +44,11 @@ def rule_lines(explanation: RuleExplanation, *, expand: bool | Collection[str], 
 def _node_lines(node: Node, depth: int, expand: bool | Collection[str]) -> list[str]:
     pad = "  " * depth
     mark = _MARKS[node.outcome] + (" <" if node.decisive else "")
-    if node.kind == "check":
+    if node.kind is NodeKind.CHECK:
         values = "  ".join(f"{name}={_value(value)}" for name, value in node.values.items())
         error = f"  [{node.error}]" if node.error else ""
         return [f"{pad}{mark} {node.text}    {values}{error}".rstrip()]
-    if node.kind == "macro":
+    if node.kind is NodeKind.MACRO:
         is_open = expand is True or (not isinstance(expand, bool) and node.name in expand)
         lines = [f"{pad}{mark} macro {node.name}"]
         if is_open:

@@ -12,7 +12,7 @@ from agent.engine.correlation_compiler import CompiledCorrelation, CompiledStep
 from agent.engine.engine import Engine
 from agent.engine.ruleset import MISSING, CompiledRule, Indexed, RuleSet, possible_values
 from agent.event import Event
-from agent.explain.evaluate import Node, Outcome, TreeEvaluator, combine_in_order, expr_text
+from agent.explain.evaluate import Node, NodeKind, Outcome, TreeEvaluator, combine_in_order, expr_text
 from agent.explain.model import RulesModel
 from agent.source import SourceSpec
 
@@ -120,7 +120,7 @@ class Explainer:
     def _exception(self, evaluator: TreeEvaluator, name: str, items: tuple[Expr, ...], event: Event
                    ) -> ExceptionResult:
         nodes = [(expr_text(item), evaluator.evaluate(item, event)) for item in items]
-        outcome, index = combine_in_order("or", [node for _, node in nodes])
+        outcome, index = combine_in_order(NodeKind.OR, [node for _, node in nodes])
         suppressed_by = nodes[index][0] if outcome is Outcome.TRUE and index is not None else ""
         return ExceptionResult(name, nodes, outcome, suppressed_by)
 

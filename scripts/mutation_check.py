@@ -90,6 +90,11 @@ MUTATIONS = (
              "                    entries[key] = bit",
              ("tests/agent/test_syscall_prefilter.py",),
              "two rules naming one path: the kernel keeps the opens only the first one's terms reject"),
+    Mutation("guard_or_refuses_what_one_branch_refuses", "agent/engine/string_bounds.py",
+             "        return frozenset().union(*trues), frozenset.intersection(*falses)",
+             "        return frozenset().union(*trues), frozenset().union(*falses)",
+             ("tests/agent/engine/test_rule_guards.py",),
+             "`not A or B`: a rule skipped for A's value although B could still make it true"),
 )
 
 

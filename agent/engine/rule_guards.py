@@ -6,8 +6,12 @@ field a rule's condition bounds (agent.engine.string_bounds: exact values, prefi
 without evaluating it. A check on a part of a path field (its directory, its file name) bounds the path too:
 `fd.directory in (/etc/pam.d)` allows only `fd.name` /etc/pam.d and /etc/pam.d/...
 
-A missing value (None) is refused: every check that bounds a field is false without a value. A value that is
-not text is admitted, as the checks may compare it in ways a text bound does not describe.
+A guard also refuses the exact values for which the condition is surely false, as exceptions spell them: `not
+proc.name in (rkhunter)` skips the rule for rkhunter's events, whatever else the rule would look at.
+
+A missing value (None) is refused when the rule bounds the field or needs text of it: every such check is false
+without a value (a refusal alone admits it: `not proc.name in (...)` is true then). A value that is not text is
+admitted, as the checks may compare it in ways a text bound does not describe.
 """
 
 from __future__ import annotations
@@ -16,7 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.engine.ast import Check, Expr, FieldRef, walk
-from agent.engine.string_bounds import AtomBound, AtomFacts, StringBound, literal_bound, necessary_facts, string_bound
+from agent.engine.string_bounds import (
+    AtomBound,
+    AtomFacts,
+    AtomValues,
+    StringBound,
+    exact_values_atom,
+    literal_bound,
+    necessary_facts,
+    refused_values,
+    string_bound,
+)
 from agent.source import PathParts, SourceSpec
 
 
@@ -32,10 +46,14 @@ class Guard:
     suffixes: tuple[str, ...]
     #: Texts every way of making the condition true needs the value to contain (`fd.nameraw contains "../"`).
     needs: tuple[str, ...]
+    #: Values for which the condition is surely false (`not proc.name in (rkhunter)`).
+    refused: frozenset[str] = frozenset()
 
     def admits(self, value: Any) -> bool:
         if value.__class__ is not str:
-            return value is not None
+            return value is not None or not (self.bounded or self.needs)
+        if value in self.refused:
+            return False
         for part in self.needs:
             if part not in value:
                 return False
@@ -66,11 +84,12 @@ def _filename_bound(bound: StringBound) -> StringBound | None:
 @dataclass(frozen=True, slots=True)
 class GuardField:
     """How checks bound one guard field: the fields whose checks can (the field and its path parts), the atom of
-    their bounds and the atom of the text they need it to contain."""
+    their bounds, the atom of the text they need it to contain and the atom of the values they decide."""
 
     names: frozenset[str]
     bound: AtomBound
     needs: AtomFacts
+    values: AtomValues
 
 
 def guard_field(field: str, parts: tuple[PathParts, ...]) -> GuardField:
@@ -93,7 +112,7 @@ def guard_field(field: str, parts: tuple[PathParts, ...]) -> GuardField:
             return frozenset()
         return frozenset(values)
 
-    return GuardField(frozenset({field} | directories | filenames), bound_atom, needs_atom)
+    return GuardField(frozenset({field} | directories | filenames), bound_atom, needs_atom, exact_values_atom(field))
 
 
 def check_guard_fields(spec: SourceSpec) -> None:
@@ -115,8 +134,9 @@ def guards_of(condition: Expr, fields: tuple[GuardField, ...]) -> tuple[Guard, .
             continue  # the analyses walk the whole condition: skip those that cannot find anything
         bound = string_bound(condition, field.bound)
         needs = tuple(sorted(necessary_facts(condition, field.needs)))
-        if bound is not None or needs:
+        refused = refused_values(condition, field.values)
+        if bound is not None or needs or refused:
             found.append(Guard(position, bound is not None, bound.exact if bound else frozenset(),
                                tuple(sorted(bound.prefixes)) if bound else (),
-                               tuple(sorted(bound.suffixes)) if bound else (), needs))
+                               tuple(sorted(bound.suffixes)) if bound else (), needs, refused))
     return tuple(found)

@@ -1,11 +1,13 @@
 """What a condition says about one string field, soundly: the values it can be true for, as exact strings,
-prefixes and suffixes, and the facts it needs.
+prefixes and suffixes, the exact values it is surely false for, and the facts it needs.
 
 The engine uses the bounds to skip rules whose guard field cannot match an event (`fd.name` of an open of
 /etc/hostname against rules on /etc/shadow); a source can use them to decide earlier still (the kernel probe
 keeps such opens in the kernel). Both analyses are over-approximations: a rule is skipped only when no value
 outside the bound could make it true. A negation says nothing (`not fd.name startswith /etc` is bounded by
-nothing a prefix can express), nor does a transformer, a modifier or a comparison with another field.
+nothing a prefix can express), nor does a transformer, a modifier or a comparison with another field. What a
+negation does say is which exact values surely make the condition false: `not proc.name in (rkhunter)` refuses
+rkhunter, however the rest of the condition turns out.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Or, StrLit
+from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Not, Or, StrLit
 
 #: The checks that pin a string to one of some values, or to start with one of them.
 EXACT_OPS = frozenset({"=", "==", "in"})
@@ -62,6 +64,9 @@ def _longer(a: str, b: str) -> str:
 #: What one check implies about the target field: (field name, field argument, operator, literal values) to a
 #: bound, or None when the check does not bound the target.
 AtomBound = Callable[[str, "str | None", str, tuple[str, ...]], "StringBound | None"]
+#: What one check decides of the target's exact values: those for which it is surely true, and those for which it is
+#: surely false, whatever the other fields hold.
+AtomValues = Callable[[str, "str | None", str, tuple[str, ...]], "tuple[frozenset[str], frozenset[str]]"]
 #: What one check implies as named facts (say, "the open reads"): the same arguments to the facts it needs.
 AtomFacts = Callable[[str, "str | None", str, tuple[str, ...]], frozenset[str]]
 
@@ -145,3 +150,46 @@ def necessary_facts(expr: Expr, atom: AtomFacts) -> frozenset[str]:
         return frozenset.intersection(*found) if found else frozenset()
     return frozenset()
 
+
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+def exact_values_atom(field: str) -> AtomValues:
+    """The atom deciding `field` by its own equality checks: `F in (a, b)` is surely true for a and b, `F != a`
+    surely false for a."""
+    def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+        if name != field or arg is not None:
+            return _NOTHING, _NOTHING
+        if op in EXACT_OPS:
+            return frozenset(values), _NOTHING
+        if op == "!=":
+            return _NOTHING, frozenset(values)
+        return _NOTHING, _NOTHING
+    return atom
+
+
+def refused_values(expr: Expr, atom: AtomValues) -> frozenset[str]:
+    """Exact values of the target for which `expr` is surely false (an under-approximation)."""
+    return _decided(expr, atom)[1]
+
+
+def _decided(expr: Expr, atom: AtomValues) -> tuple[frozenset[str], frozenset[str]]:
+    """(values for which `expr` is surely true, values for which it is surely false)."""
+    if isinstance(expr, Check):
+        values = literals(expr)
+        if values is None:
+            return _NOTHING, _NOTHING
+        assert isinstance(expr.lhs, FieldRef)
+        return atom(expr.lhs.name, expr.lhs.arg, expr.op, values)
+    if isinstance(expr, Not):
+        true, false = _decided(expr.child, atom)
+        return false, true
+    if isinstance(expr, And | Or):
+        parts = [_decided(child, atom) for child in expr.children]
+        trues = [true for true, _false in parts]
+        falses = [false for _true, false in parts]
+        if isinstance(expr, And):  # one conjunct surely false is enough; surely true needs them all
+            return frozenset.intersection(*trues), frozenset().union(*falses)
+        return frozenset().union(*trues), frozenset.intersection(*falses)
+    return _NOTHING, _NOTHING  # a macro left unexpanded

@@ -125,6 +125,27 @@ class TestSkipped:
         assert fired(engine, path="/etc/shadow", name="cat") == ["both"]
 
 
+    def test_an_excepted_value_skips_the_rule_before_its_condition(self) -> None:
+        """`not t.name in (...)`, as exceptions and trusted-program lists spell it, refuses those names: the rule is
+        no candidate for them, and still one for other names and for events without a name."""
+        engine = loaded(rule("t.path startswith /etc and not t.name in (rkhunter, aide)", name="read")
+                        + rule("t.path startswith /etc and t.name != vi", name="edit"))
+        assert candidates(engine, path="/etc/shadow", name="rkhunter") == ["edit"]
+        assert candidates(engine, path="/etc/shadow", name="vi") == ["read"]
+        assert fired(engine, path="/etc/shadow", name="cat") == ["read", "edit"]
+        assert fired(engine, path="/etc/shadow") == ["read"]
+
+    @pytest.mark.parametrize(("condition", "name", "refused"), [
+        ("not (t.name = cat or t.path = /x)", "cat", True),
+        ("not (t.name = cat and t.path = /x)", "cat", False),  # false only when the path is /x too
+        ("not t.name = cat or t.path = /x", "cat", False),
+        ("not (not t.name in (cat))", "vi", False),  # a double negation bounds, it refuses nothing exact
+    ])
+    def test_what_a_negation_decides(self, condition: str, name: str, refused: bool) -> None:
+        engine = loaded(rule(condition, name="r"))
+        assert ("r" not in candidates(engine, path="/y", name=name)) is refused
+
+
 class TestStillCorrect:
     @pytest.mark.parametrize(("condition", "payload"), [
         ("not t.path startswith /etc", {"path": "/tmp/x"}),
@@ -146,7 +167,8 @@ class TestStillCorrect:
                 + rule("t.type = open and sensitive", name="read", extra=(
                     "  exceptions:\n    - name: known\n      fields: [t.name]\n      values: [[rkhunter]]\n")))
         engine = loaded(text)
-        assert engine.ruleset(SOURCE).guarded_by["read"] == ("t.path",)  # type: ignore[union-attr]
+        assert engine.ruleset(SOURCE).guarded_by["read"] == ("t.path", "t.name")  # type: ignore[union-attr]
+        assert candidates(engine, type="open", path="/etc/shadow", name="rkhunter") == []
         assert fired(engine, type="open", path="/etc/shadow", name="cat") == ["read"]
         assert fired(engine, type="open", path="/etc/sudoers.d/x", name="cat") == ["read"]
         assert fired(engine, type="open", path="/etc/shadow", name="rkhunter") == []
@@ -180,6 +202,9 @@ CONDITIONS = [
     "t.path = /etc/shadow or t.name = cat", "(t.dir = /etc or t.file = x) and not t.name = cat",
     "t.path startswith /etc and t.path endswith w", "t.path contains /. and (t.dir = /etc or t.path = ../x)",
     "t.name in (cat, vi) and t.path exists", "t.path = ''", "t.path != /etc/shadow",
+    "t.path startswith /etc and not t.name in (cat)", "t.name != vi", "not (t.name = cat or t.path = /etc/shadow)",
+    "not (t.name = cat and t.path = /etc/shadow)", "not t.name = cat or t.path startswith /etc",
+    "not (not t.name in (cat, vi) or t.path = /etc)",
 ]
 _PARTS = st.sampled_from(["", "/", "etc", "shadow", "pam.d", "x", "..", ".", "adow", "e"])
 

@@ -5,7 +5,8 @@ A load generator process does read-only openat+close pairs at a set rate (one op
 the close is state-only) and, alongside, execve of /bin/true at a low fixed rate; no alert is expected of
 either. What it opens is the --workload (`Workload`): `irrelevant` opens /etc/hostname, which no loaded rule
 can match; `relevant` opens /etc/shadow under a program name that "Read sensitive file untrusted" excepts, so
-the rule's condition is evaluated down to that exception and ends false (a run first proves it: the same open
+each open reaches the engine with that rule among its candidates by type and path, and the rule's guard on
+`proc.name` refuses the excepted name before its condition runs (a run first proves it: the same open
 under another name must raise the rule's alert); `mixed` alternates both files under the excepted name, half
 each. For each offered rate (default 10k, 50k, 100k, 200k openat/s) it prints what the agent's kernel source
 delivered to user space, the openat records the prefilter kept in the kernel, what the kernel dropped (ring
@@ -144,8 +145,9 @@ def _link(folder: Path, name: str) -> Path:
 
 
 def _prove_relevant(agent: RunningAgent, folder: Path) -> int:
-    """Open the sensitive file under a name no rule excepts and wait for `_RELEVANT_RULE` to alert: its condition
-    is evaluated on such opens, down to the exception the workload's program name meets. The alerts it raised;
+    """Open the sensitive file under a name no rule excepts and wait for `_RELEVANT_RULE` to alert: the rule is a
+    candidate for such opens, and only the exception the workload's program name meets keeps it silent. The alerts
+    it raised;
     BenchmarkInvalid when none came."""
     def alerts(samples: Samples) -> int:
         return growth(before, samples, RULE_ALERTS, rule=_RELEVANT_RULE)

@@ -6,7 +6,8 @@ state's `apply` (a `KernelState` seeded from a few made-up processes, no /proc),
 stable Falco rules on the events the live source would forward (those of an `evt.type` some rule names: the
 openat, not the close). The --workload is that of bench/kernel.py: `irrelevant` opens /etc/hostname, which no
 rule can match; `relevant` opens /etc/shadow as `rkhunter`, a name "Read sensitive file untrusted" excepts, so
-its condition is evaluated down to that exception and ends false (the run first proves it: the same open under
+the rule is a candidate by type and path and its guard on `proc.name` refuses the name before the condition runs
+(without guards the condition is evaluated down to that exception; the run first proves it: the same open under
 another name raises the rule); `mixed` alternates both; `distinct` opens another file each time, which no
 rule can match. The evaluate phase runs twice, with the rules' guards
 (agent.engine.rule_guards) and with an engine whose source declares no guard fields; both must raise the same

@@ -39,7 +39,7 @@ SNAPLEN_MAX = 1024
 
 #: Indexes of the per-CPU counters array.
 COUNTER_LOST = 0        # ring buffer full: the record was dropped
-COUNTER_NO_ENTER = 1    # an exit without its saved enter (pending map evicted it)
+COUNTER_NO_ENTER = 1    # an exit without its saved enter (the pending map evicted the thread's slot)
 COUNTER_REVEALED = 2    # a kept open sent late, when its descriptor was used as a directory
 COUNTERS = 3
 #: A CPU wakes the reader once per this many records it writes; in between the reader finds them when it polls
@@ -96,6 +96,7 @@ struct pending {{
     u64 args[{MAX_ARGS}];
     u64 sk;  /* a TCP connect's socket, as the sock tracepoint names it: an opaque key, never read */
     u32 type;
+    u32 armed;
 }};
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
@@ -235,28 +236,41 @@ static __always_inline u64 fd_key(u64 id, s64 fd) {{
     return (id & 0xffffffff00000000ULL) | (u32)fd;
 }}
 
+/* A descriptor's slot stays when it is closed or revealed, marked free (len 0): processes reuse their descriptor
+   numbers, and writing the slot in place spares the traced syscalls a hash update and a delete each. */
 /* Remember a kept open (its path is still in the prefilter's key) under its descriptor. */
 static __always_inline void hide_fd(u64 id, s64 fd, u64 flags, u32 len) {{
     u32 zero = 0;
     struct path_key *k = filter_scratch.lookup(&zero);
-    struct hidden *h = hidden_scratch.lookup(&zero);
-    if (!k || !h || bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
+    if (!k) return;
+    u64 key = fd_key(id, fd);
+    struct hidden *h = hidden_fds.lookup(&key);
+    if (h) {{
+        h->len = 0;  /* free while the path changes */
+        if (bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
+        h->flags = flags;
+        h->len = len;
+        return;
+    }}
+    h = hidden_scratch.lookup(&zero);
+    if (!h || bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
     h->len = len;
     h->flags = flags;
-    u64 key = fd_key(id, fd);
     hidden_fds.update(&key, h);
 }}
 
 static __always_inline void reveal_fd(u64 id, s64 fd) {{
     u64 key = fd_key(id, fd);
-    hidden_fds.delete(&key);
+    struct hidden *h = hidden_fds.lookup(&key);
+    if (h) h->len = 0;
 }}
 
 /* True (and forgotten) when the prefilter kept the open of this descriptor in the kernel. */
 static __always_inline int take_hidden(u64 id, s64 fd) {{
     u64 key = fd_key(id, fd);
-    if (!hidden_fds.lookup(&key)) return 0;
-    hidden_fds.delete(&key);
+    struct hidden *h = hidden_fds.lookup(&key);
+    if (!h || !h->len) return 0;
+    h->len = 0;
     return 1;
 }}
 
@@ -271,7 +285,7 @@ static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
     if (fd < 0) return;
     u64 key = fd_key(id, fd);
     struct hidden *h = hidden_fds.lookup(&key);
-    if (!h) return;
+    if (!h || !h->len) return;
     struct event *e = new_event({TYPE_IDS["openat"]}, id);
     if (e) {{
         u32 n = h->len;
@@ -287,7 +301,7 @@ static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
         submit(e, n);
         count({COUNTER_REVEALED});
     }}
-    hidden_fds.delete(&key);
+    h->len = 0;
 }}
 
 /* The descriptor number N of a path `/dev/fd/N`, `/proc/self/fd/N` or `/proc/thread-self/fd/N`; -1 otherwise. */
@@ -354,13 +368,27 @@ static __always_inline int open_kept(u32 type, u64 path, u64 flags, s64 res, u32
     return terms == 0;
 }}
 
+/* A thread's pending slot stays in the map between its syscalls (an exit disarms it, procexit removes it): an enter
+   then writes in place instead of inserting, which costs the traced syscall a hash update each time. */
+static __always_inline struct pending *pending_get(u32 tid) {{
+    struct pending *p = pending.lookup(&tid);
+    return p && p->armed ? p : 0;
+}}
+
 static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4, u64 a5) {{
-    struct pending p = {{}};
     u32 tid = (u32)id;
-    p.ts = bpf_ktime_get_boot_ns();
-    p.type = type;
-    p.args[0] = a0; p.args[1] = a1; p.args[2] = a2; p.args[3] = a3; p.args[4] = a4; p.args[5] = a5;
-    pending.update(&tid, &p);
+    struct pending *p = pending.lookup(&tid);
+    if (!p) {{
+        struct pending fresh = {{}};
+        pending.update(&tid, &fresh);
+        p = pending.lookup(&tid);
+        if (!p) return;
+    }}
+    p->ts = bpf_ktime_get_boot_ns();
+    p->type = type;
+    p->sk = 0;
+    p->args[0] = a0; p->args[1] = a1; p->args[2] = a2; p->args[3] = a3; p->args[4] = a4; p->args[5] = a5;
+    p->armed = 1;
 }}
 """
 
@@ -434,16 +462,20 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
         flags = _open_flags(spec)
         hidden += (f" u32 len = 0; if (open_kept({type_id}, p->args[{_slot(spec, path)}], {flags}, args->ret, &len)) "
                    f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, {flags}, len); "
-                   f"pending.delete(&tid); return 0; }}")
+                   f"p->armed = 0; return 0; }}")
+    kept_at_enter = ""
+    unsaved = f"if (!is_self(id)) count({COUNTER_NO_ENTER}); "
     if spec.name == "close":
-        # A descriptor user space never saw: its close tells it nothing.
-        hidden = (f"if (take_hidden(id, (s64)p->args[{_slot(spec, 'fd')}])) {{ "
-                  f"count_filtered({type_id}); pending.delete(&tid); return 0; }}")
+        # A descriptor user space never saw: its close tells it nothing. Decided at enter, where the descriptor is
+        # known, so that nothing is saved for the exit (an exit without its enter is then expected, not counted).
+        kept_at_enter = f"if (take_hidden(id, (s64)args->fd)) {{ count_filtered({type_id}); return 0; }}"
+        unsaved = ""
     submit = _fd_result_submit(spec)
     return f"""
 TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
     if (is_self(id)) return 0;
+    {kept_at_enter}
     save_enter(id, {type_id}, {_saved(spec)});
     return 0;
 }}
@@ -451,8 +483,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
 TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct pending *p = pending.lookup(&tid);
-    if (!p) {{ if (!is_self(id)) count({COUNTER_NO_ENTER}); return 0; }}
+    struct pending *p = pending_get(tid);
+    if (!p) {{ {unsaved}return 0; }}
     if (p->type != {type_id}) return 0;
     {hidden}
     struct event *e = new_event({type_id}, id);
@@ -463,7 +495,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
         {body}
         {submit}
     }}
-    pending.delete(&tid);
+    p->armed = 0;
     return 0;
 }}
 """
@@ -552,11 +584,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {{
     u32 tid = (u32)id;
     u32 type = {TYPE_IDS["clone"]};
     u64 flags = 0;
-    struct pending *p = pending.lookup(&tid);
+    struct pending *p = pending_get(tid);
     if (p && p->type >= {TYPE_IDS["clone"]} && p->type <= {TYPE_IDS["vfork"]}) {{
         type = p->type;
         flags = p->args[0];
-        pending.delete(&tid);
+        p->armed = 0;
     }}
     struct event *e = new_event(type, id);
     if (!e) return 0;
@@ -570,6 +602,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {{
 TRACEPOINT_PROBE(sched, sched_process_exit) {{
     u64 id = bpf_get_current_pid_tgid();
     if (is_self(id)) return 0;
+    u32 tid = (u32)id;
+    pending.delete(&tid);
     struct event *e = new_event({TYPE_IDS["procexit"]}, id);
     if (!e) return 0;
     e->args[0] = args->group_dead;
@@ -602,7 +636,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {{
         if (!o) return 0;
         u16 port = args->sport;
         u32 tid = o->tid;
-        struct pending *p = pending.lookup(&tid);
+        struct pending *p = pending_get(tid);
         if (p && p->type == {connect} && p->sk == sk) {{
             tcp_ports.update(&sk, &port);
         }} else {{
@@ -619,7 +653,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {{
     if (args->newstate != 2 /* TCP_SYN_SENT */) return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct pending *p = pending.lookup(&tid);
+    struct pending *p = pending_get(tid);
     if (!p || p->type != {connect}) return 0;
     u64 low = 0, high = 0;
     if (args->family == 2) {{

@@ -124,6 +124,36 @@ def test_a_kept_directory_used_as_a_dirfd_is_sent_first_so_the_open_is_named(ale
     assert int(alerts.source.metrics()["kernel_prefilter_revealed"]) > before
 
 
+def test_a_descriptor_number_reused_by_kept_opens_reveals_the_latest_path(alerts: AlertLog,
+                                                                         files: tuple[Path, Path]) -> None:
+    """The kernel keeps one slot per descriptor number and rewrites it in place: after a kept open of another file
+    is closed, the kept directory opened under the same number is what its use as a dirfd reveals."""
+    watched, other = files
+    since = len(alerts.alerts)
+    run_script(f"{sys.executable} -c \"import os\nf = os.open('{other}', os.O_RDONLY)\nos.close(f)\n"
+               f"d = os.open('{watched.parent}', os.O_RDONLY)\nassert d == f, (d, f)\n"
+               f"os.close(os.open('{watched.name}', os.O_RDONLY, dir_fd=d))\"")
+    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
+    assert hit is not None, "the open through the reused descriptor was not named after the watched file"
+
+
+def test_a_closed_kept_descriptor_is_not_revealed_again(alerts: AlertLog, files: tuple[Path, Path]) -> None:
+    """A kept directory's close stays in the kernel and frees its slot: a later open of the watched file's
+    directory with O_DIRECTORY (always sent) under the same number is what names the relative open, not the
+    closed descriptor's path."""
+    watched, other = files
+    assert alerts.source is not None
+    before = int(alerts.source.metrics()["kernel_prefilter_revealed"])
+    since = len(alerts.alerts)
+    run_script(f"{sys.executable} -c \"import os\nf = os.open('{other.parent.parent}', os.O_RDONLY)\nos.close(f)\n"
+               f"d = os.open('{watched.parent}', os.O_RDONLY | os.O_DIRECTORY)\nassert d == f, (d, f)\n"
+               f"os.close(os.open('{watched.name}', os.O_RDONLY, dir_fd=d))\"")
+    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
+    assert hit is not None, "the open through the directory was not named after the watched file"
+    time.sleep(1.2)  # the source reads the kernel's counters once a second
+    assert int(alerts.source.metrics()["kernel_prefilter_revealed"]) == before
+
+
 @pytest.mark.parametrize("link", ["/proc/self/fd/{fd}", "/dev/fd/{fd}", "/proc/thread-self/fd/{fd}"])
 def test_a_kept_descriptor_reopened_through_proc_is_sent_first(alerts: AlertLog, files: tuple[Path, Path],
                                                               tmp_path: Path, link: str) -> None:

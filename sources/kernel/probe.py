@@ -23,6 +23,7 @@ from sources.kernel.probe_program import (
     FILTER_SUFFIXES_AT,
     generate,
 )
+from sources.kernel.ring_reader import open_reader
 from sources.kernel.syscalls import SYSCALLS
 from sources.kernel.wire import TYPE_IDS
 
@@ -59,30 +60,15 @@ class KernelProbe:
         _release_compiler_memory()
         me = ctypes.c_uint32(os.getpid() if self_pid is None else self_pid)
         self._bpf[b"self_tgid"][ctypes.c_int(0)] = me
-        self._pending: list[bytes] = []
-        # Kept referenced: BCC holds only a raw pointer to the callback.
-        self._callback = self._on_record
-        self._bpf[b"events"].open_ring_buffer(self._callback)
+        self._ring = open_reader(self._bpf, self._bpf[b"events"], max_batch=MAX_BATCH)
         log.info("kernel_probe_loaded", syscalls=len(self.syscalls), missing=list(self.missing),
                  buffers=list(self.buffers),
                  compile_s=round(self.compile_s, 2), headers=str(self.headers))
 
-    def _on_record(self, _ctx: object, data: int, size: int) -> int:
-        pending = self._pending
-        pending.append(ctypes.string_at(data, size))
-        # libbpf drains while records keep coming: under a flood one poll would never return (and hold
-        # them all in memory). A negative answer ends the poll; this record is consumed all the same.
-        return -1 if len(pending) >= MAX_BATCH else 0
-
     def poll(self, timeout_ms: int) -> list[bytes]:
-        """Wait up to `timeout_ms` for records and return those ready, at most MAX_BATCH."""
-        self._bpf.ring_buffer_poll(timeout_ms)
-        if len(self._pending) < MAX_BATCH:
-            # The probe wakes the reader only now and then (WAKEUP_EVERY): a poll that timed out, or was woken
-            # by another CPU, has not read what was written without a wakeup.
-            self._bpf.ring_buffer_consume()
-        batch, self._pending = self._pending, []
-        return batch
+        """Wait up to `timeout_ms` for records and return those ready, at most MAX_BATCH (the rest wait for the
+        next poll, so that under a flood a poll still returns and holds a bounded batch)."""
+        return self._ring.poll(timeout_ms)
 
     def counters(self) -> dict[str, int]:
         """Totals since load: records lost because the ring buffer was full, exits seen without their enter, kept
@@ -119,6 +105,7 @@ class KernelProbe:
         return {name: sum(table[ctypes.c_int(TYPE_IDS[name])]) for name in names}
 
     def close(self) -> None:
+        self._ring.close()
         # Each detach waits for an RCU grace period; detached together they share them. Plain threads,
         # since this may run while the interpreter shuts down (executors refuse work then).
         detaching = [threading.Thread(target=self._bpf.detach_tracepoint, args=(name,))

@@ -10,9 +10,9 @@ each open reaches the engine with that rule among its candidates by type and pat
 under another name must raise the rule's alert); `mixed` alternates both files under the excepted name, half
 each. For each offered rate (default 10k, 50k, 100k, 200k openat/s) it prints what the agent's kernel source
 delivered to user space, the openat records the prefilter kept in the kernel, what the kernel dropped (ring
-buffer full), the agent's CPU, and alerts. The generator's unthrottled speed is measured without and with the
-agent: their ratio is the overhead the agent puts on the traced workload. Needs root and BCC. With --json the
-last line is one JSON object holding every figure.
+buffer full), the agent's CPU, and alerts. The generator's unthrottled speed (the best of three runs) is measured
+without and with the agent: their ratio is the overhead the agent puts on the traced workload. Needs root and BCC.
+With --json the last line is one JSON object holding every figure.
 
 Losses at high rates are what this measures, so a phase need not evaluate all it offered, but must account
 for it (bench/agent_load.py, SyscallAccount), from the agent's /metrics once the engine evaluated an open of
@@ -132,6 +132,15 @@ def _generate(python: Path, files: tuple[str, ...], rate: float, seconds: float,
     return int(opens), float(speed), int(execs)
 
 
+#: Unthrottled runs per speed measured: the best of them, since other work on the machine only ever slows one.
+_SPEED_RUNS = 3
+
+
+def _unthrottled(python: Path, files: tuple[str, ...], seconds: float) -> float:
+    """The generator's best openat/s over _SPEED_RUNS unthrottled runs."""
+    return max(_generate(python, files, 0, seconds, 0)[1] for _ in range(_SPEED_RUNS))
+
+
 def _kernel_started(samples: Samples) -> bool:
     return any(name == "falco_agent_source_records" and labels.get("source") == "kernel"
                for name, labels, _value in samples)
@@ -217,12 +226,11 @@ def main() -> int:
     settings = {"off": (False,), "on": (True,), "both": (False, True)}[args.prefilter]
     state = Path(tempfile.mkdtemp(prefix="falco-agent-bench-"))
     python = _link(state, shape.name)
-    _, baseline, _ = _generate(python, shape.files, 0, args.seconds, 0)
+    baseline = _unthrottled(python, shape.files, args.seconds)
     print(f"{workload} workload ({shape.name} opening {', '.join(shape.files)}), generator alone, unthrottled: "
           f"{baseline:,.0f} openat/s")
-    with BpfStats():
-        runs = {("on" if prefilter else "off"): _run(args, shape, state, python, baseline, prefilter=prefilter)
-                for prefilter in settings}
+    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, baseline, prefilter=prefilter)
+            for prefilter in settings}
     if "on" in runs and "off" in runs:
         on, off = runs["on"], runs["off"]
         print(f"prefilter on against off: slowdown x{on['generator_slowdown']:.2f} against "
@@ -260,14 +268,16 @@ def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, 
                   f"({probe_alerts} alert); the workload's {shape.name} is its exception")
         phases = []
         for rate in [float(r) for r in args.rates.split(",")]:
-            phase = _phase(agent, fence, python, shape.files, rate, args.seconds, args.exec_rate)
+            with BpfStats():
+                phase = _phase(agent, fence, python, shape.files, rate, args.seconds, args.exec_rate)
             phases.append(phase)
             print(f"  offered {rate:>9,.0f}/s  achieved {phase['achieved_openat_per_s']:>9,}/s  "
                   f"delivered {phase['records_delivered_per_s']:>9,} records/s  lost {phase['records_lost']:>8,} "
                   f"({phase['lost_ratio']:.2%})  openat filtered in kernel {phase['openat_filtered_in_kernel']:>8,}  "
                   f"agent CPU {phase['agent_cpu_percent']:>5}%  in BPF {phase['bpf_ns_per_open_close']:>5} ns/pair  "
                   f"alerts {phase['alerts']}")
-        _, with_agent, _ = _generate(python, shape.files, 0, args.seconds, 0)
+        # BPF run-time accounting off: it costs the traced syscalls time of its own, which the agent does not.
+        with_agent = _unthrottled(python, shape.files, args.seconds)
         peak_rss = memory_mb(agent.proc.pid)
     finally:
         agent.stop()

@@ -10,7 +10,7 @@ values no index could hold (agent.engine.rule_guards).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from agent.engine.ast import And, Check, Expr, FieldRef, ListLit, Not, Or, StrLit
@@ -136,14 +136,17 @@ Getter = Callable[[Event], Any]
 
 
 @dataclass(slots=True)
-class _Selection(Generic[R]):
-    """The rules an event's index values admit, and what their guards need: the guard fields some of them bound
-    (`getters`), each rule's guards renumbered over those, and the rules admitted per combination of values."""
+class _Narrowing(Generic[R]):
+    """The rules still possible for an event, and the guard field asked next: the first (in the source's order) that
+    one of them bounds, or none (`getter` None: `rules` are the candidates). Its answers are memoised per value of
+    that field, each an equal or smaller narrowing."""
 
     rules: tuple[R, ...]
-    getters: tuple[Getter, ...]
+    #: Each rule with its guards not asked yet.
     guarded: tuple[tuple[R, tuple[Guard, ...]], ...]
-    by_values: dict[tuple[Any, ...], tuple[R, ...]]
+    getter: Getter | None
+    position: int
+    by_value: dict[Any, _Narrowing[R]]
 
 
 class RuleSet(Generic[R]):
@@ -151,9 +154,10 @@ class RuleSet(Generic[R]):
 
     Each rule keeps, per index field, the values of that field for which it can match, and per guard field it
     bounds, a Guard (agent.engine.rule_guards). An event's index values select the rules that admit all of them;
-    its guard values then drop the rules whose guards refuse them. Both steps are memoised (per distinct index
-    values, then per distinct guard values), so an event costs a tuple build and a dict lookup per step plus the
-    guard fields' extraction, which the conditions evaluated next find in the event's cache.
+    its guard fields, one at a time in the source's order, then drop the rules whose guards refuse their value, and
+    a field is extracted only while some rule left is guarded by it: an open of a file no rule names costs one
+    `fd.name`. Every step is memoised (per distinct index values, then per value of each guard field), so an event
+    costs a dict lookup per step plus the extractions, which the conditions evaluated next find in its cache.
     """
 
     def __init__(self, rules: list[R], index_getters: dict[str, Getter],
@@ -176,7 +180,9 @@ class RuleSet(Generic[R]):
         #: Per rule, the guard fields checked before its condition.
         self.guarded_by = {rule.name: tuple(guard_names[g.position] for g in self._guards[id(rule)])
                            for rule in self.rules}
-        self._memo: dict[tuple[Any, ...], _Selection[R]] = {}
+        self._memo: dict[tuple[Any, ...], _Narrowing[R]] = {}
+        #: The narrowings made, by the rules and guards they hold: events that leave the same rules share one.
+        self._narrowings: dict[tuple[tuple[int, tuple[Guard, ...]], ...], _Narrowing[R]] = {}
 
     @classmethod
     def of_source(cls, rules: list[R], spec: SourceSpec) -> RuleSet[R]:
@@ -222,50 +228,54 @@ class RuleSet(Generic[R]):
 
     def matching(self, event: Event, key: tuple[Any, ...]) -> tuple[R, ...]:
         """Rules that can match this event, whose index values are `key`, in evaluation order."""
-        selection = self._memo.get(key) or self._selection(key)
-        getters = selection.getters
-        if not getters:
-            return selection.rules
-        try:
-            values = (getters[0](event),) if len(getters) == 1 else tuple([get(event) for get in getters])
-        except EXTRACTION_ERRORS:
-            return selection.rules  # the conditions meet the same error and count it
-        by_values = selection.by_values
-        try:
-            found = by_values.get(values)
-        except TypeError:  # a value that is not hashable (not text): judged, not memoised
-            return _admitted(selection.guarded, values)
-        if found is None:
-            found = _admitted(selection.guarded, values)
-            if len(by_values) >= _GUARD_MEMO_LIMIT:
-                by_values.clear()
-            by_values[values] = found
-        return found
+        node = self._memo.get(key) or self._selection(key)
+        while node.getter is not None:
+            try:
+                value = node.getter(event)
+            except EXTRACTION_ERRORS:
+                return node.rules  # the conditions meet the same error and count it
+            try:
+                found = node.by_value.get(value)
+            except TypeError:  # a value that is not hashable (not text): judged, not memoised
+                node = self._answer(node, value)
+                continue
+            if found is None:
+                found = self._answer(node, value)
+                if len(node.by_value) >= _GUARD_MEMO_LIMIT:
+                    node.by_value.clear()
+                node.by_value[value] = found
+            node = found
+        return node.rules
 
-    def _selection(self, key: tuple[Any, ...]) -> _Selection[R]:
+    def _selection(self, key: tuple[Any, ...]) -> _Narrowing[R]:
         found = self._memo.get(key)
         if found is None:
             values = [MISSING if isinstance(v, tuple) else v for v in key]
-            rules = tuple(rule for rule, sets in self._admits if all(
-                s.admits(v) for s, v in zip(sets, values, strict=True)))
-            used = sorted({g.position for rule in rules for g in self._guards[id(rule)]})
-            renumber = {position: index for index, position in enumerate(used)}
-            guarded = tuple((rule, tuple(replace(g, position=renumber[g.position]) for g in self._guards[id(rule)]))
-                            for rule in rules)
-            found = _Selection(rules, tuple(self._guard_getters[p] for p in used), guarded, {})
+            found = self._narrowing(tuple((rule, self._guards[id(rule)]) for rule, sets in self._admits if all(
+                s.admits(v) for s, v in zip(sets, values, strict=True))))
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
+                self._narrowings.clear()
             self._memo[key] = found
         return found
 
+    def _narrowing(self, guarded: tuple[tuple[R, tuple[Guard, ...]], ...]) -> _Narrowing[R]:
+        identity = tuple((id(rule), guards) for rule, guards in guarded)
+        found = self._narrowings.get(identity)
+        if found is None:
+            if len(self._narrowings) >= _MEMO_LIMIT:
+                self._narrowings.clear()
+            position = min((g.position for _rule, guards in guarded for g in guards), default=-1)
+            found = _Narrowing(tuple(rule for rule, _guards in guarded), guarded,
+                               self._guard_getters[position] if position >= 0 else None, position, {})
+            self._narrowings[identity] = found
+        return found
 
-def _admitted(guarded: tuple[tuple[R, tuple[Guard, ...]], ...], values: tuple[Any, ...]) -> tuple[R, ...]:
-    found = []
-    for rule, guards in guarded:
-        for guard in guards:
-            if not guard.admits(values[guard.position]):
-                break
-        else:
-            found.append(rule)
-    return tuple(found)
-
+    def _answer(self, node: _Narrowing[R], value: Any) -> _Narrowing[R]:
+        """What is left of `node` once its guard field has `value`."""
+        kept = []
+        for rule, guards in node.guarded:
+            asked = [g for g in guards if g.position == node.position]
+            if all(g.admits(value) for g in asked):
+                kept.append((rule, tuple(g for g in guards if g.position != node.position)))
+        return self._narrowing(tuple(kept))

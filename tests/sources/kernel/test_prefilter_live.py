@@ -124,17 +124,23 @@ def test_a_kept_directory_used_as_a_dirfd_is_sent_first_so_the_open_is_named(ale
     assert int(alerts.source.metrics()["kernel_prefilter_revealed"]) > before
 
 
+def _named_through_a_reused_number(alerts: AlertLog, first: Path, watched: Path, directory_flags: str) -> bool:
+    """A child opens and closes `first`, opens the watched file's directory with `directory_flags` under the same
+    descriptor number, then the watched file relative to it: whether the open was named after the watched file."""
+    since = len(alerts.alerts)
+    run_script(f"{sys.executable} -c \"import os\nf = os.open('{first}', os.O_RDONLY)\nos.close(f)\n"
+               f"d = os.open('{watched.parent}', {directory_flags})\nassert d == f, (d, f)\n"
+               f"os.close(os.open('{watched.name}', os.O_RDONLY, dir_fd=d))\"")
+    return alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since,
+                           timeout_s=5.0) is not None
+
+
 def test_a_descriptor_number_reused_by_kept_opens_reveals_the_latest_path(alerts: AlertLog,
                                                                          files: tuple[Path, Path]) -> None:
     """The kernel keeps one slot per descriptor number and rewrites it in place: after a kept open of another file
     is closed, the kept directory opened under the same number is what its use as a dirfd reveals."""
     watched, other = files
-    since = len(alerts.alerts)
-    run_script(f"{sys.executable} -c \"import os\nf = os.open('{other}', os.O_RDONLY)\nos.close(f)\n"
-               f"d = os.open('{watched.parent}', os.O_RDONLY)\nassert d == f, (d, f)\n"
-               f"os.close(os.open('{watched.name}', os.O_RDONLY, dir_fd=d))\"")
-    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
-    assert hit is not None, "the open through the reused descriptor was not named after the watched file"
+    assert _named_through_a_reused_number(alerts, other, watched, "os.O_RDONLY")
 
 
 def test_a_closed_kept_descriptor_is_not_revealed_again(alerts: AlertLog, files: tuple[Path, Path]) -> None:
@@ -144,12 +150,7 @@ def test_a_closed_kept_descriptor_is_not_revealed_again(alerts: AlertLog, files:
     watched, other = files
     assert alerts.source is not None
     before = int(alerts.source.metrics()["kernel_prefilter_revealed"])
-    since = len(alerts.alerts)
-    run_script(f"{sys.executable} -c \"import os\nf = os.open('{other.parent.parent}', os.O_RDONLY)\nos.close(f)\n"
-               f"d = os.open('{watched.parent}', os.O_RDONLY | os.O_DIRECTORY)\nassert d == f, (d, f)\n"
-               f"os.close(os.open('{watched.name}', os.O_RDONLY, dir_fd=d))\"")
-    hit = alerts.wait_for(lambda a: a.output_fields.get("fd.name") == str(watched), since=since, timeout_s=5.0)
-    assert hit is not None, "the open through the directory was not named after the watched file"
+    assert _named_through_a_reused_number(alerts, other.parent.parent, watched, "os.O_RDONLY | os.O_DIRECTORY")
     time.sleep(1.2)  # the source reads the kernel's counters once a second
     assert int(alerts.source.metrics()["kernel_prefilter_revealed"]) == before
 

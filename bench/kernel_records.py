@@ -182,9 +182,10 @@ def run_once(raws: list[bytes], engine: Engine, forward: frozenset[str] | None, 
     `tally` what the engine evaluated."""
     decoder = RecordDecoder()
     state = new_state()
+    state.forwarded = forward  # as the live source sets it: records of other types only update the state
     decode_s, records = best_batch(raws, decoder.decode)
     state_s, events = best_batch(records, state.apply)
-    offered = [event for event in events if event is not None and (forward is None or event.type in forward)]
+    offered = [event for event in events if event is not None]
     with counted(engine, tally, len(offered)):
         evaluate_s, _ = best_batch(offered, engine.process)
     return {"decode_s": decode_s, "state_s": state_s, "evaluate_s": evaluate_s, "events": len(offered)}

@@ -43,6 +43,9 @@ BUFFER_FIELDS = frozenset({"evt.buffer", "evt.rawarg.data", "evt.arg.data"})
 class SyscallState(Protocol):
     """The user-space state: every record updates it; it returns the event rules see, if any."""
 
+    #: The event types `apply` returns events of (None: all); the source sets what the rules can use.
+    forwarded: frozenset[str] | None
+
     def apply(self, record: SyscallRecord) -> Event | None: ...
 
     def close(self) -> None: ...
@@ -135,6 +138,7 @@ class KernelSource(WorkerSource):
             probe.close()
             self._probe = None
             raise
+        state.forwarded = types
         # The names `fd.*ip.name` checks compare with resolve in the background while the source runs.
         DOMAIN_NAMES.start()
         self._worker.start(lambda: self._run(probe, state, sink), cleanup=self._cleanup)
@@ -188,14 +192,15 @@ class KernelSource(WorkerSource):
         if types == self._forward:
             return
         self._forward = types
+        if self._state is not None:
+            self._state.forwarded = types
         missing = sorted((set(SYSCALLS) if types is None else types & set(SYSCALLS)) - self.capturing)
         if missing:
             log.warning("kernel_syscalls_need_restart", syscalls=missing,
                         hint="the reloaded rules use syscalls not attached; restart the agent to capture them")
 
     def _take(self, raws: list[bytes], state: SyscallState) -> list[Event]:
-        """Decode and apply every record; the events some rule can use."""
-        forward = self._forward
+        """Decode and apply every record; the events some rule can use (the state makes no others)."""
         counts = self._counts
         batch: list[Event] = []
         decode = self._decoder.decode
@@ -213,7 +218,7 @@ class KernelSource(WorkerSource):
                 counts["state_errors"] += 1
                 log.exception("kernel_state_failed", type=record.type, tid=record.tid)
                 continue
-            if event is not None and (forward is None or event.type in forward):
+            if event is not None:
                 batch.append(event)
         counts["records"] += len(raws)
         self._meter.delivered(len(raws))

@@ -94,6 +94,9 @@ class KernelState:
         self.hostname = hostname
         self._num = 0
         self._fetched = self.ctx.containers.fetched
+        #: The event types that become events (None: every type); a record of another type only updates the state,
+        #: so a close no rule reads costs no event.
+        self.forwarded: frozenset[str] | None = None
 
     @property
     def counters(self) -> dict[str, int]:
@@ -127,7 +130,8 @@ class KernelState:
 
     def apply(self, record: SyscallRecord) -> Event | None:
         """Update the state with one record and return its event (procexit included); None for a record that
-        only informs the state (`tcp_local`), which no rule may see, live or replayed."""
+        only informs the state (`tcp_local`), which no rule may see, live or replayed, and for one of a type not
+        `forwarded`."""
         ctx = self.ctx
         thread = ctx.table.get(record.tid)
         if thread is None or thread.pid != record.pid:
@@ -151,7 +155,10 @@ class KernelState:
             self._observer.on_record(record)
         if kind in STATE_ONLY_TYPES:
             return None
-        self._num += 1
+        self._num += 1  # evt.num counts every event captured, forwarded or not
+        forwarded = self.forwarded
+        if forwarded is not None and kind not in forwarded:
+            return None
         return Event(SOURCE, record.ts_ns, payload, kind, self.hostname, self._num)
 
     def learn_container(self, meta: ContainerMeta) -> None:

@@ -96,6 +96,30 @@ def test_a_reload_changes_what_stays_without_a_new_probe(alerts: AlertLog, files
     assert _wait_filtered(alerts, "openat", before + OPENS) >= before + OPENS
 
 
+def test_a_reload_that_uses_closes_makes_them_events(alerts: AlertLog, files: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    """Closes are captured for the state but become events only once a rule uses them: after a reload to a rule on
+    `close`, the watched file's close alerts, without a new probe."""
+    watched, _other = files
+    rules = tmp_path / "closes.yaml"
+    rules.write_text("- rule: Watched file closed\n  desc: a close of a watched file\n"
+                     f"  condition: evt.type = close and fd.name = {watched}\n"
+                     "  output: watched close (file=%fd.name)\n  priority: WARNING\n")
+    engine = new_engine()
+    assert engine.load_rules_files([rules]).successful
+    since = len(alerts.alerts)
+    run_script(_opens(watched, 1))
+    assert alerts.wait_for(lambda a: a.rule == "Watched file read", since=since) is not None
+    alerts.engine = engine
+    deadline = time.monotonic() + 10.0
+    hit = None
+    while hit is None and time.monotonic() < deadline:  # the source follows rules within 2 s
+        since = len(alerts.alerts)
+        run_script(_opens(watched, 1))
+        hit = alerts.wait_for(lambda a: a.rule == "Watched file closed", since=since, timeout_s=1.0)
+    assert hit is not None, "after the reload the watched file's close must reach the engine"
+
+
 def test_a_relative_open_of_a_watched_file_always_leaves_the_kernel(alerts: AlertLog,
                                                                    files: tuple[Path, Path]) -> None:
     watched, _other = files

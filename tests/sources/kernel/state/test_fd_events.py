@@ -64,6 +64,17 @@ class TestFiles:
         assert extract(event, "fd.type") == "memfd" and extract(event, "fd.name") == "memfd:jit"
         assert extract(event, "evt.arg.flags") == "MFD_CLOEXEC"
 
+    def test_a_type_no_rule_uses_updates_the_state_without_an_event(self) -> None:
+        """With `forwarded` set (the live source sets what the rules can use), a close makes no event but still
+        frees its descriptor, and evt.num still counts it, as Falco numbers every captured event."""
+        s = Stream()
+        s.state.forwarded = frozenset({"openat"})
+        first = s.open(200, "/tmp/a", res=3)
+        s.update("close", 200, fd=3)
+        assert s.thread(200).fds.get(3) is None
+        second = s.open(200, "/tmp/b", res=3)
+        assert extract(second, "evt.num") == extract(first, "evt.num") + 2
+
 
 class TestSockets:
     def test_tcp_client(self) -> None:

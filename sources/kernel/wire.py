@@ -46,11 +46,6 @@ def _signed(value: int) -> int:
     return value - _WRAP if value & _SIGN_BIT else value
 
 
-def _text(raw: bytes) -> str:
-    nul = raw.find(0)
-    return (raw[:nul] if nul >= 0 else raw).decode("utf-8", "surrogateescape")
-
-
 def _argv(raw: bytes) -> list[str]:
     return [part.decode("utf-8", "surrogateescape") for part in raw.split(b"\0")[:-1]] if raw else []
 
@@ -86,7 +81,9 @@ def _args_source(spec: SyscallSpec) -> str:
         if param.copy is Copy.RESULT:
             value = "res"
         elif param.copy is Copy.VALUE:
-            value = f"_signed(a{arg_index})" if param.kind in _SIGNED_KINDS else f"a{arg_index}"
+            # `_signed` inlined: a call per argument shows on the per-record path.
+            value = (f"(((a{arg_index} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000)" if param.kind in _SIGNED_KINDS
+                     else f"a{arg_index}")
             arg_index += 1
         else:
             part_index = part_indexes[param.name]
@@ -100,7 +97,10 @@ def _args_source(spec: SyscallSpec) -> str:
             elif param.kind is ParamKind.FD_PAIR:
                 value = f"_fd_pair({part})"
             elif param.copy is Copy.USER_STR:
-                value = f"_text({part})"
+                # Inlined for the same reason: the text before the first NUL.
+                t, n = f"t{part_index}", f"n{part_index}"
+                value = (f"({t}[:{n}] if ({n} := ({t} := {part}).find(0)) >= 0 else {t})"
+                         ".decode('utf-8', 'surrogateescape')")
             else:
                 value = part
         items.append(f"{param.name!r}: {value}")
@@ -112,7 +112,7 @@ def _args_source(spec: SyscallSpec) -> str:
 
 def _compile_args_builders() -> dict[int, Callable[..., dict[str, Any]]]:
     """One generated function per captured syscall: no per-parameter loop on the hot path."""
-    namespace: dict[str, Any] = {"_signed": _signed, "_text": _text, "_argv": _argv, "_fd_pair": _fd_pair,
+    namespace: dict[str, Any] = {"_argv": _argv, "_fd_pair": _fd_pair,
                                  "_open_how": _open_how, "_local_addr": _local_addr}
     lines = []
     for name, spec in SYSCALLS.items():
@@ -156,8 +156,10 @@ class RecordDecoder:
         if build is None:
             args = _sched_args(TYPE_NAMES[type_id], pid, a0, a1)
         else:
-            parts = []
-            if nparts:
+            if nparts == 1:  # the usual case (one path): no loop
+                parts = [raw[_HEADER_SIZE:_HEADER_SIZE + l0]]
+            else:
+                parts = []
                 offset = _HEADER_SIZE
                 for length in (l0, l1, l2, l3, l4, l5)[:nparts]:
                     parts.append(raw[offset:offset + length])

@@ -27,6 +27,17 @@ def test_openat_carries_its_path_flags_and_result() -> None:
     assert (record.uid, record.gid, record.comm, record.cgroup_id, record.cpu) == (1000, 1001, "cat", 77, 1)
 
 
+@pytest.mark.parametrize(("part", "name", "dirfd"), [
+    (b"/etc/shadow", "/etc/shadow", 2**32 - 100),  # a path cut at the copy limit has no NUL: kept whole
+    (b"/tmp/a\0junk", "/tmp/a", 5),  # the text ends at the first NUL
+    (b"/tmp/\xff\0", "/tmp/\udcff", 2**31 - 1),  # bytes that are not UTF-8 survive (surrogateescape)
+])
+def test_a_path_is_the_text_before_its_first_nul(part: bytes, name: str, dirfd: int) -> None:
+    record = RecordDecoder().decode(_record("openat", args=(dirfd, 0, 0), parts=(part,), res=3))
+    assert record.args["name"] == name
+    assert record.args["dirfd"] == (dirfd if dirfd < 2**31 else dirfd - 2**32)
+
+
 def test_failed_open_keeps_the_negative_errno() -> None:
     record = RecordDecoder().decode(_record("open", args=(0, 0), parts=(b"/nope\0",), res=-2))
     assert record.res == -2 and record.args["fd"] == -2 and record.args["name"] == "/nope"

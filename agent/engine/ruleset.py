@@ -24,7 +24,7 @@ from agent.source import SourceSpec
 #: Stands for "the field has no value" among the index values.
 MISSING = None
 _MEMO_LIMIT = 4096
-#: Guard value combinations remembered per index selection: paths are many, and each entry holds its strings.
+#: Values of its guard field remembered per narrowing: paths are many, and each entry holds its string.
 _GUARD_MEMO_LIMIT = 512
 
 
@@ -187,16 +187,9 @@ class RuleSet(Generic[R]):
     @classmethod
     def of_source(cls, rules: list[R], spec: SourceSpec) -> RuleSet[R]:
         """The rule set of `spec`'s rules, indexed and guarded by the fields the source names."""
-        getters = {}
-        for name in spec.index_fields:
-            resolved = spec.fields.resolve(name, None)
-            if resolved is not None:
-                getters[name] = resolved[0].bind(None)
-        guards = {}
-        for name in spec.guard_fields:
-            resolved = spec.fields.resolve(name, None)
-            if resolved is not None:
-                guards[name] = (resolved[0].bind(None), guard_field(name, spec.guard_paths))
+        getters = {name: get for name in spec.index_fields if (get := _getter(spec, name)) is not None}
+        guards = {name: (get, guard_field(name, spec.guard_paths))
+                  for name in spec.guard_fields if (get := _getter(spec, name)) is not None}
         return cls(rules, getters, guards)
 
     def index_values(self, field: str, *, among: Callable[[R], bool] | None = None) -> frozenset[Any] | None:
@@ -279,3 +272,9 @@ class RuleSet(Generic[R]):
             if all(g.admits(value) for g in asked):
                 kept.append((rule, tuple(g for g in guards if g.position != node.position)))
         return self._narrowing(tuple(kept))
+
+
+def _getter(spec: SourceSpec, name: str) -> Getter | None:
+    """The extractor of field `name` of `spec` (without an argument); None when the source lacks it."""
+    resolved = spec.fields.resolve(name, None)
+    return resolved[0].bind(None) if resolved is not None else None

@@ -20,6 +20,7 @@ from agent.engine.rule_fields import field_names
 from agent.engine.rule_guards import GuardField, guard_field
 from agent.engine.ruleset import NONE, ValueSet, possible_values
 from agent.engine.string_bounds import (
+    GLOB_SPECIALS,
     AtomBound,
     AtomFacts,
     StringBound,
@@ -111,7 +112,7 @@ def _pmatch_bound(values: tuple[str, ...]) -> StringBound:
     for entry in values:
         literal: list[str] = []
         for part in (p for p in entry.split("/") if p):
-            if any(ch in part for ch in "?*["):
+            if any(ch in part for ch in GLOB_SPECIALS):
                 break
             literal.append(part)
         heads.add("/" + "/".join(literal))

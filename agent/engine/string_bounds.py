@@ -22,7 +22,8 @@ EXACT_OPS = frozenset({"=", "==", "in"})
 #: `pmatch` is not among them: it matches path components (`/etc/` matches the value `/etc`), not text.
 PREFIX_OPS = frozenset({"startswith"})
 SUFFIX_OPS = frozenset({"endswith"})
-_GLOB_SPECIALS = "*?[\\"
+#: The characters that make a glob pattern (and a `pmatch` entry) more than literal text.
+GLOB_SPECIALS = "*?[\\"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ def literal_bound(op: str, values: tuple[str, ...]) -> StringBound | None:
         return None if "" in values else StringBound(frozenset(), frozenset(), frozenset(values))
     if op == "glob" and len(values) == 1:
         pattern = values[0]
-        cut = min((i for i, c in enumerate(pattern) if c in _GLOB_SPECIALS), default=len(pattern))
+        cut = min((i for i, c in enumerate(pattern) if c in GLOB_SPECIALS), default=len(pattern))
         if cut == len(pattern):
             return StringBound(frozenset({pattern}), frozenset())
         return StringBound(frozenset(), frozenset({pattern[:cut]})) if cut else None

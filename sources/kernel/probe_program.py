@@ -245,18 +245,14 @@ static __always_inline void hide_fd(u64 id, s64 fd, u64 flags, u32 len) {{
     if (!k) return;
     u64 key = fd_key(id, fd);
     struct hidden *h = hidden_fds.lookup(&key);
-    if (h) {{
-        h->len = 0;  /* free while the path changes */
-        if (bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
-        h->flags = flags;
-        h->len = len;
-        return;
-    }}
-    h = hidden_scratch.lookup(&zero);
-    if (!h || bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
-    h->len = len;
+    int fresh = !h;  /* a number this process has not had kept: filled in the scratch, then inserted */
+    if (fresh) h = hidden_scratch.lookup(&zero);
+    if (!h) return;
+    h->len = 0;  /* free while the path changes */
+    if (bpf_probe_read_kernel(h->path, {PATH_KEY}, k->path) < 0) return;
     h->flags = flags;
-    hidden_fds.update(&key, h);
+    h->len = len;
+    if (fresh) hidden_fds.update(&key, h);
 }}
 
 static __always_inline void reveal_fd(u64 id, s64 fd) {{

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 AT_FDCWD = -100
 
 
-
 def absolute_path(base: str, path: str) -> str:
     """`path` resolved against directory `base` lexically: `.`/`..` folded, duplicate slashes dropped.
 

@@ -71,9 +71,10 @@ def inet(ip: str, port: int) -> bytes:
 class Stream:
     """Builds records for a state and applies them, with a clock that advances 1 ms per record."""
 
-    def __init__(self, host: FakeHost | None = None, *, seed: bool = True, **state_options: Any) -> None:
+    def __init__(self, host: FakeHost | None = None, *, seed: bool = True, fetch_containers: bool = False,
+                 **state_options: Any) -> None:
         self.host = host or default_host()
-        self.state = KernelState(self.host, fetch_containers=False, **state_options)
+        self.state = KernelState(self.host, fetch_containers=fetch_containers, **state_options)
         self.ts_ns = 1_000_000_000_000
         self.events: list[Event] = []
         if seed:
@@ -128,8 +129,7 @@ def recorded_stream(host: FakeHost, path: Path) -> Iterator[Stream]:
     """A seeded Stream over `host` whose state fetches container metadata (settled before it is yielded) and
     records everything into the capture file `path`, as `falco-agent capture` does."""
     with write_capture(path) as writer:
-        stream = Stream(host, seed=False)
-        stream.state = KernelState(host, fetch_containers=True, observer=writer)
+        stream = Stream(host, seed=False, fetch_containers=True, observer=writer)
         try:
             stream.state.seed()
             stream.state.settle_containers(timeout_s=5)

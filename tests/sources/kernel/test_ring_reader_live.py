@@ -259,6 +259,7 @@ def test_records_read_while_writers_hold_one_busy_come_whole_in_their_order(prob
         assert seqs == sorted(seqs), f"writer {writer.pid}: records out of order"
 
 
+@pytest.mark.parametrize("probe", ["mapped"], indirect=True)  # the mapped reader's own mappings
 def test_closing_the_reader_unmaps_the_ring(probe: TinyProbe) -> None:
     """A source restarted on each rules reload must not keep the old ring mapped (twice its size each time)."""
     ring = probe.bpf[b"ring"]

@@ -143,7 +143,7 @@ def _kernel_sources(kernel: KernelConfig, context: LiveContext) -> list[LiveSour
 
     def prefilter() -> PrefilterPlan | None:
         engine = context.engine()
-        return plans.plan(engine) if kernel.prefilter and engine is not None else None
+        return plans.plan(engine, keeping=kernel.prefilter) if engine is not None else None
 
     return [KernelSource(kernel_settings(kernel), rule_types=lambda: context.rule_values(SYSCALL, "evt.type"),
                          buffer_types=lambda: context.rule_values_naming(SYSCALL, "evt.type", BUFFER_FIELDS),

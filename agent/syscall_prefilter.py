@@ -95,9 +95,10 @@ class _PathFields:
         return _PathFields(guard_field(_PATH_FIELD, parts), leading)
 
 
-def _path_atom(syscall: str, path: _PathFields) -> AtomBound:
+def _path_atom(syscall: str | None, path: _PathFields) -> AtomBound:
+    """Bounds of the path from checks; with a `syscall`, a branch of another event type bounds nothing."""
     def atom(name: str, arg: str | None, op: str, values: tuple[str, ...]) -> StringBound | None:
-        if _type_impossible(syscall, name, arg, op, values):
+        if syscall is not None and _type_impossible(syscall, name, arg, op, values):
             return _NOTHING
         if op == "pmatch":
             return _pmatch_bound(values) if arg is None and name in path.leading else None
@@ -188,30 +189,37 @@ def _need(condition: Expr, syscall: str, path: _PathFields) -> OpenNeed | None:
 
 
 def prefilter_plan(engine: Engine) -> PrefilterPlan:
-    """What the engine's syscall rules and correlation steps need of each open syscall."""
+    """What the engine's syscall rules and correlation steps need of each open syscall, and the paths they name
+    (whose files are then watched by inode)."""
     candidates = _candidates(engine)
     # The path and the fields that are parts of it, as the source declares them (fd.directory, fd.filename).
     path = _PathFields.of(engine.sources[SYSCALL].guard_paths)
-    blocker = next((c.name for c in candidates if _reads_kept_descriptors(c)), None)
-    if blocker is not None:
-        return PrefilterPlan.passing_all(f"'{blocker}' reads descriptors on events other than opens")
     needs: dict[str, tuple[OpenNeed, ...] | None] = {}
     reasons: dict[str, str] = {}
+    named: set[str] = set()
+    named_prefixes: set[str] = set()
     for syscall in sorted(OPEN_TYPES):
-        found: list[OpenNeed] = []
-        for candidate in candidates:
-            if not candidate.types.admits(syscall):
-                continue
-            need = _need(candidate.condition, syscall, path)
-            if need is None:
-                continue
-            if need.any_path and not need.facts:
-                needs[syscall], reasons[syscall] = None, f"'{candidate.name}' may match any {syscall}"
-                break
-            found.append(need)
+        found = [(candidate.name, need) for candidate in candidates if candidate.types.admits(syscall)
+                 for need in [_need(candidate.condition, syscall, path)] if need is not None]
+        for _name, need in found:
+            named |= need.exact
+            named_prefixes |= need.prefixes
+        matching_any = next((name for name, need in found if need.any_path and not need.facts), None)
+        if matching_any is None:
+            needs[syscall] = tuple(need for _name, need in found)
         else:
-            needs[syscall] = tuple(found)
-    return PrefilterPlan(needs, reasons)
+            needs[syscall], reasons[syscall] = None, f"'{matching_any}' may match any {syscall}"
+    for candidate in candidates:
+        # On any event type: a rule on reads of /etc/shadow sees the name its open got.
+        bound = string_bound(candidate.condition, _path_atom(None, path))
+        if bound is not None:
+            named |= bound.exact
+            named_prefixes |= bound.prefixes
+    plan = PrefilterPlan(needs, reasons, frozenset(named), frozenset(named_prefixes))
+    blocker = next((c.name for c in candidates if _reads_kept_descriptors(c)), None)
+    if blocker is not None:
+        return plan.keeping_none(f"'{blocker}' reads descriptors on events other than opens")
+    return plan
 
 
 class PlanCache:
@@ -219,9 +227,12 @@ class PlanCache:
 
     def __init__(self) -> None:
         self._engine: Engine | None = None
-        self._plan: PrefilterPlan | None = None
+        self._plans: tuple[PrefilterPlan, PrefilterPlan] | None = None
 
-    def plan(self, engine: Engine) -> PrefilterPlan:
-        if engine is not self._engine or self._plan is None:
-            self._engine, self._plan = engine, prefilter_plan(engine)
-        return self._plan
+    def plan(self, engine: Engine, *, keeping: bool = True) -> PrefilterPlan:
+        """The engine's plan; not `keeping`, the same with every open leaving the kernel (the config turned
+        the prefilter off), its named files still watched."""
+        if engine is not self._engine or self._plans is None:
+            plan = prefilter_plan(engine)
+            self._engine, self._plans = engine, (plan, plan.keeping_none("the config turns kernel.prefilter off"))
+        return self._plans[0 if keeping else 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
@@ -246,6 +247,9 @@ FD_EXTRACTORS: dict[str, ExtractorFactory] = {
     "fd.connected": _on_fd(lambda f: f.is_connected),
     "fd.name_changed": _gated(lambda ev: ev.name_changed if ev.fd is not None else None),
     "fd.ino": _on_fd(lambda f: f.ino or None),
+    "fd.dev": _on_fd(lambda f: f.dev or None),
+    "fd.dev.major": _on_fd(lambda f: os.major(f.dev) if f.dev else None),
+    "fd.dev.minor": _on_fd(lambda f: os.minor(f.dev) if f.dev else None),
     "fd.uid": _gated(lambda ev: f"{ev.thread.tid}{ev.fd_num}"),
     "fd.types": _types_factory,
     **{name: extractor for name, (extractor, _) in _NAME_FIELDS.items()},

@@ -21,7 +21,7 @@ Updating the maps applies a rules reload without recompiling the program.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntFlag
 
 from sources.kernel.state.fd_events import OPEN_TYPES
@@ -70,10 +70,18 @@ class PrefilterPlan:
 
     needs: Mapping[str, tuple[OpenNeed, ...] | None]
     reasons: Mapping[str, str] = field(default_factory=dict)
+    #: The absolute paths and path prefixes the rules' opens are about, whether or not any open stays in the
+    #: kernel: the files there are watched by device and inode (watched_files.py), whatever link opens them.
+    named: frozenset[str] = frozenset()
+    named_prefixes: frozenset[str] = frozenset()
 
     @staticmethod
     def passing_all(reason: str) -> PrefilterPlan:
         return PrefilterPlan({name: None for name in OPEN_TYPES}, {name: reason for name in OPEN_TYPES})
+
+    def keeping_none(self, reason: str) -> PrefilterPlan:
+        """This plan with every open leaving the kernel (`reason` says why), its named files still watched."""
+        return replace(PrefilterPlan.passing_all(reason), named=self.named, named_prefixes=self.named_prefixes)
 
 
 @dataclass(frozen=True, slots=True)

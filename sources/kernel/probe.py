@@ -12,12 +12,14 @@ from typing import Any
 import structlog
 
 from sources.kernel import bcc_setup
+from sources.kernel.btf import BtfError, member_layout
 from sources.kernel.prefilter import PATH_KEY, EncodedFilter
 from sources.kernel.probe_program import (
     COUNTER_LOST,
     COUNTER_NO_ENTER,
     COUNTER_REVEALED,
     DEFAULT_SNAPLEN,
+    FILE_ID_MEMBERS,
     FILTER_FACTS_AT,
     FILTER_PER_TYPE,
     FILTER_SUFFIXES_AT,
@@ -47,17 +49,34 @@ class KernelProbe:
         self.syscalls = tuple(n for n in wanted if SYSCALLS[n].syscall in available)
         started = time.monotonic()
         self.buffers = tuple(sorted(set(buffers) & set(self.syscalls)))
-        source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages, buffers=self.buffers, snaplen=snaplen)
-        try:
+        def compiled(offsets: dict[str, int] | None) -> Any:
+            source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages, buffers=self.buffers,
+                              snaplen=snaplen, file_offsets=offsets)
             # Approximate headers redefine a few macros clang already knows; that is harmless.
-            self._bpf = bcc.BPF(text=source.encode(), cflags=["-Wno-macro-redefined", "-w"])
+            return bcc.BPF(text=source.encode(), cflags=["-Wno-macro-redefined", "-w"])
+
+        offsets = file_id_offsets()
+        try:
+            try:
+                self._bpf = compiled(offsets)
+            except Exception as exc:
+                if offsets is None:
+                    raise
+                # A kernel whose verifier refuses the typed loads (before 5.11) still runs the rest.
+                log.warning("kernel_file_ids_unavailable", reason=str(exc).splitlines()[0],
+                            hint="links to the files rules name are not followed on this kernel")
+                offsets = None
+                self._bpf = compiled(offsets)
         except Exception as exc:
             raise bcc_setup.KernelUnavailable(
                 f"BCC could not compile or load the probe against {self.headers}: {exc}; "
                 "check that BPF is allowed (root, CAP_BPF, no lockdown) and the headers are a merged tree"
             ) from exc
+        #: Whether opens report their file's device and inode (and watched files pass the prefilter).
+        self.file_ids = offsets is not None
         self.compile_s = time.monotonic() - started
         _release_compiler_memory()
+        self._watched: frozenset[tuple[int, int]] = frozenset()
         me = ctypes.c_uint32(os.getpid() if self_pid is None else self_pid)
         self._bpf[b"self_tgid"][ctypes.c_int(0)] = me
         self._ring = open_reader(self._bpf, self._bpf[b"events"], max_batch=MAX_BATCH)
@@ -99,6 +118,18 @@ class KernelProbe:
             if enabled:
                 settings[ctypes.c_int(TYPE_IDS[name] * FILTER_PER_TYPE)] = ctypes.c_uint64(1)
 
+    def set_watched(self, ids: frozenset[tuple[int, int]]) -> None:
+        """Make the watched-files map hold exactly `ids` (device, inode): opens of them leave the kernel whatever
+        their path. New ones are added before old ones go, so a file both scans name is never unwatched."""
+        if not self.file_ids:
+            return
+        table = self._bpf[b"watched_files"]
+        for dev, ino in ids - self._watched:
+            table[_file_id(table, dev, ino)] = ctypes.c_uint8(1)
+        for dev, ino in self._watched - ids:
+            del table[_file_id(table, dev, ino)]
+        self._watched = ids
+
     def filtered(self, names: Iterable[str]) -> dict[str, int]:
         """Per event type of `names`, the records the prefilter kept in the kernel since load."""
         table = self._bpf[b"filtered"]
@@ -115,6 +146,33 @@ class KernelProbe:
         for thread in detaching:
             thread.join()
         self._bpf.cleanup()
+
+
+def _file_id(table: Any, dev: int, ino: int) -> Any:
+    key = table.Key()
+    key.dev, key.ino = dev, ino
+    return key
+
+
+def file_id_offsets() -> dict[str, int] | None:
+    """The offsets of FILE_ID_MEMBERS in the running kernel, from its BTF; None (said once in the log) when it
+    has none or they are not what the probe reads: opens then report no device and inode."""
+    try:
+        layout = member_layout((struct, member) for struct, member, _size in FILE_ID_MEMBERS.values())
+    except BtfError as exc:
+        log.warning("kernel_file_ids_unavailable", reason=str(exc),
+                    hint="links to the files rules name are not followed; a kernel with BTF "
+                         "(CONFIG_DEBUG_INFO_BTF=y) lets the probe read them")
+        return None
+    offsets = {}
+    for name, (struct, member, size) in FILE_ID_MEMBERS.items():
+        found = layout[(struct, member)]
+        if found.size != size:
+            log.warning("kernel_file_ids_unavailable", reason=f"{struct}.{member} is {found.size} bytes, not {size}",
+                        hint="links to the files rules name are not followed on this kernel")
+            return None
+        offsets[name] = found.offset
+    return offsets
 
 
 def _load_trie(trie: Any, entries: tuple[tuple[bytes, int], ...]) -> None:

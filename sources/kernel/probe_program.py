@@ -9,7 +9,7 @@ kernel, and records that cannot be reserved are counted per CPU.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sources.kernel.prefilter import FACT_COMBINATIONS, PATH_KEY, OpenFact
 from sources.kernel.state.fd_events import OPEN_TYPES
@@ -55,6 +55,23 @@ FILTER_SLOTS = FILTER_SUFFIXES_AT + 1
 #: Descriptors whose open the prefilter kept in the kernel, per process, with the open's path and flags: their
 #: close stays there too, and their first use as a directory (a dirfd, fchdir) sends the open first.
 HIDDEN_FDS_MAX = 16384
+#: The kernel struct members the probe follows from a descriptor number to its file's device and inode, by the
+#: #define their offset becomes, and the bytes it reads of each (8: a pointer). The offsets come from the
+#: running kernel's BTF (btf.py): the headers BCC compiles against may be another kernel's.
+FILE_ID_MEMBERS: dict[str, tuple[str, str, int]] = {
+    "OFF_TASK_FILES": ("task_struct", "files", 8),
+    "OFF_FILES_FDT": ("files_struct", "fdt", 8),
+    "OFF_FDT_MAX_FDS": ("fdtable", "max_fds", 4),
+    "OFF_FDT_FD": ("fdtable", "fd", 8),
+    "OFF_FILE_INODE": ("file", "f_inode", 8),
+    "OFF_INODE_INO": ("inode", "i_ino", 8),
+    "OFF_INODE_SB": ("inode", "i_sb", 8),
+    "OFF_SB_DEV": ("super_block", "s_dev", 4),
+}
+#: The most 8-byte words one read of an inode may cover (its number and superblock pointer).
+INODE_SPAN_MAX_WORDS = 16
+#: Files the watched map holds at most (watched_files.py scans no further).
+WATCHED_FILES_MAX = 65536
 #: The tracepoint arguments that name a directory by descriptor.
 _DIRFD_ARGS = ("dfd", "olddfd", "newdfd")
 #: The opener's own descriptor links: an open through one of a kept descriptor sends that descriptor's open first.
@@ -63,8 +80,9 @@ _OWN_FD_LINKS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
 _OWN_FD_LINK_TESTS = " : ".join(
     "(" + " && ".join(f"p[{i}] == '{c}'" for i, c in enumerate(link)) + f") ? {len(link)}"
     for link in _OWN_FD_LINKS) + " : -1"
-_OPENAT_VALUES = [p.arg for p in SYSCALLS["openat"].params if p.copy is Copy.VALUE]
-_OPENAT_SLOTS = tuple(_OPENAT_VALUES.index(arg) for arg in ("dfd", "flags", "mode"))
+_OPENAT_VALUES = [p.arg or p.copy.value for p in SYSCALLS["openat"].params if not p.copy.from_user_memory
+                  and p.copy is not Copy.RESULT]
+_OPENAT_SLOTS = tuple(_OPENAT_VALUES.index(arg) for arg in ("dfd", "flags", "mode", "file_dev", "file_ino"))
 _O_PATH, _O_DIRECTORY, _O_CREAT, _O_TMPFILE = 0o10000000, 0o200000, 0o100, 0o20200000
 
 _PRELUDE = f"""
@@ -209,6 +227,59 @@ static __always_inline void submit(struct event *e, u32 off) {{
     if (events.ringbuf_output(e, size, wakeup_flag()) != 0) count({COUNTER_LOST});
 }}
 
+/* A file by device (as stat shows it) and inode: the name of a file whatever path or link reached it. */
+struct file_id {{
+    u64 dev;
+    u64 ino;
+}};
+#ifdef FILE_IDS
+/* The files the rules name (watched_files.py): an open of one always leaves the kernel. */
+BPF_HASH(watched_files, struct file_id, u8, {WATCHED_FILES_MAX});
+
+/* A load through a pointer the verifier knows by its BTF type (the task, then what its members point to):
+   a plain load, where a probe read is a helper call. */
+static __always_inline u64 btf_load(u64 base, u64 off) {{
+    return *(volatile u64 *)(base + off);
+}}
+
+/* Descriptor -> struct file -> inode, through the task's file table, at the offsets BTF gave: the task's files,
+   its fd table and the descriptor array are typed loads; the file and the inode (the array's elements are
+   untyped) take a probe read each, the inode's number and superblock one read together. */
+static __always_inline void file_of(s64 fd, struct file_id *f) {{
+    f->dev = f->ino = 0;
+    if (fd < 0) return;
+    u64 fdt = btf_load(btf_load((u64)bpf_get_current_task_btf(), OFF_TASK_FILES), OFF_FILES_FDT);
+    u32 max = *(volatile u32 *)(fdt + OFF_FDT_MAX_FDS);
+    if ((u64)fd >= max) return;
+    u64 file = btf_load(btf_load(fdt, OFF_FDT_FD), 8 * (u64)fd);
+    u64 inode = 0;
+    if (!file || bpf_probe_read_kernel(&inode, sizeof(inode), (const void *)(file + OFF_FILE_INODE)) < 0 || !inode)
+        return;
+    u64 span[INODE_SPAN_WORDS] = {{}};
+    if (bpf_probe_read_kernel(span, sizeof(span), (const void *)(inode + INODE_SPAN_AT)) < 0) return;
+    u64 sb = span[(OFF_INODE_SB - INODE_SPAN_AT) / 8];
+    u32 sdev = 0;
+    if (!sb || bpf_probe_read_kernel(&sdev, sizeof(sdev), (const void *)(sb + OFF_SB_DEV)) < 0) return;
+    f->ino = span[(OFF_INODE_INO - INODE_SPAN_AT) / 8];
+    /* The kernel keeps major << 20 | minor; stat shows the encoding new_encode_dev makes. */
+    u64 major = sdev >> 20, minor = sdev & 0xfffff;
+    f->dev = (minor & 0xff) | (major << 8) | ((minor & ~0xffULL) << 12);
+}}
+
+static __always_inline int watched(struct file_id *f) {{
+    return f->ino && watched_files.lookup(f) != 0;
+}}
+#else
+/* No BTF to find the kernel's structs by: files are known by their paths only. */
+static __always_inline void file_of(s64 fd, struct file_id *f) {{
+    f->dev = f->ino = 0;
+}}
+
+static __always_inline int watched(struct file_id *f) {{
+    return 0;
+}}
+#endif
+
 /* The prefilter (prefilter.py): user space fills the maps; a type not enabled passes everything. */
 struct path_key {{
     u32 prefixlen;
@@ -291,6 +362,10 @@ static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
         e->args[{_OPENAT_SLOTS[0]}] = (u64)(s64)-100;  /* AT_FDCWD: the path is absolute */
         e->args[{_OPENAT_SLOTS[1]}] = h->flags;
         e->args[{_OPENAT_SLOTS[2]}] = 0;
+        struct file_id fid;
+        file_of(fd, &fid);
+        e->args[{_OPENAT_SLOTS[3]}] = fid.dev;
+        e->args[{_OPENAT_SLOTS[4]}] = fid.ino;
         bpf_probe_read_kernel(e->data, {PATH_KEY}, h->path);
         e->lens[0] = n;
         e->nparts = 1;
@@ -392,7 +467,7 @@ static __always_inline void save_enter(u64 id, u32 type, u64 a0, u64 a1, u64 a2,
 def saved_slots(spec: SyscallSpec) -> list[str]:
     """The tracepoint arguments to save at enter, in slot order: values first, then user addresses."""
     values = [p.arg for p in spec.params if p.copy is Copy.VALUE]
-    addresses = [p.arg for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
+    addresses = [p.arg for p in spec.params if p.copy.from_user_memory]
     lengths = [p.length for p in spec.params if isinstance(p.length, str) and p.length]
     return values + addresses + [name for name in lengths if name not in values]
 
@@ -429,8 +504,18 @@ def _user_parts(spec: SyscallSpec, source: str, *, with_buffer: bool = False) ->
 
 
 def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
+    """The record's slots: the saved values, then the file's device and inode (FILE_DEV and FILE_INO come after
+    every VALUE parameter, as the decoder reads them)."""
     count = sum(1 for p in spec.params if p.copy is Copy.VALUE)
-    return [f"e->args[{i}] = {source}[{i}];" for i in range(count)]
+    copies = [f"e->args[{i}] = {source}[{i}];" for i in range(count)]
+    file_id = {Copy.FILE_DEV: "fid.dev", Copy.FILE_INO: "fid.ino"}
+    copies += [f"e->args[{count + i}] = {file_id[p.copy]};"
+               for i, p in enumerate(p for p in spec.params if p.copy in file_id)]
+    return copies
+
+
+def _has_file_id(spec: SyscallSpec) -> bool:
+    return any(p.copy in (Copy.FILE_DEV, Copy.FILE_INO) for p in spec.params)
 
 
 def _saved(spec: SyscallSpec) -> str:
@@ -453,10 +538,14 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
     dirfds = [p.arg for p in spec.params if p.copy is Copy.VALUE and p.kind is ParamKind.FD
               and (p.arg in _DIRFD_ARGS or spec.name == "fchdir")]
     hidden = " ".join(f"reveal(id, (s32)p->args[{_slot(spec, arg)}], p->ts - 1);" for arg in dirfds)
+    if _has_file_id(spec):
+        hidden += " struct file_id fid; file_of(args->ret, &fid);"
     if spec.name in OPEN_TYPES:
         path = next(param.arg for param in spec.params if param.kind is ParamKind.PATH)
         flags = _open_flags(spec)
-        hidden += (f" u32 len = 0; if (open_kept({type_id}, p->args[{_slot(spec, path)}], {flags}, args->ret, &len)) "
+        # A file the rules name leaves the kernel whatever path reached it (a link, a bind mount).
+        hidden += (f" u32 len = 0; if (open_kept({type_id}, p->args[{_slot(spec, path)}], {flags}, args->ret, &len)"
+                   f" && !watched(&fid)) "
                    f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, {flags}, len); "
                    f"p->armed = 0; return 0; }}")
     kept_at_enter = ""
@@ -679,12 +768,23 @@ def _snaplen_defines(snaplen: int) -> list[str]:
     return [f"#define SNAPLEN {snaplen}", f"#define SNAPLEN_MASK {(1 << snaplen.bit_length()) - 1}"]
 
 
+def _inode_span(ino: int, sb: int) -> list[str]:
+    """The one read covering an inode's number and superblock pointer (both 8-byte aligned, near each other)."""
+    start = min(ino, sb)
+    words = (max(ino, sb) - start) // 8 + 1
+    if ino % 8 or sb % 8 or words > INODE_SPAN_MAX_WORDS:
+        raise ValueError(f"inode.i_ino at {ino} and inode.i_sb at {sb} are not one aligned read apart")
+    return [f"#define INODE_SPAN_AT {start}", f"#define INODE_SPAN_WORDS {words}"]
+
+
 def generate(syscalls: Iterable[str], *, ring_buffer_pages: int, buffers: Iterable[str] = (),
-             snaplen: int = DEFAULT_SNAPLEN) -> str:
+             snaplen: int = DEFAULT_SNAPLEN, file_offsets: Mapping[str, int] | None = None) -> str:
     """C source capturing `syscalls` (names from SYSCALLS) plus process lifecycle, for BCC.
 
     The I/O buffer of the syscalls in `buffers` (of BUFFER_SYSCALLS) is copied, at most `snaplen` bytes; the
-    other records carry none, so a buffer costs nothing unless a rule reads it."""
+    other records carry none, so a buffer costs nothing unless a rule reads it. `file_offsets` (every key of
+    FILE_ID_MEMBERS) lets opens report their file's device and inode and keeps watched files out of the
+    prefilter; without it they report 0 and files are known by path only."""
     if ring_buffer_pages <= 0 or ring_buffer_pages & (ring_buffer_pages - 1):
         raise ValueError(f"ring_buffer_pages must be a power of two, not {ring_buffer_pages}")
     names = sorted(set(syscalls))
@@ -696,6 +796,12 @@ def generate(syscalls: Iterable[str], *, ring_buffer_pages: int, buffers: Iterab
     if unbuffered:
         raise ValueError(f"syscalls without an I/O buffer: {', '.join(unbuffered)}")
     defines = _snaplen_defines(snaplen) if copied else []
+    if file_offsets is not None:
+        missing = sorted(set(FILE_ID_MEMBERS) - set(file_offsets))
+        if missing:
+            raise ValueError(f"file_offsets lacks {', '.join(missing)}")
+        defines += ["#define FILE_IDS 1", *(f"#define {name} {file_offsets[name]}" for name in FILE_ID_MEMBERS),
+                    *_inode_span(file_offsets["OFF_INODE_INO"], file_offsets["OFF_INODE_SB"])]
     parts = [f"#define RINGBUF_PAGES {ring_buffer_pages}", *defines, _PRELUDE, _SCHED]
     parts += [_clone_enter(name, _CLONE_FLAGS[name]) for name in CLONE_TYPES]
     for name in names:

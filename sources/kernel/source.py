@@ -24,10 +24,11 @@ from sources.kernel.dns_names import DOMAIN_NAMES
 from sources.kernel.drops import DropMeter
 from sources.kernel.prefilter import PrefilterPlan, encode, filtered_syscalls
 from sources.kernel.probe import KernelProbe
-from sources.kernel.probe_program import DEFAULT_SNAPLEN
+from sources.kernel.probe_program import DEFAULT_SNAPLEN, WATCHED_FILES_MAX
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state.fd_events import OPEN_TYPES
 from sources.kernel.syscalls import BUFFER_SYSCALLS, STATE_SYSCALLS, SYSCALLS
+from sources.kernel.watched_files import WatchedFiles, WatchedScanner
 from sources.kernel.wire import RecordDecoder
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,11 @@ class SyscallState(Protocol):
 
     #: The event types `apply` returns events of (None: all); the source sets what the rules can use.
     forwarded: frozenset[str] | None
+    #: The files the rules name: an open of one is named so whatever link reached it.
+    watched_files: WatchedFiles
+
+    @property
+    def opens_named_by_inode(self) -> int: ...
 
     def apply(self, record: SyscallRecord) -> Event | None: ...
 
@@ -114,6 +120,8 @@ class KernelSource(WorkerSource):
         self._buffers_wanted: frozenset[str] = frozenset()
         self._forward: frozenset[str] | None = frozenset()
         self._forward_checked = 0.0
+        self._scanner: WatchedScanner | None = None
+        self._watched = WatchedFiles({})
 
     def start(self, sink: EventSink) -> None:
         self._worker.check_idle()
@@ -131,6 +139,8 @@ class KernelSource(WorkerSource):
         self._probe = probe
         self._plan = None
         self._filtered = dict.fromkeys(sorted(FILTERABLE & set(probe.syscalls)), 0)
+        self._scanner = WatchedScanner(limit=WATCHED_FILES_MAX)
+        self._watched = WatchedFiles({})
         try:
             self._apply_prefilter(probe)
             state = self._state = self._new_state()
@@ -139,6 +149,7 @@ class KernelSource(WorkerSource):
             self._probe = None
             raise
         state.forwarded = types
+        state.watched_files = self._watched
         # The names `fd.*ip.name` checks compare with resolve in the background while the source runs.
         DOMAIN_NAMES.start()
         self._worker.start(lambda: self._run(probe, state, sink), cleanup=self._cleanup)
@@ -172,6 +183,20 @@ class KernelSource(WorkerSource):
         log.info("kernel_prefilter_loaded", filtering=sorted(self.filtering), paths=len(encoded.paths),
                  passing_all={name: reason for name, reason in (plan.reasons if plan else {}).items()
                               if name in probe.syscalls})
+        if probe.file_ids and self._scanner is not None:
+            named = (plan.named, plan.named_prefixes) if plan is not None else (frozenset(), frozenset())
+            self._watch(probe, self._scanner.scan_now(*named))
+
+    def _watch(self, probe: KernelProbe, found: WatchedFiles) -> None:
+        """Watch the files a scan found: the probe lets their opens out, the state names them."""
+        probe.set_watched(found.ids())
+        if found.incomplete and found.incomplete != self._watched.incomplete:
+            log.warning("watched_files_incomplete", prefixes=list(found.incomplete), limit=WATCHED_FILES_MAX,
+                        hint="files under these prefixes past the limit are known by path only: a link to one "
+                             "is not followed; narrow the rules' path prefixes")
+        self._watched = found
+        if self._state is not None:
+            self._state.watched_files = found
 
     def _refresh_forward(self, probe: KernelProbe) -> None:
         """Follow rule reloads: forward what the rules now use and reload the prefilter (what they need beyond
@@ -181,6 +206,9 @@ class KernelSource(WorkerSource):
             return
         self._forward_checked = now
         self._apply_prefilter(probe)
+        rescanned = self._scanner.poll() if self._scanner is not None and probe.file_ids else None
+        if rescanned is not None:
+            self._watch(probe, rescanned)
         buffers = buffers_to_copy(self._buffer_types(), self.capturing)
         if buffers != self._buffers_wanted:
             self._buffers_wanted = buffers
@@ -253,6 +281,9 @@ class KernelSource(WorkerSource):
         if self._state is not None:
             self._state.close()
             self._state = None
+        if self._scanner is not None:
+            self._scanner.close()
+            self._scanner = None
         DOMAIN_NAMES.stop()
 
     def metrics(self) -> dict[str, Any]:
@@ -267,5 +298,7 @@ class KernelSource(WorkerSource):
             "syscalls_captured": len(self.capturing),
             "buffers_copied": len(self.buffers),
             "kernel_prefilter_syscalls": len(self.filtering),
+            "watched_files": len(self._watched.names),
+            "opens_named_by_inode": self._state.opens_named_by_inode if self._state is not None else 0,
             **{f"kernel_filtered_{name}": count for name, count in self._filtered.items()},
         }

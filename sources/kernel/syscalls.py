@@ -54,6 +54,17 @@ class Copy(Enum):
     #: the syscall read (its result), or the bytes it was given to write (the `length` argument).
     DATA_READ = "data_read"
     DATA_WRITTEN = "data_written"
+    #: The device (as stat shows it) and inode number of the file the result descriptor names, read from the
+    #: kernel's file table at exit: what names a file whatever link or path reached it (0 when unknown).
+    FILE_DEV = "file_dev"
+    FILE_INO = "file_ino"
+
+    @property
+    def from_user_memory(self) -> bool:
+        return self not in _NOT_USER_MEMORY
+
+
+_NOT_USER_MEMORY = frozenset({Copy.VALUE, Copy.RESULT, Copy.FILE_DEV, Copy.FILE_INO})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,10 @@ def _path(name: str, arg: str) -> Param:
     return Param(name, ParamKind.PATH, arg, Copy.USER_STR)
 
 
+#: Falco's last two parameters of an open's exit.
+_FILE_ID = (Param("dev", ParamKind.HEX, copy=Copy.FILE_DEV), Param("ino", ParamKind.UINT, copy=Copy.FILE_INO))
+
+
 def _sockaddr(name: str, arg: str, length: str, *, length_is_pointer: bool = False) -> Param:
     copy = Copy.USER_BYTES_LENPTR if length_is_pointer else Copy.USER_BYTES
     return Param(name, ParamKind.SOCKADDR, arg, copy, length)
@@ -115,13 +130,13 @@ _EXEC_COMMON = (Param("argv", ParamKind.ARGV, "argv", Copy.USER_ARGV),)
 _SPECS: tuple[SyscallSpec, ...] = (
     # Files
     SyscallSpec("open", (_res(_FD, "fd"), _path("name", "filename"), _p("flags", ParamKind.OPEN_FLAGS),
-                         _p("mode", ParamKind.MODE))),
+                         _p("mode", ParamKind.MODE), *_FILE_ID)),
     SyscallSpec("openat", (_res(_FD, "fd"), _p("dirfd", _FD, "dfd"), _path("name", "filename"),
-                           _p("flags", ParamKind.OPEN_FLAGS), _p("mode", ParamKind.MODE))),
+                           _p("flags", ParamKind.OPEN_FLAGS), _p("mode", ParamKind.MODE), *_FILE_ID)),
     # struct open_how is user memory: flags, mode and resolve are split out by the decoder.
     SyscallSpec("openat2", (_res(_FD, "fd"), _p("dirfd", _FD, "dfd"), _path("name", "filename"),
-                            Param("how", ParamKind.HEX, "how", Copy.USER_BYTES, 24))),
-    SyscallSpec("creat", (_res(_FD, "fd"), _path("name", "pathname"), _p("mode", ParamKind.MODE))),
+                            Param("how", ParamKind.HEX, "how", Copy.USER_BYTES, 24), *_FILE_ID)),
+    SyscallSpec("creat", (_res(_FD, "fd"), _path("name", "pathname"), _p("mode", ParamKind.MODE), *_FILE_ID)),
     SyscallSpec("close", (_res(), _p("fd", _FD))),
     SyscallSpec("dup", (_res(_FD), _p("oldfd", _FD, "fildes"))),
     SyscallSpec("dup2", (_res(_FD), _p("oldfd", _FD), _p("newfd", _FD))),
@@ -228,7 +243,7 @@ BUFFER_SYSCALLS = frozenset(spec.name for spec in _SPECS if any(p.name == DATA_P
 def user_params(spec: SyscallSpec) -> tuple[Param, ...]:
     """The parameters copied from user memory, in the order of their parts in a record: the I/O buffer last,
     so that a record without it (no rule needs it) simply has one part fewer."""
-    copied = [p for p in spec.params if p.copy not in (Copy.VALUE, Copy.RESULT)]
+    copied = [p for p in spec.params if p.copy.from_user_memory]
     return tuple(sorted(copied, key=lambda p: p.kind is ParamKind.BYTEBUF))
 
 

@@ -80,7 +80,7 @@ def _args_source(spec: SyscallSpec) -> str:
     for param in spec.params:
         if param.copy is Copy.RESULT:
             value = "res"
-        elif param.copy is Copy.VALUE:
+        elif not param.copy.from_user_memory:  # a value the record carries in a slot
             # `_signed` inlined: a call per argument shows on the per-record path.
             value = (f"(((a{arg_index} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000)" if param.kind in _SIGNED_KINDS
                      else f"a{arg_index}")

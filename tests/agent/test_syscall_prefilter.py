@@ -80,6 +80,12 @@ def test_exact_prefix_and_suffix_paths_are_kept_apart_by_what_rules_name(tmp_pat
     assert not kernel_keeps(encoded, "openat", "/etc/hostname", os.O_PATH, 3)
     assert not kernel_keeps(encoded, "openat", "/etc", os.O_DIRECTORY, 3)
     assert all(not keeps(prefix + "3") for prefix in ALWAYS_PASSED)
+    # The files watched by inode: what the rules name exactly and by prefix (a suffix names no file to find).
+    plan = prefilter_plan(engine)
+    assert plan.named == {"/etc/shadow", "/etc/sudoers.d"}
+    assert plan.named_prefixes == {"/usr/bin/", "/etc/sudoers.d/"}
+    off = plan.keeping_none("off")
+    assert all(needs is None for needs in off.needs.values()) and off.named == plan.named
 
 
 def test_a_rule_that_bounds_no_path_makes_every_open_of_its_type_leave(tmp_path: Path) -> None:
@@ -93,6 +99,7 @@ def test_a_rule_reading_descriptors_on_other_events_turns_the_prefilter_off(tmp_
     plan = prefilter_plan(_rules(tmp_path, _rule("reads", "evt.type = read and fd.name = /etc/shadow")))
     assert all(needs is None for needs in plan.needs.values())
     assert "'reads' reads descriptors" in plan.reasons["openat"]
+    assert plan.named == {"/etc/shadow"}, "the file an open rule names is still watched by inode"
     plan = prefilter_plan(_rules(tmp_path, _rule("stdout", "evt.type = write and proc.stdout.name = /tmp/log")))
     assert plan.needs["openat"] is None, "a file opened onto stdout and kept would leave proc.stdout.name empty"
     # A rule on sockets only, or on events without a file's descriptor, does not.

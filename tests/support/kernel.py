@@ -92,12 +92,16 @@ def live_kernel_source(engine: Engine) -> Iterator[AlertLog]:
         source.stop()
 
 
+def stable_rules_engine(reference: Path) -> Engine:
+    """Falco's stable rules and the shipped rules/syscall.yaml."""
+    return loaded_engine(reference / "rules" / "falco_rules.yaml", REPO / "rules" / "syscall.yaml")
+
+
 @pytest.fixture(scope="module", name="alerts")
 def stable_rules_alerts(reference: Path) -> Iterator[AlertLog]:
-    """The module's live kernel source with Falco's stable rules and the shipped rules/syscall.yaml (import it into
-    a test module to use it as `alerts`)."""
-    engine = loaded_engine(reference / "rules" / "falco_rules.yaml", REPO / "rules" / "syscall.yaml")
-    with live_kernel_source(engine) as log:
+    """The module's live kernel source with the stable_rules_engine (import it into a test module to use it as
+    `alerts`)."""
+    with live_kernel_source(stable_rules_engine(reference)) as log:
         yield log
 
 

@@ -14,6 +14,7 @@ from sources.kernel.state.host import HostView, ProcessSnapshot
 from sources.kernel.state.lookups import Lookups
 from sources.kernel.state.thread_table import ThreadTable
 from sources.kernel.state.threads import FsInfo, ThreadInfo
+from sources.kernel.watched_files import WatchedFiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,8 @@ class StateContext:
         self.containers = ContainerRegistry(host, fetch=fetch_containers, max_containers=limits.max_containers)
         self.lookups = Lookups(self.table, self.accounts, self.containers)
         self.counters: Counter[str] = Counter()
+        #: The files the rules name (watched_files.py): the source sets them when rules load.
+        self.watched_files = WatchedFiles({})
 
     def new_fd_table(self) -> FdTable:
         return FdTable(self.limits.max_fds_per_process)

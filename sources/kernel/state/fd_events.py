@@ -23,6 +23,8 @@ _L4_BY_SOCK_TYPE = {1: "tcp", 2: "udp", 3: "raw", 5: "tcp"}
 _FD_TYPE_BY_FAMILY = {AF_INET: FdType.IPV4, AF_INET6: FdType.IPV6, AF_UNIX: FdType.UNIX, AF_NETLINK: FdType.NETLINK}
 _IPPROTO_ICMP = (1, 58)
 OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat"})
+#: The state counter of opens of a watched file named by its inode rather than the path passed.
+NAMED_BY_INODE = "opens_named_by_inode"
 
 
 def _created(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo, info: FdInfo | None) -> SyscallEvent:
@@ -89,15 +91,23 @@ def own_proc_link(thread: ThreadInfo, link: ProcLink) -> str | None:
 
 
 def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
-    raw = rec.args.get("name", "") or ""
-    path = resolve_at(ctx, thread, rec.args.get("dirfd", AT_FDCWD), raw)
+    args = rec.args
+    raw = args.get("name", "") or ""
+    path = resolve_at(ctx, thread, args.get("dirfd", AT_FDCWD), raw)
     if rec.res < 0:
         event = _created(ctx, rec, thread, None)
         event.path, event.path_raw = path, raw
         return event
     flags = open_flags(rec)
-    # Positional (name, name_raw, flags): see _created.
-    info = FdInfo(rec.res, FdType.DIRECTORY if flags & O_DIRECTORY else FdType.FILE, path, raw, flags)
+    ino, dev = args.get("ino", 0), args.get("dev", 0)
+    if ino and ctx.watched_files.names:
+        # A file the rules name, opened through a link or another mount: named as the rules name it.
+        named = ctx.watched_files.name_of(dev, ino, path)
+        if named != path:
+            path = named
+            ctx.counters[NAMED_BY_INODE] += 1
+    # Positional (name, name_raw, flags, ino, dev): see _created.
+    info = FdInfo(rec.res, FdType.DIRECTORY if flags & O_DIRECTORY else FdType.FILE, path, raw, flags, ino, dev)
     thread.fds.add(info)
     return _created(ctx, rec, thread, info)
 

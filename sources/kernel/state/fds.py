@@ -73,6 +73,7 @@ class FdInfo:
     name_raw: str = ""
     flags: int = 0
     ino: int = 0
+    dev: int = 0  # of the file's filesystem, as stat shows it
     l4proto: str = ""
     cip: IpAddress | None = None
     cport: int = 0

@@ -13,6 +13,7 @@ from sources.kernel.state.host import Accounts, ContainerMeta, HostView, Process
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.threads import ThreadInfo
 from sources.kernel.syscalls import CLONE_TYPES, STATE_ONLY_TYPES
+from sources.kernel.watched_files import WatchedFiles
 
 SOURCE = "syscall"
 
@@ -97,6 +98,20 @@ class KernelState:
         #: The event types that become events (None: every type); a record of another type only updates the state,
         #: so a close no rule reads costs no event.
         self.forwarded: frozenset[str] | None = None
+
+    @property
+    def watched_files(self) -> WatchedFiles:
+        """The files the rules name: opens of them are named so (the source sets them)."""
+        return self.ctx.watched_files
+
+    @watched_files.setter
+    def watched_files(self, found: WatchedFiles) -> None:
+        self.ctx.watched_files = found
+
+    @property
+    def opens_named_by_inode(self) -> int:
+        """Opens of a watched file through another path (a link), named as the rules name the file."""
+        return self.ctx.counters[fd_events.NAMED_BY_INODE]
 
     @property
     def counters(self) -> dict[str, int]:

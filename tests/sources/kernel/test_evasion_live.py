@@ -7,9 +7,10 @@ fields the plain spelling gets, `fd.name` the canonical path first. Alerts are t
 child's command line; a marker step run after the child proves every event of it has been evaluated before
 the alerts are counted.
 
-Links are another matter: like Falco, the agent names a file by the path it was opened as and does not follow
-symlinks, so a read through a link is not a read of /etc/shadow. What raises the alert is making the link
-(Create Symlink / Hardlink Over Sensitive Files).
+Links too: a symlink to the target, a symlink to its directory, a hard link. Where Falco names the file by the link
+the agent knows the files the rules name by device and inode (watched_files.py), so the alert names the target.
+Making a link to a sensitive file raises its own alert as well (Create Symlink / Hardlink Over Sensitive Files).
+The targets exist before the source starts: the files the rules name are those its scan found.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from typing import Any
 import pytest
 
 from agent.alert import Alert
-from tests.support.kernel import AlertLog, marker_script, run_script, wait_for_marker
-from tests.support.kernel import stable_rules_alerts as stable_rules_alerts  # the `alerts` fixture
+from tests.support.kernel import (
+    AlertLog,
+    live_kernel_source,
+    marker_script,
+    run_script,
+    stable_rules_engine,
+    wait_for_marker,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -121,6 +128,11 @@ EVASIONS = {
     "long_relative_path": Evasion("os.chdir(FOLDER); fd = os.open('./' * 600 + NAME, FLAGS, 0o644)"),
     # Past what the probe copies, within PATH_MAX (4096 with its NUL).
     "longest_path": Evasion("fd = os.open('/' + './' * ((4090 - len(PATH)) // 2) + PATH[1:], FLAGS, 0o644)"),
+    "symlink": Evasion("os.symlink(PATH, WORK + '/link'); fd = os.open(WORK + '/link', FLAGS, 0o644)"),
+    "symlinked_directory": Evasion("os.symlink(FOLDER, WORK + '/dir'); fd = os.open(WORK + '/dir/' + NAME, FLAGS)"),
+    # Removed at once: a second name of a sensitive file must not outlive the test.
+    "hardlink": Evasion("os.link(PATH, WORK + '/hard'); fd = os.open(WORK + '/hard', FLAGS); "
+                        "os.unlink(WORK + '/hard')"),
 }
 
 
@@ -159,6 +171,13 @@ def files() -> Iterator[dict[str, str]]:
     finally:
         for path in made:
             Path(path).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def alerts(files: dict[str, str], reference: Path) -> Iterator[AlertLog]:
+    """The stable rules' live source, started once the targets exist."""
+    with live_kernel_source(stable_rules_engine(reference)) as log:
+        yield log
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +244,15 @@ def test_the_rule_fires_through_the_evasion_with_the_same_fields(
 
 @pytest.mark.parametrize("link", list(LINKS))
 def test_reading_through_a_link_raises_the_link_rule(link: str, alerts: AlertLog, tmp_path: Path) -> None:
+    """Making the link alerts on its own; the read through it is the sensitive read, counted as named by inode."""
     case = LINKS[link]
+    assert alerts.source is not None
+    named_before = alerts.source.metrics()["opens_named_by_inode"]
     run = run_child(alerts, case.code, "/etc/shadow", os.O_RDONLY, tmp_path)
     found = run.of(case.rule)
     assert len(found) == 1, f"{case.rule} through a {link}: {run.explain(case.rule)}"
     for key, value in case.fields.items():
         assert found[0].output_fields.get(key) == value.format(work=tmp_path), found[0].output
+    assert [a.output_fields.get("fd.name") for a in run.of(TARGETS["read_shadow"].rule)] == ["/etc/shadow"]
+    metrics = alerts.source.metrics()
+    assert metrics["opens_named_by_inode"] > named_before and metrics["watched_files"] > 0

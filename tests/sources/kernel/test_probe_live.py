@@ -76,6 +76,9 @@ def test_syscalls_of_a_child_arrive_with_arguments_and_results(probe: KernelProb
     opened = [r for r in by_type["openat"] if r.args["name"] == "/etc/hostname"]
     assert opened and opened[0].res >= 0 and opened[0].args["fd"] == opened[0].res
     assert opened[0].args["dirfd"] == -100 and opened[0].args["flags"] & 0o3 == os.O_RDONLY
+    # The file's device and inode come from the kernel's file table at offsets its BTF gave: as stat shows them.
+    hostname = os.stat("/etc/hostname")
+    assert (opened[0].args["dev"], opened[0].args["ino"]) == (hostname.st_dev, hostname.st_ino)
     assert any(r.args["fd"] == opened[0].res and r.ts_ns > opened[0].ts_ns for r in by_type["close"])
     link = by_type["symlinkat"][0] if "symlinkat" in by_type else by_type["symlink"][0]
     assert (link.args["target"], link.args["linkpath"]) == ("/etc/shadow", "/tmp/falco-agent-probe-link")

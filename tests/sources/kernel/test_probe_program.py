@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sources.kernel.probe_program import generate, saved_slots
+from sources.kernel.probe_program import FILE_ID_MEMBERS, generate, saved_slots
 from sources.kernel.syscalls import SYSCALLS, Copy
 from sources.kernel.wire import LOCAL_SLOTS, MAX_ARGS, MAX_PARTS
 
@@ -29,8 +29,12 @@ def test_every_table_entry_fits_the_record() -> None:
     for spec in SYSCALLS.values():
         slots = saved_slots(spec)
         assert len(slots) <= (LOCAL_SLOTS[0] if spec.tcp_local else MAX_ARGS), spec.name
-        assert sum(p.copy not in (Copy.VALUE, Copy.RESULT) for p in spec.params) <= MAX_PARTS, spec.name
+        assert sum(p.copy.from_user_memory for p in spec.params) <= MAX_PARTS, spec.name
         assert f"sys_exit_{spec.syscall}" in source
+        # The record carries the values, then the file's device and inode, in its slots (as wire.py decodes).
+        kinds = [p.copy for p in spec.params if not p.copy.from_user_memory and p.copy is not Copy.RESULT]
+        assert len(kinds) <= MAX_ARGS, spec.name
+        assert kinds == sorted(kinds, key=lambda copy: copy is not Copy.VALUE), spec.name
 
 
 def test_bad_requests_are_refused_with_the_reason() -> None:
@@ -38,6 +42,17 @@ def test_bad_requests_are_refused_with_the_reason() -> None:
         generate(["openat"], ring_buffer_pages=1000)
     with pytest.raises(ValueError, match="unknown syscalls: frobnicate"):
         generate(["frobnicate"], ring_buffer_pages=64)
+
+
+def test_file_ids_need_every_kernel_offset() -> None:
+    """Without BTF offsets opens report no device and inode; given them, every one is defined for the C."""
+    assert "#define FILE_IDS" not in generate(["openat"], ring_buffer_pages=64)
+    offsets = {name: 8 * i for i, name in enumerate(FILE_ID_MEMBERS)}
+    source = generate(["openat"], ring_buffer_pages=64, file_offsets=offsets)
+    assert all(f"#define {name} {offset}\n" in source for name, offset in offsets.items())
+    del offsets["OFF_SB_DEV"]
+    with pytest.raises(ValueError, match="lacks OFF_SB_DEV"):
+        generate(["openat"], ring_buffer_pages=64, file_offsets=offsets)
 
 
 def test_the_agent_itself_is_filtered_in_every_enter_program() -> None:

@@ -20,10 +20,11 @@ def _record(type_name: str, *, args: tuple[int, ...] = (), parts: tuple[bytes, .
 
 def test_openat_carries_its_path_flags_and_result() -> None:
     at_fdcwd = (1 << 64) - 100  # the tracepoint slot holds the int sign-extended or not: both decode to -100
-    raw = _record("openat", args=(at_fdcwd, 0o1101, 0o644), parts=(b"/etc/shadow\0",), res=3)
+    raw = _record("openat", args=(at_fdcwd, 0o1101, 0o644, 0xFE00, 2**40 + 7), parts=(b"/etc/shadow\0",), res=3)
     record = RecordDecoder().decode(raw)
     assert record.type == "openat" and record.res == 3 and (record.tid, record.pid) == (42, 40)
-    assert record.args == {"fd": 3, "dirfd": -100, "name": "/etc/shadow", "flags": 0o1101, "mode": 0o644}
+    assert record.args == {"fd": 3, "dirfd": -100, "name": "/etc/shadow", "flags": 0o1101, "mode": 0o644,
+                           "dev": 0xFE00, "ino": 2**40 + 7}  # the file's device and inode: unsigned
     assert (record.uid, record.gid, record.comm, record.cgroup_id, record.cpu) == (1000, 1001, "cat", 77, 1)
 
 
@@ -71,7 +72,8 @@ def test_the_tcp_local_end_of_a_connect_becomes_a_sockaddr() -> None:
 def test_openat2_splits_open_how_into_flags_mode_and_resolve() -> None:
     how = struct.pack("<QQQ", 0o100, 0o600, 8)
     record = RecordDecoder().decode(_record("openat2", args=(3,), parts=(b"x\0", how), res=4))
-    assert record.args == {"fd": 4, "dirfd": 3, "name": "x", "flags": 0o100, "mode": 0o600, "resolve": 8}
+    assert record.args == {"fd": 4, "dirfd": 3, "name": "x", "flags": 0o100, "mode": 0o600, "resolve": 8,
+                           "dev": 0, "ino": 0}
 
 
 def test_pipe_fds_come_back_as_a_pair() -> None:

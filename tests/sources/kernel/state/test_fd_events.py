@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from sources.kernel.state.sockaddr import AF_UNIX, SockAddr, pack_sockaddr
+from sources.kernel.watched_files import WatchedFiles, file_key
 from tests.sources.kernel.state_fixtures import Stream, extract, inet, open_fd
 
 AF_INET, AF_INET6, SOCK_STREAM, SOCK_DGRAM = 2, 10, 1, 2
@@ -74,6 +77,29 @@ class TestFiles:
         assert s.thread(200).fds.get(3) is None
         second = s.open(200, "/tmp/b", res=3)
         assert extract(second, "evt.num") == extract(first, "evt.num") + 2
+
+
+    def test_a_file_the_rules_name_keeps_its_name_through_any_link(self) -> None:
+        """An open of a watched file (by device and inode) is named as the rules name it; fd.nameraw keeps the
+        link, and fd.dev/fd.ino say which file it is."""
+        s = Stream()
+        dev, ino = os.makedev(254, 1), 739
+        s.state.watched_files = WatchedFiles({file_key(dev, ino): "/etc/shadow"}, frozenset({"/etc/shadow"}),
+                                             ("/usr/bin/",))
+        event = s.record("openat", 200, res=3, dirfd=-100, name="../../tmp/link", flags=0, mode=0, dev=dev, ino=ino)
+        assert extract(event, "fd.name") == "/etc/shadow" and extract(event, "fd.directory") == "/etc"
+        assert extract(event, "fd.nameraw") == "../../tmp/link"
+        assert (extract(event, "fd.ino"), extract(event, "fd.dev")) == (739, dev)
+        assert (extract(event, "fd.dev.major"), extract(event, "fd.dev.minor")) == (254, 1)
+        assert extract(event, "evt.arg.dev") == f"{dev:X}" and extract(event, "evt.arg.ino") == "739"
+        assert extract(s.record("read", 200, res=1, fd=3, size=1), "fd.name") == "/etc/shadow"
+        other = s.record("openat", 200, res=4, dirfd=-100, name="/tmp/x", flags=0, mode=0, dev=dev, ino=740)
+        assert extract(other, "fd.name") == "/tmp/x", "another file of that device keeps its path"
+        assert s.state.opens_named_by_inode == 1
+        # A path the rules name themselves keeps its name: a rule on it must still see it.
+        again = s.record("openat", 200, res=5, dirfd=-100, name="/usr/bin/shadow-copy", flags=0, mode=0, dev=dev,
+                         ino=ino)
+        assert extract(again, "fd.name") == "/usr/bin/shadow-copy"
 
 
 class TestSockets:

@@ -242,7 +242,7 @@ def param_names(ev: SyscallEvent) -> tuple[str, ...]:
         return _EXEC_ORDER
     spec = SYSCALLS.get(ev.record.type)
     if spec is not None:
-        return tuple(p.name for p in spec.params)
+        return tuple(p.name for p in spec.params if p.shown)
     return tuple(ev.record.args)
 
 

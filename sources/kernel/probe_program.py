@@ -67,6 +67,12 @@ FILE_ID_MEMBERS: dict[str, tuple[str, str, int]] = {
     "OFF_INODE_INO": ("inode", "i_ino", 8),
     "OFF_INODE_SB": ("inode", "i_sb", 8),
     "OFF_SB_DEV": ("super_block", "s_dev", 4),
+    "OFF_FILE_PATH": ("file", "f_path", 16),
+    "OFF_PATH_DENTRY": ("path", "dentry", 8),
+    "OFF_DENTRY_PARENT": ("dentry", "d_parent", 8),
+    "OFF_DENTRY_INODE": ("dentry", "d_inode", 8),
+    "OFF_DENTRY_NAME": ("dentry", "d_name", 16),
+    "OFF_QSTR_NAME": ("qstr", "name", 8),
 }
 #: The most 8-byte words one read of an inode may cover (its number and superblock pointer).
 INODE_SPAN_MAX_WORDS = 16
@@ -82,7 +88,8 @@ _OWN_FD_LINK_TESTS = " : ".join(
     for link in _OWN_FD_LINKS) + " : -1"
 _OPENAT_VALUES = [p.arg or p.copy.value for p in SYSCALLS["openat"].params if not p.copy.from_user_memory
                   and p.copy is not Copy.RESULT]
-_OPENAT_SLOTS = tuple(_OPENAT_VALUES.index(arg) for arg in ("dfd", "flags", "mode", "file_dev", "file_ino"))
+_OPENAT_SLOTS = tuple(_OPENAT_VALUES.index(arg)
+                      for arg in ("dfd", "flags", "mode", "file_dev", "file_ino", "dir_ino"))
 _O_PATH, _O_DIRECTORY, _O_CREAT, _O_TMPFILE = 0o10000000, 0o200000, 0o100, 0o20200000
 
 _PRELUDE = f"""
@@ -162,10 +169,12 @@ static __always_inline u32 bounded(u32 off) {{
     return off;
 }}
 
-static __always_inline u32 put_str(struct event *e, u32 part, u32 off, u64 src) {{
+/* A string of user memory, or (`kernel`, a constant) of the kernel's. */
+static __always_inline u32 put_str(struct event *e, u32 part, u32 off, u64 src, int kernel) {{
     int n = 0;
     if (src && off < DATA_MAX)
-        n = bpf_probe_read_user_str(&e->data[bounded(off)], STR_MAX, (const void *)src);
+        n = kernel ? bpf_probe_read_kernel_str(&e->data[bounded(off)], STR_MAX, (const void *)src)
+                   : bpf_probe_read_user_str(&e->data[bounded(off)], STR_MAX, (const void *)src);
     if (n < 0) n = 0;
     if (part < {MAX_PARTS}) e->lens[part] = n;
     e->nparts = part + 1;
@@ -245,37 +254,57 @@ static __always_inline u64 btf_load(u64 base, u64 off) {{
 /* Descriptor -> struct file -> inode, through the task's file table, at the offsets BTF gave: the task's files,
    its fd table and the descriptor array are typed loads; the file and the inode (the array's elements are
    untyped) take a probe read each, the inode's number and superblock one read together. */
-static __always_inline void file_of(s64 fd, struct file_id *f) {{
+static __always_inline u64 file_of(s64 fd, struct file_id *f) {{
     f->dev = f->ino = 0;
-    if (fd < 0) return;
+    if (fd < 0) return 0;
     u64 fdt = btf_load(btf_load((u64)bpf_get_current_task_btf(), OFF_TASK_FILES), OFF_FILES_FDT);
     u32 max = *(volatile u32 *)(fdt + OFF_FDT_MAX_FDS);
-    if ((u64)fd >= max) return;
+    if ((u64)fd >= max) return 0;
     u64 file = btf_load(btf_load(fdt, OFF_FDT_FD), 8 * (u64)fd);
     u64 inode = 0;
     if (!file || bpf_probe_read_kernel(&inode, sizeof(inode), (const void *)(file + OFF_FILE_INODE)) < 0 || !inode)
-        return;
+        return 0;
     u64 span[INODE_SPAN_WORDS] = {{}};
-    if (bpf_probe_read_kernel(span, sizeof(span), (const void *)(inode + INODE_SPAN_AT)) < 0) return;
+    if (bpf_probe_read_kernel(span, sizeof(span), (const void *)(inode + INODE_SPAN_AT)) < 0) return 0;
     u64 sb = span[(OFF_INODE_SB - INODE_SPAN_AT) / 8];
     u32 sdev = 0;
-    if (!sb || bpf_probe_read_kernel(&sdev, sizeof(sdev), (const void *)(sb + OFF_SB_DEV)) < 0) return;
+    if (!sb || bpf_probe_read_kernel(&sdev, sizeof(sdev), (const void *)(sb + OFF_SB_DEV)) < 0) return 0;
     f->ino = span[(OFF_INODE_INO - INODE_SPAN_AT) / 8];
     /* The kernel keeps major << 20 | minor; stat shows the encoding new_encode_dev makes. */
     u64 major = sdev >> 20, minor = sdev & 0xfffff;
     f->dev = (minor & 0xff) | (major << 8) | ((minor & ~0xffULL) << 12);
+    return file;
 }}
 
 static __always_inline int watched(struct file_id *f) {{
     return f->ino && watched_files.lookup(f) != 0;
 }}
+
+/* A file made in a directory the rules name, which no scan has found yet: the directory's inode number (0
+   otherwise) and, in `name`, the address of the file's name in it. Four reads: only creating opens ask. */
+static __always_inline u64 created_in_watched(u64 file, u64 dev, u64 *name) {{
+    u64 dentry = 0, parent = 0, dir = 0;
+    struct file_id d = {{dev, 0}};
+    if (bpf_probe_read_kernel(&dentry, 8, (const void *)(file + OFF_FILE_PATH + OFF_PATH_DENTRY)) < 0 || !dentry)
+        return 0;
+    if (bpf_probe_read_kernel(&parent, 8, (const void *)(dentry + OFF_DENTRY_PARENT)) < 0 || !parent) return 0;
+    if (bpf_probe_read_kernel(&dir, 8, (const void *)(parent + OFF_DENTRY_INODE)) < 0 || !dir) return 0;
+    if (bpf_probe_read_kernel(&d.ino, 8, (const void *)(dir + OFF_INODE_INO)) < 0 || !watched(&d)) return 0;
+    if (bpf_probe_read_kernel(name, 8, (const void *)(dentry + OFF_DENTRY_NAME + OFF_QSTR_NAME)) < 0) return 0;
+    return d.ino;
+}}
 #else
 /* No BTF to find the kernel's structs by: files are known by their paths only. */
-static __always_inline void file_of(s64 fd, struct file_id *f) {{
+static __always_inline u64 file_of(s64 fd, struct file_id *f) {{
     f->dev = f->ino = 0;
+    return 0;
 }}
 
 static __always_inline int watched(struct file_id *f) {{
+    return 0;
+}}
+
+static __always_inline u64 created_in_watched(u64 file, u64 dev, u64 *name) {{
     return 0;
 }}
 #endif
@@ -366,6 +395,7 @@ static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
         file_of(fd, &fid);
         e->args[{_OPENAT_SLOTS[3]}] = fid.dev;
         e->args[{_OPENAT_SLOTS[4]}] = fid.ino;
+        e->args[{_OPENAT_SLOTS[5]}] = 0;  /* a kept open was made in no watched directory */
         bpf_probe_read_kernel(e->data, {PATH_KEY}, h->path);
         e->lens[0] = n;
         e->nparts = 1;
@@ -484,7 +514,7 @@ def _copy_part(spec: SyscallSpec, param: Param, part: int, source: str) -> str:
     if param.copy is Copy.DATA_WRITTEN:
         return f"off = put_data(e, {part}, off, {address}, (s64){source}[{_slot(spec, str(param.length))}]);"
     if param.copy is Copy.USER_STR:
-        return f"off = put_str(e, {part}, off, {address});"
+        return f"off = put_str(e, {part}, off, {address}, 0);"
     if param.copy is Copy.USER_ARGV:
         return f"off = put_argv(e, {part}, off, {address});"
     if isinstance(param.length, int):
@@ -500,7 +530,8 @@ def _copy_part(spec: SyscallSpec, param: Param, part: int, source: str) -> str:
 def _user_parts(spec: SyscallSpec, source: str, *, with_buffer: bool = False) -> list[str]:
     """Copies of the user-memory parameters; the I/O buffer (the last part) only `with_buffer`."""
     parts = [p for p in user_params(spec) if with_buffer or p.copy not in (Copy.DATA_READ, Copy.DATA_WRITTEN)]
-    return [_copy_part(spec, p, k, source) for k, p in enumerate(parts)]
+    return [_copy_part(spec, p, k, source) if p.copy is not Copy.DIRENT_NAME
+            else f"if (dir_ino) off = put_str(e, {k}, off, dirent, 1);" for k, p in enumerate(parts)]
 
 
 def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
@@ -508,14 +539,23 @@ def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
     every VALUE parameter, as the decoder reads them)."""
     count = sum(1 for p in spec.params if p.copy is Copy.VALUE)
     copies = [f"e->args[{i}] = {source}[{i}];" for i in range(count)]
-    file_id = {Copy.FILE_DEV: "fid.dev", Copy.FILE_INO: "fid.ino"}
+    file_id = {Copy.FILE_DEV: "fid.dev", Copy.FILE_INO: "fid.ino", Copy.DIR_INO: "dir_ino"}
     copies += [f"e->args[{count + i}] = {file_id[p.copy]};"
                for i, p in enumerate(p for p in spec.params if p.copy in file_id)]
     return copies
 
 
-def _has_file_id(spec: SyscallSpec) -> bool:
-    return any(p.copy in (Copy.FILE_DEV, Copy.FILE_INO) for p in spec.params)
+def _file_id(spec: SyscallSpec) -> str:
+    """C finding the file an open's result names (`fid`) and, for a creating open of a file no scan found, the
+    watched directory it was made in (`dir_ino`, `dirent`)."""
+    copies = {p.copy for p in spec.params}
+    if Copy.FILE_INO not in copies:
+        return ""
+    found = " struct file_id fid; u64 file = file_of(args->ret, &fid);"
+    if Copy.DIR_INO in copies:
+        found += (f" u64 dir_ino = 0, dirent = 0; if (file && (({_open_flags(spec)}) & {_O_CREAT}) && !watched(&fid))"
+                  f" dir_ino = created_in_watched(file, fid.dev, &dirent);")
+    return found
 
 
 def _saved(spec: SyscallSpec) -> str:
@@ -538,14 +578,13 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
     dirfds = [p.arg for p in spec.params if p.copy is Copy.VALUE and p.kind is ParamKind.FD
               and (p.arg in _DIRFD_ARGS or spec.name == "fchdir")]
     hidden = " ".join(f"reveal(id, (s32)p->args[{_slot(spec, arg)}], p->ts - 1);" for arg in dirfds)
-    if _has_file_id(spec):
-        hidden += " struct file_id fid; file_of(args->ret, &fid);"
+    hidden += _file_id(spec)
     if spec.name in OPEN_TYPES:
         path = next(param.arg for param in spec.params if param.kind is ParamKind.PATH)
         flags = _open_flags(spec)
         # A file the rules name leaves the kernel whatever path reached it (a link, a bind mount).
         hidden += (f" u32 len = 0; if (open_kept({type_id}, p->args[{_slot(spec, path)}], {flags}, args->ret, &len)"
-                   f" && !watched(&fid)) "
+                   f" && !watched(&fid) && !dir_ino) "
                    f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, {flags}, len); "
                    f"p->armed = 0; return 0; }}")
     kept_at_enter = ""

@@ -58,13 +58,23 @@ class Copy(Enum):
     #: kernel's file table at exit: what names a file whatever link or path reached it (0 when unknown).
     FILE_DEV = "file_dev"
     FILE_INO = "file_ino"
+    #: A file an open created in a directory the rules name (watched_files.py), which no scan has found yet: the
+    #: directory's inode (0 otherwise) and the file's name in it (a part, present only then).
+    DIR_INO = "dir_ino"
+    DIRENT_NAME = "dirent_name"
 
     @property
     def from_user_memory(self) -> bool:
         return self not in _NOT_USER_MEMORY
 
+    @property
+    def is_part(self) -> bool:
+        """Carried as a variable part of the record, not in a slot."""
+        return self.from_user_memory or self is Copy.DIRENT_NAME
 
-_NOT_USER_MEMORY = frozenset({Copy.VALUE, Copy.RESULT, Copy.FILE_DEV, Copy.FILE_INO})
+
+_NOT_USER_MEMORY = frozenset({Copy.VALUE, Copy.RESULT, Copy.FILE_DEV, Copy.FILE_INO, Copy.DIR_INO,
+                              Copy.DIRENT_NAME})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +86,8 @@ class Param:
     arg: str = ""          # tracepoint argument name; "" for the result
     copy: Copy = Copy.VALUE
     length: str | int = 0  # for USER_BYTES: the argument holding the length, or a constant
+    #: In evt.args and evt.arg[N]; False for what only the state reads (not a parameter of Falco's event).
+    shown: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +119,11 @@ def _path(name: str, arg: str) -> Param:
     return Param(name, ParamKind.PATH, arg, Copy.USER_STR)
 
 
-#: Falco's last two parameters of an open's exit.
-_FILE_ID = (Param("dev", ParamKind.HEX, copy=Copy.FILE_DEV), Param("ino", ParamKind.UINT, copy=Copy.FILE_INO))
+#: Falco's last two parameters of an open's exit, then what the state reads of a file created in a watched
+#: directory.
+_FILE_ID = (Param("dev", ParamKind.HEX, copy=Copy.FILE_DEV), Param("ino", ParamKind.UINT, copy=Copy.FILE_INO),
+            Param("dir_ino", ParamKind.UINT, copy=Copy.DIR_INO, shown=False),
+            Param("dirent", ParamKind.STRING, copy=Copy.DIRENT_NAME, shown=False))
 
 
 def _sockaddr(name: str, arg: str, length: str, *, length_is_pointer: bool = False) -> Param:
@@ -243,8 +258,9 @@ BUFFER_SYSCALLS = frozenset(spec.name for spec in _SPECS if any(p.name == DATA_P
 def user_params(spec: SyscallSpec) -> tuple[Param, ...]:
     """The parameters copied from user memory, in the order of their parts in a record: the I/O buffer last,
     so that a record without it (no rule needs it) simply has one part fewer."""
-    copied = [p for p in spec.params if p.copy.from_user_memory]
-    return tuple(sorted(copied, key=lambda p: p.kind is ParamKind.BYTEBUF))
+    copied = [p for p in spec.params if p.copy.is_part]
+    # Parts present only sometimes come last, so that the others keep their indexes.
+    return tuple(sorted(copied, key=lambda p: (p.copy is Copy.DIRENT_NAME, p.kind is ParamKind.BYTEBUF)))
 
 
 #: Event types made from scheduler tracepoints rather than a syscall pair. `clone`, `clone3`,

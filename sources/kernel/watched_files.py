@@ -44,11 +44,14 @@ class WatchedFiles:
     prefixes: tuple[str, ...] = ()
     incomplete: tuple[str, ...] = ()
 
-    def name_of(self, dev: int, ino: int, path: str) -> str:
-        """What an open of (dev, ino) as `path` is named: the rules' path of a watched file, unless the rules
-        already name `path` itself (a rule on `/bin/...` must still see `/bin/ls`, though `/usr/bin/ls` is that
-        file)."""
+    def name_of(self, dev: int, ino: int, path: str, dir_ino: int = 0, dirent: str = "") -> str:
+        """What an open of (dev, ino) as `path` is named: the rules' path of a watched file, or of the watched
+        directory `dir_ino` a new file `dirent` was made in; unless the rules name `path` itself (a rule on
+        `/bin/...` must still see `/bin/ls`, though `/usr/bin/ls` is that file)."""
         named = self.names.get(file_key(dev, ino))
+        if named is None and dir_ino and dirent:
+            directory = self.names.get(file_key(dev, dir_ino))
+            named = directory.rstrip("/") + "/" + dirent if directory is not None else None
         if named is None or path in self.exact or path.startswith(self.prefixes):
             return path
         return named
@@ -86,11 +89,14 @@ def _add(names: dict[int, str], path: str, limit: int) -> None:
 
 
 def _under(prefix: str) -> Iterator[str]:
-    """The paths starting with `prefix`, walked from the deepest directory it names, depth first."""
+    """The paths starting with `prefix`, walked from the deepest directory it names, depth first; a prefix ending
+    in `/` names its directory too (a file made there has it for parent)."""
     if not prefix.startswith("/"):
         return
-    root = prefix.rstrip("/") if prefix.endswith("/") else os.path.dirname(prefix)
-    pending = [root or "/"]
+    root = (prefix.rstrip("/") if prefix.endswith("/") else os.path.dirname(prefix)) or "/"
+    if prefix.endswith("/"):
+        yield root
+    pending = [root]
     while pending:
         directory = pending.pop()
         try:

@@ -80,7 +80,7 @@ def _args_source(spec: SyscallSpec) -> str:
     for param in spec.params:
         if param.copy is Copy.RESULT:
             value = "res"
-        elif not param.copy.from_user_memory:  # a value the record carries in a slot
+        elif not param.copy.is_part:  # a value the record carries in a slot
             # `_signed` inlined: a call per argument shows on the per-record path.
             value = (f"(((a{arg_index} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000)" if param.kind in _SIGNED_KINDS
                      else f"a{arg_index}")
@@ -96,7 +96,7 @@ def _args_source(spec: SyscallSpec) -> str:
                 value = f"_argv({part})"
             elif param.kind is ParamKind.FD_PAIR:
                 value = f"_fd_pair({part})"
-            elif param.copy is Copy.USER_STR:
+            elif param.copy in (Copy.USER_STR, Copy.DIRENT_NAME):
                 # Inlined for the same reason: the text before the first NUL.
                 t, n = f"t{part_index}", f"n{part_index}"
                 value = (f"({t}[:{n}] if ({n} := ({t} := {part}).find(0)) >= 0 else {t})"

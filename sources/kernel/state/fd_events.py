@@ -102,7 +102,7 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
     ino, dev = args.get("ino", 0), args.get("dev", 0)
     if ino and ctx.watched_files.names:
         # A file the rules name, opened through a link or another mount: named as the rules name it.
-        named = ctx.watched_files.name_of(dev, ino, path)
+        named = ctx.watched_files.name_of(dev, ino, path, args.get("dir_ino", 0), args.get("dirent", ""))
         if named != path:
             path = named
             ctx.counters[NAMED_BY_INODE] += 1

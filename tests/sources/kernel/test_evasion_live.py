@@ -256,3 +256,27 @@ def test_reading_through_a_link_raises_the_link_rule(link: str, alerts: AlertLog
     assert [a.output_fields.get("fd.name") for a in run.of(TARGETS["read_shadow"].rule)] == ["/etc/shadow"]
     metrics = alerts.source.metrics()
     assert metrics["opens_named_by_inode"] > named_before and metrics["watched_files"] > 0
+
+
+#: Making a file no scan has found yet (PATH: new) through a link: its directory is watched, not the file.
+CREATIONS = {
+    "through_a_symlinked_directory":
+        "os.symlink(FOLDER, WORK + '/dir'); fd = os.open(WORK + '/dir/' + NAME, FLAGS, 0o644)",
+    "through_a_dangling_symlink": "os.symlink(PATH, WORK + '/link'); fd = os.open(WORK + '/link', FLAGS, 0o644)",
+}
+
+
+@pytest.mark.parametrize("creation", list(CREATIONS))
+@pytest.mark.parametrize("target_name", [name for name, target in TARGETS.items() if target.flags & os.O_CREAT])
+def test_a_new_file_made_through_a_link_is_named_where_it_was_made(
+        target_name: str, creation: str, alerts: AlertLog, tmp_path: Path) -> None:
+    target = TARGETS[target_name]
+    new = target.file(uuid.uuid4().hex[:12])
+    try:
+        run = run_child(alerts, CREATIONS[creation], new, target.flags, tmp_path)
+        assert os.path.exists(new)
+        found = run.of(target.rule)
+        assert len(found) == 1, f"{target.rule} making {new} {creation}: {run.explain(target.rule)}"
+        assert found[0].output_fields.get("fd.name") == new, found[0].output
+    finally:
+        Path(new).unlink(missing_ok=True)

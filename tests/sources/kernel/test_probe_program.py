@@ -29,10 +29,10 @@ def test_every_table_entry_fits_the_record() -> None:
     for spec in SYSCALLS.values():
         slots = saved_slots(spec)
         assert len(slots) <= (LOCAL_SLOTS[0] if spec.tcp_local else MAX_ARGS), spec.name
-        assert sum(p.copy.from_user_memory for p in spec.params) <= MAX_PARTS, spec.name
+        assert sum(p.copy.is_part for p in spec.params) <= MAX_PARTS, spec.name
         assert f"sys_exit_{spec.syscall}" in source
         # The record carries the values, then the file's device and inode, in its slots (as wire.py decodes).
-        kinds = [p.copy for p in spec.params if not p.copy.from_user_memory and p.copy is not Copy.RESULT]
+        kinds = [p.copy for p in spec.params if not p.copy.is_part and p.copy is not Copy.RESULT]
         assert len(kinds) <= MAX_ARGS, spec.name
         assert kinds == sorted(kinds, key=lambda copy: copy is not Copy.VALUE), spec.name
 

@@ -24,7 +24,14 @@ def test_openat_carries_its_path_flags_and_result() -> None:
     record = RecordDecoder().decode(raw)
     assert record.type == "openat" and record.res == 3 and (record.tid, record.pid) == (42, 40)
     assert record.args == {"fd": 3, "dirfd": -100, "name": "/etc/shadow", "flags": 0o1101, "mode": 0o644,
-                           "dev": 0xFE00, "ino": 2**40 + 7}  # the file's device and inode: unsigned
+                           "dev": 0xFE00, "ino": 2**40 + 7,  # the file's device and inode: unsigned
+                           "dir_ino": 0, "dirent": ""}  # made in no watched directory: no name part
+
+
+def test_a_file_made_in_a_watched_directory_carries_its_name_there() -> None:
+    raw = _record("openat", args=(5, 0o101, 0o644, 0xFE00, 99, 12), parts=(b"evil\0", b"cron-evil\0"), res=3)
+    record = RecordDecoder().decode(raw)
+    assert (record.args["name"], record.args["dir_ino"], record.args["dirent"]) == ("evil", 12, "cron-evil")
     assert (record.uid, record.gid, record.comm, record.cgroup_id, record.cpu) == (1000, 1001, "cat", 77, 1)
 
 
@@ -73,7 +80,7 @@ def test_openat2_splits_open_how_into_flags_mode_and_resolve() -> None:
     how = struct.pack("<QQQ", 0o100, 0o600, 8)
     record = RecordDecoder().decode(_record("openat2", args=(3,), parts=(b"x\0", how), res=4))
     assert record.args == {"fd": 4, "dirfd": 3, "name": "x", "flags": 0o100, "mode": 0o600, "resolve": 8,
-                           "dev": 0, "ino": 0}
+                           "dev": 0, "ino": 0, "dir_ino": 0, "dirent": ""}
 
 
 def test_pipe_fds_come_back_as_a_pair() -> None:

@@ -100,6 +100,12 @@ class TestFiles:
         again = s.record("openat", 200, res=5, dirfd=-100, name="/usr/bin/shadow-copy", flags=0, mode=0, dev=dev,
                          ino=ino)
         assert extract(again, "fd.name") == "/usr/bin/shadow-copy"
+        # A file made in a watched directory (no scan has found it): named where it was made, under its own name.
+        s.state.watched_files = WatchedFiles({file_key(dev, 12): "/etc/cron.d"}, frozenset({"/etc/cron.d"}))
+        made = s.record("openat", 200, res=6, dirfd=-100, name="/tmp/link", flags=O_WRONLY | O_CREAT, mode=0,
+                        dev=dev, ino=741, dir_ino=12, dirent="evil")
+        assert extract(made, "fd.name") == "/etc/cron.d/evil" and extract(made, "fd.nameraw") == "/tmp/link"
+        assert "dirent" not in str(extract(made, "evt.args")), "what only the state reads is not a parameter"
 
 
 class TestSockets:

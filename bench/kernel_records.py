@@ -21,6 +21,7 @@ Prints readable lines; with --json the last line is one JSON object with every f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,8 +36,11 @@ from accounting import BenchmarkInvalid, Tally, counted, main_guard, require_non
 from agent.builtin_sources import new_engine
 from agent.engine.engine import Engine
 from agent.gc_tuning import settle_after_startup
+from agent.syscall_prefilter import prefilter_plan
 from sources.kernel.fields import SOURCE_NAME
+from sources.kernel.probe_program import WATCHED_FILES_MAX
 from sources.kernel.state import Accounts, ContainerMeta, KernelState, ProcessSnapshot, UserEntry
+from sources.kernel.watched_files import scan
 from sources.kernel.wire import HEADER, TYPE_IDS, RecordDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,14 +119,23 @@ def raw_record(type_name: str, *, comm: bytes, args: tuple[int, ...] = (), parts
     return header + b"".join(parts)
 
 
+def file_id(path: bytes) -> tuple[int, int]:
+    """The device and inode the probe reports for an open of `path` (made up for a path that does not exist)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return 0xFE00, 1_000_000 + len(path)
+    return info.st_dev, info.st_ino
+
+
 def workload_records(workload: Workload, pairs: int) -> list[bytes]:
     """`pairs` openat+close pairs of the workload, 1 µs apart."""
     raws = []
     for index in range(pairs):
         comm, path = workload.open_of(index)
         ts = 1_000_000_000 + index * 2_000
-        raws.append(raw_record("openat", comm=comm, args=(AT_FDCWD, O_RDONLY, 0), parts=(path + b"\0",),
-                               res=OPENED_FD, ts_ns=ts))
+        raws.append(raw_record("openat", comm=comm, args=(AT_FDCWD, O_RDONLY, 0, *file_id(path)),
+                               parts=(path + b"\0",), res=OPENED_FD, ts_ns=ts))
         raws.append(raw_record("close", comm=comm, args=(OPENED_FD,), ts_ns=ts + 1_000))
     return raws
 
@@ -138,9 +151,13 @@ def loaded_engine(*, guards: bool) -> Engine:
     return engine
 
 
-def new_state() -> KernelState:
+def new_state(engine: Engine | None = None) -> KernelState:
+    """A seeded state; with `engine`, watching the files its rules name, as the live source does."""
     state = KernelState(BenchHost(), fetch_containers=False)
     state.seed()
+    if engine is not None:
+        plan = prefilter_plan(engine)
+        state.watched_files = scan(plan.named, plan.named_prefixes, limit=WATCHED_FILES_MAX)
     return state
 
 
@@ -181,7 +198,7 @@ def run_once(raws: list[bytes], engine: Engine, forward: frozenset[str] | None, 
     """Seconds per record (decode, state) and per event (evaluate) over `raws`, on a fresh state; counts into
     `tally` what the engine evaluated."""
     decoder = RecordDecoder()
-    state = new_state()
+    state = new_state(engine)
     state.forwarded = forward  # as the live source sets it: records of other types only update the state
     decode_s, records = best_batch(raws, decoder.decode)
     state_s, events = best_batch(records, state.apply)

@@ -2,9 +2,10 @@
 
 Per syscall, the enter tracepoint saves the arguments per thread and the exit tracepoint joins
 them with the result and writes one record (layout in wire.py) to the ring buffer. Programs read
-only tracepoint arguments, helper values and user memory the syscall was given, never kernel
-structs, so approximate kernel headers are enough. The agent's own process is skipped in the
-kernel, and records that cannot be reserved are counted per CPU.
+tracepoint arguments, helper values and user memory the syscall was given; the only kernel structs
+they read (an opened file's device, inode and dentry) are at offsets from the running kernel's BTF,
+never from the headers, so approximate kernel headers are enough. The agent's own process is skipped
+in the kernel, and records that cannot be reserved are counted per CPU.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sources.kernel import probe
 from sources.kernel.btf import VMLINUX_BTF, BtfError, Member, member_layout
 
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
@@ -184,3 +185,19 @@ def test_the_running_kernel_has_every_member_the_probe_reads() -> None:
     assert layout[("super_block", "s_dev")].size == 4
     assert layout[("task_struct", "files")].offset > 0
     assert all(0 <= member.offset < 16384 and member.offset % member.size == 0 for member in layout.values())
+
+
+def test_the_probe_reads_file_ids_only_at_offsets_btf_gives_with_the_sizes_it_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No BTF, or a member of another size than the C reads: the probe goes without file ids (and says so)."""
+    def missing(wanted: object) -> dict[tuple[str, str], Member]:
+        raise BtfError("no BTF here")
+
+    monkeypatch.setattr(probe, "member_layout", missing)
+    assert probe.file_id_offsets() is None
+    layout = {(struct, member): Member(8 * i, size) for i, (struct, member, size)
+              in enumerate(probe.FILE_ID_MEMBERS.values())}
+    monkeypatch.setattr(probe, "member_layout", lambda wanted: layout)
+    assert probe.file_id_offsets() == {name: 8 * i for i, name in enumerate(probe.FILE_ID_MEMBERS)}
+    layout[("super_block", "s_dev")] = Member(16, 8)  # a 64-bit dev_t: the C reads 4 bytes
+    assert probe.file_id_offsets() is None

@@ -15,7 +15,6 @@ from sources.kernel.state.paths import AT_FDCWD, ProcLink, path_through_proc
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, SockAddr, parse_sockaddr
 from sources.kernel.state.threads import ThreadInfo
-from sources.kernel.watched_files import file_key
 
 O_WRONLY, O_CREAT, O_TRUNC, O_DIRECTORY = 0o1, 0o100, 0o1000, 0o200000
 EINPROGRESS = 115
@@ -101,14 +100,16 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
         return event
     flags = open_flags(rec)
     ino, dev = args.get("ino", 0), args.get("dev", 0)
-    watched = ctx.watched_files
-    # A watched file, or a new one made in a watched directory: one lookup decides for most opens.
-    if ino and (file_key(dev, ino) in watched.names or args.get("dir_ino")):
-        # Opened through a link or another mount: named as the rules name it.
-        named = watched.name_of(dev, ino, path, args.get("dir_ino", 0), args.get("dirent", ""))
-        if named != path:
-            path = named
-            ctx.counters[NAMED_BY_INODE] += 1
+    if ino:
+        # One lookup decides for most opens (file_key inlined: every open pays it): a file the rules name opened
+        # by that name, or not watched and not made in a watched directory.
+        named = ctx.watched_files.names.get(dev << 64 | ino)
+        if named != path and (named is not None or args.get("dir_ino")):
+            # Opened through a link or another mount: named as the rules name it.
+            named = ctx.watched_files.name_of(dev, ino, path, args.get("dir_ino", 0), args.get("dirent", ""))
+            if named != path:
+                path = named
+                ctx.counters[NAMED_BY_INODE] += 1
     # Positional (name, name_raw, flags, ino, dev): see _created.
     info = FdInfo(rec.res, FdType.DIRECTORY if flags & O_DIRECTORY else FdType.FILE, path, raw, flags, ino, dev)
     thread.fds.add(info)

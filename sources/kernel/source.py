@@ -29,7 +29,7 @@ from sources.kernel.record import SyscallRecord
 from sources.kernel.state.fd_events import OPEN_TYPES
 from sources.kernel.syscalls import BUFFER_SYSCALLS, STATE_SYSCALLS, SYSCALLS
 from sources.kernel.watched_files import WatchedFiles, WatchedScanner
-from sources.kernel.wire import RecordDecoder
+from sources.kernel.wire import RecordDecoder, close_fields
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +53,8 @@ class SyscallState(Protocol):
     def opens_named_by_inode(self) -> int: ...
 
     def apply(self, record: SyscallRecord) -> Event | None: ...
+
+    def apply_close(self, tid: int, pid: int, res: int, fd: int) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -81,6 +83,35 @@ def syscalls_to_capture(rule_types: frozenset[str] | None, extra: Iterable[str] 
 
 #: The event types the prefilter can keep in the kernel: opens, and the closes of what it kept.
 FILTERABLE = frozenset(OPEN_TYPES | {"close"})
+
+
+def take_records(raws: list[bytes], decode: Callable[[bytes], SyscallRecord], state: SyscallState,
+                 counts: dict[str, int]) -> list[Event]:
+    """Apply every record to `state`: the events some rule can use (the state makes no others). A record that
+    cannot be decoded or applied is counted in `counts` (decode_errors, state_errors) and skipped."""
+    batch: list[Event] = []
+    apply_close = state.apply_close
+    for raw in raws:
+        # Most closes only free a descriptor: they need no record decoded.
+        closed = close_fields(raw)
+        if closed is not None and apply_close(*closed):
+            continue
+        try:
+            record = decode(raw)
+        except ValueError as exc:
+            counts["decode_errors"] += 1
+            log.warning("kernel_record_undecodable", error=str(exc))
+            continue
+        try:
+            event = state.apply(record)
+        except Exception:
+            # A state bug on one record must not stop syscall capture.
+            counts["state_errors"] += 1
+            log.exception("kernel_state_failed", type=record.type, tid=record.tid)
+            continue
+        if event is not None:
+            batch.append(event)
+    return batch
 
 
 class KernelSource(WorkerSource):
@@ -229,26 +260,8 @@ class KernelSource(WorkerSource):
 
     def _take(self, raws: list[bytes], state: SyscallState) -> list[Event]:
         """Decode and apply every record; the events some rule can use (the state makes no others)."""
-        counts = self._counts
-        batch: list[Event] = []
-        decode = self._decoder.decode
-        for raw in raws:
-            try:
-                record = decode(raw)
-            except ValueError as exc:
-                counts["decode_errors"] += 1
-                log.warning("kernel_record_undecodable", error=str(exc))
-                continue
-            try:
-                event = state.apply(record)
-            except Exception:
-                # A state bug on one record must not stop syscall capture.
-                counts["state_errors"] += 1
-                log.exception("kernel_state_failed", type=record.type, tid=record.tid)
-                continue
-            if event is not None:
-                batch.append(event)
-        counts["records"] += len(raws)
+        batch = take_records(raws, self._decoder.decode, state, self._counts)
+        self._counts["records"] += len(raws)
         self._meter.delivered(len(raws))
         return batch
 

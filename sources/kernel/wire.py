@@ -124,6 +124,22 @@ def _compile_args_builders() -> dict[int, Callable[..., dict[str, Any]]]:
 _BUILDERS = _compile_args_builders()
 
 
+#: What the state needs of a close (tid, pid, res, fd slot), read straight from the header: the type field's
+#: offset, a close's type as it is written there, and the fields before it.
+_TYPE_AT = HEADER.size - 2 - 6 * 2 - 16 - 2 - 2
+_CLOSE_TYPE = TYPE_IDS["close"].to_bytes(2, "little")
+_CLOSE_FIELDS = struct.Struct("<16xII8xqQ")
+
+
+def close_fields(raw: bytes) -> tuple[int, int, int, int] | None:
+    """(tid, pid, res, fd) of a close record, None for a record of another type: a close no rule reads only
+    frees a descriptor, which needs none of the rest of the record decoded."""
+    if raw[_TYPE_AT:_TYPE_AT + 2] != _CLOSE_TYPE or len(raw) < _HEADER_SIZE:
+        return None
+    tid, pid, res, fd = _CLOSE_FIELDS.unpack_from(raw)
+    return tid, pid, res, ((fd & 0xFFFFFFFF) ^ _SIGN_BIT) - _SIGN_BIT
+
+
 def _boot_to_wall_offset() -> int:
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 

@@ -143,6 +143,22 @@ class KernelState:
         if self._observer is not None:
             self._observer.on_seeded()
 
+    def apply_close(self, tid: int, pid: int, res: int, fd: int) -> bool:
+        """A close of a known thread that no rule reads, applied without its record (the caller decoded only
+        these fields); False when it takes the whole record: a thread to learn, a capture, a rule on close."""
+        ctx = self.ctx
+        thread = ctx.table.get(tid)
+        forwarded = self.forwarded
+        if (thread is None or thread.pid != pid or self._observer is not None or forwarded is None
+                or "close" in forwarded):
+            return False
+        if res == 0:
+            thread.fds.remove(fd)
+        if self._fetched:
+            self._integrate_containers()
+        self._num += 1
+        return True
+
     def apply(self, record: SyscallRecord) -> Event | None:
         """Update the state with one record and return its event (procexit included); None for a record that
         only informs the state (`tcp_local`), which no rule may see, live or replayed, and for one of a type not

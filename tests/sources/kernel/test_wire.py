@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from sources.kernel.wire import HEADER, TYPE_IDS, RecordDecoder
+from sources.kernel.wire import HEADER, TYPE_IDS, RecordDecoder, close_fields
 
 
 def _record(type_name: str, *, args: tuple[int, ...] = (), parts: tuple[bytes, ...] = (), res: int = 0,
@@ -124,3 +124,12 @@ def test_process_names_decode_each_to_its_own_even_when_remembered() -> None:
     names = [b"cat", b"catalina", b"a-full-16-bytes!", b"cat", b"caf\xe9"]
     decoded = [decoder.decode(_record("close", args=(3,), comm=name)).comm for name in names]
     assert decoded == ["cat", "catalina", "a-full-16-bytes!", "cat", "caf\udce9"]
+
+
+def test_a_close_is_read_without_decoding_and_nothing_else_is() -> None:
+    """(tid, pid, res, fd) straight from the header, the fd sign-extended as the decoder does."""
+    raw = _record("close", args=(2**32 - 9,), res=-9)
+    assert close_fields(raw) == (42, 40, -9, -9) == (*[getattr(RecordDecoder().decode(raw), f) for f in
+                                                       ("tid", "pid", "res")], RecordDecoder().decode(raw).args["fd"])
+    assert close_fields(_record("openat", args=(5,), parts=(b"x\0",))) is None
+    assert close_fields(_record("dup", args=(5,))) is None

@@ -79,6 +79,21 @@ class TestFiles:
         assert extract(second, "evt.num") == extract(first, "evt.num") + 2
 
 
+    def test_a_close_no_rule_reads_is_applied_from_its_fields(self) -> None:
+        """apply_close frees the descriptor and counts the event as apply would; it leaves to apply what needs the
+        record: a close some rule reads, a thread to learn."""
+        s = Stream()
+        s.state.forwarded = frozenset({"openat"})
+        first = s.open(200, "/tmp/a", res=3)
+        pid = s.thread(200).pid
+        assert s.state.apply_close(200, pid, -9, 3) and s.thread(200).fds.get(3) is not None, "a failed close"
+        assert s.state.apply_close(200, pid, 0, 3) and s.thread(200).fds.get(3) is None
+        second = s.open(200, "/tmp/b", res=4)
+        assert extract(second, "evt.num") == extract(first, "evt.num") + 3
+        assert not s.state.apply_close(999, 999, 0, 4), "an unknown thread takes the whole record"
+        s.state.forwarded = frozenset({"openat", "close"})
+        assert not s.state.apply_close(200, pid, 0, 4) and s.thread(200).fds.get(4) is not None
+
     def test_a_file_the_rules_name_keeps_its_name_through_any_link(self) -> None:
         """An open of a watched file (by device and inode) is named as the rules name it; fd.nameraw keeps the
         link, and fd.dev/fd.ino say which file it is."""

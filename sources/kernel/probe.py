@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import threading
 import time
 from collections.abc import Iterable
@@ -15,14 +16,15 @@ from sources.kernel import bcc_setup
 from sources.kernel.btf import BtfError, member_layout
 from sources.kernel.prefilter import PATH_KEY, EncodedFilter
 from sources.kernel.probe_program import (
+    BTF_MEMBERS,
     COUNTER_LOST,
     COUNTER_NO_ENTER,
     COUNTER_REVEALED,
     DEFAULT_SNAPLEN,
-    FILE_ID_MEMBERS,
     FILTER_FACTS_AT,
     FILTER_PER_TYPE,
     FILTER_SUFFIXES_AT,
+    REGISTERS,
     generate,
 )
 from sources.kernel.ring_reader import open_reader
@@ -51,11 +53,11 @@ class KernelProbe:
         self.buffers = tuple(sorted(set(buffers) & set(self.syscalls)))
         def compiled(offsets: dict[str, int] | None) -> Any:
             source = generate(self.syscalls, ring_buffer_pages=ring_buffer_pages, buffers=self.buffers,
-                              snaplen=snaplen, file_offsets=offsets)
+                              snaplen=snaplen, btf_offsets=offsets)
             # Approximate headers redefine a few macros clang already knows; that is harmless.
             return bcc.BPF(text=source.encode(), cflags=["-Wno-macro-redefined", "-w"])
 
-        offsets = file_id_offsets()
+        offsets = btf_offsets()
         try:
             try:
                 self._bpf = compiled(offsets)
@@ -154,18 +156,20 @@ def _file_id(table: Any, dev: int, ino: int) -> Any:
     return key
 
 
-def file_id_offsets() -> dict[str, int] | None:
-    """The offsets of FILE_ID_MEMBERS in the running kernel, from its BTF; None (said once in the log) when it
+def btf_offsets() -> dict[str, int] | None:
+    """The offsets of BTF_MEMBERS in the running kernel, from its BTF; None (said once in the log) when it
     has none or they are not what the probe reads: opens then report no device and inode."""
+    wanted = {name: member for name, member in BTF_MEMBERS.items()
+              if platform.machine() == "x86_64" or name not in REGISTERS}
     try:
-        layout = member_layout((struct, member) for struct, member, _size in FILE_ID_MEMBERS.values())
+        layout = member_layout((struct, member) for struct, member, _size in wanted.values())
     except BtfError as exc:
         log.warning("kernel_file_ids_unavailable", reason=str(exc),
                     hint="links to the files rules name are not followed; a kernel with BTF "
                          "(CONFIG_DEBUG_INFO_BTF=y) lets the probe read them")
         return None
     offsets = {}
-    for name, (struct, member, size) in FILE_ID_MEMBERS.items():
+    for name, (struct, member, size) in wanted.items():
         found = layout[(struct, member)]
         if found.size != size:
             log.warning("kernel_file_ids_unavailable", reason=f"{struct}.{member} is {found.size} bytes, not {size}",

@@ -11,6 +11,7 @@ in the kernel, and records that cannot be reserved are counted per CPU.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from sources.kernel.prefilter import FACT_COMBINATIONS, PATH_KEY, OpenFact
 from sources.kernel.state.fd_events import OPEN_TYPES
@@ -56,10 +57,11 @@ FILTER_SLOTS = FILTER_SUFFIXES_AT + 1
 #: Descriptors whose open the prefilter kept in the kernel, per process, with the open's path and flags: their
 #: close stays there too, and their first use as a directory (a dirfd, fchdir) sends the open first.
 HIDDEN_FDS_MAX = 16384
-#: The kernel struct members the probe follows from a descriptor number to its file's device and inode, by the
-#: #define their offset becomes, and the bytes it reads of each (8: a pointer). The offsets come from the
-#: running kernel's BTF (btf.py): the headers BCC compiles against may be another kernel's.
-FILE_ID_MEMBERS: dict[str, tuple[str, str, int]] = {
+#: The kernel struct members the probe reads, by the #define their offset becomes, and the bytes it reads of each
+#: (8: a pointer): from a descriptor number to its file's device, inode and dentry, and the caller's registers (the
+#: x86-64 syscall arguments). The offsets come from the running kernel's BTF (btf.py): the headers BCC compiles
+#: against may be another kernel's.
+BTF_MEMBERS: dict[str, tuple[str, str, int]] = {
     "OFF_TASK_FILES": ("task_struct", "files", 8),
     "OFF_FILES_FDT": ("files_struct", "fdt", 8),
     "OFF_FDT_MAX_FDS": ("fdtable", "max_fds", 4),
@@ -74,6 +76,25 @@ FILE_ID_MEMBERS: dict[str, tuple[str, str, int]] = {
     "OFF_DENTRY_INODE": ("dentry", "d_inode", 8),
     "OFF_DENTRY_NAME": ("dentry", "d_name", 16),
     "OFF_QSTR_NAME": ("qstr", "name", 8),
+    "OFF_REGS_DI": ("pt_regs", "di", 8),
+    "OFF_REGS_SI": ("pt_regs", "si", 8),
+    "OFF_REGS_DX": ("pt_regs", "dx", 8),
+    "OFF_REGS_R10": ("pt_regs", "r10", 8),
+    "OFF_REGS_R8": ("pt_regs", "r8", 8),
+    "OFF_REGS_R9": ("pt_regs", "r9", 8),
+}
+#: Where the x86-64 syscall ABI passes arguments 1 to 6 (another machine's BTF has none of these: its syscalls
+#: keep their enter programs).
+REGISTERS = ("OFF_REGS_DI", "OFF_REGS_SI", "OFF_REGS_DX", "OFF_REGS_R10", "OFF_REGS_R8", "OFF_REGS_R9")
+#: The syscalls whose exit alone makes the record, from the caller's registers, given BTF offsets: the opens the
+#: prefilter decides and the closes of what it kept, the commonest syscalls a node traces. Their tracepoint
+#: arguments in the syscall's order (tracefs lists them so; a live test checks).
+EXIT_ARGS: dict[str, tuple[str, ...]] = {
+    "open": ("filename", "flags", "mode"),
+    "openat": ("dfd", "filename", "flags", "mode"),
+    "openat2": ("dfd", "filename", "how", "usize"),
+    "creat": ("pathname", "mode"),
+    "close": ("fd",),
 }
 #: The most 8-byte words one read of an inode may cover (its number and superblock pointer).
 INODE_SPAN_MAX_WORDS = 16
@@ -242,7 +263,7 @@ struct file_id {{
     u64 dev;
     u64 ino;
 }};
-#ifdef FILE_IDS
+#ifdef BTF_OFFSETS
 /* The files the rules name (watched_files.py): an open of one always leaves the kernel. */
 BPF_HASH(watched_files, struct file_id, u8, {WATCHED_FILES_MAX});
 
@@ -387,7 +408,7 @@ static __always_inline void reveal(u64 id, s64 fd, u64 ts) {{
     if (e) {{
         u32 n = h->len;
         if (n > {PATH_KEY}) n = {PATH_KEY};
-        e->ts = ts;
+        if (ts) e->ts = ts;  /* 0: the time it is sent, before the record of the syscall using it */
         e->res = fd;
         e->args[{_OPENAT_SLOTS[0]}] = (u64)(s64)-100;  /* AT_FDCWD: the path is absolute */
         e->args[{_OPENAT_SLOTS[1]}] = h->flags;
@@ -546,7 +567,7 @@ def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
     return copies
 
 
-def _file_id(spec: SyscallSpec) -> str:
+def _file_id(spec: SyscallSpec, saved: _Saved) -> str:
     """C finding the file an open's result names (`fid`) and, for a creating open of a file no scan found, the
     watched directory it was made in (`dir_ino`, `dirent`)."""
     copies = {p.copy for p in spec.params}
@@ -554,7 +575,8 @@ def _file_id(spec: SyscallSpec) -> str:
         return ""
     found = " struct file_id fid; u64 file = file_of(args->ret, &fid);"
     if Copy.DIR_INO in copies:
-        found += (f" u64 dir_ino = 0, dirent = 0; if (file && (({_open_flags(spec)}) & {_O_CREAT}) && !watched(&fid))"
+        found += (f" u64 dir_ino = 0, dirent = 0; if (file && (({_open_flags(spec, saved)}) & {_O_CREAT})"
+                  f" && !watched(&fid))"
                   f" dir_ino = created_in_watched(file, fid.dev, &dirent);")
     return found
 
@@ -566,28 +588,58 @@ def _saved(spec: SyscallSpec) -> str:
     return ", ".join(args + ["0"] * (MAX_ARGS - len(args)))
 
 
-def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
-    """Enter saves the arguments; exit copies user memory and writes the record."""
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """Where an exit program finds what the syscall was called with: the arguments (slots of saved_slots), the
+    record's time ("": the time the record is made), and the statement that forgets them."""
+
+    args: str
+    ts: str
+    forget: str
+
+
+_FROM_ENTER = _Saved("p->args", "p->ts", "p->armed = 0;")
+_AT_EXIT = _Saved("a", "", "")
+
+
+def _exit_body(spec: SyscallSpec, saved: _Saved, *, with_buffer: bool) -> str:
+    """The exit's work once the arguments are at hand: what stays in the kernel, then the record."""
     type_id = TYPE_IDS[spec.name]
     local = [f"e->args[{slot}] = p->args[{slot}];" for slot in LOCAL_SLOTS] if spec.tcp_local else []
     if spec.tcp_local:
         # The port comes last: the kernel picks it after SYN_SENT and it is known once the handshake is done.
         local.append(f"if (p->sk) {{ u16 *port = tcp_ports.lookup(&p->sk); "
                      f"if (port) {{ e->args[{LOCAL_SLOTS[0]}] |= *port; tcp_ports.delete(&p->sk); }} }}")
-    body = "\n        ".join(_value_copies(spec, "p->args") + local
-                              + _user_parts(spec, "p->args", with_buffer=with_buffer))
+    body = "\n        ".join(_value_copies(spec, saved.args) + local
+                              + _user_parts(spec, saved.args, with_buffer=with_buffer))
     dirfds = [p.arg for p in spec.params if p.copy is Copy.VALUE and p.kind is ParamKind.FD
               and (p.arg in _DIRFD_ARGS or spec.name == "fchdir")]
-    hidden = " ".join(f"reveal(id, (s32)p->args[{_slot(spec, arg)}], p->ts - 1);" for arg in dirfds)
-    hidden += _file_id(spec)
+    before = f"{saved.ts} - 1" if saved.ts else "0"  # the kept open comes first
+    hidden = " ".join(f"reveal(id, (s32){saved.args}[{_slot(spec, arg)}], {before});" for arg in dirfds)
+    hidden += _file_id(spec, saved)
     if spec.name in OPEN_TYPES:
         path = next(param.arg for param in spec.params if param.kind is ParamKind.PATH)
-        flags = _open_flags(spec)
+        flags = _open_flags(spec, saved)
         # A file the rules name leaves the kernel whatever path reached it (a link, a bind mount).
-        hidden += (f" u32 len = 0; if (open_kept({type_id}, p->args[{_slot(spec, path)}], {flags}, args->ret, &len)"
-                   f" && !watched(&fid) && !dir_ino) "
+        hidden += (f" u32 len = 0; if (open_kept({type_id}, {saved.args}[{_slot(spec, path)}], {flags}, args->ret,"
+                   f" &len) && !watched(&fid) && !dir_ino) "
                    f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, {flags}, len); "
-                   f"p->armed = 0; return 0; }}")
+                   f"{saved.forget} return 0; }}")
+    return f"""{hidden}
+    struct event *e = new_event({type_id}, id);
+    if (e) {{
+        u32 off = 0;
+        {f"e->ts = {saved.ts};" if saved.ts else ""}
+        e->res = args->ret;
+        {body}
+        {_fd_result_submit(spec)}
+    }}
+    {saved.forget}"""
+
+
+def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
+    """Enter saves the arguments; exit copies user memory and writes the record."""
+    type_id = TYPE_IDS[spec.name]
     kept_at_enter = ""
     unsaved = f"if (!is_self(id)) count({COUNTER_NO_ENTER}); "
     if spec.name == "close":
@@ -595,7 +647,6 @@ def _joined(spec: SyscallSpec, *, with_buffer: bool) -> str:
         # known, so that nothing is saved for the exit (an exit without its enter is then expected, not counted).
         kept_at_enter = f"if (take_hidden(id, (s64)args->fd)) {{ count_filtered({type_id}); return 0; }}"
         unsaved = ""
-    submit = _fd_result_submit(spec)
     return f"""
 TRACEPOINT_PROBE(syscalls, sys_enter_{spec.syscall}) {{
     u64 id = bpf_get_current_pid_tgid();
@@ -611,30 +662,42 @@ TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
     struct pending *p = pending_get(tid);
     if (!p) {{ {unsaved}return 0; }}
     if (p->type != {type_id}) return 0;
-    {hidden}
-    struct event *e = new_event({type_id}, id);
-    if (e) {{
-        u32 off = 0;
-        e->ts = p->ts;
-        e->res = args->ret;
-        {body}
-        {submit}
-    }}
-    p->armed = 0;
+    {_exit_body(spec, _FROM_ENTER, with_buffer=with_buffer)}
     return 0;
 }}
 """
 
 
-def _open_flags(spec: SyscallSpec) -> str:
+def _at_exit(spec: SyscallSpec, *, with_buffer: bool) -> str:
+    """No enter program: the exit reads the arguments from the caller's registers, which the syscall's return
+    leaves as they were but for ax. Half the programs per syscall, and no per-thread slot to write and read."""
+    type_id = TYPE_IDS[spec.name]
+    order = EXIT_ARGS[spec.name]
+    registers = ", ".join(f"btf_load(regs, {REGISTERS[order.index(arg)]})" for arg in saved_slots(spec))
+    kept = (f"if (take_hidden(id, (s64)a[{_slot(spec, 'fd')}])) {{ count_filtered({type_id}); return 0; }}"
+            if spec.name == "close" else "")
+    return f"""
+TRACEPOINT_PROBE(syscalls, sys_exit_{spec.syscall}) {{
+    u64 id = bpf_get_current_pid_tgid();
+    if (is_self(id)) return 0;
+    u64 regs = (u64)bpf_task_pt_regs(bpf_get_current_task_btf());
+    u64 a[{MAX_ARGS}] = {{{registers}}};
+    {kept}
+    {_exit_body(spec, _AT_EXIT, with_buffer=with_buffer)}
+    return 0;
+}}
+"""
+
+
+def _open_flags(spec: SyscallSpec, saved: _Saved) -> str:
     """C expression of an open's flags at its exit (openat2 keeps them in user memory, at the start of its
     struct open_how)."""
     if spec.name == "creat":
         return "0x241"  # O_WRONLY | O_CREAT | O_TRUNC
     if spec.name == "openat2":
-        return (f"({{ u64 f = 0; bpf_probe_read_user(&f, sizeof(f), (const void *)p->args[{_slot(spec, 'how')}]); "
-                f"f; }})")
-    return f"p->args[{_slot(spec, 'flags')}]"
+        return (f"({{ u64 f = 0; bpf_probe_read_user(&f, sizeof(f), (const void *){saved.args}"
+                f"[{_slot(spec, 'how')}]); f; }})")
+    return f"{saved.args}[{_slot(spec, 'flags')}]"
 
 
 def _fd_result_submit(spec: SyscallSpec) -> str:
@@ -818,13 +881,14 @@ def _inode_span(ino: int, sb: int) -> list[str]:
 
 
 def generate(syscalls: Iterable[str], *, ring_buffer_pages: int, buffers: Iterable[str] = (),
-             snaplen: int = DEFAULT_SNAPLEN, file_offsets: Mapping[str, int] | None = None) -> str:
+             snaplen: int = DEFAULT_SNAPLEN, btf_offsets: Mapping[str, int] | None = None) -> str:
     """C source capturing `syscalls` (names from SYSCALLS) plus process lifecycle, for BCC.
 
     The I/O buffer of the syscalls in `buffers` (of BUFFER_SYSCALLS) is copied, at most `snaplen` bytes; the
-    other records carry none, so a buffer costs nothing unless a rule reads it. `file_offsets` (every key of
-    FILE_ID_MEMBERS) lets opens report their file's device and inode and keeps watched files out of the
-    prefilter; without it they report 0 and files are known by path only."""
+    other records carry none, so a buffer costs nothing unless a rule reads it. `btf_offsets` (every key of
+    BTF_MEMBERS) lets opens report their file's device and inode and keeps watched files out of the
+    prefilter, and makes the EXIT_ARGS syscalls' records at their exit alone; without it opens report 0 and
+    files are known by path only."""
     if ring_buffer_pages <= 0 or ring_buffer_pages & (ring_buffer_pages - 1):
         raise ValueError(f"ring_buffer_pages must be a power of two, not {ring_buffer_pages}")
     names = sorted(set(syscalls))
@@ -836,17 +900,22 @@ def generate(syscalls: Iterable[str], *, ring_buffer_pages: int, buffers: Iterab
     if unbuffered:
         raise ValueError(f"syscalls without an I/O buffer: {', '.join(unbuffered)}")
     defines = _snaplen_defines(snaplen) if copied else []
-    if file_offsets is not None:
-        missing = sorted(set(FILE_ID_MEMBERS) - set(file_offsets))
+    if btf_offsets is not None:
+        missing = sorted(set(BTF_MEMBERS) - set(REGISTERS) - set(btf_offsets))
         if missing:
-            raise ValueError(f"file_offsets lacks {', '.join(missing)}")
-        defines += ["#define FILE_IDS 1", *(f"#define {name} {file_offsets[name]}" for name in FILE_ID_MEMBERS),
-                    *_inode_span(file_offsets["OFF_INODE_INO"], file_offsets["OFF_INODE_SB"])]
+            raise ValueError(f"btf_offsets lacks {', '.join(missing)}")
+        defines += ["#define BTF_OFFSETS 1", *(f"#define {name} {offset}" for name, offset in btf_offsets.items()),
+                    *_inode_span(btf_offsets["OFF_INODE_INO"], btf_offsets["OFF_INODE_SB"])]
     parts = [f"#define RINGBUF_PAGES {ring_buffer_pages}", *defines, _PRELUDE, _SCHED]
     parts += [_clone_enter(name, _CLONE_FLAGS[name]) for name in CLONE_TYPES]
     for name in names:
         spec = SYSCALLS[name]
         if spec.tcp_local:
             parts.append(_tcp_local(spec))  # first: it declares the map the exit program reads
-        parts.append(_exec(spec) if spec.read_at_enter else _joined(spec, with_buffer=name in copied))
+        if spec.read_at_enter:
+            parts.append(_exec(spec))
+        elif btf_offsets is not None and name in EXIT_ARGS and set(REGISTERS) <= set(btf_offsets):
+            parts.append(_at_exit(spec, with_buffer=name in copied))
+        else:
+            parts.append(_joined(spec, with_buffer=name in copied))
     return "\n".join(parts)

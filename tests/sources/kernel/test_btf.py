@@ -194,10 +194,10 @@ def test_the_probe_reads_file_ids_only_at_offsets_btf_gives_with_the_sizes_it_re
         raise BtfError("no BTF here")
 
     monkeypatch.setattr(probe, "member_layout", missing)
-    assert probe.file_id_offsets() is None
+    assert probe.btf_offsets() is None
     layout = {(struct, member): Member(8 * i, size) for i, (struct, member, size)
-              in enumerate(probe.FILE_ID_MEMBERS.values())}
+              in enumerate(probe.BTF_MEMBERS.values())}
     monkeypatch.setattr(probe, "member_layout", lambda wanted: layout)
-    assert probe.file_id_offsets() == {name: 8 * i for i, name in enumerate(probe.FILE_ID_MEMBERS)}
+    assert probe.btf_offsets() == {name: 8 * i for i, name in enumerate(probe.BTF_MEMBERS)}
     layout[("super_block", "s_dev")] = Member(16, 8)  # a 64-bit dev_t: the C reads 4 bytes
-    assert probe.file_id_offsets() is None
+    assert probe.btf_offsets() is None

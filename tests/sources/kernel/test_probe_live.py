@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from sources.kernel import bcc_setup
 from sources.kernel.probe import KernelProbe
+from sources.kernel.probe_program import EXIT_ARGS
 from sources.kernel.record import SyscallRecord
+from sources.kernel.syscalls import SYSCALLS
 from sources.kernel.wire import RecordDecoder
 from tests.support.kernel import require_probe
 
@@ -92,6 +96,17 @@ def test_syscalls_of_a_child_arrive_with_arguments_and_results(probe: KernelProb
     assert execs[-1].args["argv"] == ["true", "one", "two words"] and execs[-1].comm == "true"
     assert by_type["procexit"][-1].args["group_dead"] is True
     assert abs(opened[0].ts_ns - time.time_ns()) < 60 * 10**9
+
+
+def test_the_arguments_read_at_exit_are_in_the_kernels_order() -> None:
+    """EXIT_ARGS reads each argument from the register of its position: tracefs lists a syscall's arguments in
+    that order, after the syscall number (offset 8)."""
+    require_probe()
+    events = bcc_setup.tracefs() / "events" / "syscalls"
+    for name, order in EXIT_ARGS.items():
+        text = (events / f"sys_enter_{SYSCALLS[name].syscall}" / "format").read_text()
+        fields = re.findall(r"field:[^;]*?(\w+);\s*offset:(\d+);", text)
+        assert tuple(field for field, offset in fields if int(offset) > 8) == order, name
 
 
 def test_clone_is_seen_from_the_parent(probe: KernelProbe) -> None:

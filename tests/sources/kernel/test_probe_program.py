@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sources.kernel.probe_program import FILE_ID_MEMBERS, generate, saved_slots
+from sources.kernel.probe_program import BTF_MEMBERS, REGISTERS, generate, saved_slots
 from sources.kernel.syscalls import SYSCALLS, Copy
 from sources.kernel.wire import LOCAL_SLOTS, MAX_ARGS, MAX_PARTS
 
@@ -46,13 +46,32 @@ def test_bad_requests_are_refused_with_the_reason() -> None:
 
 def test_file_ids_need_every_kernel_offset() -> None:
     """Without BTF offsets opens report no device and inode; given them, every one is defined for the C."""
-    assert "#define FILE_IDS" not in generate(["openat"], ring_buffer_pages=64)
-    offsets = {name: 8 * i for i, name in enumerate(FILE_ID_MEMBERS)}
-    source = generate(["openat"], ring_buffer_pages=64, file_offsets=offsets)
+    assert "#define BTF_OFFSETS" not in generate(["openat"], ring_buffer_pages=64)
+    offsets = {name: 8 * i for i, name in enumerate(BTF_MEMBERS)}
+    source = generate(["openat"], ring_buffer_pages=64, btf_offsets=offsets)
     assert all(f"#define {name} {offset}\n" in source for name, offset in offsets.items())
     del offsets["OFF_SB_DEV"]
     with pytest.raises(ValueError, match="lacks OFF_SB_DEV"):
-        generate(["openat"], ring_buffer_pages=64, file_offsets=offsets)
+        generate(["openat"], ring_buffer_pages=64, btf_offsets=offsets)
+
+
+def test_with_the_registers_offsets_opens_and_closes_are_made_at_exit_alone() -> None:
+    """One program per open and close instead of two; other syscalls, and a machine whose BTF names no x86-64
+    registers, keep their enter programs. The agent's own syscalls are skipped at that exit."""
+    offsets = {name: 8 * i for i, name in enumerate(BTF_MEMBERS)}
+
+    def syscall_programs(given: dict[str, int]) -> set[str]:
+        source = generate(["openat", "close", "connect"], ring_buffer_pages=64, btf_offsets=given)
+        return {name for category, name in _attached(source) if category == "syscalls"}
+
+    attached = syscall_programs(offsets)
+    assert {"sys_exit_openat", "sys_exit_close", "sys_enter_connect", "sys_exit_connect"} <= attached
+    assert not {"sys_enter_openat", "sys_enter_close"} & attached
+    without_registers = {name: offset for name, offset in offsets.items() if name not in REGISTERS}
+    assert {"sys_enter_openat", "sys_enter_close"} <= syscall_programs(without_registers)
+    source = generate(["openat", "close"], ring_buffer_pages=64, btf_offsets=offsets)
+    exits = re.findall(r"TRACEPOINT_PROBE\(syscalls, sys_exit_\w+\) \{(.*?)\n\}", source, re.S)
+    assert len(exits) == 2 and all("if (is_self(id)) return 0;" in body for body in exits)
 
 
 def test_the_agent_itself_is_filtered_in_every_enter_program() -> None:

@@ -55,6 +55,8 @@ def json_text(value: Any) -> str:
     """A JSON value as rule text: a string unquoted, anything else as compact JSON."""
     if isinstance(value, str):
         return value
+    if value.__class__ is int:
+        return str(value)  # what JSON writes for an integer (a status code, a port), without the encoder
     return compact_json(value).decode()
 
 
@@ -102,9 +104,26 @@ _ABSENT = object()
 
 def _value_extractor(arg: str | None) -> Extractor:
     steps = parse_pointer(arg or "")
+    if len(steps) == 1:
+        return _member_extractor(steps)
 
     def extract(event: Event) -> Value:
         found = resolve_pointer(event.payload, steps)
+        return None if found is _ABSENT else json_text(found)
+
+    return extract
+
+
+def _member_extractor(steps: tuple[str | int, ...]) -> Extractor:
+    """`_value_extractor` of a one-step pointer (`/stage`, read by every k8s_audit rule), without the walk when the
+    payload is a plain object."""
+    key = steps[0]
+
+    def extract(event: Event) -> Value:
+        payload = event.payload
+        found = payload.get(key, _ABSENT) if payload.__class__ is dict else resolve_pointer(payload, steps)
+        if found.__class__ is str:
+            return found
         return None if found is _ABSENT else json_text(found)
 
     return extract

@@ -208,12 +208,9 @@ class Engine:
                 self.stats.rule_errors += 1
                 continue
             if matched:
-                alerts.append(self._alert(rule, event))
+                alerts.append(alert_for(rule, event, hostname=self.hostname))
                 if first_only:
                     break
         alerts += self._correlations.process(event, index_key, self.stats)
         self.stats.alerts += len(alerts)
         return alerts
-
-    def _alert(self, rule: CompiledRule, event: Event) -> Alert:
-        return alert_for(rule, event, hostname=self.hostname)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.alert import Alert
 from agent.engine.ast import FieldRef, Pos
 from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
-from agent.engine.transformers import Getter
+from agent.engine.transformers import Getter, Typed
 from agent.event import Event
 from agent.fields import AnyOf, FieldTable, buffer_text, field_key
 from agent.priority import Priority
 
 NA = "<NA>"
+_MISS = object()
 _DEPRECATED_TOKENS = frozenset({"container.info"})
 
 
@@ -28,7 +29,7 @@ def render_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return "(" + ",".join(render_value(v) for v in value) + ")"
+        return "(" + ",".join([v if v.__class__ is str else render_value(v) for v in value]) + ")"
     if isinstance(value, bytes):
         return buffer_text(value)
     return str(value)
@@ -41,7 +42,7 @@ def json_value(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, tuple):
-        return [json_value(v) for v in value]
+        return [v if v.__class__ is str else json_value(v) for v in value]
     if isinstance(value, bytes):
         return buffer_text(value)
     return str(value)
@@ -54,8 +55,16 @@ EXTRACTION_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError
 
 @dataclass(frozen=True, slots=True)
 class _Token:
+    """A field or transformer in the output text. `key` and `extract` are set for a plain field: its per-event
+    cache key and its extraction without the cache, so that the composed output reads the cache inline."""
+
     get: Getter
     width: int
+    key: str | None = None
+    extract: Getter | None = None
+
+
+Composer = Callable[[Event], tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,34 +78,22 @@ class OutputFormat:
     parts: tuple[str | _Token, ...]
     fields: tuple[tuple[str, Getter], ...]
     texts: tuple[tuple[str, OutputFormat], ...] = ()
+    # Generated at the first alert rather than at load: most rules never fire.
+    _composer: Composer | None = field(default=None, init=False, repr=False, compare=False)
+
+    def compose(self, event: Event) -> tuple[str, dict[str, Any]]:
+        """The output text and the output_fields of `event`, each field extracted once for both."""
+        composer = self._composer
+        if composer is None:
+            composer = generate_composer(self)
+            object.__setattr__(self, "_composer", composer)
+        return composer(event)
 
     def render(self, event: Event) -> str:
-        out = []
-        for part in self.parts:
-            if part.__class__ is str:
-                out.append(part)
-                continue
-            try:
-                value = part.get(event)  # type: ignore[union-attr]
-            except EXTRACTION_ERRORS:
-                value = None
-            text = value if value.__class__ is str else render_value(value)
-            if part.width:  # type: ignore[union-attr]
-                text = text[: part.width].ljust(part.width)  # type: ignore[union-attr]
-            out.append(text)
-        return "".join(out)
+        return self.compose(event)[0]
 
     def field_values(self, event: Event) -> dict[str, Any]:
-        out = {}
-        for key, get in self.fields:
-            try:
-                value = get(event)
-            except EXTRACTION_ERRORS:
-                value = None
-            out[key] = value if value.__class__ is str else json_value(value)
-        for key, text in self.texts:
-            out[key] = text.render(event)
-        return out
+        return self.compose(event)[1]
 
     def followed_by(self, other: OutputFormat) -> OutputFormat:
         """This output, a space, then `other`, with the output_fields of both (a key already here keeps its own)."""
@@ -151,7 +148,7 @@ def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] |
         if token is None:
             raise CompileError("invalid formatting token: '%' must be followed by a field", parser.pos(start),
                                unknown_filter=True)
-        name, getter = token
+        name, typed = token
         i = parser.i
         if name in _DEPRECATED_TOKENS:
             if warn is not None:
@@ -160,7 +157,7 @@ def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] |
         if literal:
             parts.append("".join(literal))
             literal = []
-        parts.append(_Token(getter, width))
+        parts.append(_Token(typed.get, width, typed.key, typed.extract))
     if literal:
         parts.append("".join(literal))
     return OutputFormat(tuple(parts), tuple(fields.items()))
@@ -177,7 +174,7 @@ def compile_value(name: str, table: FieldTable) -> Getter:
 
 
 def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
-                 fields: dict[str, Getter]) -> tuple[str, Getter] | None:
+                 fields: dict[str, Getter]) -> tuple[str, Typed] | None:
     text = parser.text
     ident = IDENT_RE.match(text, parser.i)
     try:
@@ -185,7 +182,7 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
             node = parser.parse_transformer()
             for ref in _field_refs(node):
                 fields.setdefault(str(ref), compiler.field(ref, in_output=True).get)
-            return node.name, compiler.transform(node).get
+            return node.name, compiler.transform(node)
     except ConditionSyntaxError as exc:
         raise CompileError(exc.message, exc.pos) from None
     match = FIELD_RE.match(text, parser.i)
@@ -194,7 +191,7 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
     name = match.group()
     if name in _DEPRECATED_TOKENS:
         parser.i = match.end()
-        return name, lambda _ev: None
+        return name, Typed(lambda _ev: None, "string", False)
     # The token is the longest dotted prefix that names a field of this source.
     while table.resolve(name, None) is None:
         cut = name.rfind(".")
@@ -208,9 +205,9 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
     except ConditionSyntaxError as exc:
         raise CompileError(exc.message, exc.pos) from None
     ref = FieldRef(name, arg, parser.pos(parser.i))
-    getter = compiler.field(ref, in_output=True).get
-    fields.setdefault(field_key(name, arg), getter)
-    return name, getter
+    typed = compiler.field(ref, in_output=True)
+    fields.setdefault(field_key(name, arg), typed.get)
+    return name, typed
 
 
 def _field_refs(node: Any) -> list[FieldRef]:
@@ -220,6 +217,64 @@ def _field_refs(node: Any) -> list[FieldRef]:
     for child in getattr(node, "args", ()) or getattr(node, "items", ()):
         out += _field_refs(child)
     return out
+
+
+class _ComposerSource:
+    """The text of a composer function: a statement per value it extracts, then the text and the output_fields."""
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {
+            "_M": _MISS, "_E": EXTRACTION_ERRORS, "_rv": render_value, "_jv": json_value}
+        self.lines: list[str] = ["def compose(ev):", "    _c = ev.cache"]
+        self._slots: dict[int, str] = {}  # id of a getter -> the variable holding its value
+
+    def bind(self, value: Any) -> str:
+        name = f"_b{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def value_of(self, get: Getter, key: str | None = None, extract: Getter | None = None) -> str:
+        """The variable holding a value, extracted once: inline from the event's cache when the key is known.
+
+        An extractor that meets an input shape it did not expect gives None (<NA>), and the alert still goes out.
+        """
+        slot = self._slots.get(id(get))
+        if slot is not None:
+            return slot
+        slot = self._slots[id(get)] = f"v{len(self._slots)}"
+        if key is not None and extract is not None:
+            self.lines += [
+                "    try:",
+                f"        {slot} = _c.get({key!r}, _M)",
+                f"        if {slot} is _M:",
+                f"            {slot} = _c[{key!r}] = {self.bind(extract)}(ev)",
+            ]
+        else:
+            self.lines += ["    try:", f"        {slot} = {self.bind(get)}(ev)"]
+        self.lines += ["    except _E:", f"        {slot} = None"]
+        return slot
+
+    def text_of(self, token: _Token) -> str:
+        slot = self.value_of(token.get, token.key, token.extract)
+        text = f"({slot} if {slot}.__class__ is str else _rv({slot}))"
+        return f"{text}[:{token.width}].ljust({token.width})" if token.width else text
+
+
+def generate_composer(fmt: OutputFormat) -> Composer:
+    """A function giving the output text and output_fields of `fmt` for an event, as straight-line code: no loop
+    over the tokens, no test of a part's kind, and a value shown in both extracted once."""
+    source = _ComposerSource()
+    pieces = [repr(part) if isinstance(part, str) else source.text_of(part) for part in fmt.parts]
+    entries = []
+    for key, get in fmt.fields:
+        slot = source.value_of(get)
+        entries.append(f"{key!r}: ({slot} if {slot}.__class__ is str else _jv({slot}))")
+    entries += [f"{key!r}: {source.bind(text.render)}(ev)" for key, text in fmt.texts]
+    text = f"''.join(({', '.join(pieces)},))" if pieces else "''"
+    source.lines.append(f"    return {text}, {{{', '.join(entries)}}}")
+    exec(compile("\n".join(source.lines), "<output>", "exec"), source.namespace)
+    composer: Composer = source.namespace["compose"]
+    return composer
 
 
 class Alerting(Protocol):
@@ -233,13 +288,6 @@ class Alerting(Protocol):
 
 def alert_for(rule: Alerting, event: Event, *, hostname: str) -> Alert:
     """The alert `rule` raises on `event`: its output rendered from the event's fields."""
-    return Alert(
-        rule=rule.name,
-        priority=rule.priority,
-        source=event.source,
-        ts_ns=event.ts_ns,
-        output=rule.output.render(event),
-        output_fields=rule.output.field_values(event),
-        hostname=event.hostname or hostname,
-        tags=rule.tags,
-    )
+    output, output_fields = rule.output.compose(event)
+    return Alert(rule.name, rule.priority, event.source, event.ts_ns, output, output_fields,
+                 event.hostname or hostname, rule.tags)

@@ -11,7 +11,7 @@ import orjson
 
 from agent.errors import DecodeError
 from agent.event import Event
-from agent.generic_fields import TimeOutOfRange, checked_event_time
+from agent.generic_fields import EVENT_TIME_MAX_NS, TimeOutOfRange, checked_event_time
 from agent.json_fields import json_type_name
 from agent.location import Location
 from sources.k8saudit.envelope import audit_event_of, envelope_records, is_envelope, is_record
@@ -62,16 +62,17 @@ def parse_timestamp_ns(stamp: str) -> int:
     `YYYY-MM-DDTHH:MM:SS.ffffffZ`; for exactly that shape the C-coded `datetime.fromisoformat`
     checks and converts it (microseconds are all it holds, exactly).
     """
-    if (
-        len(stamp) == 27 and stamp[26] == "Z" and stamp[19] == "." and stamp[10] == "T"
-        and stamp[4] == "-" and stamp[7] == "-" and stamp[13] == ":" and stamp[16] == ":"
-    ):
+    # One slice checks the separators at 4, 7, 10, 13, 16 and 19.
+    if len(stamp) == 27 and stamp[26] == "Z" and stamp[4:20:3] == "--T::.":
         try:
             parsed = datetime.fromisoformat(stamp)
         except ValueError:
             pass  # the general parser below explains what is wrong
         else:
-            return checked_event_time((parsed - _EPOCH) // _MICROSECOND * 1000)
+            ts_ns = (parsed - _EPOCH) // _MICROSECOND * 1000
+            if 0 <= ts_ns <= EVENT_TIME_MAX_NS:  # checked inline: a call per event costs more than the test
+                return ts_ns
+            return checked_event_time(ts_ns)  # raises TimeOutOfRange
     match = _RFC3339.fullmatch(stamp)
     if match is None:
         raise ValueError("expected an RFC 3339 time such as 2024-01-31T12:00:00.000000Z")
@@ -138,6 +139,10 @@ class K8sAuditDecoder:
         AKS diagnostic records (alone, in a `records` batch or in an array) are unwrapped first;
         records of other diagnostic categories yield nothing.
         """
+        if document.__class__ is dict and document.get("kind") == "Event":
+            # What an API server sends, one event per document: neither an envelope nor an EventList.
+            yield self._audit_event(document, origin)
+            return
         records = envelope_records(document)
         if isinstance(records, DecodeError):
             yield DecodeError(records.message, Location(file=origin, item_kind="document"), reason=records.reason)
@@ -171,6 +176,19 @@ class K8sAuditDecoder:
                     continue
                 item = unwrapped
             yield self._event(item, origin, index)
+
+    def _audit_event(self, item: dict[str, Any], origin: str) -> Event | DecodeError:
+        """`_event` of a lone document known to be an object of kind Event, checking only its time on the way."""
+        stamp = item.get("stageTimestamp")
+        if stamp.__class__ is str:
+            try:
+                ts_ns = parse_timestamp_ns(stamp)
+            except ValueError:
+                pass  # `_event` says what is wrong
+            else:
+                verb = item.get("verb")
+                return Event(SOURCE_NAME, ts_ns, item, verb if isinstance(verb, str) else "", self.hostname)
+        return self._event(item, origin, 0)
 
     def _event(self, item: Any, origin: str, index: int) -> Event | DecodeError:
         problem = _problem(item)

@@ -29,27 +29,36 @@ Shaper = Callable[[list[Any]], list[str] | None]
 
 def walk(node: Any, keys: tuple[str, ...], start: int, index: int | None) -> list[Any] | None:
     """Values at `keys[start:]` below `node`, one per array element visited; None when absent."""
-    for position in range(start, len(keys)):
-        if node.__class__ is list:
+    position = start
+    for key in keys[start:]:
+        if node.__class__ is dict and key:  # the usual step, tested first
+            node = node.get(key, MISSING)
+            if node is MISSING:
+                return None
+        elif node.__class__ is list:
             if index is None:
                 return _each(node, keys, position)
             if index >= len(node):
                 return None
             node = node[index]
-        key = keys[position]
-        if key:
-            if node.__class__ is not dict:
-                return None
-            node = node.get(key, MISSING)
-            if node is MISSING:
-                return None
+            if key:
+                if node.__class__ is not dict:
+                    return None
+                node = node.get(key, MISSING)
+                if node is MISSING:
+                    return None
+        elif key:
+            return None
+        position += 1
     return [node]
 
 
 def _each(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
     """`walk` over every element of an array, inlined for the usual one-array path."""
-    found: list[Any] = []
     rest = keys[position:]
+    if len(rest) == 1 and rest[0]:
+        return _each_member(items, keys, position)
+    found: list[Any] = []
     for item in items:
         node = item
         for key in rest:
@@ -74,6 +83,24 @@ def _each(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
                 found.append(MISSING)
             else:
                 found += below
+    return found
+
+
+def _each_member(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
+    """`_each` when one key is left (a container's `image`, `name`, `ports`...)."""
+    key = keys[position]
+    found: list[Any] = []
+    for item in items:
+        if item.__class__ is dict:
+            found.append(item.get(key, MISSING))
+        elif item.__class__ is list:
+            below = walk(item, keys, position, None)
+            if below is None:
+                found.append(MISSING)
+            else:
+                found += below
+        else:
+            found.append(MISSING)
     return found
 
 
@@ -102,6 +129,13 @@ def scalar_at(*keys: str) -> ExtractorFactory:
     """A single value at a fixed key path: strings unquoted, other JSON as compact text."""
 
     def factory(_arg: str | None) -> Extractor:
+        # Most `ka.*` fields sit one or two keys deep and are read for every event: those paths are walked
+        # without a loop.
+        if len(keys) == 1:
+            return _scalar_at_key(keys[0])
+        if len(keys) == 2:
+            return _scalar_at_keys(keys[0], keys[1])
+
         def extract(event: Event) -> Value:
             payload = event.payload
             if payload.__class__ is not dict or "auditID" not in payload:
@@ -116,6 +150,39 @@ def scalar_at(*keys: str) -> ExtractorFactory:
         return extract
 
     return factory
+
+
+def _scalar_at_key(key: str) -> Extractor:
+    """`scalar_at` of a one-key path."""
+
+    def extract(event: Event) -> Value:
+        payload = event.payload
+        if payload.__class__ is not dict or "auditID" not in payload:
+            return None
+        node = payload.get(key, MISSING)
+        if node.__class__ is str:
+            return node
+        return None if node is MISSING else json_text(node)
+
+    return extract
+
+
+def _scalar_at_keys(outer: str, inner: str) -> Extractor:
+    """`scalar_at` of a two-key path."""
+
+    def extract(event: Event) -> Value:
+        payload = event.payload
+        if payload.__class__ is not dict or "auditID" not in payload:
+            return None
+        node = payload.get(outer)
+        if node.__class__ is not dict:
+            return None
+        node = node.get(inner, MISSING)
+        if node.__class__ is str:
+            return node
+        return None if node is MISSING else json_text(node)
+
+    return extract
 
 
 def list_at(*keys: str) -> ExtractorFactory:
@@ -170,14 +237,17 @@ def finish(values: list[str] | None, index: int | None) -> Value:
 
 def present_texts(found: list[Any]) -> list[str]:
     """Shaper: the values that exist, as text; gaps are skipped."""
-    return [text(value) for value in found if value is not MISSING]
+    return [value if value.__class__ is str else json_text(value) for value in found if value is not MISSING]
 
 
 def all_texts(found: list[Any]) -> list[str] | None:
     """Shaper: every value as text, or unavailable as soon as one element lacks it."""
-    if MISSING in found:
-        return None
-    return [text(value) for value in found]
+    values = []
+    for value in found:
+        if value is MISSING:
+            return None
+        values.append(value if value.__class__ is str else json_text(value))
+    return values
 
 
 def flattened_texts(found: list[Any]) -> list[str]:

@@ -8,7 +8,7 @@ The pod fields live in `pod_fields.py`; the path-walking builders in `extraction
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote
 
 from agent.event import Event
 from agent.fields import ArgKind, ExtractorFactory, FieldFlag, FieldSpec, FieldTable, FieldType, Value
@@ -47,8 +47,18 @@ def _uri_param(payload: dict[str, Any], arg: str | None) -> Value:
     _path, has_query, query = uri.partition("?")
     if not has_query:
         return None
-    values = parse_qs(query.partition("#")[0], keep_blank_values=True).get(arg)
-    return values[0] if values else None
+    return first_query_value(query.partition("#")[0], arg)
+
+
+def first_query_value(query: str, name: str) -> str | None:
+    """`parse_qs(query, keep_blank_values=True)[name][0]`, or None, decoding only the names before the one found."""
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, _equals, value = pair.partition("=")
+        if unquote(key.replace("+", " ")) == name:
+            return unquote(value.replace("+", " "))
+    return None
 
 
 def _target_pod_name(payload: dict[str, Any], _arg: str | None) -> Value:

@@ -32,6 +32,8 @@ class TestRendering:
         ("%toupper(t.name)!", {"name": "ab"}, "AB!"),
         ("%len(t.tags)", {"tags": ["a", "b"]}, "2"),
         ("50% off", {}, None),
+        ("", {}, ""),
+        ("%container.info", {}, ""),
     ])
     def test_render(self, table, lab, fmt: str, payload: dict[str, Any], text: str | None) -> None:
         """Tokens render values; missing is <NA>; lists are (a,b); width pads or cuts; bare text stays."""
@@ -40,6 +42,18 @@ class TestRendering:
                 compile_output(fmt, table)
             return
         assert compile_output(fmt, table).render(lab.event(**payload)) == text
+
+    def test_literal_text_is_kept_as_written(self, table, lab) -> None:
+        """Quotes, braces, backslashes, newlines and non-ASCII text around tokens come out unchanged."""
+        fmt = "it's {a} \\ \"q\" \n\u00e9\U0001f600 \ud800 %t.name '''\"\"\"{}"
+        assert compile_output(fmt, table).render(lab.event(name="x")) == fmt.replace("%t.name", "x")
+
+    def test_a_field_shown_twice_keeps_each_width_and_one_output_field(self, table, lab) -> None:
+        """The same field may appear with different widths and inside a transformer; output_fields holds it once."""
+        fmt = compile_output("%3t.name|%t.name|%toupper(t.name)|%6t.tags", table)
+        event = lab.event(name="abcdef", tags=["a", "b"])
+        assert fmt.render(event) == "abc|abcdef|ABCDEF|(a,b) "
+        assert fmt.field_values(event) == {"t.name": "abcdef", "t.tags": ["a", "b"]}
 
     def test_longest_prefix_names_a_field(self, table, lab) -> None:
         """`%t.name.more` ends at the longest dotted prefix that is a field."""

@@ -198,7 +198,12 @@ class TestScalarFields:
          ("/x?flag=&other=1", "flag", ""),
          ("/x?cmd=a%20b+c", "cmd", "a b c"),
          ("/x?a=1", "b", None),
-         ("/x", "a", None)],
+         ("/x", "a", None),
+         ("/x?my%20key=1&my+key=2", "my key", "1"),
+         ("/x?a+b=1&a%2Bb=2", "a+b", "2"),
+         ("/x?&&bare&bare=1", "bare", ""),
+         ("/x?a=1=2#a=3", "a", "1=2"),
+         ("/x?a=%E2%82", "a", "\ufffd")],
     )
     def test_uri_param_is_the_first_value_of_a_query_parameter(
         self, uri: str, key: str, expected: str | None

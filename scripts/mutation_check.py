@@ -95,6 +95,16 @@ MUTATIONS = (
              "        return frozenset().union(*trues), frozenset().union(*falses)",
              ("tests/agent/engine/test_rule_guards.py",),
              "`not A or B`: a rule skipped for A's value although B could still make it true"),
+    Mutation("link_renames_a_path_the_rules_name", "sources/kernel/watched_files.py",
+             "        if named is None or path in self.exact or path.startswith(self.prefixes):",
+             "        if named is None:",
+             ("tests/sources/kernel/state/test_fd_events.py",),
+             "an open of /bin/ls renamed /usr/bin/ls: a rule on /bin/ no longer sees it"),
+    Mutation("close_fast_path_ignores_a_rule_on_close", "sources/kernel/state/kernel_state.py",
+             '                or "close" in forwarded):',
+             "                or False):",
+             ("tests/sources/kernel/state/test_fd_events.py",),
+             "closes applied undecoded although a rule reads them: its alerts never come"),
 )
 
 

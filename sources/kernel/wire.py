@@ -101,6 +101,8 @@ def _args_source(spec: SyscallSpec) -> str:
                 t, n = f"t{part_index}", f"n{part_index}"
                 value = (f"({t}[:{n}] if ({n} := ({t} := {part}).find(0)) >= 0 else {t})"
                          ".decode('utf-8', 'surrogateescape')")
+                if param.copy is Copy.DIRENT_NAME:  # mostly absent: then no text to make
+                    value = f"({value} if {part_index} < len(p) else '')"
             else:
                 value = part
         items.append(f"{param.name!r}: {value}")

@@ -57,23 +57,27 @@ class KernelProbe:
             # Approximate headers redefine a few macros clang already knows; that is harmless.
             return bcc.BPF(text=source.encode(), cflags=["-Wno-macro-redefined", "-w"])
 
-        offsets = btf_offsets()
-        try:
+        # What the kernel's verifier may refuse, most first: the registers at exit (bpf_task_pt_regs, 5.15),
+        # then the typed loads of the file ids (5.11); without either the probe reads no kernel struct.
+        found = btf_offsets()
+        tries: list[dict[str, int] | None] = [None]
+        if found is not None:
+            tries[:0] = [found, {name: offset for name, offset in found.items() if name not in REGISTERS}]
+        offsets = tries[0]
+        for offsets in {_frozen(offsets): offsets for offsets in tries}.values():
             try:
                 self._bpf = compiled(offsets)
+                break
             except Exception as exc:
                 if offsets is None:
-                    raise
-                # A kernel whose verifier refuses the typed loads (before 5.11) still runs the rest.
-                log.warning("kernel_file_ids_unavailable", reason=str(exc).splitlines()[0],
-                            hint="links to the files rules name are not followed on this kernel")
-                offsets = None
-                self._bpf = compiled(offsets)
-        except Exception as exc:
-            raise bcc_setup.KernelUnavailable(
-                f"BCC could not compile or load the probe against {self.headers}: {exc}; "
-                "check that BPF is allowed (root, CAP_BPF, no lockdown) and the headers are a merged tree"
-            ) from exc
+                    raise bcc_setup.KernelUnavailable(
+                        f"BCC could not compile or load the probe against {self.headers}: {exc}; "
+                        "check that BPF is allowed (root, CAP_BPF, no lockdown) and the headers are a merged tree"
+                    ) from exc
+                log.warning("kernel_btf_reads_refused", reason=str(exc).splitlines()[0],
+                            hint="the probe retries without them: " + (
+                                "opens and closes keep their enter programs" if REGISTERS[0] in offsets else
+                                "links to the files rules name are not followed on this kernel"))
         #: Whether opens report their file's device and inode (and watched files pass the prefilter).
         self.file_ids = offsets is not None
         self.compile_s = time.monotonic() - started
@@ -148,6 +152,11 @@ class KernelProbe:
         for thread in detaching:
             thread.join()
         self._bpf.cleanup()
+
+
+def _frozen(offsets: dict[str, int] | None) -> Any:
+    """A hashable stand-in for a try's offsets (equal tries are tried once)."""
+    return tuple(sorted(offsets.items())) if offsets is not None else None
 
 
 def _file_id(table: Any, dev: int, ino: int) -> Any:

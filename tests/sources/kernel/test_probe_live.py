@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from sources.kernel import bcc_setup
+from sources.kernel import probe as probe_module
 from sources.kernel.probe import KernelProbe
 from sources.kernel.probe_program import EXIT_ARGS
 from sources.kernel.record import SyscallRecord
@@ -182,3 +184,30 @@ def test_a_ring_buffer_too_small_for_a_flood_gives_drop_notices() -> None:
     assert notices[0].what == "syscall event drop" and notices[0].lost > 0
     assert source.metrics()["kernel_lost"] >= notices[0].lost
 
+
+
+def test_a_kernel_refusing_the_register_reads_gets_the_enter_programs_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier of a kernel without bpf_task_pt_regs refuses the exit-alone programs: the probe loads again
+    with enter programs and keeps the file ids; refusing those too, it loads reading no kernel struct."""
+    require_probe()
+    real = probe_module.generate
+    refused = "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) { return *(volatile int *)0; }\n"
+
+    def refusing(*names: str) -> Callable[..., str]:
+        def generate(*args: Any, **kwargs: Any) -> str:
+            offsets = kwargs.get("btf_offsets") or {}
+            return real(*args, **kwargs) + (refused if any(name in offsets for name in names) else "")
+        return generate
+
+    monkeypatch.setattr(probe_module, "generate", refusing("OFF_REGS_DI"))
+    loaded = KernelProbe(["openat", "close"], ring_buffer_pages=8)
+    try:
+        assert loaded.file_ids and b"syscalls:sys_enter_openat" in loaded._bpf.tracepoint_fds
+    finally:
+        loaded.close()
+    monkeypatch.setattr(probe_module, "generate", refusing("OFF_REGS_DI", "OFF_INODE_INO"))
+    loaded = KernelProbe(["openat", "close"], ring_buffer_pages=8)
+    try:
+        assert not loaded.file_ids and b"syscalls:sys_enter_openat" in loaded._bpf.tracepoint_fds
+    finally:
+        loaded.close()

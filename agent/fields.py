@@ -222,7 +222,15 @@ def cached_extractor(key: str, extract: Extractor) -> Extractor:
         return value
 
     get.__name__ = f"extract<{key}>"
+    get.cache_parts = (key, extract)  # type: ignore[attr-defined]
     return get
+
+
+def cache_parts(get: Extractor) -> tuple[str, Extractor] | None:
+    """The cache key and the uncached extraction of a `cached_extractor` (None for any other extractor), for
+    callers that generate code reading the event's cache inline."""
+    parts: tuple[str, Extractor] | None = getattr(get, "cache_parts", None)
+    return parts
 
 
 class FieldTable:

@@ -71,6 +71,16 @@ class Engine:
         self._correlations = CorrelationSet([], hostname=hostname)
         self._parse_cache: dict[str, Expr] = {}
 
+    @property
+    def rule_matching(self) -> RuleMatching:
+        return self._rule_matching
+
+    @rule_matching.setter
+    def rule_matching(self, value: RuleMatching) -> None:
+        self._rule_matching = value
+        # Decided here rather than per event: an enum member costs a lookup each time it is named.
+        self._first_only = value is RuleMatching.FIRST
+
     # ----- sources ----------------------------------------------------------------------------
     def add_source(self, spec: SourceSpec) -> None:
         """Register a source; ValueError when its guard fields are not text fields it has."""
@@ -191,26 +201,28 @@ class Engine:
         """Alerts for one event: the first matching rule, or all of them with `rule_matching: all`, then the
         correlations the event completes (they do not count as rule matches for `first`)."""
         ruleset = self._rulesets.get(event.source)
-        self.stats.events += 1
+        stats = self.stats
+        stats.events += 1
         if not event.num:
-            event.num = self.stats.events  # sources leave numbering to the engine (evt.num)
+            event.num = stats.events  # sources leave numbering to the engine (evt.num)
         if ruleset is None:
             return []
         alerts: list[Alert] = []
-        first_only = self.rule_matching is RuleMatching.FIRST
-        index_key = ruleset.index_key(event)
+        first_only = self._first_only
+        index_key = ruleset.key_of(event)
         for rule in ruleset.matching(event, index_key):
             try:
                 matched = rule.predicate(event)
             except EXTRACTION_ERRORS:
                 # An extractor met an input shape it did not expect: the rule cannot match this
                 # event, and the agent goes on with the next rule.
-                self.stats.rule_errors += 1
+                stats.rule_errors += 1
                 continue
             if matched:
                 alerts.append(alert_for(rule, event, hostname=self.hostname))
                 if first_only:
                     break
-        alerts += self._correlations.process(event, index_key, self.stats)
-        self.stats.alerts += len(alerts)
+        if self._correlations.correlations:  # without any, nothing to feed (a call per event spared)
+            alerts += self._correlations.process(event, index_key, stats)
+        stats.alerts += len(alerts)
         return alerts

@@ -18,12 +18,14 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
+from agent.fields import cache_parts
 from agent.priority import Priority
 from agent.source import SourceSpec
 
 #: Stands for "the field has no value" among the index values.
 MISSING = None
 _MEMO_LIMIT = 4096
+_MISS = object()
 #: Values of its guard field remembered per narrowing: paths are many, and each entry holds its string.
 _GUARD_MEMO_LIMIT = 512
 
@@ -138,13 +140,16 @@ Getter = Callable[[Event], Any]
 @dataclass(slots=True)
 class _Narrowing(Generic[R]):
     """The rules still possible for an event, and the guard field asked next: the first (in the source's order) that
-    one of them bounds, or none (`getter` None: `rules` are the candidates). Its answers are memoised per value of
+    one of them bounds, or none (`extract` None: `rules` are the candidates). Its answers are memoised per value of
     that field, each an equal or smaller narrowing."""
 
     rules: tuple[R, ...]
     #: Each rule with its guards not asked yet.
     guarded: tuple[tuple[R, tuple[Guard, ...]], ...]
-    getter: Getter | None
+    #: How the guard field is read: its uncached extraction, and its key in the event's cache (None when its getter
+    #: does not cache, and `extract` is that getter).
+    extract: Getter | None
+    cache_key: str | None
     position: int
     by_value: dict[Any, _Narrowing[R]]
 
@@ -166,6 +171,8 @@ class RuleSet(Generic[R]):
         guard_getters = guard_getters or {}
         self.rules = sorted(rules, key=lambda r: r.index)
         self._getters = tuple(index_getters.values())
+        #: `index_key` as one generated function: the index fields read inline from the event's cache.
+        self.key_of = _key_function(self._getters)
         self._names = tuple(index_getters)
         self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters)) for rule in self.rules]
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
@@ -173,7 +180,7 @@ class RuleSet(Generic[R]):
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
             for rule, sets in self._admits
         }
-        self._guard_getters = tuple(getter for getter, _guard in guard_getters.values())
+        self._guard_reads = tuple(_read_of(getter) for getter, _guard in guard_getters.values())
         guards = tuple(guard for _getter, guard in guard_getters.values())
         self._guards = {id(rule): guards_of(rule.condition, guards) for rule in self.rules}
         guard_names = tuple(guard_getters)
@@ -211,8 +218,7 @@ class RuleSet(Generic[R]):
 
     def index_key(self, event: Event) -> tuple[Any, ...]:
         """The event's index values: equal for every rule set built on the same source's index fields."""
-        getters = self._getters
-        return (getters[0](event),) if len(getters) == 1 else tuple([get(event) for get in getters])
+        return self.key_of(event)
 
     def candidates_for(self, key: tuple[Any, ...]) -> tuple[R, ...]:
         """Rules that can match an event with these index values (whatever its guard values), in evaluation
@@ -222,9 +228,16 @@ class RuleSet(Generic[R]):
     def matching(self, event: Event, key: tuple[Any, ...]) -> tuple[R, ...]:
         """Rules that can match this event, whose index values are `key`, in evaluation order."""
         node = self._memo.get(key) or self._selection(key)
-        while node.getter is not None:
+        cache = event.cache
+        while (extract := node.extract) is not None:
+            cache_key = node.cache_key
             try:
-                value = node.getter(event)
+                if cache_key is None:
+                    value = extract(event)
+                else:  # the caching getter inlined: a call less per guard asked
+                    value = cache.get(cache_key, _MISS)
+                    if value is _MISS:
+                        value = cache[cache_key] = extract(event)
             except EXTRACTION_ERRORS:
                 return node.rules  # the conditions meet the same error and count it
             try:
@@ -259,8 +272,8 @@ class RuleSet(Generic[R]):
             if len(self._narrowings) >= _MEMO_LIMIT:
                 self._narrowings.clear()
             position = min((g.position for _rule, guards in guarded for g in guards), default=-1)
-            found = _Narrowing(tuple(rule for rule, _guards in guarded), guarded,
-                               self._guard_getters[position] if position >= 0 else None, position, {})
+            extract, cache_key = self._guard_reads[position] if position >= 0 else (None, None)
+            found = _Narrowing(tuple(rule for rule, _guards in guarded), guarded, extract, cache_key, position, {})
             self._narrowings[identity] = found
         return found
 
@@ -272,6 +285,33 @@ class RuleSet(Generic[R]):
             if all(g.admits(value) for g in asked):
                 kept.append((rule, tuple(g for g in guards if g.position != node.position)))
         return self._narrowing(tuple(kept))
+
+
+def _key_function(getters: tuple[Getter, ...]) -> Callable[[Event], tuple[Any, ...]]:
+    """A function giving the values of `getters` for an event as a tuple. A caching getter is inlined (its value
+    read from, or stored in, the event's cache), which spares a call per index field on every event."""
+    namespace: dict[str, Any] = {"_M": _MISS}
+    lines = ["def key_of(ev):", "    _c = ev.cache"]
+    for position, get in enumerate(getters):
+        parts = cache_parts(get)
+        if parts is None:
+            namespace[f"_g{position}"] = get
+            lines.append(f"    v{position} = _g{position}(ev)")
+            continue
+        key, namespace[f"_x{position}"] = parts
+        lines += [f"    v{position} = _c.get({key!r}, _M)",
+                  f"    if v{position} is _M:",
+                  f"        v{position} = _c[{key!r}] = _x{position}(ev)"]
+    lines.append(f"    return ({''.join(f'v{position}, ' for position in range(len(getters)))})")
+    exec(compile("\n".join(lines), "<index key>", "exec"), namespace)
+    key_of: Callable[[Event], tuple[Any, ...]] = namespace["key_of"]
+    return key_of
+
+
+def _read_of(get: Getter) -> tuple[Getter, str | None]:
+    """The uncached extraction and cache key of a caching getter; any other getter with no key."""
+    parts = cache_parts(get)
+    return (get, None) if parts is None else (parts[1], parts[0])
 
 
 def _getter(spec: SourceSpec, name: str) -> Getter | None:

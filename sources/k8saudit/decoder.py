@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,7 +27,6 @@ _RFC3339 = re.compile(
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _SHOWN_MAX = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _days_from_civil(year: int, month: int, day: int) -> int:
@@ -69,7 +68,9 @@ def parse_timestamp_ns(stamp: str) -> int:
         except ValueError:
             pass  # the general parser below explains what is wrong
         else:
-            ts_ns = (parsed - _EPOCH) // _MICROSECOND * 1000
+            # The offset's parts in integer arithmetic: exact, and cheaper than dividing by a microsecond.
+            since = parsed - _EPOCH
+            ts_ns = ((since.days * 86400 + since.seconds) * 1_000_000 + since.microseconds) * 1000
             if 0 <= ts_ns <= EVENT_TIME_MAX_NS:  # checked inline: a call per event costs more than the test
                 return ts_ns
             return checked_event_time(ts_ns)  # raises TimeOutOfRange

@@ -26,6 +26,14 @@ class TestRuleMatching:
         assert lab.fired(lab.loaded(three, rule_matching=RuleMatching.ALL), name="x") == ["Alpha Rule", "beta",
                                                                                          "gamma"]
 
+    def test_matching_mode_changed_on_a_running_engine_applies_to_the_next_event(self, lab, three) -> None:
+        """Setting `rule_matching` after construction switches between one alert and all of them."""
+        engine = lab.loaded(three)
+        engine.rule_matching = RuleMatching.ALL
+        assert lab.fired(engine, name="x") == ["Alpha Rule", "beta", "gamma"]
+        engine.rule_matching = RuleMatching.FIRST
+        assert lab.fired(engine, name="x") == ["Alpha Rule"]
+
     def test_other_source_events_meet_no_rules(self, lab, three) -> None:
         """Events of a source without rules produce nothing."""
         engine = lab.loaded(three)

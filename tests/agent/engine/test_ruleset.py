@@ -93,3 +93,57 @@ class TestCandidates:
                                               + lab.rule("t.type = open", name="c"))])
         assert [(p.code.value, p.location.item_name, p.location.line) for p in result.problems] == [
             ("LOAD_NO_EVTTYPE", "a", 4)]
+
+
+class TestFieldReads:
+    """The index and guard fields are read through the event's cache, once per event for every reader."""
+
+    @staticmethod
+    def counting_engine(calls: list[str]) -> Any:
+        from agent.engine.engine import Engine
+        from agent.fields import FieldSpec, FieldTable, FieldType
+        from agent.source import SourceSpec
+
+        def counted(key: str) -> Any:
+            def factory(_arg: str | None) -> Any:
+                def extract(event: Any) -> Any:
+                    calls.append(key)
+                    return event.payload.get(key)
+                return extract
+            return factory
+
+        fields = [FieldSpec(f"t.{key}", FieldType.STRING, key, counted(key)) for key in ("type", "sub", "name")]
+        engine = Engine(rule_matching="all")  # type: ignore[arg-type]
+        engine.add_source(SourceSpec("test", FieldTable(fields), index_fields=("t.type", "t.sub"),
+                                     guard_fields=("t.name",)))
+        return engine
+
+    def test_each_field_is_extracted_once_per_event(self, lab) -> None:
+        """Index, guard, condition and output all read a field, but the event extracts it once."""
+        calls: list[str] = []
+        engine = self.counting_engine(calls)
+        text = (lab.rule("t.type = open and t.sub = a and t.name startswith x", name="a", output="%t.name %t.sub")
+                + lab.rule("t.name = xy and t.type exists", name="b", output="%t.type"))
+        _, result = lab.load(text, engine=engine)
+        assert result.successful, result.as_text()
+        alerts = engine.process(lab.event(type="open", sub="a", name="xy"))
+        assert [a.rule for a in alerts] == ["a", "b"]
+        assert sorted(calls) == ["name", "sub", "type"]
+        calls.clear()
+        assert engine.process(lab.event(type="open", sub="b", name="zz")) == []
+        assert sorted(calls) == ["name", "sub", "type"]
+
+    def test_getters_that_do_not_cache_still_index_and_guard(self, lab) -> None:
+        """A rule set built on plain getters gives the same index values and candidates."""
+        from agent.engine.rule_guards import guard_field
+        from agent.engine.ruleset import RuleSet
+
+        engine = lab.loaded(lab.rule("t.type = open and t.name = x", name="a")
+                            + lab.rule("t.type = close", name="b") + lab.rule("t.name = y", name="c"))
+        plain = RuleSet(engine.rules, {"t.type": lambda ev: ev.payload.get("type")},
+                        {"t.name": (lambda ev: ev.payload.get("name"), guard_field("t.name", ()))})
+        assert plain.index_key(lab.event(type="open")) == ("open",)
+        assert [r.name for r in plain.candidates(lab.event(type="open", name="x"))] == ["a"]
+        assert [r.name for r in plain.candidates(lab.event(type="open", name="y"))] == ["c"]
+        assert [r.name for r in plain.candidates(lab.event(type="close", name="x"))] == ["b"]
+        assert RuleSet(engine.rules, {}).index_key(lab.event(type="open")) == ()

@@ -156,6 +156,16 @@ class TestTimestamps:
         """Six or fewer fractional digits, Z or an offset, give the exact instant in nanoseconds."""
         assert parse_timestamp_ns(stamp) == ns_of(expected)
 
+    @pytest.mark.parametrize("stamp", [
+        "1970-01-01T00:00:00.000001Z", "1999-12-31T23:59:59.999999Z", "2000-02-29T12:34:56.000500Z",
+        "2024-05-01T10:00:00.123456Z", "2100-03-01T00:00:00.999999Z", "2554-07-21T23:34:33.709551Z",
+    ])
+    def test_apiserver_times_equal_the_same_instant_written_otherwise(self, stamp: str) -> None:
+        """The apiserver's own shape (six digits and Z, read by the fast path) gives the instant its offset form
+        gives, to the nanosecond."""
+        assert parse_timestamp_ns(stamp) == parse_timestamp_ns(stamp[:-1] + "+00:00")
+        assert parse_timestamp_ns(stamp) == ns_of(datetime.fromisoformat(stamp))
+
     def test_nanosecond_digits_are_kept(self) -> None:
         """Nine fractional digits keep nanosecond precision, with or without an offset."""
         base = ns_of(datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC))

@@ -61,10 +61,11 @@ class KernelProbe:
         # then the typed loads of the file ids (5.11); without either the probe reads no kernel struct.
         found = btf_offsets()
         tries: list[dict[str, int] | None] = [None]
+        if found is not None and REGISTERS[0] in found:
+            tries.insert(0, {name: offset for name, offset in found.items() if name not in REGISTERS})
         if found is not None:
-            tries[:0] = [found, {name: offset for name, offset in found.items() if name not in REGISTERS}]
-        offsets = tries[0]
-        for offsets in {_frozen(offsets): offsets for offsets in tries}.values():
+            tries.insert(0, found)
+        for offsets in tries:
             try:
                 self._bpf = compiled(offsets)
                 break
@@ -152,11 +153,6 @@ class KernelProbe:
         for thread in detaching:
             thread.join()
         self._bpf.cleanup()
-
-
-def _frozen(offsets: dict[str, int] | None) -> Any:
-    """A hashable stand-in for a try's offsets (equal tries are tried once)."""
-    return tuple(sorted(offsets.items())) if offsets is not None else None
 
 
 def _file_id(table: Any, dev: int, ino: int) -> Any:

@@ -567,18 +567,13 @@ def _value_copies(spec: SyscallSpec, source: str) -> list[str]:
     return copies
 
 
-def _file_id(spec: SyscallSpec, saved: _Saved) -> str:
-    """C finding the file an open's result names (`fid`) and, for a creating open of a file no scan found, the
-    watched directory it was made in (`dir_ino`, `dirent`)."""
-    copies = {p.copy for p in spec.params}
-    if Copy.FILE_INO not in copies:
-        return ""
-    found = " struct file_id fid; u64 file = file_of(args->ret, &fid);"
-    if Copy.DIR_INO in copies:
-        found += (f" u64 dir_ino = 0, dirent = 0; if (file && (({_open_flags(spec, saved)}) & {_O_CREAT})"
-                  f" && !watched(&fid))"
-                  f" dir_ino = created_in_watched(file, fid.dev, &dirent);")
-    return found
+def _opened_file() -> str:
+    """C finding, once the open's `flags` are known, the file its result names (`fid`) and, for a creating open of
+    a file no scan found, the watched directory it was made in (`dir_ino`, `dirent`). Whether the rules name the
+    file is asked where it decides something: most opens are decided without it."""
+    return (" struct file_id fid; u64 file = file_of(args->ret, &fid);"
+            f" u64 dir_ino = 0, dirent = 0; if (file && (flags & {_O_CREAT}) && !watched(&fid))"
+            " dir_ino = created_in_watched(file, fid.dev, &dirent);")
 
 
 def _saved(spec: SyscallSpec) -> str:
@@ -616,14 +611,14 @@ def _exit_body(spec: SyscallSpec, saved: _Saved, *, with_buffer: bool) -> str:
               and (p.arg in _DIRFD_ARGS or spec.name == "fchdir")]
     before = f"{saved.ts} - 1" if saved.ts else "0"  # the kept open comes first
     hidden = " ".join(f"reveal(id, (s32){saved.args}[{_slot(spec, arg)}], {before});" for arg in dirfds)
-    hidden += _file_id(spec, saved)
     if spec.name in OPEN_TYPES:
         path = next(param.arg for param in spec.params if param.kind is ParamKind.PATH)
-        flags = _open_flags(spec, saved)
-        # A file the rules name leaves the kernel whatever path reached it (a link, a bind mount).
-        hidden += (f" u32 len = 0; if (open_kept({type_id}, {saved.args}[{_slot(spec, path)}], {flags}, args->ret,"
-                   f" &len) && !watched(&fid) && !dir_ino) "
-                   f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, {flags}, len); "
+        # A file the rules name leaves the kernel whatever path reached it (a link, a bind mount). The flags are
+        # read once: openat2 keeps them in user memory.
+        hidden += f" u64 flags = {_open_flags(spec, saved)};" + _opened_file()
+        hidden += (f" u32 len = 0; if (open_kept({type_id}, {saved.args}[{_slot(spec, path)}], flags, args->ret,"
+                   f" &len) && !dir_ino && !watched(&fid)) "
+                   f"{{ count_filtered({type_id}); if (args->ret >= 0) hide_fd(id, args->ret, flags, len); "
                    f"{saved.forget} return 0; }}")
     return f"""{hidden}
     struct event *e = new_event({type_id}, id);

@@ -44,17 +44,15 @@ class WatchedFiles:
     prefixes: tuple[str, ...] = ()
     incomplete: tuple[str, ...] = ()
 
-    def name_of(self, dev: int, ino: int, path: str, dir_ino: int = 0, dirent: str = "") -> str:
-        """What an open of (dev, ino) as `path` is named: the rules' path of a watched file, or of the watched
-        directory `dir_ino` a new file `dirent` was made in; unless the rules name `path` itself (a rule on
-        `/bin/...` must still see `/bin/ls`, though `/usr/bin/ls` is that file)."""
-        named = self.names.get(file_key(dev, ino))
-        if named is None and dir_ino and dirent:
-            directory = self.names.get(file_key(dev, dir_ino))
-            named = directory.rstrip("/") + "/" + dirent if directory is not None else None
-        if named is None or path in self.exact or path.startswith(self.prefixes):
-            return path
-        return named
+    def made_in(self, dev: int, dir_ino: int, dirent: str) -> str | None:
+        """The rules' path of a new file `dirent` made in watched directory `dir_ino`; None when not watched."""
+        directory = self.names.get(file_key(dev, dir_ino)) if dirent else None
+        return directory.rstrip("/") + "/" + dirent if directory is not None else None
+
+    def covers(self, path: str) -> bool:
+        """Whether the rules name `path` itself: then it keeps its name (a rule on `/bin/...` must still see
+        `/bin/ls`, though `/usr/bin/ls` is that file)."""
+        return path in self.exact or path.startswith(self.prefixes)
 
     def ids(self) -> frozenset[tuple[int, int]]:
         """The (device, inode) pairs, as the probe's map holds them."""
@@ -67,23 +65,24 @@ def scan(exact: Iterable[str], prefixes: Iterable[str], *, limit: int) -> Watche
     names: dict[int, str] = {}
     exact, prefixes = frozenset(exact), tuple(sorted(set(prefixes)))
     for path in sorted(exact):
-        _add(names, path, limit)
+        if len(names) < limit:
+            _add(names, path)
     incomplete = []
     for prefix in prefixes:
         for path in _under(prefix):
             if len(names) >= limit:
                 incomplete.append(prefix)
                 break
-            _add(names, path, limit)
+            _add(names, path)
     return WatchedFiles(names, exact, prefixes, tuple(incomplete))
 
 
-def _add(names: dict[int, str], path: str, limit: int) -> None:
+def _add(names: dict[int, str], path: str) -> None:
     try:
         info = os.lstat(path)
     except (OSError, ValueError):
         return
-    if stat.S_ISLNK(info.st_mode) or len(names) >= limit:
+    if stat.S_ISLNK(info.st_mode):
         return
     names.setdefault(file_key(info.st_dev, info.st_ino), path)
 

@@ -127,8 +127,9 @@ _BUILDERS = _compile_args_builders()
 
 
 #: What the state needs of a close (tid, pid, res, fd slot), read straight from the header: the type field's
-#: offset, a close's type as it is written there, and the fields before it.
-_TYPE_AT = HEADER.size - 2 - 6 * 2 - 16 - 2 - 2
+#: offset (after ts, cgroup, tid, pid, uid, gid, res and the slots), a close's type as it is written there, and
+#: the fields before it.
+_TYPE_AT = struct.calcsize("<QQIIIIq6Q")
 _CLOSE_TYPE = TYPE_IDS["close"].to_bytes(2, "little")
 _CLOSE_FIELDS = struct.Struct("<16xII8xqQ")
 

@@ -101,15 +101,15 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
     flags = open_flags(rec)
     ino, dev = args.get("ino", 0), args.get("dev", 0)
     if ino:
-        # One lookup decides for most opens (file_key inlined: every open pays it): a file the rules name opened
-        # by that name, or not watched and not made in a watched directory.
-        named = ctx.watched_files.names.get(dev << 64 | ino)
-        if named != path and (named is not None or args.get("dir_ino")):
-            # Opened through a link or another mount: named as the rules name it.
-            named = ctx.watched_files.name_of(dev, ino, path, args.get("dir_ino", 0), args.get("dirent", ""))
-            if named != path:
-                path = named
-                ctx.counters[NAMED_BY_INODE] += 1
+        # A file the rules name, or one made in a directory they name, opened through a link or another mount:
+        # named as the rules name it. One lookup decides for most opens (file_key inlined: every open pays it).
+        watched = ctx.watched_files
+        named = watched.names.get(dev << 64 | ino)
+        if named is None and args.get("dir_ino"):
+            named = watched.made_in(dev, args["dir_ino"], args.get("dirent", ""))
+        if named is not None and named != path and not watched.covers(path):
+            path = named
+            ctx.counters[NAMED_BY_INODE] += 1
     # Positional (name, name_raw, flags, ino, dev): see _created.
     info = FdInfo(rec.res, FdType.DIRECTORY if flags & O_DIRECTORY else FdType.FILE, path, raw, flags, ino, dev)
     thread.fds.add(info)
@@ -118,8 +118,12 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
 
 def on_close(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
     num = rec.args.get("fd", -1)
-    info = thread.fds.remove(num) if rec.res == 0 else thread.fds.get(num)
-    return SyscallEvent(rec, thread, ctx.lookups, info, True, num)
+    return SyscallEvent(rec, thread, ctx.lookups, close_fd(thread, num, rec.res), True, num)
+
+
+def close_fd(thread: ThreadInfo, num: int, res: int) -> FdInfo | None:
+    """The descriptor a close names, removed from the table when the close succeeded."""
+    return thread.fds.remove(num) if res == 0 else thread.fds.get(num)
 
 
 def on_dup(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:

@@ -152,8 +152,7 @@ class KernelState:
         if (thread is None or thread.pid != pid or self._observer is not None or forwarded is None
                 or "close" in forwarded):
             return False
-        if res == 0:
-            thread.fds.remove(fd)
+        fd_events.close_fd(thread, fd, res)
         if self._fetched:
             self._integrate_containers()
         self._num += 1

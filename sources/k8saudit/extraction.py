@@ -131,10 +131,8 @@ def scalar_at(*keys: str) -> ExtractorFactory:
     def factory(_arg: str | None) -> Extractor:
         # Most `ka.*` fields sit one or two keys deep and are read for every event: those paths are walked
         # without a loop.
-        if len(keys) == 1:
-            return _scalar_at_key(keys[0])
-        if len(keys) == 2:
-            return _scalar_at_keys(keys[0], keys[1])
+        if len(keys) in (1, 2):
+            return _scalar_near(*keys)
 
         def extract(event: Event) -> Value:
             payload = event.payload
@@ -152,32 +150,16 @@ def scalar_at(*keys: str) -> ExtractorFactory:
     return factory
 
 
-def _scalar_at_key(key: str) -> Extractor:
-    """`scalar_at` of a one-key path."""
+def _scalar_near(outer: str, inner: str | None = None) -> Extractor:
+    """`scalar_at` of a one- or two-key path."""
 
     def extract(event: Event) -> Value:
         payload = event.payload
         if payload.__class__ is not dict or "auditID" not in payload:
             return None
-        node = payload.get(key, MISSING)
-        if node.__class__ is str:
-            return node
-        return None if node is MISSING else json_text(node)
-
-    return extract
-
-
-def _scalar_at_keys(outer: str, inner: str) -> Extractor:
-    """`scalar_at` of a two-key path."""
-
-    def extract(event: Event) -> Value:
-        payload = event.payload
-        if payload.__class__ is not dict or "auditID" not in payload:
-            return None
-        node = payload.get(outer)
-        if node.__class__ is not dict:
-            return None
-        node = node.get(inner, MISSING)
+        node = payload.get(outer, MISSING)
+        if inner is not None:
+            node = node.get(inner, MISSING) if node.__class__ is dict else MISSING
         if node.__class__ is str:
             return node
         return None if node is MISSING else json_text(node)

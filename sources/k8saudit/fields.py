@@ -51,7 +51,7 @@ def _uri_param(payload: dict[str, Any], arg: str | None) -> Value:
 
 
 def first_query_value(query: str, name: str) -> str | None:
-    """`parse_qs(query, keep_blank_values=True)[name][0]`, or None, decoding only the names before the one found."""
+    """`parse_qs(query, keep_blank_values=True)[name][0]`, or None: stops at the first pair of that name."""
     for pair in query.split("&"):
         if not pair:
             continue

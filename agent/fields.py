@@ -189,7 +189,8 @@ class FieldSpec:
 
 
 _INDEX_RE = re.compile(r"0|[1-9][0-9]*")
-_MISS = object()
+#: What the event's cache answers for a field not extracted yet.
+CACHE_MISS = object()
 
 
 #: Each byte as a BYTEBUF value shows in outputs: printable ASCII as itself, any other byte as a dot, as libsinsp
@@ -216,14 +217,21 @@ def cached_extractor(key: str, extract: Extractor) -> Extractor:
 
     def get(event: Event) -> Value:
         cache = event.cache
-        value = cache.get(key, _MISS)
-        if value is _MISS:
+        value = cache.get(key, CACHE_MISS)
+        if value is CACHE_MISS:
             value = cache[key] = extract(event)
         return value
 
     get.__name__ = f"extract<{key}>"
     get.cache_parts = (key, extract)  # type: ignore[attr-defined]
     return get
+
+
+def cached_read(var: str, key: str, extract: str) -> str:
+    """Generated code (an expression) for what `cached_extractor` does, without its call: the value under `key` in
+    the event's cache (`_c`, with CACHE_MISS bound as `_M`), else the function named `extract` applied to `ev`,
+    stored there. `var` is a local the expression may use."""
+    return f"({var} if ({var} := _c.get({key!r}, _M)) is not _M else _c.setdefault({key!r}, {extract}(ev)))"
 
 
 def cache_parts(get: Extractor) -> tuple[str, Extractor] | None:

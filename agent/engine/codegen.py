@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from agent.engine.ast import And, Check, Expr, Not, Or
 from agent.event import Event
+from agent.fields import CACHE_MISS, cached_read
 
 if TYPE_CHECKING:
     from agent.engine.compiler import CheckPlan
 
 #: Python's parser refuses deeply nested parentheses; stay well below its limit.
 MAX_GENERATED_DEPTH = 50
-_MISS = object()
 
 
 class _Builder:
     def __init__(self, plan: Callable[[Check], CheckPlan]) -> None:
         self.plan = plan
-        self.namespace: dict[str, Any] = {"_M": _MISS}
+        self.namespace: dict[str, Any] = {"_M": CACHE_MISS}
         self.count = 0
 
     def bind(self, value: Any) -> str:
@@ -40,8 +40,7 @@ class _Builder:
         if lhs.key is None or lhs.extract is None:
             return f"{self.bind(lhs.get)}(ev)"
         extract = self.bind(lhs.extract)
-        var, key = f"_v{self.count}", repr(lhs.key)
-        return f"({var} if ({var} := _c.get({key}, _M)) is not _M else _c.setdefault({key}, {extract}(ev)))"
+        return cached_read(f"_v{self.count}", lhs.key, extract)
 
     def expr(self, node: Expr, depth: int) -> str:
         if depth > MAX_GENERATED_DEPTH:

@@ -209,7 +209,7 @@ class Engine:
             return []
         alerts: list[Alert] = []
         first_only = self._first_only
-        index_key = ruleset.key_of(event)
+        index_key = ruleset.index_key(event)
         for rule in ruleset.matching(event, index_key):
             try:
                 matched = rule.predicate(event)

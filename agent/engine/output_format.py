@@ -10,13 +10,12 @@ from agent.alert import Alert
 from agent.engine.ast import FieldRef, Pos
 from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
-from agent.engine.transformers import Getter, Typed
+from agent.engine.transformers import Getter
 from agent.event import Event
-from agent.fields import AnyOf, FieldTable, buffer_text, field_key
+from agent.fields import CACHE_MISS, AnyOf, FieldTable, buffer_text, cache_parts, cached_read, field_key
 from agent.priority import Priority
 
 NA = "<NA>"
-_MISS = object()
 _DEPRECATED_TOKENS = frozenset({"container.info"})
 
 
@@ -55,13 +54,8 @@ EXTRACTION_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    """A field or transformer in the output text. `key` and `extract` are set for a plain field: its per-event
-    cache key and its extraction without the cache, so that the composed output reads the cache inline."""
-
     get: Getter
     width: int
-    key: str | None = None
-    extract: Getter | None = None
 
 
 Composer = Callable[[Event], tuple[str, dict[str, Any]]]
@@ -148,7 +142,7 @@ def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] |
         if token is None:
             raise CompileError("invalid formatting token: '%' must be followed by a field", parser.pos(start),
                                unknown_filter=True)
-        name, typed = token
+        name, getter = token
         i = parser.i
         if name in _DEPRECATED_TOKENS:
             if warn is not None:
@@ -157,7 +151,7 @@ def compile_output(fmt: str, table: FieldTable, *, warn: Callable[[str], None] |
         if literal:
             parts.append("".join(literal))
             literal = []
-        parts.append(_Token(typed.get, width, typed.key, typed.extract))
+        parts.append(_Token(getter, width))
     if literal:
         parts.append("".join(literal))
     return OutputFormat(tuple(parts), tuple(fields.items()))
@@ -174,7 +168,7 @@ def compile_value(name: str, table: FieldTable) -> Getter:
 
 
 def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
-                 fields: dict[str, Getter]) -> tuple[str, Typed] | None:
+                 fields: dict[str, Getter]) -> tuple[str, Getter] | None:
     text = parser.text
     ident = IDENT_RE.match(text, parser.i)
     try:
@@ -182,7 +176,7 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
             node = parser.parse_transformer()
             for ref in _field_refs(node):
                 fields.setdefault(str(ref), compiler.field(ref, in_output=True).get)
-            return node.name, compiler.transform(node)
+            return node.name, compiler.transform(node).get
     except ConditionSyntaxError as exc:
         raise CompileError(exc.message, exc.pos) from None
     match = FIELD_RE.match(text, parser.i)
@@ -191,7 +185,7 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
     name = match.group()
     if name in _DEPRECATED_TOKENS:
         parser.i = match.end()
-        return name, Typed(lambda _ev: None, "string", False)
+        return name, lambda _ev: None
     # The token is the longest dotted prefix that names a field of this source.
     while table.resolve(name, None) is None:
         cut = name.rfind(".")
@@ -205,9 +199,9 @@ def _parse_token(parser: Parser, table: FieldTable, compiler: ConditionCompiler,
     except ConditionSyntaxError as exc:
         raise CompileError(exc.message, exc.pos) from None
     ref = FieldRef(name, arg, parser.pos(parser.i))
-    typed = compiler.field(ref, in_output=True)
-    fields.setdefault(field_key(name, arg), typed.get)
-    return name, typed
+    getter = compiler.field(ref, in_output=True).get
+    fields.setdefault(field_key(name, arg), getter)
+    return name, getter
 
 
 def _field_refs(node: Any) -> list[FieldRef]:
@@ -224,7 +218,7 @@ class _ComposerSource:
 
     def __init__(self) -> None:
         self.namespace: dict[str, Any] = {
-            "_M": _MISS, "_E": EXTRACTION_ERRORS, "_rv": render_value, "_jv": json_value}
+            "_M": CACHE_MISS, "_E": EXTRACTION_ERRORS, "_rv": render_value, "_jv": json_value}
         self.lines: list[str] = ["def compose(ev):", "    _c = ev.cache"]
         self._slots: dict[int, str] = {}  # id of a getter -> the variable holding its value
 
@@ -233,8 +227,8 @@ class _ComposerSource:
         self.namespace[name] = value
         return name
 
-    def value_of(self, get: Getter, key: str | None = None, extract: Getter | None = None) -> str:
-        """The variable holding a value, extracted once: inline from the event's cache when the key is known.
+    def value_of(self, get: Getter) -> str:
+        """The variable holding a value, extracted once: inline from the event's cache when `get` caches.
 
         An extractor that meets an input shape it did not expect gives None (<NA>), and the alert still goes out.
         """
@@ -242,20 +236,13 @@ class _ComposerSource:
         if slot is not None:
             return slot
         slot = self._slots[id(get)] = f"v{len(self._slots)}"
-        if key is not None and extract is not None:
-            self.lines += [
-                "    try:",
-                f"        {slot} = _c.get({key!r}, _M)",
-                f"        if {slot} is _M:",
-                f"            {slot} = _c[{key!r}] = {self.bind(extract)}(ev)",
-            ]
-        else:
-            self.lines += ["    try:", f"        {slot} = {self.bind(get)}(ev)"]
-        self.lines += ["    except _E:", f"        {slot} = None"]
+        parts = cache_parts(get)
+        read = f"{self.bind(get)}(ev)" if parts is None else cached_read(slot, parts[0], self.bind(parts[1]))
+        self.lines += ["    try:", f"        {slot} = {read}", "    except _E:", f"        {slot} = None"]
         return slot
 
     def text_of(self, token: _Token) -> str:
-        slot = self.value_of(token.get, token.key, token.extract)
+        slot = self.value_of(token.get)
         text = f"({slot} if {slot}.__class__ is str else _rv({slot}))"
         return f"{text}[:{token.width}].ljust({token.width})" if token.width else text
 

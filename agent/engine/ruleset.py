@@ -18,14 +18,13 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import cache_parts
+from agent.fields import CACHE_MISS, cache_parts, cached_read
 from agent.priority import Priority
 from agent.source import SourceSpec
 
 #: Stands for "the field has no value" among the index values.
 MISSING = None
 _MEMO_LIMIT = 4096
-_MISS = object()
 #: Values of its guard field remembered per narrowing: paths are many, and each entry holds its string.
 _GUARD_MEMO_LIMIT = 512
 
@@ -171,8 +170,9 @@ class RuleSet(Generic[R]):
         guard_getters = guard_getters or {}
         self.rules = sorted(rules, key=lambda r: r.index)
         self._getters = tuple(index_getters.values())
-        #: `index_key` as one generated function: the index fields read inline from the event's cache.
-        self.key_of = _key_function(self._getters)
+        #: The event's index values: equal for every rule set built on the same source's index fields (one
+        #: generated function reading them inline from the event's cache).
+        self.index_key = _key_function(self._getters)
         self._names = tuple(index_getters)
         self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters)) for rule in self.rules]
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
@@ -216,10 +216,6 @@ class RuleSet(Generic[R]):
         """Rules that can match this event, in evaluation order."""
         return self.matching(event, self.index_key(event))
 
-    def index_key(self, event: Event) -> tuple[Any, ...]:
-        """The event's index values: equal for every rule set built on the same source's index fields."""
-        return self.key_of(event)
-
     def candidates_for(self, key: tuple[Any, ...]) -> tuple[R, ...]:
         """Rules that can match an event with these index values (whatever its guard values), in evaluation
         order."""
@@ -235,8 +231,8 @@ class RuleSet(Generic[R]):
                 if cache_key is None:
                     value = extract(event)
                 else:  # the caching getter inlined: a call less per guard asked
-                    value = cache.get(cache_key, _MISS)
-                    if value is _MISS:
+                    value = cache.get(cache_key, CACHE_MISS)
+                    if value is CACHE_MISS:
                         value = cache[cache_key] = extract(event)
             except EXTRACTION_ERRORS:
                 return node.rules  # the conditions meet the same error and count it
@@ -290,18 +286,13 @@ class RuleSet(Generic[R]):
 def _key_function(getters: tuple[Getter, ...]) -> Callable[[Event], tuple[Any, ...]]:
     """A function giving the values of `getters` for an event as a tuple. A caching getter is inlined (its value
     read from, or stored in, the event's cache), which spares a call per index field on every event."""
-    namespace: dict[str, Any] = {"_M": _MISS}
+    namespace: dict[str, Any] = {"_M": CACHE_MISS}
     lines = ["def key_of(ev):", "    _c = ev.cache"]
     for position, get in enumerate(getters):
         parts = cache_parts(get)
-        if parts is None:
-            namespace[f"_g{position}"] = get
-            lines.append(f"    v{position} = _g{position}(ev)")
-            continue
-        key, namespace[f"_x{position}"] = parts
-        lines += [f"    v{position} = _c.get({key!r}, _M)",
-                  f"    if v{position} is _M:",
-                  f"        v{position} = _c[{key!r}] = _x{position}(ev)"]
+        namespace[f"_g{position}"] = get if parts is None else parts[1]
+        read = f"_g{position}(ev)" if parts is None else cached_read(f"v{position}", parts[0], f"_g{position}")
+        lines.append(f"    v{position} = {read}")
     lines.append(f"    return ({''.join(f'v{position}, ' for position in range(len(getters)))})")
     exec(compile("\n".join(lines), "<index key>", "exec"), namespace)
     key_of: Callable[[Event], tuple[Any, ...]] = namespace["key_of"]

@@ -11,7 +11,7 @@ from sources.kernel.record import SyscallRecord
 from sources.kernel.state.context import StateContext
 from sources.kernel.state.fds import O_CLOEXEC, FdInfo, FdType, IpAddress, Role, socket_name
 from sources.kernel.state.host import FdPaths
-from sources.kernel.state.paths import AT_FDCWD, ProcLink, path_through_proc
+from sources.kernel.state.paths import AT_FDCWD, ProcLink, names_itself, path_through_proc
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, SockAddr, parse_sockaddr
 from sources.kernel.state.threads import ThreadInfo
@@ -52,6 +52,8 @@ def open_flags(rec: SyscallRecord) -> int:
 def resolve_at(ctx: StateContext, thread: ThreadInfo, dirfd: int, path: str) -> str:
     """A path relative to a dirfd (AT_FDCWD: the working directory), as an absolute path ("<UNKNOWN>" stands
     for a dirfd nobody can name), the opener's own links in procfs followed (`own_proc_link`)."""
+    if path and names_itself(path):
+        return path
     if path.startswith("/") or dirfd == AT_FDCWD:
         base = thread.cwd
     else:
@@ -98,7 +100,9 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
         event = _created(ctx, rec, thread, None)
         event.path, event.path_raw = path, raw
         return event
-    flags = open_flags(rec)
+    flags = args.get("flags")
+    if flags.__class__ is not int:  # creat, a replayed openat2's open_how: the call is spared the usual open
+        flags = open_flags(rec)
     ino, dev = args.get("ino", 0), args.get("dev", 0)
     if ino:
         # A file the rules name, or one made in a directory they name, opened through a link or another mount:

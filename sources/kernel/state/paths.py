@@ -17,12 +17,23 @@ def absolute_path(base: str, path: str) -> str:
     """
     if not path:
         return ""
-    if path[0] == "/" and "//" not in path and "/." not in path and path[-1] != "/":
-        return path  # the usual absolute path has nothing to fold (a `.` component always follows a slash)
+    if _has_nothing_to_fold(path):
+        return path
     joined = path if path.startswith("/") else f"{base or '/'}/{path}"
     normal = posixpath.normpath(joined)
     # normpath keeps a leading "//" (POSIX allows it to mean something else); Linux does not.
     return "/" + normal.lstrip("/") if normal.startswith("//") else normal
+
+
+def _has_nothing_to_fold(path: str) -> bool:
+    # A `.` or `..` component always follows a slash.
+    return path[0] == "/" and "//" not in path and "/." not in path and path[-1] != "/"
+
+
+def names_itself(path: str) -> bool:
+    """Whether `path` (not empty) is already the absolute path Falco reports, whatever the base: absolute, with
+    nothing to fold and no procfs link on the way (the usual open: callers skip resolving it)."""
+    return _has_nothing_to_fold(path) and "/proc" not in path and "/dev/fd" not in path
 
 
 def directory_of(path: str) -> str:

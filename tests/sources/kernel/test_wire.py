@@ -39,6 +39,7 @@ def test_a_file_made_in_a_watched_directory_carries_its_name_there() -> None:
     (b"/etc/shadow", "/etc/shadow", 2**32 - 100),  # a path cut at the copy limit has no NUL: kept whole
     (b"/tmp/a\0junk", "/tmp/a", 5),  # the text ends at the first NUL
     (b"/tmp/\xff\0", "/tmp/\udcff", 2**31 - 1),  # bytes that are not UTF-8 survive (surrogateescape)
+    (b"/tmp/\xc3\0\xa9", "/tmp/\udcc3", 7),  # a character cut by the NUL is not joined across it
 ])
 def test_a_path_is_the_text_before_its_first_nul(part: bytes, name: str, dirfd: int) -> None:
     record = RecordDecoder().decode(_record("openat", args=(dirfd, 0, 0), parts=(part,), res=3))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sources.kernel.state import LiveHostView
-from sources.kernel.state.paths import ProcLink, path_through_proc
+from sources.kernel.state.paths import ProcLink, names_itself, path_through_proc
 from tests.sources.kernel.state_fixtures import FakeHost, Stream, default_host, extract
 
 O_RDONLY, O_WRONLY, O_DIRECTORY, O_PATH = 0, 1, 0o200000, 0o10000000
@@ -44,6 +44,18 @@ _LINKS = {ProcLink(None, 3): "/etc/sudoers.d", ProcLink(None, cwd=True): "/home/
 ])
 def test_a_path_through_procfs_links_reaches_where_they_lead(path: str, reached: str) -> None:
     assert path_through_proc("/", path, _LINKS.get) == reached
+
+
+@pytest.mark.parametrize(("path", "plain"), [
+    ("/etc/shadow", True), ("/usr/lib/x86_64-linux-gnu/libc.so.6", True), ("/etc/.hidden", False),
+    ("/etc//shadow", False), ("/etc/", False), ("/etc/../etc/shadow", False), ("etc/shadow", False),
+    ("/proc/self/fd/3", False), ("/dev/fd/3", False), ("/devices/x", True), ("/etc/proc/self/fd/3", False),
+])
+def test_only_a_path_nothing_can_rename_skips_resolving(path: str, plain: bool) -> None:
+    # The open fast path returns such a path as passed: it must be what resolving it gives, from any base.
+    assert names_itself(path) is plain
+    if plain:
+        assert path_through_proc("/home/alice", path, _LINKS.get) == path
 
 
 def test_a_relative_path_is_joined_to_its_base_first() -> None:

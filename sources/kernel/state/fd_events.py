@@ -52,8 +52,6 @@ def open_flags(rec: SyscallRecord) -> int:
 def resolve_at(ctx: StateContext, thread: ThreadInfo, dirfd: int, path: str) -> str:
     """A path relative to a dirfd (AT_FDCWD: the working directory), as an absolute path ("<UNKNOWN>" stands
     for a dirfd nobody can name), the opener's own links in procfs followed (`own_proc_link`)."""
-    if path and names_itself(path):
-        return path
     if path.startswith("/") or dirfd == AT_FDCWD:
         base = thread.cwd
     else:
@@ -95,7 +93,8 @@ def own_proc_link(thread: ThreadInfo, link: ProcLink) -> str | None:
 def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
     args = rec.args
     raw = args.get("name", "") or ""
-    path = resolve_at(ctx, thread, args.get("dirfd", AT_FDCWD), raw)
+    # Most opens pass an absolute path with nothing to resolve: it costs no call.
+    path = raw if raw and names_itself(raw) else resolve_at(ctx, thread, args.get("dirfd", AT_FDCWD), raw)
     if rec.res < 0:
         event = _created(ctx, rec, thread, None)
         event.path, event.path_raw = path, raw
@@ -117,7 +116,7 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
     # Positional (name, name_raw, flags, ino, dev): see _created.
     info = FdInfo(rec.res, FdType.DIRECTORY if flags & O_DIRECTORY else FdType.FILE, path, raw, flags, ino, dev)
     thread.fds.add(info)
-    return _created(ctx, rec, thread, info)
+    return SyscallEvent(rec, thread, ctx.lookups, info, True, rec.res)  # _created, its call spared
 
 
 def on_close(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:

@@ -13,7 +13,7 @@ from sources.kernel.dns_names import DOMAIN_NAMES
 from sources.kernel.evt_fields import payload_of, simple
 from sources.kernel.state.cgroup import short_id
 from sources.kernel.state.fd_events import OPEN_TYPES
-from sources.kernel.state.fds import FdInfo, FdType, Role
+from sources.kernel.state.fds import DIRECTORY, FILE, FdInfo, FdType, Role
 from sources.kernel.state.paths import directory_of, filename_of
 from sources.kernel.state.payload import SyscallEvent
 
@@ -68,14 +68,14 @@ def _directory(ev: SyscallEvent) -> Value:
     if info is None:
         name = _creator_name(ev)
         return directory_of(name) if name is not None else None
-    if info.type is FdType.DIRECTORY:
+    if info.type is DIRECTORY:
         return info.name
-    return directory_of(info.name) if info.type is FdType.FILE else None
+    return directory_of(info.name) if info.type is FILE else None
 
 
 def _filename(ev: SyscallEvent) -> Value:
     info = ev.fd
-    return filename_of(info.name) if info is not None and info.type is FdType.FILE else None
+    return filename_of(info.name) if info is not None and info.type is FILE else None
 
 
 def _connected_ip(fn: Callable[[FdInfo], Value]) -> Callable[[FdInfo], Value]:

@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from sources.kernel.record import SyscallRecord
 from sources.kernel.state.context import StateContext
-from sources.kernel.state.fds import O_CLOEXEC, FdInfo, FdType, IpAddress, Role, socket_name
+from sources.kernel.state.fds import DIRECTORY, FILE, O_CLOEXEC, FdInfo, FdType, IpAddress, Role, socket_name
 from sources.kernel.state.host import FdPaths
 from sources.kernel.state.paths import AT_FDCWD, ProcLink, names_itself, path_through_proc
 from sources.kernel.state.payload import SyscallEvent
@@ -114,7 +114,7 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
             path = named
             ctx.counters[NAMED_BY_INODE] += 1
     # Positional (name, name_raw, flags, ino, dev): see _created.
-    info = FdInfo(rec.res, FdType.DIRECTORY if flags & O_DIRECTORY else FdType.FILE, path, raw, flags, ino, dev)
+    info = FdInfo(rec.res, DIRECTORY if flags & O_DIRECTORY else FILE, path, raw, flags, ino, dev)
     thread.fds.add(info)
     return SyscallEvent(rec, thread, ctx.lookups, info, True, rec.res)  # _created, its call spared
 

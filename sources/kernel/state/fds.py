@@ -48,6 +48,9 @@ class FdType(Enum):
 
 
 _BY_NAME = {t.type_name: t for t in FdType}
+#: Members read once: reading one through its enum class costs about 0.1 µs (Python 3.11), which every open and
+#: every fd.directory or fd.filename read would pay.
+FILE, DIRECTORY = FdType.FILE, FdType.DIRECTORY
 
 
 class Role(Enum):

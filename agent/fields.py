@@ -8,7 +8,7 @@ those. An extractor never returns an empty tuple: an empty list is "not availabl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum, Flag, auto
 from typing import Any
@@ -150,7 +150,8 @@ def _not_available(_event: Event) -> Value:
 class FieldSpec:
     """One field a source can extract.
 
-    `extractor` builds the extraction function for an argument; a field declared for rule
+    `extractor` builds the extraction function for an argument, which may declare how generated code reads
+    the field without calling it (`with_inline`); a field declared for rule
     compatibility whose extraction is not implemented yet keeps the default, and the condition
     compiler refuses any rule that names it (`is_implemented`). `dot_arg` lets the argument be
     written after a dot (`evt.arg.flags`).
@@ -227,11 +228,131 @@ def cached_extractor(key: str, extract: Extractor) -> Extractor:
     return get
 
 
-def cached_read(var: str, key: str, extract: str) -> str:
-    """Generated code (an expression) for what `cached_extractor` does, without its call: the value under `key` in
-    the event's cache (`_c`, with CACHE_MISS bound as `_M`), else the function named `extract` applied to `ev`,
-    stored there. `var` is a local the expression may use."""
-    return f"({var} if ({var} := _c.get({key!r}, _M)) is not _M else _c.setdefault({key!r}, {extract}(ev)))"
+@dataclass(frozen=True, slots=True)
+class InlineRead:
+    """How generated code reads a field without calling its extractor (declared with `with_inline`).
+
+    Where `guard` holds, `value` is what the extractor returns; elsewhere generated code calls the extractor.
+    `guard` is hoisted to the start of each generated function (fields with the same guard share it), so the
+    checks every field of a source repeats (the payload's shape) run once per function. Both are Python expressions
+    and `str.format` templates: `{payload}` is the event's payload, `{event}` the event, `{tmp}` a local `value` may
+    assign with `:=`, `{fallback}` the extractor's value read through the event's cache (for the values costly
+    enough to keep there), and each name of `names` the object it is paired with (so literal braces are doubled).
+    `guard` may use `{payload}` alone, and must not raise (it runs for reads a condition may never reach); an empty
+    `guard` always holds.
+    """
+
+    guard: str
+    value: str
+    names: tuple[tuple[str, Any], ...] = ()
+
+
+def template_literal(value: Any) -> str:
+    """`value`'s Python literal as text of an InlineRead template (its braces doubled)."""
+    return repr(value).replace("{", "{{").replace("}", "}}")
+
+
+def with_inline(extract: Extractor, read: InlineRead) -> Extractor:
+    """`extract`, declaring `read` as the inline form generated code uses in its place."""
+    extract.inline_read = read  # type: ignore[attr-defined]
+    return extract
+
+
+def inline_read(extract: Extractor) -> InlineRead | None:
+    """The inline form an extractor declares (`with_inline`), if any."""
+    read: InlineRead | None = getattr(extract, "inline_read", None)
+    return read
+
+
+#: The local holding each guard's truth in generated functions: the same in all of them, so that the texts of
+#: several can share one function body.
+_GUARD_LOCALS: dict[str, str] = {}
+
+
+class GeneratedReads:
+    """The field reads of one generated function over an event `ev`: an expression per read, and the lines that
+    must open the function (`prologue`).
+
+    A field whose extractor declares an inline form is read inline (no call, no cache: its steps cost less than
+    either); any other through the event's cache, as `cached_extractor` does but without its call: the value under
+    its key, else its extraction stored there. `bind` puts an object in the function's namespace and returns the
+    name it has there.
+    """
+
+    def __init__(self, bind: Callable[[Any], str]) -> None:
+        self._bind = bind
+        self._miss = bind(CACHE_MISS)
+        self._guards: dict[str, str] = {}  # guard text -> the local holding its truth
+        self._count = 0
+        self._uses_cache = False
+        self._uses_payload = False
+        self._bound: dict[int, str] = {}  # id of an object an inline form names -> its name in the namespace
+
+    def read(self, key: str | None, extract: Extractor) -> str:
+        """Expression for the value of a field with uncached extraction `extract`, cached under `key` (None: not
+        cached)."""
+        self._count += 1
+        tmp = f"_r{self._count}"
+        inline = inline_read(extract)
+        if inline is None:
+            self._uses_cache = self._uses_cache or key is not None
+            return self._cached(tmp, key, extract, "_c")
+        # The fallback fetches the cache itself: most functions never take it, and need no local for it.
+        fallback = self._cached(tmp, key, extract, "ev.cache")
+        names = {name: self._bound_name(value) for name, value in inline.names}
+        value = inline.value.format(payload="_p", event="ev", tmp=tmp, fallback=fallback, **names)
+        self._uses_payload = self._uses_payload or "{payload}" in inline.value or bool(inline.guard)
+        if not inline.guard:
+            return f"({value})"
+        guard = inline.guard.format(payload="_p")
+        local = self._guards[guard] = _GUARD_LOCALS.setdefault(guard, f"_g{len(_GUARD_LOCALS)}")
+        return f"({value} if {local} else {fallback})"
+
+    def _bound_name(self, value: Any) -> str:
+        name = self._bound.get(id(value))
+        if name is None:
+            name = self._bound[id(value)] = self._bind(value)
+        return name
+
+    def _cached(self, tmp: str, key: str | None, extract: Extractor, cache: str) -> str:
+        """The read through the event's cache (the expression `cache`); a call when not cached (`key` None)."""
+        name = self._bind(extract)
+        if key is None:
+            return f"{name}(ev)"
+        return f"({tmp} if ({tmp} := {cache}.get({key!r}, {self._miss})) is not {self._miss} else " \
+               f"{cache}.setdefault({key!r}, {name}(ev)))"
+
+    def prologue(self) -> list[str]:
+        """The statements the reads need, to open the function: the event's cache, its payload, the guards."""
+        lines = ["_c = ev.cache"] if self._uses_cache else []
+        lines += ["_p = ev.payload"] if self._uses_payload else []
+        return lines + [f"{local} = {guard}" for guard, local in self._guards.items()]
+
+
+def generated_reads(name: str, getters: Sequence[Extractor], result: Callable[[list[str]], str]) -> Extractor:
+    """A generated function `name` of an event returning `result` of the expressions reading `getters`: a caching
+    getter (`cached_extractor`) is read inline (its extractor's inline form, or the event's cache), any other called."""
+    namespace: dict[str, Any] = {}
+
+    def bind(value: Any) -> str:
+        bound = f"_n{len(namespace)}"
+        namespace[bound] = value
+        return bound
+
+    reads = GeneratedReads(bind)
+    values = []
+    for get in getters:
+        parts = cache_parts(get)
+        values.append(f"{bind(get)}(ev)" if parts is None else reads.read(*parts))
+    lines = [f"def {name}(ev):", *(f"    {line}" for line in reads.prologue()), f"    return {result(values)}"]
+    exec(compile("\n".join(lines), f"<{name}>", "exec"), namespace)
+    function: Extractor = namespace[name]
+    return function
+
+
+def generated_read(get: Extractor) -> Extractor:
+    """`get`'s field read as generated conditions read it (`generated_reads` of it alone)."""
+    return generated_reads("read", (get,), lambda values: values[0])
 
 
 def cache_parts(get: Extractor) -> tuple[str, Extractor] | None:

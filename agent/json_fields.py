@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from agent.event import Event
-from agent.fields import ArgKind, Extractor, FieldSpec, FieldType, Value
+from agent.fields import ArgKind, Extractor, FieldSpec, FieldType, InlineRead, Value, template_literal, with_inline
 
 
 def compact_json(value: Any) -> bytes:
@@ -126,7 +126,13 @@ def _member_extractor(steps: tuple[str | int, ...]) -> Extractor:
             return found
         return None if found is _ABSENT else json_text(found)
 
-    return extract
+    # Inline in generated code when the payload is an object (every k8s_audit rule reads `/stage`).
+    step = template_literal(key)
+    return with_inline(extract, InlineRead(
+        "{payload}.__class__ is dict",
+        f"({{tmp}} if ({{tmp}} := {{payload}}.get({step}, {{ABSENT}})).__class__ is str else "
+        "None if {tmp} is {ABSENT} else {fallback})",
+        (("ABSENT", _ABSENT),)))
 
 
 def _obj(_arg: str | None) -> Extractor:
@@ -134,7 +140,7 @@ def _obj(_arg: str | None) -> Extractor:
 
 
 def _rawtime(_arg: str | None) -> Extractor:
-    return lambda event: str(event.ts_ns)
+    return with_inline(lambda event: str(event.ts_ns), InlineRead("", "str({event}.ts_ns)"))
 
 
 def json_fields() -> list[FieldSpec]:

@@ -16,12 +16,15 @@ from agent.engine.codegen import generate_predicate
 from agent.engine.operators import (
     LIST_OPS,
     NUM_OPS,
+    InlineCheck,
     OperatorError,
     check_operator,
     convert,
     dynamic_pred,
     modifier_pred,
+    scalar_inline,
     scalar_pred,
+    set_inline,
     set_pred,
 )
 from agent.engine.transformers import TransformerError, Typed, build_transformer
@@ -54,12 +57,14 @@ class CheckPlan:
     """How one check runs once compiled.
 
     `kind` is ``exists`` (value present), ``eq`` (value == `value`), ``in`` (value in the frozenset
-    `value`), ``pred`` (present and `value(v)`), or ``call`` (`value(event)` decides alone).
+    `value`), ``pred`` (present and `value(v)`), or ``call`` (`value(event)` decides alone). A ``pred`` may also
+    have `inline`, the same check for generated code to write out (no call).
     """
 
     kind: str
     lhs: Typed
     value: Any
+    inline: InlineCheck | None = None
 
     def closure(self) -> Predicate:
         get, value = self.lhs.get, self.value
@@ -242,7 +247,8 @@ class ConditionCompiler:
                 raise OperatorError(f"operator '{op}' needs a single value, not a list")
             if not lhs.is_list and op != "pmatch" and kind not in ("ipaddr", "ipnet"):
                 return CheckPlan("in", lhs, frozenset(consts))
-            return CheckPlan("pred", lhs, set_pred(op, consts, is_list=lhs.is_list))
+            return CheckPlan("pred", lhs, set_pred(op, consts, is_list=lhs.is_list),
+                             set_inline(op, consts, is_list=lhs.is_list))
         assert isinstance(rhs, StrLit)
         if op in LIST_OPS:
             raise OperatorError(f"operator '{op}' needs a list of values")
@@ -252,7 +258,7 @@ class ConditionCompiler:
             const = convert(rhs.value, kind, op)
         if op in ("=", "==") and not isinstance(const, (int, float)) and kind in ("string", "bytes", "bool"):
             return CheckPlan("eq", lhs, const)
-        return CheckPlan("pred", lhs, scalar_pred(op, const))
+        return CheckPlan("pred", lhs, scalar_pred(op, const), scalar_inline(op, const))
 
     def _lint(self, check: Check, lhs: Typed) -> None:
         lhs_name = check.lhs.name if isinstance(check.lhs, FieldRef) else ""

@@ -491,6 +491,34 @@ def scalar_pred(op: str, const: Any) -> Pred:
     raise OperatorError(f"unknown operator '{op}'")
 
 
+#: An operator's check as generated code writes it: a template over `{v}` (the present value) and `{c}` (the
+#: constant), and that constant. `scalar_pred` and `set_pred` build the same checks as callables.
+InlineCheck = tuple[str, Any]
+_INLINE_SCALAR = {
+    "=": "{v} == {c}", "==": "{v} == {c}", "!=": "{v} != {c}", "<": "{v} < {c}", "<=": "{v} <= {c}",
+    ">": "{v} > {c}", ">=": "{v} >= {c}", "contains": "{c} in {v}", "bcontains": "{c} in {v}",
+    "icontains": "{c} in {v}.lower()", "startswith": "{v}.startswith({c})", "bstartswith": "{v}.startswith({c})",
+    "endswith": "{v}.endswith({c})",
+}
+
+
+def scalar_inline(op: str, const: Any) -> InlineCheck | None:
+    """`scalar_pred(op, const)` as an inline check, when it has one (not for IP networks, globs, regexes)."""
+    template = _INLINE_SCALAR.get(op)
+    if template is None or isinstance(const, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return None
+    return template, const.lower() if op == "icontains" else const
+
+
+def set_inline(op: str, consts: list[Any], *, is_list: bool) -> InlineCheck | None:
+    """`set_pred(op, consts, is_list=is_list)` as an inline check, when it has one (not for pmatch, IP networks)."""
+    if op == "pmatch" or any(isinstance(c, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for c in consts):
+        return None
+    if not is_list:
+        return "{v} in {c}", frozenset(consts)
+    return ("{c}.issuperset({v})" if op == "in" else "not {c}.isdisjoint({v})"), frozenset(consts)
+
+
 def modifier_pred(op: str, modifier: str, consts: list[Any]) -> Pred:
     """`op anyof|allof|oneof (c1, ...)`: how many constants must satisfy `op`."""
     preds = tuple(scalar_pred(op, c) for c in consts)

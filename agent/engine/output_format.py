@@ -12,7 +12,7 @@ from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
 from agent.engine.transformers import Getter
 from agent.event import Event
-from agent.fields import CACHE_MISS, AnyOf, FieldTable, buffer_text, cache_parts, cached_read, field_key
+from agent.fields import AnyOf, FieldTable, GeneratedReads, buffer_text, cache_parts, field_key
 from agent.priority import Priority
 
 NA = "<NA>"
@@ -21,6 +21,8 @@ _DEPRECATED_TOKENS = frozenset({"container.info"})
 
 def render_value(value: Any) -> str:
     """A field value as output text: `<NA>` when missing, lists as `(a,b)`, several values as the first."""
+    if value.__class__ is tuple:  # the list values of alerts, tested first
+        return "(" + ",".join([v if v.__class__ is str else render_value(v) for v in value]) + ")"
     if isinstance(value, AnyOf):
         value = value.values[0] if value.values else None
     if value is None:
@@ -36,6 +38,8 @@ def render_value(value: Any) -> str:
 
 def json_value(value: Any) -> Any:
     """A field value as a typed JSON value for `output_fields`."""
+    if value.__class__ is tuple:  # the list values of alerts, tested first
+        return [v if v.__class__ is str else json_value(v) for v in value]
     if isinstance(value, AnyOf):
         value = value.values[0] if value.values else None
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -217,9 +221,9 @@ class _ComposerSource:
     """The text of a composer function: a statement per value it extracts, then the text and the output_fields."""
 
     def __init__(self) -> None:
-        self.namespace: dict[str, Any] = {
-            "_M": CACHE_MISS, "_E": EXTRACTION_ERRORS, "_rv": render_value, "_jv": json_value}
-        self.lines: list[str] = ["def compose(ev):", "    _c = ev.cache"]
+        self.namespace: dict[str, Any] = {"_E": EXTRACTION_ERRORS, "_rv": render_value, "_jv": json_value}
+        self.reads = GeneratedReads(self.bind)
+        self.lines: list[str] = []  # the function's body after the reads' prologue
         self._slots: dict[int, str] = {}  # id of a getter -> the variable holding its value
 
     def bind(self, value: Any) -> str:
@@ -228,7 +232,8 @@ class _ComposerSource:
         return name
 
     def value_of(self, get: Getter) -> str:
-        """The variable holding a value, extracted once: inline from the event's cache when `get` caches.
+        """The variable holding a value, extracted once: inline when `get` caches (its extractor's inline form, or the
+        event's cache).
 
         An extractor that meets an input shape it did not expect gives None (<NA>), and the alert still goes out.
         """
@@ -237,7 +242,7 @@ class _ComposerSource:
             return slot
         slot = self._slots[id(get)] = f"v{len(self._slots)}"
         parts = cache_parts(get)
-        read = f"{self.bind(get)}(ev)" if parts is None else cached_read(slot, parts[0], self.bind(parts[1]))
+        read = f"{self.bind(get)}(ev)" if parts is None else self.reads.read(*parts)
         self.lines += ["    try:", f"        {slot} = {read}", "    except _E:", f"        {slot} = None"]
         return slot
 
@@ -259,7 +264,8 @@ def generate_composer(fmt: OutputFormat) -> Composer:
     entries += [f"{key!r}: {source.bind(text.render)}(ev)" for key, text in fmt.texts]
     text = f"''.join(({', '.join(pieces)},))" if pieces else "''"
     source.lines.append(f"    return {text}, {{{', '.join(entries)}}}")
-    exec(compile("\n".join(source.lines), "<output>", "exec"), source.namespace)
+    lines = ["def compose(ev):", *(f"    {line}" for line in source.reads.prologue()), *source.lines]
+    exec(compile("\n".join(lines), "<output>", "exec"), source.namespace)
     composer: Composer = source.namespace["compose"]
     return composer
 

@@ -18,7 +18,7 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import CACHE_MISS, cache_parts, cached_read
+from agent.fields import generated_read, generated_reads
 from agent.priority import Priority
 from agent.source import SourceSpec
 
@@ -137,20 +137,22 @@ Getter = Callable[[Event], Any]
 
 
 @dataclass(slots=True)
-class _Narrowing(Generic[R]):
+class Narrowing(Generic[R]):
     """The rules still possible for an event, and the guard field asked next: the first (in the source's order) that
-    one of them bounds, or none (`extract` None: `rules` are the candidates). Its answers are memoised per value of
+    one of them bounds, or none (`read` None: `rules` are the candidates). Its answers are memoised per value of
     that field, each an equal or smaller narrowing."""
 
     rules: tuple[R, ...]
     #: Each rule with its guards not asked yet.
     guarded: tuple[tuple[R, tuple[Guard, ...]], ...]
-    #: How the guard field is read: its uncached extraction, and its key in the event's cache (None when its getter
-    #: does not cache, and `extract` is that getter).
-    extract: Getter | None
-    cache_key: str | None
+    #: How the guard field is read (generated: inline, or through the event's cache).
+    read: Getter | None
     position: int
-    by_value: dict[Any, _Narrowing[R]]
+    by_value: dict[Any, Narrowing[R]]
+    #: How the engine evaluates `rules` once the narrowing is in use (agent.engine.codegen.generate_evaluator), and
+    #: how many events it met before.
+    evaluator: Any = None
+    uses: int = 0
 
 
 class RuleSet(Generic[R]):
@@ -161,7 +163,8 @@ class RuleSet(Generic[R]):
     its guard fields, one at a time in the source's order, then drop the rules whose guards refuse their value, and
     a field is extracted only while some rule left is guarded by it: an open of a file no rule names costs one
     `fd.name`. Every step is memoised (per distinct index values, then per value of each guard field), so an event
-    costs a dict lookup per step plus the extractions, which the conditions evaluated next find in its cache.
+    costs a dict lookup per step plus the reads, generated like the conditions' (inline, or through the event's
+    cache, where the conditions evaluated next find the value).
     """
 
     def __init__(self, rules: list[R], index_getters: dict[str, Getter],
@@ -180,16 +183,16 @@ class RuleSet(Generic[R]):
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
             for rule, sets in self._admits
         }
-        self._guard_reads = tuple(_read_of(getter) for getter, _guard in guard_getters.values())
+        self._guard_reads = tuple(generated_read(getter) for getter, _guard in guard_getters.values())
         guards = tuple(guard for _getter, guard in guard_getters.values())
         self._guards = {id(rule): guards_of(rule.condition, guards) for rule in self.rules}
         guard_names = tuple(guard_getters)
         #: Per rule, the guard fields checked before its condition.
         self.guarded_by = {rule.name: tuple(guard_names[g.position] for g in self._guards[id(rule)])
                            for rule in self.rules}
-        self._memo: dict[tuple[Any, ...], _Narrowing[R]] = {}
+        self._memo: dict[tuple[Any, ...], Narrowing[R]] = {}
         #: The narrowings made, by the rules and guards they hold: events that leave the same rules share one.
-        self._narrowings: dict[tuple[tuple[int, tuple[Guard, ...]], ...], _Narrowing[R]] = {}
+        self._narrowings: dict[tuple[tuple[int, tuple[Guard, ...]], ...], Narrowing[R]] = {}
 
     @classmethod
     def of_source(cls, rules: list[R], spec: SourceSpec) -> RuleSet[R]:
@@ -223,19 +226,16 @@ class RuleSet(Generic[R]):
 
     def matching(self, event: Event, key: tuple[Any, ...]) -> tuple[R, ...]:
         """Rules that can match this event, whose index values are `key`, in evaluation order."""
+        return self.narrowed(event, key).rules
+
+    def narrowed(self, event: Event, key: tuple[Any, ...]) -> Narrowing[R]:
+        """The narrowing whose `rules` can match this event, whose index values are `key`."""
         node = self._memo.get(key) or self._selection(key)
-        cache = event.cache
-        while (extract := node.extract) is not None:
-            cache_key = node.cache_key
+        while (read := node.read) is not None:
             try:
-                if cache_key is None:
-                    value = extract(event)
-                else:  # the caching getter inlined: a call less per guard asked
-                    value = cache.get(cache_key, CACHE_MISS)
-                    if value is CACHE_MISS:
-                        value = cache[cache_key] = extract(event)
+                value = read(event)
             except EXTRACTION_ERRORS:
-                return node.rules  # the conditions meet the same error and count it
+                return node  # its rules: the conditions meet the same error and count it
             try:
                 found = node.by_value.get(value)
             except TypeError:  # a value that is not hashable (not text): judged, not memoised
@@ -247,9 +247,9 @@ class RuleSet(Generic[R]):
                     node.by_value.clear()
                 node.by_value[value] = found
             node = found
-        return node.rules
+        return node
 
-    def _selection(self, key: tuple[Any, ...]) -> _Narrowing[R]:
+    def _selection(self, key: tuple[Any, ...]) -> Narrowing[R]:
         found = self._memo.get(key)
         if found is None:
             values = [MISSING if isinstance(v, tuple) else v for v in key]
@@ -261,19 +261,19 @@ class RuleSet(Generic[R]):
             self._memo[key] = found
         return found
 
-    def _narrowing(self, guarded: tuple[tuple[R, tuple[Guard, ...]], ...]) -> _Narrowing[R]:
+    def _narrowing(self, guarded: tuple[tuple[R, tuple[Guard, ...]], ...]) -> Narrowing[R]:
         identity = tuple((id(rule), guards) for rule, guards in guarded)
         found = self._narrowings.get(identity)
         if found is None:
             if len(self._narrowings) >= _MEMO_LIMIT:
                 self._narrowings.clear()
             position = min((g.position for _rule, guards in guarded for g in guards), default=-1)
-            extract, cache_key = self._guard_reads[position] if position >= 0 else (None, None)
-            found = _Narrowing(tuple(rule for rule, _guards in guarded), guarded, extract, cache_key, position, {})
+            read = self._guard_reads[position] if position >= 0 else None
+            found = Narrowing(tuple(rule for rule, _guards in guarded), guarded, read, position, {})
             self._narrowings[identity] = found
         return found
 
-    def _answer(self, node: _Narrowing[R], value: Any) -> _Narrowing[R]:
+    def _answer(self, node: Narrowing[R], value: Any) -> Narrowing[R]:
         """What is left of `node` once its guard field has `value`."""
         kept = []
         for rule, guards in node.guarded:
@@ -284,25 +284,9 @@ class RuleSet(Generic[R]):
 
 
 def _key_function(getters: tuple[Getter, ...]) -> Callable[[Event], tuple[Any, ...]]:
-    """A function giving the values of `getters` for an event as a tuple. A caching getter is inlined (its value
-    read from, or stored in, the event's cache), which spares a call per index field on every event."""
-    namespace: dict[str, Any] = {"_M": CACHE_MISS}
-    lines = ["def key_of(ev):", "    _c = ev.cache"]
-    for position, get in enumerate(getters):
-        parts = cache_parts(get)
-        namespace[f"_g{position}"] = get if parts is None else parts[1]
-        read = f"_g{position}(ev)" if parts is None else cached_read(f"v{position}", parts[0], f"_g{position}")
-        lines.append(f"    v{position} = {read}")
-    lines.append(f"    return ({''.join(f'v{position}, ' for position in range(len(getters)))})")
-    exec(compile("\n".join(lines), "<index key>", "exec"), namespace)
-    key_of: Callable[[Event], tuple[Any, ...]] = namespace["key_of"]
-    return key_of
-
-
-def _read_of(get: Getter) -> tuple[Getter, str | None]:
-    """The uncached extraction and cache key of a caching getter; any other getter with no key."""
-    parts = cache_parts(get)
-    return (get, None) if parts is None else (parts[1], parts[0])
+    """A function giving the values of `getters` for an event as a tuple. A caching getter is read inline (its
+    extractor's inline form, or the event's cache), which spares a call per index field on every event."""
+    return generated_reads("key_of", getters, lambda values: f"({''.join(f'{value}, ' for value in values)})")
 
 
 def _getter(spec: SourceSpec, name: str) -> Getter | None:

@@ -20,7 +20,10 @@ from agent.fields import (
     FieldSpec,
     FieldTable,
     FieldType,
+    InlineRead,
     Value,
+    template_literal,
+    with_inline,
 )
 from agent.generic_fields import generic_fields
 from agent.json_fields import compact_json, json_fields
@@ -55,10 +58,11 @@ def _value_at(node: Any, path: tuple[str, ...]) -> Any:
 
 
 def _string_extractor(path: tuple[str, ...]) -> Extractor:
-    """Read the plain value at `path`; one- and two-step paths, nearly all of them, skip the loop."""
+    """Read the plain value at `path`; one- and two-step paths, nearly all of them, skip the loop, and generated
+    code reads them inline (`_inline_string`)."""
     if len(path) == 1:
         (key,) = path
-        return lambda event: as_text(event.payload.get(key, MISSING))
+        return with_inline(lambda event: as_text(event.payload.get(key, MISSING)), _inline_string(path))
     if len(path) == 2:
         outer, inner = path
 
@@ -66,9 +70,22 @@ def _string_extractor(path: tuple[str, ...]) -> Extractor:
             node = event.payload.get(outer)
             return as_text(node.get(inner, MISSING)) if node.__class__ is dict else None
 
-        return extract_nested
+        return with_inline(extract_nested, _inline_string(path))
 
     return lambda event: as_text(_value_at(event.payload, path))
+
+
+def _inline_string(path: tuple[str, ...]) -> InlineRead:
+    """The inline form of `_string_extractor` of a one- or two-step path, for a record (an object)."""
+    last = template_literal(path[-1])
+    value = f"({{tmp}} if ({{tmp}} := {{node}}.get({last}, {{MISSING}})).__class__ is str else " \
+            "None if {tmp} is {MISSING} else '')"
+    if len(path) == 1:
+        value = value.replace("{node}", "{payload}")
+    else:
+        value = f"({value.replace('{node}', '{tmp}')} if ({{tmp}} := {{payload}}.get({template_literal(path[0])}))" \
+                ".__class__ is dict else None)"
+    return InlineRead("{payload}.__class__ is dict", value, (("MISSING", MISSING),))
 
 
 def _string_at(*path: str) -> ExtractorFactory:

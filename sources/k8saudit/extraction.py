@@ -11,11 +11,12 @@ field can decide whether a gap is skipped, defaulted or makes the whole field un
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from agent.event import Event
-from agent.fields import Extractor, ExtractorFactory, Value
+from agent.fields import Extractor, ExtractorFactory, InlineRead, Value, template_literal, with_inline
 from agent.json_fields import json_text
 
 #: Marks "this element has no value at the rest of the path".
@@ -104,6 +105,52 @@ def _each_member(items: list[Any], keys: tuple[str, ...], position: int) -> list
     return found
 
 
+Walker = Callable[[Any], list[Any] | None]
+
+
+@functools.cache
+def path_walker(keys: tuple[str, ...]) -> Walker:
+    """`walk(node, keys, 0, None)` for one path, as code written for it: the steps unrolled, and each position an
+    array may sit at with its own loop over the elements. An array met inside an element (rare) is walked by `walk`.
+    Paths with a `SELF` step are walked by `walk` itself."""
+    if SELF in keys:
+        return lambda node: walk(node, keys, 0, None)
+    namespace: dict[str, Any] = {"_M": MISSING, "_walk": walk, "_keys": keys}
+    lines = [line for position in range(len(keys)) for line in _each_source(keys, position)]
+    lines.append("def walk_path(node):")
+    for position, key in enumerate(keys):
+        lines += _step(key, "    ", ("return None",), (f"return _each{position}(node)",))
+    lines.append("    return [node]")
+    exec(compile("\n".join(lines), f"<walk {'.'.join(keys)}>", "exec"), namespace)
+    walker: Walker = namespace["walk_path"]
+    return walker
+
+
+def _step(key: str, indent: str, on_missing: tuple[str, ...], on_list: tuple[str, ...]) -> list[str]:
+    """Lines taking `node` one key down when it is an object; the statements `on_missing` when it is neither an
+    object with the key nor an array, `on_list` when it is an array."""
+    missing = [f"{indent}        {line}" for line in on_missing]
+    return [f"{indent}if node.__class__ is dict:",
+            f"{indent}    node = node.get({key!r}, _M)",
+            f"{indent}    if node is _M:",
+            *missing,
+            f"{indent}elif node.__class__ is list:",
+            *(f"{indent}    {line}" for line in on_list),
+            f"{indent}else:",
+            *(line[4:] for line in missing)]
+
+
+def _each_source(keys: tuple[str, ...], position: int) -> list[str]:
+    """A function `_each<position>(items)`: `_each(items, keys, position)` unrolled."""
+    lines = [f"def _each{position}(items):", "    found = []", "    for item in items:", "        node = item"]
+    for key in keys[position:]:
+        lines += _step(key, "        ", ("found.append(_M)", "continue"),
+                       (f"below = _walk(item, _keys, {position}, None)", "found += [_M] if below is None else below",
+                        "continue"))
+    lines += ["        found.append(node)", "    return found"]
+    return lines
+
+
 def text(value: Any) -> str:
     """A JSON value as field text; strings stay unquoted."""
     return value if value.__class__ is str else json_text(value)
@@ -125,29 +172,57 @@ def value_at(node: Any, keys: tuple[str, ...]) -> Any:
     return node
 
 
+#: The precondition of every `ka.*` field, as generated code tests it (see agent.fields.InlineRead).
+AUDIT_EVENT_GUARD = "{payload}.__class__ is dict and 'auditID' in {payload}"
+
+
 def scalar_at(*keys: str) -> ExtractorFactory:
-    """A single value at a fixed key path: strings unquoted, other JSON as compact text."""
+    """A single value at a fixed key path: strings unquoted, other JSON as compact text.
+
+    Generated code reads it inline (`scalar_inline`): these are the fields rules read on every event.
+    """
 
     def factory(_arg: str | None) -> Extractor:
-        # Most `ka.*` fields sit one or two keys deep and are read for every event: those paths are walked
-        # without a loop.
-        if len(keys) in (1, 2):
-            return _scalar_near(*keys)
-
-        def extract(event: Event) -> Value:
-            payload = event.payload
-            if payload.__class__ is not dict or "auditID" not in payload:
-                return None
-            node: Any = payload
-            for key in keys:
-                node = node.get(key, MISSING) if node.__class__ is dict else MISSING
-                if node is MISSING:
-                    return None
-            return node if node.__class__ is str else json_text(node)
-
-        return extract
+        return with_inline(_scalar_extractor(keys), scalar_inline(keys))
 
     return factory
+
+
+def scalar_inline(keys: tuple[str, ...]) -> InlineRead:
+    """The inline form of `scalar_at(*keys)`: its dict steps as one expression, under the audit event guard; a value
+    that is neither a string nor an integer is left to the extractor (and the event's cache)."""
+    node = "{payload}"
+    for key in keys:
+        step = template_literal(key)
+        if node == "{payload}":
+            node = f"{{payload}}.get({step}, {{MISSING}})"
+        else:
+            node = f"({{tmp}}.get({step}, {{MISSING}}) if ({{tmp}} := {node}).__class__ is dict else {{MISSING}})"
+    # An integer (a status code) is written as JSON writes it; other values (a configmap's data) become text in the
+    # extractor, once per event.
+    value = f"({{tmp}} if ({{tmp}} := {node}).__class__ is str else None if {{tmp}} is {{MISSING}} else " \
+            "str({tmp}) if {tmp}.__class__ is int else {fallback})"
+    return InlineRead(AUDIT_EVENT_GUARD, value, (("MISSING", MISSING),))
+
+
+def _scalar_extractor(keys: tuple[str, ...]) -> Extractor:
+    """The extractor of `scalar_at(*keys)`."""
+    # Most `ka.*` fields sit one or two keys deep: those paths are walked without a loop.
+    if len(keys) in (1, 2):
+        return _scalar_near(*keys)
+
+    def extract(event: Event) -> Value:
+        payload = event.payload
+        if payload.__class__ is not dict or "auditID" not in payload:
+            return None
+        node: Any = payload
+        for key in keys:
+            node = node.get(key, MISSING) if node.__class__ is dict else MISSING
+            if node is MISSING:
+                return None
+        return node if node.__class__ is str else json_text(node)
+
+    return extract
 
 
 def _scalar_near(outer: str, inner: str | None = None) -> Extractor:
@@ -195,6 +270,20 @@ def collected(keys: tuple[str, ...], shape: Shaper) -> ExtractorFactory:
 
     def factory(arg: str | None) -> Extractor:
         index = None if arg is None else int(arg)
+        if index is None:
+            walk_all = path_walker(keys)
+
+            def extract_all(event: Event) -> Value:
+                payload = event.payload
+                if payload.__class__ is not dict or "auditID" not in payload:
+                    return None
+                found = walk_all(payload)
+                if found is None:
+                    return None
+                values = shape(found)
+                return tuple(values) if values else None  # `finish` without an index
+
+            return extract_all
 
         def extract(event: Event) -> Value:
             payload = event.payload

@@ -20,6 +20,7 @@ from sources.k8saudit.extraction import (
     computed,
     finish,
     list_at,
+    path_walker,
     present_texts,
     scalar_at,
     text,
@@ -88,12 +89,13 @@ def _effective_id(containers: str, key: str) -> ExtractorFactory:
 
     def factory(arg: str | None) -> Extractor:
         index = None if arg is None else int(arg)
+        walk_all = path_walker(keys)
 
         def extract(event: Event) -> Value:
             payload = event.payload
             if payload.__class__ is not dict or "auditID" not in payload:
                 return None
-            found = walk(payload, keys, 0, index)
+            found = walk_all(payload) if index is None else walk(payload, keys, 0, index)
             if found is None:
                 return None
             pod_value = value_at(payload, pod_keys)
@@ -167,8 +169,12 @@ def _first_container(shape: Shaper) -> ExtractorFactory:
     return computed(compute)
 
 
+_WALK_PRIVILEGED = path_walker((*_SPEC, "containers", "securityContext", "privileged"))
+_WALK_HOST_PATHS = path_walker((*_SPEC, "volumes", "hostPath", "path"))
+
+
 def _any_privileged(payload: dict[str, Any], _arg: str | None) -> Value:
-    found = walk(payload, (*_SPEC, "containers", "securityContext", "privileged"), 0, None)
+    found = _WALK_PRIVILEGED(payload)
     if found is None:
         return None
     return "true" if any(value is True for value in found) else "false"
@@ -176,7 +182,7 @@ def _any_privileged(payload: dict[str, Any], _arg: str | None) -> Value:
 
 def _uses_host_path(payload: dict[str, Any], arg: str | None) -> Value:
     """`true` when a hostPath volume mounts `arg` exactly, or under `arg` minus a trailing `*`."""
-    found = walk(payload, (*_SPEC, "volumes", "hostPath", "path"), 0, None)
+    found = _WALK_HOST_PATHS(payload)
     if found is None or arg is None:
         return None
     prefix = arg[:-1] if arg.endswith("*") else None

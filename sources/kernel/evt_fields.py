@@ -7,7 +7,7 @@ import posixpath
 from collections.abc import Callable
 
 from agent.event import Event
-from agent.fields import Extractor, ExtractorFactory, Value
+from agent.fields import Extractor, ExtractorFactory, InlineRead, Value, with_inline
 from agent.generic_fields import format_time
 from sources.kernel.arg_format import errno_name
 from sources.kernel.arg_render import EXEC_TYPES, dirfd_dir, find_param, param_names, raw_value, render_named
@@ -26,6 +26,18 @@ def payload_of(event: Event) -> SyscallEvent | None:
     """The event's SyscallEvent; None for an event of another shape (no syscall field applies)."""
     payload = event.payload
     return payload if payload.__class__ is SyscallEvent else None
+
+
+def read_inline(factory: ExtractorFactory, value: str) -> ExtractorFactory:
+    """`factory`, whose extractors generated code reads as `value` (an agent.fields.InlineRead value template; `{SE}`
+    names the SyscallEvent class): the fields every open's rules read, with no call and no cache. `value` gives the
+    extractor's result, or `{fallback}` (the extractor itself) where it cannot tell."""
+    read = InlineRead("", value, (("SE", SyscallEvent),))
+
+    def inline_factory(arg: str | None) -> Extractor:
+        return with_inline(factory(arg), read)
+
+    return inline_factory
 
 
 def simple(fn: Callable[[SyscallEvent], Value]) -> ExtractorFactory:

@@ -10,7 +10,7 @@ from agent.event import Event
 from agent.fields import AnyOf, ConstantComparator, Extractor, ExtractorFactory, Value
 from sources.kernel.arg_render import sockaddr_text
 from sources.kernel.dns_names import DOMAIN_NAMES
-from sources.kernel.evt_fields import payload_of, simple
+from sources.kernel.evt_fields import payload_of, read_inline, simple
 from sources.kernel.state.cgroup import short_id
 from sources.kernel.state.fd_events import OPEN_TYPES
 from sources.kernel.state.fds import DIRECTORY, FILE, FdInfo, FdType, Role
@@ -208,6 +208,13 @@ def _gated(fn: Callable[[SyscallEvent], Value]) -> ExtractorFactory:
     return factory
 
 
+def _own_fd(value: str, fd: str, more: str) -> str:
+    """The inline read (evt_fields.read_inline) of a field of the event's own descriptor: `value`, when `fd` (how the
+    descriptor is read) is one and `more` holds; else the extractor."""
+    return f"({value} if {{payload}}.__class__ is {{SE}} and {{payload}}.has_fd and {fd} is not None and {more} " \
+           "else {fallback})"
+
+
 _NAME_FIELDS = {"fd.cip.name": _domain_name(_cip), "fd.sip.name": _domain_name(_sip),
                 "fd.lip.name": _domain_name(_lip), "fd.rip.name": _domain_name(_rip)}
 
@@ -215,8 +222,11 @@ FD_EXTRACTORS: dict[str, ExtractorFactory] = {
     "fd.num": _gated(lambda ev: ev.fd_num),
     "fd.type": _on_fd(lambda f: f.type.type_name),
     "fd.typechar": _gated(_typechar),
-    "fd.name": _gated(_name),
-    "fd.nameraw": _gated(_nameraw),
+    # Read inline for a descriptor's own name (not a failed connect's, nor a name with `//` to fold).
+    "fd.name": read_inline(_gated(_name), _own_fd("{tmp}.name", "({tmp} := {payload}.fd)",
+                                                  "{payload}.record.type != 'connect'")),
+    "fd.nameraw": read_inline(_gated(_nameraw), _own_fd("{tmp}", "{payload}.fd",
+                                                        "'//' not in ({tmp} := {payload}.fd.name_raw)")),
     "fd.directory": _gated(_directory),
     "fd.filename": _gated(_filename),
     "fd.containername": _gated(lambda ev: f"{short_id(ev.thread.container_id)}:{_name(ev) or ''}"),

@@ -22,7 +22,18 @@ from functools import cache
 from importlib import resources
 
 from agent.event import Event
-from agent.fields import ArgKind, Extractor, ExtractorFactory, FieldFlag, FieldSpec, FieldTable, FieldType, Value
+from agent.fields import (
+    ArgKind,
+    Extractor,
+    ExtractorFactory,
+    FieldFlag,
+    FieldSpec,
+    FieldTable,
+    FieldType,
+    InlineRead,
+    Value,
+    with_inline,
+)
 from agent.generic_fields import generic_fields
 from agent.source import PathParts, SourceSpec
 from sources.kernel.evt_fields import EVT_EXTRACTORS
@@ -92,7 +103,7 @@ def _event_type(_arg: str | None) -> Extractor:
     def extract(event: Event) -> Value:
         return event.type or None
 
-    return extract
+    return with_inline(extract, InlineRead("", "({event}.type or None)"))
 
 
 #: Extractor factories by field name.

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from agent.event import Event
 from agent.fields import AnyOf, Extractor, ExtractorFactory, Value
 from sources.kernel.arg_format import capabilities_text
-from sources.kernel.evt_fields import payload_of, simple
+from sources.kernel.evt_fields import payload_of, read_inline, simple
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.threads import ThreadInfo
 
@@ -242,7 +242,8 @@ PROC_EXTRACTORS: dict[str, ExtractorFactory] = {
     "proc.exepath": _on_thread(lambda t: t.exepath),
     "proc.pexepath": _on_parent(lambda t: t.exepath),
     "proc.aexepath": _ancestor(lambda t: t.exepath),
-    "proc.name": _on_thread(lambda t: t.comm),
+    "proc.name": read_inline(_on_thread(lambda t: t.comm),
+                             "({payload}.thread.comm if {payload}.__class__ is {SE} else None)"),
     "proc.pname": _on_parent(lambda t: t.comm),
     "proc.aname": _ancestor(lambda t: t.comm),
     "proc.args": _words(lambda t: t.args),

@@ -246,10 +246,11 @@ class Engine:
             return []
         index_key = ruleset.index_key(event)
         node = ruleset.narrowed(event, index_key)
-        evaluate = node.evaluator or _evaluator(node)
         alerts: list[Alert] = []
-        for rule in evaluate(event, stats, self._first_only):
-            alerts.append(alert_for(rule, event, hostname=self.hostname))
+        if node.rules:  # most events of a busy source leave none (an open of a file no rule names)
+            evaluate = node.evaluator or _evaluator(node)
+            for rule in evaluate(event, stats, self._first_only):
+                alerts.append(alert_for(rule, event, hostname=self.hostname))
         if self._correlations.correlations:  # without any, nothing to feed (a call per event spared)
             alerts += self._correlations.process(event, index_key, stats)
         stats.alerts += len(alerts)

@@ -105,6 +105,18 @@ MUTATIONS = (
              "                or False):",
              ("tests/sources/kernel/state/test_fd_events.py",),
              "closes applied undecoded although a rule reads them: its alerts never come"),
+    Mutation("inline_startswith_as_endswith", "agent/engine/operators.py",
+             '"startswith": "{v}.startswith({c})"', '"startswith": "{v}.endswith({c})"',
+             ("tests/agent/engine",),
+             "`startswith` conditions written into generated code test the end of the value"),
+    Mutation("inline_fd_name_of_a_failed_connect", "sources/kernel/fd_fields.py",
+             "\"{payload}.record.type != 'connect'\"", '"True"',
+             ("tests/sources/kernel/test_inline_fields.py",),
+             "a refused connect's fd.name read inline as its socket's, not the address it was asked for"),
+    Mutation("open_fast_path_skips_procfs_links", "sources/kernel/state/paths.py",
+             'and "/proc" not in path and "/dev/fd" not in path', 'and "/dev/fd" not in path',
+             ("tests/sources/kernel/state/test_fd_links.py",),
+             "a reopen through /proc/self/fd/N keeps the /proc name: rules on the file it reaches miss it"),
 )
 
 

@@ -166,6 +166,17 @@ class TestTimestamps:
         assert parse_timestamp_ns(stamp) == parse_timestamp_ns(stamp[:-1] + "+00:00")
         assert parse_timestamp_ns(stamp) == ns_of(datetime.fromisoformat(stamp))
 
+    def test_a_second_seen_before_reads_its_microseconds_exactly(self) -> None:
+        """Times of a second already parsed come from its cached start: the same instants, and a malformed fraction
+        of that second is still refused."""
+        parse_timestamp_ns("2024-05-01T10:00:07.000000Z")
+        for micros in ("000000", "000001", "123456", "999999", "500000"):
+            stamp = f"2024-05-01T10:00:07.{micros}Z"
+            assert parse_timestamp_ns(stamp) == ns_of(datetime.fromisoformat(stamp))
+        for fraction in ("12345x", "+12345", " 12345", "1_2345", "\u0661\u0662\u0663\u0664\u0665\u0666"):
+            with pytest.raises(ValueError):
+                parse_timestamp_ns(f"2024-05-01T10:00:07.{fraction}Z")
+
     def test_nanosecond_digits_are_kept(self) -> None:
         """Nine fractional digits keep nanosecond precision, with or without an offset."""
         base = ns_of(datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC))

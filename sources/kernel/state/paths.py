@@ -17,7 +17,7 @@ def absolute_path(base: str, path: str) -> str:
     """
     if not path:
         return ""
-    if _has_nothing_to_fold(path):
+    if names_itself(path):
         return path
     joined = path if path.startswith("/") else f"{base or '/'}/{path}"
     normal = posixpath.normpath(joined)
@@ -25,15 +25,12 @@ def absolute_path(base: str, path: str) -> str:
     return "/" + normal.lstrip("/") if normal.startswith("//") else normal
 
 
-def _has_nothing_to_fold(path: str) -> bool:
-    # A `.` or `..` component always follows a slash.
-    return path[0] == "/" and "//" not in path and "/." not in path and path[-1] != "/"
-
-
 def names_itself(path: str) -> bool:
     """Whether `path` (not empty) is already the absolute path Falco reports, whatever the base: absolute, with
-    nothing to fold and no procfs link on the way (the usual open: callers skip resolving it)."""
-    return _has_nothing_to_fold(path) and "/proc" not in path and "/dev/fd" not in path
+    nothing to fold (a `.` or `..` component always follows a slash) and no procfs link on the way (the usual open:
+    callers skip resolving it)."""
+    return (path[0] == "/" and "//" not in path and "/." not in path and path[-1] != "/" and "/proc" not in path
+            and "/dev/fd" not in path)
 
 
 def directory_of(path: str) -> str:

@@ -308,6 +308,12 @@ class GeneratedReads:
         local = self._guards[guard] = _GUARD_LOCALS.setdefault(guard, f"_g{len(_GUARD_LOCALS)}")
         return f"({value} if {local} else {fallback})"
 
+    def read_getter(self, get: Extractor) -> str:
+        """Expression for the value of getter `get`: read as `read` does when it caches (`cached_extractor`), else
+        called."""
+        parts = cache_parts(get)
+        return f"{self._bind(get)}(ev)" if parts is None else self.read(*parts)
+
     def _bound_name(self, value: Any) -> str:
         name = self._bound.get(id(value))
         if name is None:
@@ -340,10 +346,7 @@ def generated_reads(name: str, getters: Sequence[Extractor], result: Callable[[l
         return bound
 
     reads = GeneratedReads(bind)
-    values = []
-    for get in getters:
-        parts = cache_parts(get)
-        values.append(f"{bind(get)}(ev)" if parts is None else reads.read(*parts))
+    values = [reads.read_getter(get) for get in getters]
     lines = [f"def {name}(ev):", *(f"    {line}" for line in reads.prologue()), f"    return {result(values)}"]
     exec(compile("\n".join(lines), f"<{name}>", "exec"), namespace)
     function: Extractor = namespace[name]

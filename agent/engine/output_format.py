@@ -12,7 +12,7 @@ from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
 from agent.engine.transformers import Getter
 from agent.event import Event
-from agent.fields import AnyOf, FieldTable, GeneratedReads, buffer_text, cache_parts, field_key
+from agent.fields import AnyOf, FieldTable, GeneratedReads, buffer_text, field_key
 from agent.priority import Priority
 
 NA = "<NA>"
@@ -21,7 +21,7 @@ _DEPRECATED_TOKENS = frozenset({"container.info"})
 
 def render_value(value: Any) -> str:
     """A field value as output text: `<NA>` when missing, lists as `(a,b)`, several values as the first."""
-    if value.__class__ is tuple:  # the list values of alerts, tested first
+    if isinstance(value, tuple):  # the list values of alerts, tested first
         return "(" + ",".join([v if v.__class__ is str else render_value(v) for v in value]) + ")"
     if isinstance(value, AnyOf):
         value = value.values[0] if value.values else None
@@ -29,8 +29,6 @@ def render_value(value: Any) -> str:
         return NA
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, tuple):
-        return "(" + ",".join([v if v.__class__ is str else render_value(v) for v in value]) + ")"
     if isinstance(value, bytes):
         return buffer_text(value)
     return str(value)
@@ -38,14 +36,12 @@ def render_value(value: Any) -> str:
 
 def json_value(value: Any) -> Any:
     """A field value as a typed JSON value for `output_fields`."""
-    if value.__class__ is tuple:  # the list values of alerts, tested first
+    if isinstance(value, tuple):  # the list values of alerts, tested first
         return [v if v.__class__ is str else json_value(v) for v in value]
     if isinstance(value, AnyOf):
         value = value.values[0] if value.values else None
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    if isinstance(value, tuple):
-        return [v if v.__class__ is str else json_value(v) for v in value]
     if isinstance(value, bytes):
         return buffer_text(value)
     return str(value)
@@ -241,8 +237,7 @@ class _ComposerSource:
         if slot is not None:
             return slot
         slot = self._slots[id(get)] = f"v{len(self._slots)}"
-        parts = cache_parts(get)
-        read = f"{self.bind(get)}(ev)" if parts is None else self.reads.read(*parts)
+        read = self.reads.read_getter(get)
         self.lines += ["    try:", f"        {slot} = {read}", "    except _E:", f"        {slot} = None"]
         return slot
 

@@ -202,9 +202,12 @@ class K8sAuditDecoder:
             except ValueError:
                 pass  # `_event` says what is wrong
             else:
-                verb = item.get("verb")
-                return Event(SOURCE_NAME, ts_ns, item, verb if isinstance(verb, str) else "", self.hostname)
+                return self._made(item, ts_ns)
         return self._event(item, origin, 0)
+
+    def _made(self, item: dict[str, Any], ts_ns: int) -> Event:
+        verb = item.get("verb")
+        return Event(SOURCE_NAME, ts_ns, item, verb if isinstance(verb, str) else "", self.hostname)
 
     def _event(self, item: Any, origin: str, index: int) -> Event | DecodeError:
         problem = _problem(item)
@@ -217,14 +220,7 @@ class K8sAuditDecoder:
                 shown = _shown(item["stageTimestamp"])
                 problem = "malformed_stage_timestamp", f"malformed stageTimestamp {shown}: {err}"
             else:
-                verb = item.get("verb")
-                return Event(
-                    source=SOURCE_NAME,
-                    ts_ns=ts_ns,
-                    payload=item,
-                    type=verb if isinstance(verb, str) else "",
-                    hostname=self.hostname,
-                )
+                return self._made(item, ts_ns)
         reason, message = problem
         return DecodeError(message, Location(file=origin, item_kind="record", item_name=str(index)), reason=reason)
 

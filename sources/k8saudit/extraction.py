@@ -56,10 +56,8 @@ def walk(node: Any, keys: tuple[str, ...], start: int, index: int | None) -> lis
 
 def _each(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
     """`walk` over every element of an array, inlined for the usual one-array path."""
-    rest = keys[position:]
-    if len(rest) == 1 and rest[0]:
-        return _each_member(items, keys, position)
     found: list[Any] = []
+    rest = keys[position:]
     for item in items:
         node = item
         for key in rest:
@@ -87,24 +85,6 @@ def _each(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
     return found
 
 
-def _each_member(items: list[Any], keys: tuple[str, ...], position: int) -> list[Any]:
-    """`_each` when one key is left (a container's `image`, `name`, `ports`...)."""
-    key = keys[position]
-    found: list[Any] = []
-    for item in items:
-        if item.__class__ is dict:
-            found.append(item.get(key, MISSING))
-        elif item.__class__ is list:
-            below = walk(item, keys, position, None)
-            if below is None:
-                found.append(MISSING)
-            else:
-                found += below
-        else:
-            found.append(MISSING)
-    return found
-
-
 Walker = Callable[[Any], list[Any] | None]
 
 
@@ -124,6 +104,11 @@ def path_walker(keys: tuple[str, ...]) -> Walker:
     exec(compile("\n".join(lines), f"<walk {'.'.join(keys)}>", "exec"), namespace)
     walker: Walker = namespace["walk_path"]
     return walker
+
+
+def walker(keys: tuple[str, ...], index: int | None) -> Walker:
+    """How a field walks `keys`: every element of the arrays on the way (`path_walker`), or element `index` of each."""
+    return path_walker(keys) if index is None else lambda node: walk(node, keys, 0, index)
 
 
 def _step(key: str, indent: str, on_missing: tuple[str, ...], on_list: tuple[str, ...]) -> list[str]:
@@ -206,10 +191,7 @@ def scalar_inline(keys: tuple[str, ...]) -> InlineRead:
 
 
 def _scalar_extractor(keys: tuple[str, ...]) -> Extractor:
-    """The extractor of `scalar_at(*keys)`."""
-    # Most `ka.*` fields sit one or two keys deep: those paths are walked without a loop.
-    if len(keys) in (1, 2):
-        return _scalar_near(*keys)
+    """The extractor of `scalar_at(*keys)` (generated code reads the field inline, this where that cannot tell)."""
 
     def extract(event: Event) -> Value:
         payload = event.payload
@@ -221,23 +203,6 @@ def _scalar_extractor(keys: tuple[str, ...]) -> Extractor:
             if node is MISSING:
                 return None
         return node if node.__class__ is str else json_text(node)
-
-    return extract
-
-
-def _scalar_near(outer: str, inner: str | None = None) -> Extractor:
-    """`scalar_at` of a one- or two-key path."""
-
-    def extract(event: Event) -> Value:
-        payload = event.payload
-        if payload.__class__ is not dict or "auditID" not in payload:
-            return None
-        node = payload.get(outer, MISSING)
-        if inner is not None:
-            node = node.get(inner, MISSING) if node.__class__ is dict else MISSING
-        if node.__class__ is str:
-            return node
-        return None if node is MISSING else json_text(node)
 
     return extract
 
@@ -270,26 +235,13 @@ def collected(keys: tuple[str, ...], shape: Shaper) -> ExtractorFactory:
 
     def factory(arg: str | None) -> Extractor:
         index = None if arg is None else int(arg)
-        if index is None:
-            walk_all = path_walker(keys)
-
-            def extract_all(event: Event) -> Value:
-                payload = event.payload
-                if payload.__class__ is not dict or "auditID" not in payload:
-                    return None
-                found = walk_all(payload)
-                if found is None:
-                    return None
-                values = shape(found)
-                return tuple(values) if values else None  # `finish` without an index
-
-            return extract_all
+        walk_path = walker(keys, index)
 
         def extract(event: Event) -> Value:
             payload = event.payload
             if payload.__class__ is not dict or "auditID" not in payload:
                 return None
-            found = walk(payload, keys, 0, index)
+            found = walk_path(payload)
             return None if found is None else finish(shape(found), index)
 
         return extract

@@ -26,6 +26,7 @@ from sources.k8saudit.extraction import (
     text,
     value_at,
     walk,
+    walker,
 )
 
 _SPEC = ("requestObject", "spec")
@@ -89,13 +90,13 @@ def _effective_id(containers: str, key: str) -> ExtractorFactory:
 
     def factory(arg: str | None) -> Extractor:
         index = None if arg is None else int(arg)
-        walk_all = path_walker(keys)
+        walk_path = walker(keys, index)
 
         def extract(event: Event) -> Value:
             payload = event.payload
             if payload.__class__ is not dict or "auditID" not in payload:
                 return None
-            found = walk_all(payload) if index is None else walk(payload, keys, 0, index)
+            found = walk_path(payload)
             if found is None:
                 return None
             pod_value = value_at(payload, pod_keys)

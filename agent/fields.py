@@ -8,7 +8,8 @@ those. An extractor never returns an empty tuple: an empty list is "not availabl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, Flag, auto
 from typing import Any
@@ -277,9 +278,14 @@ class GeneratedReads:
     either); any other through the event's cache, as `cached_extractor` does but without its call: the value under
     its key, else its extraction stored there. `bind` puts an object in the function's namespace and returns the
     name it has there.
+
+    A function evaluating several conditions reads a field once: `held` names the locals that already hold some
+    fields' values when it starts (by cache key), and a field of `shared` is kept in a local at its first read.
+    `reads` counts the reads of each cached field, to tell which are worth sharing.
     """
 
-    def __init__(self, bind: Callable[[Any], str]) -> None:
+    def __init__(self, bind: Callable[[Any], str], *, held: Mapping[str, str] | None = None,
+                 shared: Collection[str] = ()) -> None:
         self._bind = bind
         self._miss = bind(CACHE_MISS)
         self._guards: dict[str, str] = {}  # guard text -> the local holding its truth
@@ -287,10 +293,29 @@ class GeneratedReads:
         self._uses_cache = False
         self._uses_payload = False
         self._bound: dict[int, str] = {}  # id of an object an inline form names -> its name in the namespace
+        self._held = held or {}
+        self._shared = shared
+        self._kept: dict[str, str] = {}  # cache key of a shared field -> the local keeping its value once read
+        self.reads: Counter[str] = Counter()
+        self.held_used: set[str] = set()
 
     def read(self, key: str | None, extract: Extractor) -> str:
         """Expression for the value of a field with uncached extraction `extract`, cached under `key` (None: not
         cached)."""
+        if key is None:
+            return self._read(key, extract)
+        self.reads[key] += 1
+        held = self._held.get(key)
+        if held is not None:
+            self.held_used.add(held)
+            return held
+        if key not in self._shared:
+            return self._read(key, extract)
+        # Conditions stop early, so the first read met at run time is not known here: each reads unless one did.
+        kept = self._kept.get(key) or self._kept.setdefault(key, f"_m{len(self._kept)}")
+        return f"({kept} if {kept} is not {self._miss} else ({kept} := {self._read(key, extract)}))"
+
+    def _read(self, key: str | None, extract: Extractor) -> str:
         self._count += 1
         tmp = f"_r{self._count}"
         inline = inline_read(extract)
@@ -332,6 +357,7 @@ class GeneratedReads:
         """The statements the reads need, to open the function: the event's cache, its payload, the guards."""
         lines = ["_c = ev.cache"] if self._uses_cache else []
         lines += ["_p = ev.payload"] if self._uses_payload else []
+        lines += [f"{local} = {self._miss}" for local in self._kept.values()]
         return lines + [f"{local} = {guard}" for guard, local in self._guards.items()]
 
 

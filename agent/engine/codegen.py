@@ -10,7 +10,7 @@ Conditions nested deeper than Python's parser allows fall back to closures (None
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.engine.ast import And, Check, Expr, Not, Or
@@ -28,11 +28,12 @@ _BOUND = itertools.count()
 
 
 class _Builder:
-    def __init__(self, plan: Callable[[Check], CheckPlan]) -> None:
+    def __init__(self, plan: Callable[[Check], CheckPlan], *, held: Mapping[str, str] | None = None,
+                 shared: Collection[str] = ()) -> None:
         self.plan = plan
         self.namespace: dict[str, Any] = {}
         self.count = 0
-        self.reads = GeneratedReads(self.bind)
+        self.reads = GeneratedReads(self.bind, held=held, shared=shared)
 
     def bind(self, value: Any) -> str:
         self.count += 1
@@ -88,7 +89,7 @@ def generate_predicate(expr: Expr, plan: Callable[[Check], CheckPlan]) -> Callab
     exec(compile(source, "<condition>", "exec"), builder.namespace)
     function: Callable[[Event], bool] = builder.namespace["predicate"]
     function.__falco_source__ = source  # type: ignore[attr-defined]
-    function.__falco_parts__ = (tuple(prologue), body)  # type: ignore[attr-defined]
+    function.__falco_condition__ = (expr, plan)  # type: ignore[attr-defined]
     return function
 
 
@@ -103,28 +104,36 @@ class ErrorCount(Protocol):
     rule_errors: int
 
 
-#: Evaluates rules in turn on an event: `evaluate(event, errors, first_only)` gives the results of the rules whose
-#: condition holds (only the first with `first_only`), counting in `errors` each one an extraction error stopped.
-Evaluator = Callable[[Event, ErrorCount, bool], list[Any]]
+#: Evaluates rules in turn on an event: `evaluate(event, key, errors, first_only)` gives the results of the rules
+#: whose condition holds (only the first with `first_only`), counting in `errors` each one an extraction error
+#: stopped; `key` is the event's index key (agent.engine.ruleset.RuleSet.index_key).
+Evaluator = Callable[[Event, tuple[Any, ...], ErrorCount, bool], list[Any]]
 
 
 def generate_evaluator(predicates: Sequence[Callable[[Event], bool]], results: Sequence[Any],
-                       errors: tuple[type[BaseException], ...]) -> Evaluator | None:
+                       errors: tuple[type[BaseException], ...], held: Sequence[str | None] = ()) -> Evaluator | None:
     """One function evaluating generated `predicates` in turn (None when one is not generated), as a loop calling
-    them would, results in the same order: their texts in one body, their opening statements (the payload, guards
-    of inline reads) run once. A predicate raising one of `errors` counts an error and does not match."""
-    parts: list[tuple[tuple[str, ...], str]] = []
-    namespace: dict[str, Any] = {}
+    them would, results in the same order. Their conditions are written into one body that reads each field at most
+    once: the fields whose cache keys `held` lists are given in the index key (`evaluate(ev, key, ...)`, `key[i]`
+    the value of field `held[i]`), and any other read by several conditions is kept at its first read. A predicate
+    raising one of `errors` counts an error and does not match."""
+    conditions: list[tuple[Expr, Callable[[Check], CheckPlan]]] = []
     for predicate in predicates:
-        part = getattr(predicate, "__falco_parts__", None)
-        if part is None:
+        condition = getattr(predicate, "__falco_condition__", None)
+        if condition is None:
             return None
-        parts.append(part)
-        namespace.update(getattr(predicate, "__globals__", {}))  # its bound names are unique (`_BOUND`)
+        conditions.append(condition)
+    given = {key: f"_i{position}" for position, key in enumerate(held) if key is not None}
+    builder, bodies = _bodies(conditions, given, ())
+    shared = {key for key, count in builder.reads.reads.items() if count > 1 and key not in given}
+    if shared:
+        builder, bodies = _bodies(conditions, given, shared)
+    namespace = builder.namespace
     namespace.update({"_errors": errors, **{f"_result{i}": result for i, result in enumerate(results)}})
-    prologue = dict.fromkeys(line for opening, _body in parts for line in opening)
-    lines = ["def evaluate(ev, counts, first_only):", *(f"    {line}" for line in prologue), "    matched = []"]
-    for position, (_opening, body) in enumerate(parts):
+    lines = ["def evaluate(ev, key, counts, first_only):",
+             *(f"    {local} = key[{local[2:]}]" for local in sorted(builder.reads.held_used)),
+             *(f"    {line}" for line in builder.reads.prologue()), "    matched = []"]
+    for position, body in enumerate(bodies):
         lines += ["    try:", f"        if {body}:", f"            matched.append(_result{position})",
                   "            if first_only:", "                return matched",
                   "    except _errors:", "        counts.rule_errors += 1"]
@@ -132,3 +141,14 @@ def generate_evaluator(predicates: Sequence[Callable[[Event], bool]], results: S
     exec(compile("\n".join(lines), "<rules>", "exec"), namespace)
     evaluate: Evaluator = namespace["evaluate"]
     return evaluate
+
+
+def _bodies(conditions: Sequence[tuple[Expr, Callable[[Check], CheckPlan]]], held: Mapping[str, str],
+            shared: Collection[str]) -> tuple[_Builder, list[str]]:
+    """The expressions of `conditions` in one function's builder (see GeneratedReads for `held` and `shared`)."""
+    builder = _Builder(conditions[0][1], held=held, shared=shared)
+    bodies = []
+    for expr, plan in conditions:
+        builder.plan = plan
+        bodies.append(builder.expr(expr, 0))
+    return builder, bodies

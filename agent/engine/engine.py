@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from agent.alert import Alert
 from agent.engine.append_output import AppendOutput, OutputAppender
@@ -49,20 +50,20 @@ class RulesText:
 EVALUATOR_AFTER_EVENTS = 16
 
 
-def _evaluator(node: Narrowing[CompiledRule]) -> Evaluator:
+def _evaluator(node: Narrowing[CompiledRule], ruleset: RuleSet[CompiledRule]) -> Evaluator:
     """How `node`'s rules are evaluated for this event: rule by rule until it met EVALUATOR_AFTER_EVENTS events, then
     by the function generated for them (kept on the node), or rule by rule for good when one is not generated."""
     node.uses += 1
     if node.uses < EVALUATOR_AFTER_EVENTS:
         return partial(evaluate_in_turn, node.rules)
     rules = node.rules
-    evaluator = generate_evaluator([rule.predicate for rule in rules], rules, EXTRACTION_ERRORS) or partial(
-        evaluate_in_turn, rules)
+    evaluator = generate_evaluator([rule.predicate for rule in rules], rules, EXTRACTION_ERRORS,
+                                   ruleset.index_cache_keys) or partial(evaluate_in_turn, rules)
     node.evaluator = evaluator
     return evaluator
 
 
-def evaluate_in_turn(rules: tuple[CompiledRule, ...], event: Event, counts: ErrorCount,
+def evaluate_in_turn(rules: tuple[CompiledRule, ...], event: Event, _key: tuple[Any, ...], counts: ErrorCount,
                      first_only: bool) -> list[CompiledRule]:
     """The rules whose condition holds on `event`, in order (the first alone with `first_only`)."""
     matched = []
@@ -248,8 +249,8 @@ class Engine:
         node = ruleset.narrowed(event, index_key)
         alerts: list[Alert] = []
         if node.rules:  # most events of a busy source leave none (an open of a file no rule names)
-            evaluate = node.evaluator or _evaluator(node)
-            for rule in evaluate(event, stats, self._first_only):
+            evaluate = node.evaluator or _evaluator(node, ruleset)
+            for rule in evaluate(event, index_key, stats, self._first_only):
                 alerts.append(alert_for(rule, event, hostname=self.hostname))
         if self._correlations.correlations:  # without any, nothing to feed (a call per event spared)
             alerts += self._correlations.process(event, index_key, stats)

@@ -18,7 +18,7 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import generated_read, generated_reads
+from agent.fields import cache_parts, generated_read, generated_reads
 from agent.priority import Priority
 from agent.source import SourceSpec
 
@@ -176,6 +176,9 @@ class RuleSet(Generic[R]):
         #: The event's index values: equal for every rule set built on the same source's index fields (one
         #: generated function reading them inline from the event's cache).
         self.index_key = _key_function(self._getters)
+        #: The cache key of each index field (None: not cached), telling generated evaluators which fields the index
+        #: key gives them.
+        self.index_cache_keys = tuple(parts[0] if (parts := cache_parts(get)) else None for get in self._getters)
         self._names = tuple(index_getters)
         self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters)) for rule in self.rules]
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.engine.engine import EVALUATOR_AFTER_EVENTS, RuleMatching
+from agent.engine.engine import EVALUATOR_AFTER_EVENTS, Engine, RuleMatching
+from tests.agent.engine.conftest import sample_source
 
 #: More events than a narrowing meets before it gets its generated evaluator.
 ROUNDS = 3 * EVALUATOR_AFTER_EVENTS
@@ -52,5 +53,54 @@ class TestGeneratedEvaluator:
         assert ruleset is not None
         node = ruleset.narrowed(lab.event(type="x", name="b"), ruleset.index_key(lab.event(type="x", name="b")))
         assert node.evaluator.__code__.co_filename == "<rules>"  # the generated function, not the loop
-        assert [rule.name for rule in node.evaluator(lab.event(type="x", name="a"), engine.stats, False)] == [
+        other = lab.event(type="x", name="a")
+        assert [rule.name for rule in node.evaluator(other, ruleset.index_key(other), engine.stats, False)] == [
             "named"]
+
+
+class TestFieldsReadOnce:
+    """The generated evaluator reads a field several rules use once per event, and the index fields not at all (the
+    index key holds them): each rule still sees the event's own values."""
+
+    RULES = ("- list: names\n  items: [a, b]\n"
+             "- macro: named_a\n  condition: jevt.value[/name] = a\n")
+
+    def engine(self, lab: Any, matching: RuleMatching) -> Engine:
+        # Indexed by two fields, so that the event type is the key's second value.
+        engine = Engine(rule_matching=matching)
+        engine.add_source(sample_source(index_fields=("t.other", "t.type")))
+        # `first_big` reads the name only when the number is big: on other events `named` reads it first.
+        _, result = lab.load(self.RULES + lab.rule("t.num > 5 and named_a", name="first_big")
+                             + lab.rule("t.type in (x, y) and named_a", name="named")
+                             + lab.rule("jevt.value[/name] in (names) and t.type = x", name="listed")
+                             + lab.rule("t.type = y and not named_a", name="other_name"), engine=engine)
+        assert result.successful, result.as_text()
+        return engine
+
+    @pytest.mark.parametrize("matching", [RuleMatching.FIRST, RuleMatching.ALL])
+    def test_each_event_its_own_values(self, lab, matching: RuleMatching) -> None:
+        engine = self.engine(lab, matching)
+        cases = [
+            ({"type": "x", "name": "a", "num": 7}, ["first_big", "named", "listed"]),
+            ({"type": "x", "name": "a", "num": 1}, ["named", "listed"]),
+            ({"type": "x", "name": "b", "num": 7}, ["listed"]),
+            ({"type": "y", "name": "a", "num": 1}, ["named"]),
+            ({"type": "y", "name": "c", "num": 1}, ["other_name"]),
+            ({"type": "y", "num": 9, "other": "x"}, ["other_name"]),
+        ]
+        for _ in range(ROUNDS):  # before and after the narrowings get their generated evaluators
+            for payload, fired in cases:
+                expected = fired[:1] if matching is RuleMatching.FIRST else fired
+                assert lab.fired(engine, **payload) == expected, payload
+
+    def test_a_shared_read_is_written_once_per_rule_set(self, lab) -> None:
+        engine = self.engine(lab, RuleMatching.ALL)
+        for _ in range(EVALUATOR_AFTER_EVENTS):
+            lab.fired(engine, type="x", name="a", num=7)
+        ruleset = engine.ruleset(lab.source)
+        assert ruleset is not None
+        event = lab.event(type="x", name="a", num=7)
+        evaluator = ruleset.narrowed(event, ruleset.index_key(event)).evaluator
+        names = evaluator.__code__.co_varnames
+        assert "key" in names and "_i1" in names  # the event type comes from the index key
+        assert sum(name.startswith("_m") for name in names) == 1  # the name, read by three rules, kept once

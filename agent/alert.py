@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -65,7 +65,6 @@ class Alert:
     hostname: str = ""
     tags: tuple[str, ...] = ()
     seq: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def text_line(self, *, iso8601: bool = False) -> str:
         """`<time>: <Priority> <output>`, escaped like a JSON string body, as Falco prints it."""

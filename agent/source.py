@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -131,6 +131,6 @@ class RecordDecoder(Protocol):
         """Whether a parsed JSON document looks like this source's input."""
         ...
 
-    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
-        """Yield an event per record; a bad record yields a DecodeError naming origin and index."""
+    def events(self, document: Any, *, origin: str) -> Iterable[Event | DecodeError]:
+        """An event per record; a bad record gives a DecodeError naming origin and index."""
         ...

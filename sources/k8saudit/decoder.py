@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,16 +149,19 @@ class K8sAuditDecoder:
             return any(_looks_like_audit_event(item) for item in document) or is_envelope(document)
         return False
 
-    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
-        """Yield an event per audit event of the document, or a DecodeError naming its index.
+    def events(self, document: Any, *, origin: str) -> Iterable[Event | DecodeError]:
+        """An event per audit event of the document, or a DecodeError naming its index.
 
         AKS diagnostic records (alone, in a `records` batch or in an array) are unwrapped first;
-        records of other diagnostic categories yield nothing.
+        records of other diagnostic categories give nothing.
         """
         if document.__class__ is dict and document.get("kind") == "Event":
-            # What an API server sends, one event per document: neither an envelope nor an EventList.
-            yield self._audit_event(document, origin)
-            return
+            # What an API server sends, one event per document: neither an envelope nor an EventList, and no
+            # generator to make for it.
+            return (self._audit_event(document, origin),)
+        return self._listed_events(document, origin)
+
+    def _listed_events(self, document: Any, origin: str) -> Iterator[Event | DecodeError]:
         records = envelope_records(document)
         if isinstance(records, DecodeError):
             yield DecodeError(records.message, Location(file=origin, item_kind="document"), reason=records.reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +277,7 @@ class OnceBrokenDecoder:
     def matches(self, document: Any) -> bool:
         return self._decoder.matches(document)
 
-    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
+    def events(self, document: Any, *, origin: str) -> Iterable[Event | DecodeError]:
         if self.is_broken:
             self.is_broken = False
             raise RuntimeError("decoder bug")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ class DecoderWithABug(K8sAuditDecoder):
         super().__init__()
         self.audit_id: str | None = audit_id
 
-    def events(self, document: Any, *, origin: str) -> Iterator[Event | DecodeError]:
+    def events(self, document: Any, *, origin: str) -> Iterable[Event | DecodeError]:
         if document.get("auditID") == self.audit_id:
             self.audit_id = None
             raise RuntimeError("decoder bug")

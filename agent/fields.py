@@ -122,6 +122,9 @@ class FieldFlag(Flag):
     #: `append_output`'s `suggested_output` appends the field to the outputs of its source's rules, as
     #: `container_id=%container.id` (EPF_FORMAT_SUGGESTED; a plugin field's `addOutput`).
     FORMAT_SUGGESTED = auto()
+    #: Every event has a value for the field (the event's time, its number): `exists` on it always holds, so a rule
+    #: a user turned off with such a test (`not (jevt.rawtime exists)`) is never evaluated.
+    ALWAYS = auto()
 
 
 class AnyOf:

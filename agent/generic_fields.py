@@ -97,6 +97,10 @@ def _datetime(ts_ns: int) -> str:
     return _stamp(ts_ns, _local_date_clock)
 
 
+#: The generic fields every event has a value for.
+_ON_EVERY_EVENT = frozenset({"evt.rawtime", "evt.rawtime.s", "evt.rawtime.ns", "evt.source"})
+
+
 def generic_fields(
     *, plugin_name: str | None = None, plugin_info: Extractor | None = None
 ) -> list[FieldSpec]:
@@ -138,6 +142,6 @@ def generic_fields(
         ("evt.hostname", FieldType.CHARBUF, "host the agent runs on", lambda ev: ev.hostname or None),
     ]
     return [
-        FieldSpec(name, ftype, desc, _simple(fn), flags=FieldFlag.NONE)
+        FieldSpec(name, ftype, desc, _simple(fn), flags=FieldFlag.ALWAYS if name in _ON_EVERY_EVENT else FieldFlag.NONE)
         for name, ftype, desc, fn in specs
     ]

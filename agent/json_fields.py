@@ -8,7 +8,17 @@ from typing import Any
 import orjson
 
 from agent.event import Event
-from agent.fields import ArgKind, Extractor, FieldSpec, FieldType, InlineRead, Value, template_literal, with_inline
+from agent.fields import (
+    ArgKind,
+    Extractor,
+    FieldFlag,
+    FieldSpec,
+    FieldType,
+    InlineRead,
+    Value,
+    template_literal,
+    with_inline,
+)
 
 
 def compact_json(value: Any) -> bytes:
@@ -152,6 +162,7 @@ def json_fields() -> list[FieldSpec]:
                       "value at a JSON pointer into the event, strings unquoted, other values as JSON",
                       _value_extractor, arg=ArgKind.KEY | ArgKind.REQUIRED),
             FieldSpec(f"{prefix}.obj", FieldType.STRING, "the whole event as indented JSON", _obj),
-            FieldSpec(f"{prefix}.rawtime", FieldType.STRING, "event time in nanoseconds, as text", _rawtime),
+            FieldSpec(f"{prefix}.rawtime", FieldType.STRING, "event time in nanoseconds, as text", _rawtime,
+                      flags=FieldFlag.ALWAYS),
         ]
     return specs

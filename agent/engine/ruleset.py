@@ -18,7 +18,7 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import cache_parts, generated_read, generated_reads
+from agent.fields import FieldFlag, cache_parts, generated_read, generated_reads
 from agent.priority import Priority
 from agent.source import SourceSpec
 
@@ -106,6 +106,25 @@ def _bounds(expr: Expr, field: str) -> tuple[ValueSet, ValueSet]:
     return over, under
 
 
+def _truth(expr: Expr, always: frozenset[str]) -> bool | None:
+    """Whether `expr` holds on every event (True), on none (False), or depends on the event (None), knowing only
+    that the fields `always` names have a value on every event: what Falco's rules files write as
+    `k8s_audit_always_true` (`jevt.rawtime exists`) and negate to turn a rule or an exception off."""
+    if isinstance(expr, Check):
+        lhs = expr.lhs
+        known = expr.op == "exists" and isinstance(lhs, FieldRef) and lhs.arg is None and lhs.name in always
+        return True if known and not expr.modifier else None
+    if isinstance(expr, Not):
+        child = _truth(expr.child, always)
+        return None if child is None else not child
+    assert isinstance(expr, (And, Or))
+    parts = [_truth(c, always) for c in expr.children]
+    decisive = isinstance(expr, Or)  # the value that decides an `or` (True) or an `and` (False) alone
+    if decisive in parts:
+        return decisive
+    return (not decisive) if all(p is not None for p in parts) else None
+
+
 def _exact(check: Check, field: str) -> ValueSet | None:
     lhs = check.lhs
     if not isinstance(lhs, FieldRef) or lhs.name != field or lhs.arg is not None or check.modifier:
@@ -168,10 +187,14 @@ class RuleSet(Generic[R]):
     """
 
     def __init__(self, rules: list[R], index_getters: dict[str, Getter],
-                 guard_getters: dict[str, tuple[Getter, GuardField]] | None = None) -> None:
-        """`guard_getters` maps each guard field to its getter and to how checks bound it."""
+                 guard_getters: dict[str, tuple[Getter, GuardField]] | None = None,
+                 always: frozenset[str] = frozenset()) -> None:
+        """`guard_getters` maps each guard field to its getter and to how checks bound it; `always` names the fields
+        every event has (a rule whose condition cannot hold with them is never a candidate)."""
         guard_getters = guard_getters or {}
         self.rules = sorted(rules, key=lambda r: r.index)
+        #: The rules no event can match, left out of every candidate set.
+        self.never = tuple(rule for rule in self.rules if _truth(rule.condition, always) is False)
         self._getters = tuple(index_getters.values())
         #: The event's index values: equal for every rule set built on the same source's index fields (one
         #: generated function reading them inline from the event's cache).
@@ -180,7 +203,8 @@ class RuleSet(Generic[R]):
         #: key gives them.
         self.index_cache_keys = tuple(parts[0] if (parts := cache_parts(get)) else None for get in self._getters)
         self._names = tuple(index_getters)
-        self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters)) for rule in self.rules]
+        self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters))
+                        for rule in self.rules if rule not in self.never]
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
         self.narrowed_by = {
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
@@ -203,7 +227,7 @@ class RuleSet(Generic[R]):
         getters = {name: get for name in spec.index_fields if (get := _getter(spec, name)) is not None}
         guards = {name: (get, guard_field(name, spec.guard_paths))
                   for name in spec.guard_fields if (get := _getter(spec, name)) is not None}
-        return cls(rules, getters, guards)
+        return cls(rules, getters, guards, frozenset(f.name for f in spec.fields if FieldFlag.ALWAYS in f.flags))
 
     def index_values(self, field: str, *, among: Callable[[R], bool] | None = None) -> frozenset[Any] | None:
         """The values of index field `field` some rule here (of those `among` selects) can match; None when a

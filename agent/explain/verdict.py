@@ -147,8 +147,11 @@ class Explainer:
 def index_reason(ruleset: RuleSet[Any] | None, spec: SourceSpec, item: Indexed, event: Event) -> str:
     """Why the index of `ruleset` keeps `item` (a rule or a correlation step) from the event ('' when it does
     not)."""
-    narrowed = ruleset.narrowed_by.get(item.name, ()) if ruleset is not None else ()
-    for name in narrowed:
+    if ruleset is None:
+        return ""
+    if item in ruleset.never:
+        return "never evaluated: its condition is false on every event (it negates a field every event has)"
+    for name in ruleset.narrowed_by.get(item.name, ()):
         resolved = spec.fields.resolve(name, None)
         if resolved is None:
             continue

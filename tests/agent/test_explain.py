@@ -96,6 +96,17 @@ class TestVerdict:
         assert explainer.explain("Pod Created", kernel_event).reason == (
             "the rule is of source 'k8s_audit', the event of 'syscall'")
 
+    def test_a_rule_turned_off_says_so(self, tmp_path: Path) -> None:
+        """A rule negating a field every event has is never evaluated, and explain says why."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(RULES.read_text() + "\n- rule: Turned Off\n  desc: d\n  condition: ka.verb = get and not "
+                                             "jevt.rawtime exists\n  output: o\n  priority: WARNING\n"
+                                             "  source: k8s_audit\n")
+        explainer, reader = explainer_for([rules])
+        get = events_of(reader, EVENTS)[2]
+        assert explainer.explain("Turned Off", get).reason == (
+            "never evaluated: its condition is false on every event (it negates a field every event has)")
+
 
 class TestAgreesWithTheEngine:
     @staticmethod

@@ -95,6 +95,44 @@ class TestCandidates:
             ("LOAD_NO_EVTTYPE", "a", 4)]
 
 
+class TestRulesThatCannotHold:
+    """A rule turned off the way Falco's rules files do it (`and not always_true`, the time of an event existing)
+    is never evaluated, and asks for none of its event types; one that may hold still is."""
+
+    PRELUDE = "- macro: always_true\n  condition: (jevt.rawtime exists)\n"
+    RULES = (
+        ("off", "t.type = open and not always_true"),
+        ("off_by_or", "t.type = close and not (always_true or t.name = x)"),
+        ("off_by_time", "t.type = exec and not evt.rawtime exists"),
+        ("on", "t.type = open and always_true"),
+        ("on_unless_named", "t.type = close and not (t.name = x and not always_true)"),
+        ("maybe", "t.type = open and (t.name = x or not always_true)"),
+        ("pointer", "t.type = open and not jevt.value[/name] exists"),
+    )
+
+    @pytest.fixture
+    def engine(self, lab):
+        return lab.loaded(self.PRELUDE + "".join(lab.rule(cond, name=name) for name, cond in self.RULES),
+                          rule_matching="all")
+
+    def test_never_candidates(self, engine) -> None:
+        ruleset = engine.ruleset("test")
+        assert [rule.name for rule in ruleset.never] == ["off", "off_by_or", "off_by_time"]
+        assert ruleset.index_values("t.type") == {"open", "close"}  # no rule left for exec
+
+    @pytest.mark.parametrize(("payload", "fired"), [
+        ({"type": "open", "name": "x"}, ["on", "maybe"]),
+        ({"type": "open", "name": "y"}, ["on"]),
+        ({"type": "open"}, ["on", "pointer"]),
+        ({"type": "close", "name": "x"}, ["on_unless_named"]),
+        ({"type": "exec"}, []),
+    ])
+    def test_alerts_as_brute_force(self, engine, lab, payload: dict[str, Any], fired: list[str]) -> None:
+        """The rules left out are exactly those that match no event: evaluating every rule gives the same alerts."""
+        assert [rule.name for rule in engine.rules if rule.predicate(lab.event(**payload))] == fired
+        assert lab.fired(engine, **payload) == fired
+
+
 class TestFieldReads:
     """The index and guard fields are read through the event's cache, once per event for every reader."""
 

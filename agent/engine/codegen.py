@@ -106,7 +106,7 @@ class ErrorCount(Protocol):
 
 #: Evaluates rules in turn on an event: `evaluate(event, key, errors, first_only)` gives the results of the rules
 #: whose condition holds (only the first with `first_only`), counting in `errors` each one an extraction error
-#: stopped; `key` is the event's index key (agent.engine.ruleset.RuleSet.index_key).
+#: stopped; `key` is the event's index key (agent.engine.ruleset.RuleSet.narrow).
 Evaluator = Callable[[Event, tuple[Any, ...], ErrorCount, bool], list[Any]]
 
 

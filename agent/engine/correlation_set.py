@@ -71,7 +71,7 @@ class CorrelationSet:
             self._clock[source] = event.ts_ns
         self._seq += 1
         alerts: list[Alert] = []
-        for step in index.matching(event, index_key):
+        for step in index.narrow(event, index_key)[1].rules:
             try:
                 matched = step.predicate(event)
             except (TypeError, ValueError, AttributeError, KeyError, IndexError):

@@ -245,8 +245,7 @@ class Engine:
             event.num = stats.events  # sources leave numbering to the engine (evt.num)
         if ruleset is None:
             return []
-        index_key = ruleset.index_key(event)
-        node = ruleset.narrowed(event, index_key)
+        index_key, node = ruleset.narrow(event)
         alerts: list[Alert] = []
         if node.rules:  # most events of a busy source leave none (an open of a file no rule names)
             evaluate = node.evaluator or _evaluator(node, ruleset)

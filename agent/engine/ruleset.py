@@ -18,7 +18,7 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import FieldFlag, cache_parts, generated_read, generated_reads
+from agent.fields import FieldFlag, GeneratedReads, cache_parts
 from agent.priority import Priority
 from agent.source import SourceSpec
 
@@ -158,14 +158,13 @@ Getter = Callable[[Event], Any]
 @dataclass(slots=True)
 class Narrowing(Generic[R]):
     """The rules still possible for an event, and the guard field asked next: the first (in the source's order) that
-    one of them bounds, or none (`read` None: `rules` are the candidates). Its answers are memoised per value of
+    one of them bounds, or none (`position` -1: `rules` are the candidates). Its answers are memoised per value of
     that field, each an equal or smaller narrowing."""
 
     rules: tuple[R, ...]
     #: Each rule with its guards not asked yet.
     guarded: tuple[tuple[R, tuple[Guard, ...]], ...]
-    #: How the guard field is read (generated: inline, or through the event's cache).
-    read: Getter | None
+    #: The guard field asked next, by its position among the source's guard fields.
     position: int
     by_value: dict[Any, Narrowing[R]]
     #: How the engine evaluates `rules` once the narrowing is in use (agent.engine.codegen.generate_evaluator), and
@@ -198,7 +197,6 @@ class RuleSet(Generic[R]):
         self._getters = tuple(index_getters.values())
         #: The event's index values: equal for every rule set built on the same source's index fields (one
         #: generated function reading them inline from the event's cache).
-        self.index_key = _key_function(self._getters)
         #: The cache key of each index field (None: not cached), telling generated evaluators which fields the index
         #: key gives them.
         self.index_cache_keys = tuple(parts[0] if (parts := cache_parts(get)) else None for get in self._getters)
@@ -210,7 +208,6 @@ class RuleSet(Generic[R]):
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
             for rule, sets in self._admits
         }
-        self._guard_reads = tuple(generated_read(getter) for getter, _guard in guard_getters.values())
         guards = tuple(guard for _getter, guard in guard_getters.values())
         self._guards = {id(rule): guards_of(rule.condition, guards) for rule in self.rules}
         guard_names = tuple(guard_getters)
@@ -220,6 +217,10 @@ class RuleSet(Generic[R]):
         self._memo: dict[tuple[Any, ...], Narrowing[R]] = {}
         #: The narrowings made, by the rules and guards they hold: events that leave the same rules share one.
         self._narrowings: dict[tuple[tuple[int, tuple[Guard, ...]], ...], Narrowing[R]] = {}
+        #: `narrow(event)` gives the event's index values (its key) and the narrowing whose `rules` can match it;
+        #: `narrow(event, key)` the same for an event whose key is already known.
+        self.narrow: Callable[..., tuple[tuple[Any, ...], Narrowing[R]]] = self._narrow_function(
+            [getter for getter, _guard in guard_getters.values()])
 
     @classmethod
     def of_source(cls, rules: list[R], spec: SourceSpec) -> RuleSet[R]:
@@ -244,37 +245,56 @@ class RuleSet(Generic[R]):
 
     def candidates(self, event: Event) -> tuple[R, ...]:
         """Rules that can match this event, in evaluation order."""
-        return self.matching(event, self.index_key(event))
+        return self.narrow(event)[1].rules
 
     def candidates_for(self, key: tuple[Any, ...]) -> tuple[R, ...]:
         """Rules that can match an event with these index values (whatever its guard values), in evaluation
         order."""
         return self._selection(key).rules
 
-    def matching(self, event: Event, key: tuple[Any, ...]) -> tuple[R, ...]:
-        """Rules that can match this event, whose index values are `key`, in evaluation order."""
-        return self.narrowed(event, key).rules
+    def _narrow_function(self, guard_getters: list[Getter]) -> Callable[..., tuple[tuple[Any, ...], Narrowing[R]]]:
+        """The generated `narrow`: the index fields read as the conditions read them, then the memoised narrowing of
+        their values, then its guard fields one at a time, each read inline, while a rule left is guarded by one.
+        A guard field whose extraction fails leaves the rules it guards: their conditions meet the same error and
+        count it. A value that is not hashable (not text) is judged, not memoised."""
+        namespace: dict[str, Any] = {"_E": EXTRACTION_ERRORS, "_memo_get": self._memo.get,
+                                     "_selection": self._selection, "_answer": self._answer, "_kept": self._kept}
 
-    def narrowed(self, event: Event, key: tuple[Any, ...]) -> Narrowing[R]:
-        """The narrowing whose `rules` can match this event, whose index values are `key`."""
-        node = self._memo.get(key) or self._selection(key)
-        while (read := node.read) is not None:
-            try:
-                value = read(event)
-            except EXTRACTION_ERRORS:
-                return node  # its rules: the conditions meet the same error and count it
-            try:
-                found = node.by_value.get(value)
-            except TypeError:  # a value that is not hashable (not text): judged, not memoised
-                node = self._answer(node, value)
-                continue
-            if found is None:
-                found = self._answer(node, value)
-                if len(node.by_value) >= _GUARD_MEMO_LIMIT:
-                    node.by_value.clear()
-                node.by_value[value] = found
-            node = found
-        return node
+        def bind(value: Any) -> str:
+            name = f"_n{len(namespace)}"
+            namespace[name] = value
+            return name
+
+        reads = GeneratedReads(bind)
+        key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
+        guards = [reads.read_getter(get) for get in guard_getters]
+        # One guard field is read without a test of which (the kernel has several, k8s one).
+        value = guards[-1] if guards else "None"
+        for position, read in reversed(list(enumerate(guards[:-1]))):
+            value = f"{read} if position == {position} else {value}"
+        lines = ["def narrow(ev, key=None):", *(f"    {line}" for line in reads.prologue()),
+                 "    if key is None:", f"        key = ({key})",
+                 "    node = _memo_get(key) or _selection(key)",
+                 "    position = node.position",
+                 "    while position >= 0:",
+                 "        try:", f"            value = {value}",
+                 "        except _E:", "            return key, node",
+                 "        try:", "            found = node.by_value.get(value)",
+                 "        except TypeError:", "            found = _answer(node, value)",
+                 "        else:", "            if found is None:", "                found = _kept(node, value)",
+                 "        node = found", "        position = node.position",
+                 "    return key, node"]
+        exec(compile("\n".join(lines), "<narrow>", "exec"), namespace)
+        narrow: Callable[..., tuple[tuple[Any, ...], Narrowing[R]]] = namespace["narrow"]
+        return narrow
+
+    def _kept(self, node: Narrowing[R], value: Any) -> Narrowing[R]:
+        """`_answer`, memoised on `node`."""
+        found = self._answer(node, value)
+        if len(node.by_value) >= _GUARD_MEMO_LIMIT:
+            node.by_value.clear()
+        node.by_value[value] = found
+        return found
 
     def _selection(self, key: tuple[Any, ...]) -> Narrowing[R]:
         found = self._memo.get(key)
@@ -295,8 +315,7 @@ class RuleSet(Generic[R]):
             if len(self._narrowings) >= _MEMO_LIMIT:
                 self._narrowings.clear()
             position = min((g.position for _rule, guards in guarded for g in guards), default=-1)
-            read = self._guard_reads[position] if position >= 0 else None
-            found = Narrowing(tuple(rule for rule, _guards in guarded), guarded, read, position, {})
+            found = Narrowing(tuple(rule for rule, _guards in guarded), guarded, position, {})
             self._narrowings[identity] = found
         return found
 
@@ -308,12 +327,6 @@ class RuleSet(Generic[R]):
             if all(g.admits(value) for g in asked):
                 kept.append((rule, tuple(g for g in guards if g.position != node.position)))
         return self._narrowing(tuple(kept))
-
-
-def _key_function(getters: tuple[Getter, ...]) -> Callable[[Event], tuple[Any, ...]]:
-    """A function giving the values of `getters` for an event as a tuple. A caching getter is read inline (its
-    extractor's inline form, or the event's cache), which spares a call per index field on every event."""
-    return generated_reads("key_of", getters, lambda values: f"({''.join(f'{value}, ' for value in values)})")
 
 
 def _getter(spec: SourceSpec, name: str) -> Getter | None:

@@ -51,10 +51,10 @@ class TestGeneratedEvaluator:
             assert lab.fired(engine, type="x", name="b") == ["other"]
         ruleset = engine.ruleset(lab.source)
         assert ruleset is not None
-        node = ruleset.narrowed(lab.event(type="x", name="b"), ruleset.index_key(lab.event(type="x", name="b")))
+        _key, node = ruleset.narrow(lab.event(type="x", name="b"))
         assert node.evaluator.__code__.co_filename == "<rules>"  # the generated function, not the loop
         other = lab.event(type="x", name="a")
-        assert [rule.name for rule in node.evaluator(other, ruleset.index_key(other), engine.stats, False)] == [
+        assert [rule.name for rule in node.evaluator(other, ruleset.narrow(other)[0], engine.stats, False)] == [
             "named"]
 
 
@@ -100,7 +100,7 @@ class TestFieldsReadOnce:
         ruleset = engine.ruleset(lab.source)
         assert ruleset is not None
         event = lab.event(type="x", name="a", num=7)
-        evaluator = ruleset.narrowed(event, ruleset.index_key(event)).evaluator
+        evaluator = ruleset.narrow(event)[1].evaluator
         names = evaluator.__code__.co_varnames
         assert "key" in names and "_i1" in names  # the event type comes from the index key
         assert sum(name.startswith("_m") for name in names) == 1  # the name, read by three rules, kept once

@@ -180,8 +180,8 @@ class TestFieldReads:
                             + lab.rule("t.type = close", name="b") + lab.rule("t.name = y", name="c"))
         plain = RuleSet(engine.rules, {"t.type": lambda ev: ev.payload.get("type")},
                         {"t.name": (lambda ev: ev.payload.get("name"), guard_field("t.name", ()))})
-        assert plain.index_key(lab.event(type="open")) == ("open",)
+        assert plain.narrow(lab.event(type="open"))[0] == ("open",)
         assert [r.name for r in plain.candidates(lab.event(type="open", name="x"))] == ["a"]
         assert [r.name for r in plain.candidates(lab.event(type="open", name="y"))] == ["c"]
         assert [r.name for r in plain.candidates(lab.event(type="close", name="x"))] == ["b"]
-        assert RuleSet(engine.rules, {}).index_key(lab.event(type="open")) == ()
+        assert RuleSet(engine.rules, {}).narrow(lab.event(type="open"))[0] == ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from agent.engine.ast import And, Check, Expr, Not, Or
 from agent.event import Event
@@ -27,7 +27,9 @@ MAX_GENERATED_DEPTH = 50
 _BOUND = itertools.count()
 
 
-class _Builder:
+class Builder:
+    """Writes conditions (and more: see condition_bodies) into one generated function: its namespace, its reads."""
+
     def __init__(self, plan: Callable[[Check], CheckPlan], *, held: Mapping[str, str] | None = None,
                  shared: Collection[str] = ()) -> None:
         self.plan = plan
@@ -78,7 +80,7 @@ class _Builder:
 
 def generate_predicate(expr: Expr, plan: Callable[[Check], CheckPlan]) -> Callable[[Event], bool] | None:
     """A generated predicate for `expr`, or None when it nests too deeply to generate."""
-    builder = _Builder(plan)
+    builder = Builder(plan)
     try:
         body = builder.expr(expr, 0)
     except RecursionError:
@@ -98,55 +100,21 @@ def dump_source(predicate: Callable[[Event], bool]) -> str | None:
     return getattr(predicate, "__falco_source__", None)
 
 
-class ErrorCount(Protocol):
-    """Where an evaluator counts the rules an extraction error kept from matching."""
-
-    rule_errors: int
+#: A generated predicate's condition and how its checks compile (`generate_predicate`'s arguments).
+Condition = tuple[Expr, Callable[[Check], Any]]
 
 
-#: Evaluates rules in turn on an event: `evaluate(event, key, errors, first_only)` gives the results of the rules
-#: whose condition holds (only the first with `first_only`), counting in `errors` each one an extraction error
-#: stopped; `key` is the event's index key (agent.engine.ruleset.RuleSet.narrow).
-Evaluator = Callable[[Event, tuple[Any, ...], ErrorCount, bool], list[Any]]
+def condition_of(predicate: Callable[[Event], bool]) -> Condition | None:
+    """What `predicate` was generated from, to write it again into another function; None when not generated."""
+    condition: Condition | None = getattr(predicate, "__falco_condition__", None)
+    return condition
 
 
-def generate_evaluator(predicates: Sequence[Callable[[Event], bool]], results: Sequence[Any],
-                       errors: tuple[type[BaseException], ...], held: Sequence[str | None] = ()) -> Evaluator | None:
-    """One function evaluating generated `predicates` in turn (None when one is not generated), as a loop calling
-    them would, results in the same order. Their conditions are written into one body that reads each field at most
-    once: the fields whose cache keys `held` lists are given in the index key (`evaluate(ev, key, ...)`, `key[i]`
-    the value of field `held[i]`), and any other read by several conditions is kept at its first read. A predicate
-    raising one of `errors` counts an error and does not match."""
-    conditions: list[tuple[Expr, Callable[[Check], CheckPlan]]] = []
-    for predicate in predicates:
-        condition = getattr(predicate, "__falco_condition__", None)
-        if condition is None:
-            return None
-        conditions.append(condition)
-    given = {key: f"_i{position}" for position, key in enumerate(held) if key is not None}
-    builder, bodies = _bodies(conditions, given, ())
-    shared = {key for key, count in builder.reads.reads.items() if count > 1 and key not in given}
-    if shared:
-        builder, bodies = _bodies(conditions, given, shared)
-    namespace = builder.namespace
-    namespace.update({"_errors": errors, **{f"_result{i}": result for i, result in enumerate(results)}})
-    lines = ["def evaluate(ev, key, counts, first_only):",
-             *(f"    {local} = key[{local[2:]}]" for local in sorted(builder.reads.held_used)),
-             *(f"    {line}" for line in builder.reads.prologue()), "    matched = []"]
-    for position, body in enumerate(bodies):
-        lines += ["    try:", f"        if {body}:", f"            matched.append(_result{position})",
-                  "            if first_only:", "                return matched",
-                  "    except _errors:", "        counts.rule_errors += 1"]
-    lines.append("    return matched")
-    exec(compile("\n".join(lines), "<rules>", "exec"), namespace)
-    evaluate: Evaluator = namespace["evaluate"]
-    return evaluate
-
-
-def _bodies(conditions: Sequence[tuple[Expr, Callable[[Check], CheckPlan]]], held: Mapping[str, str],
-            shared: Collection[str]) -> tuple[_Builder, list[str]]:
-    """The expressions of `conditions` in one function's builder (see GeneratedReads for `held` and `shared`)."""
-    builder = _Builder(conditions[0][1], held=held, shared=shared)
+def condition_bodies(conditions: Sequence[Condition], held: Mapping[str, str], shared: Collection[str],
+                     ) -> tuple[Builder, list[str]]:
+    """The expressions of `conditions` in one function's builder (see GeneratedReads for `held` and `shared`); the
+    builder goes on to write more of that function."""
+    builder = Builder(conditions[0][1], held=held, shared=shared)
     bodies = []
     for expr, plan in conditions:
         builder.plan = plan

@@ -7,25 +7,22 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 from agent.alert import Alert
 from agent.engine.append_output import AppendOutput, OutputAppender
 from agent.engine.ast import Expr
-from agent.engine.codegen import ErrorCount, Evaluator, generate_evaluator
 from agent.engine.collector import Collector
 from agent.engine.correlation_compiler import CompiledCorrelation, compile_correlations
 from agent.engine.correlation_set import CorrelationSet
 from agent.engine.correlation_state import CorrelationMetrics
+from agent.engine.evaluator import evaluator_of
 from agent.engine.load_result import ErrorCode, LoadAborted, LoadResult
-from agent.engine.output_format import EXTRACTION_ERRORS, alert_for
 from agent.engine.reader import MAX_FILE_BYTES, file_too_large, read_items
 from agent.engine.requirements import loaded_plugins
 from agent.engine.rule_compiler import build_context, compile_rules, unused_warnings
 from agent.engine.rule_guards import check_guard_fields
-from agent.engine.ruleset import CompiledRule, Narrowing, RuleSet
+from agent.engine.ruleset import CompiledRule, RuleSet
 from agent.event import Event
 from agent.location import Location
 from agent.priority import Priority
@@ -43,41 +40,6 @@ class RulesText:
 
     name: str
     text: str
-
-
-#: Events a narrowing meets before its rules are evaluated by one generated function: the narrowings in use get one
-#: (a compilation each), the others keep evaluating rule by rule.
-EVALUATOR_AFTER_EVENTS = 16
-
-
-def _evaluator(node: Narrowing[CompiledRule], ruleset: RuleSet[CompiledRule]) -> Evaluator:
-    """How `node`'s rules are evaluated for this event: rule by rule until it met EVALUATOR_AFTER_EVENTS events, then
-    by the function generated for them (kept on the node), or rule by rule for good when one is not generated."""
-    node.uses += 1
-    if node.uses < EVALUATOR_AFTER_EVENTS:
-        return partial(evaluate_in_turn, node.rules)
-    rules = node.rules
-    evaluator = generate_evaluator([rule.predicate for rule in rules], rules, EXTRACTION_ERRORS,
-                                   ruleset.index_cache_keys) or partial(evaluate_in_turn, rules)
-    node.evaluator = evaluator
-    return evaluator
-
-
-def evaluate_in_turn(rules: tuple[CompiledRule, ...], event: Event, _key: tuple[Any, ...], counts: ErrorCount,
-                     first_only: bool) -> list[CompiledRule]:
-    """The rules whose condition holds on `event`, in order (the first alone with `first_only`)."""
-    matched = []
-    for rule in rules:
-        try:
-            if rule.predicate(event):
-                matched.append(rule)
-                if first_only:
-                    break
-        except EXTRACTION_ERRORS:
-            # An extractor met an input shape it did not expect: the rule cannot match this
-            # event, and the agent goes on with the next rule.
-            counts.rule_errors += 1
-    return matched
 
 
 @dataclass(slots=True)
@@ -246,11 +208,11 @@ class Engine:
         if ruleset is None:
             return []
         index_key, node = ruleset.narrow(event)
-        alerts: list[Alert] = []
         if node.rules:  # most events of a busy source leave none (an open of a file no rule names)
-            evaluate = node.evaluator or _evaluator(node, ruleset)
-            for rule in evaluate(event, index_key, stats, self._first_only):
-                alerts.append(alert_for(rule, event, hostname=self.hostname))
+            evaluate = node.evaluator or evaluator_of(node, ruleset, self.hostname)
+            alerts = evaluate(event, index_key, stats, self._first_only)
+        else:
+            alerts = []
         if self._correlations.correlations:  # without any, nothing to feed (a call per event spared)
             alerts += self._correlations.process(event, index_key, stats)
         stats.alerts += len(alerts)

@@ -214,18 +214,18 @@ def _field_refs(node: Any) -> list[FieldRef]:
 
 
 class _ComposerSource:
-    """The text of a composer function: a statement per value it extracts, then the text and the output_fields."""
+    """The statements of a composition: one per value it extracts, written at the left margin (the caller indents
+    them), names bound through `bind` and fields read through `reads` (those of the function it goes into)."""
 
-    def __init__(self) -> None:
-        self.namespace: dict[str, Any] = {"_E": EXTRACTION_ERRORS, "_rv": render_value, "_jv": json_value}
-        self.reads = GeneratedReads(self.bind)
-        self.lines: list[str] = []  # the function's body after the reads' prologue
+    def __init__(self, bind: Callable[[Any], str], reads: GeneratedReads, prefix: str) -> None:
+        self.bind = bind
+        self.reads = reads
+        self.prefix = prefix
+        self.errors = bind(EXTRACTION_ERRORS)
+        self.render = bind(render_value)
+        self.json = bind(json_value)
+        self.lines: list[str] = []
         self._slots: dict[int, str] = {}  # id of a getter -> the variable holding its value
-
-    def bind(self, value: Any) -> str:
-        name = f"_b{len(self.namespace)}"
-        self.namespace[name] = value
-        return name
 
     def value_of(self, get: Getter) -> str:
         """The variable holding a value, extracted once: inline when `get` caches (its extractor's inline form, or the
@@ -236,32 +236,50 @@ class _ComposerSource:
         slot = self._slots.get(id(get))
         if slot is not None:
             return slot
-        slot = self._slots[id(get)] = f"v{len(self._slots)}"
+        slot = self._slots[id(get)] = f"{self.prefix}{len(self._slots)}"
         read = self.reads.read_getter(get)
-        self.lines += ["    try:", f"        {slot} = {read}", "    except _E:", f"        {slot} = None"]
+        self.lines += ["try:", f"    {slot} = {read}", f"except {self.errors}:", f"    {slot} = None"]
         return slot
 
     def text_of(self, token: _Token) -> str:
         slot = self.value_of(token.get)
-        text = f"({slot} if {slot}.__class__ is str else _rv({slot}))"
+        text = f"({slot} if {slot}.__class__ is str else {self.render}({slot}))"
         return f"{text}[:{token.width}].ljust({token.width})" if token.width else text
 
 
-def generate_composer(fmt: OutputFormat) -> Composer:
-    """A function giving the output text and output_fields of `fmt` for an event, as straight-line code: no loop
-    over the tokens, no test of a part's kind, and a value shown in both extracted once."""
-    source = _ComposerSource()
+def composition(fmt: OutputFormat, bind: Callable[[Any], str], reads: GeneratedReads,
+                prefix: str) -> tuple[list[str], str, str]:
+    """The code composing `fmt` for an event `ev` in a generated function whose names `bind` makes and whose field
+    reads `reads` writes: statements extracting each value once (at the left margin; their variables start with
+    `prefix`), then the expressions of the output text and of the output_fields. Straight-line code: no loop over
+    the tokens, no test of a part's kind."""
+    source = _ComposerSource(bind, reads, prefix)
     pieces = [repr(part) if isinstance(part, str) else source.text_of(part) for part in fmt.parts]
     entries = []
     for key, get in fmt.fields:
         slot = source.value_of(get)
-        entries.append(f"{key!r}: ({slot} if {slot}.__class__ is str else _jv({slot}))")
-    entries += [f"{key!r}: {source.bind(text.render)}(ev)" for key, text in fmt.texts]
+        entries.append(f"{key!r}: ({slot} if {slot}.__class__ is str else {source.json}({slot}))")
+    entries += [f"{key!r}: {bind(text.render)}(ev)" for key, text in fmt.texts]
     text = f"''.join(({', '.join(pieces)},))" if pieces else "''"
-    source.lines.append(f"    return {text}, {{{', '.join(entries)}}}")
-    lines = ["def compose(ev):", *(f"    {line}" for line in source.reads.prologue()), *source.lines]
-    exec(compile("\n".join(lines), "<output>", "exec"), source.namespace)
-    composer: Composer = source.namespace["compose"]
+    return source.lines, text, f"{{{', '.join(entries)}}}"
+
+
+def generate_composer(fmt: OutputFormat) -> Composer:
+    """A function giving the output text and output_fields of `fmt` for an event (`composition` alone), a value
+    shown in both extracted once."""
+    namespace: dict[str, Any] = {}
+
+    def bind(value: Any) -> str:
+        name = f"_b{len(namespace)}"
+        namespace[name] = value
+        return name
+
+    reads = GeneratedReads(bind)
+    statements, text, fields = composition(fmt, bind, reads, "v")
+    lines = ["def compose(ev):", *(f"    {line}" for line in (*reads.prologue(), *statements)),
+             f"    return {text}, {fields}"]
+    exec(compile("\n".join(lines), "<output>", "exec"), namespace)
+    composer: Composer = namespace["compose"]
     return composer
 
 

@@ -108,8 +108,8 @@ def _bounds(expr: Expr, field: str) -> tuple[ValueSet, ValueSet]:
 
 def _truth(expr: Expr, always: frozenset[str]) -> bool | None:
     """Whether `expr` holds on every event (True), on none (False), or depends on the event (None), knowing only
-    that the fields `always` names have a value on every event: what Falco's rules files write as
-    `k8s_audit_always_true` (`jevt.rawtime exists`) and negate to turn a rule or an exception off."""
+    that the fields `always` names have a value on every event: Falco's rules files write an "always true" macro so
+    (`jevt.rawtime exists`), and negate it to turn a rule or an exception off."""
     if isinstance(expr, Check):
         lhs = expr.lhs
         known = expr.op == "exists" and isinstance(lhs, FieldRef) and lhs.arg is None and lhs.name in always
@@ -268,7 +268,7 @@ class RuleSet(Generic[R]):
         reads = GeneratedReads(bind)
         key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
         guards = [reads.read_getter(get) for get in guard_getters]
-        # One guard field is read without a test of which (the kernel has several, k8s one).
+        # The last guard field is read without a test of its position (a source with one reads it straight).
         value = guards[-1] if guards else "None"
         for position, read in reversed(list(enumerate(guards[:-1]))):
             value = f"{read} if position == {position} else {value}"

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.engine.engine import EVALUATOR_AFTER_EVENTS, Engine, RuleMatching
+from agent.engine.engine import Engine, RuleMatching
+from agent.engine.evaluator import EVALUATOR_AFTER_EVENTS
 from tests.agent.engine.conftest import sample_source
 
 #: More events than a narrowing meets before it gets its generated evaluator.
@@ -54,8 +55,8 @@ class TestGeneratedEvaluator:
         _key, node = ruleset.narrow(lab.event(type="x", name="b"))
         assert node.evaluator.__code__.co_filename == "<rules>"  # the generated function, not the loop
         other = lab.event(type="x", name="a")
-        assert [rule.name for rule in node.evaluator(other, ruleset.narrow(other)[0], engine.stats, False)] == [
-            "named"]
+        [alert] = node.evaluator(other, ruleset.narrow(other)[0], engine.stats, False)
+        assert (alert.rule, alert.output) == ("named", "hit a")
 
 
 class TestFieldsReadOnce:
@@ -103,4 +104,6 @@ class TestFieldsReadOnce:
         evaluator = ruleset.narrow(event)[1].evaluator
         names = evaluator.__code__.co_varnames
         assert "key" in names and "_i1" in names  # the event type comes from the index key
-        assert sum(name.startswith("_m") for name in names) == 1  # the name, read by three rules, kept once
+        # The name as three conditions read it (jevt.value[/name]) and as every output shows it (t.name), each kept
+        # in one local.
+        assert sum(name.startswith("_m") for name in names) == 2

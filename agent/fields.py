@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum, Flag, auto
 from typing import Any
@@ -364,27 +364,29 @@ class GeneratedReads:
         return lines + [f"{local} = {guard}" for guard, local in self._guards.items()]
 
 
-def generated_reads(name: str, getters: Sequence[Extractor], result: Callable[[list[str]], str]) -> Extractor:
-    """A generated function `name` of an event returning `result` of the expressions reading `getters`: a caching
-    getter (`cached_extractor`) is read inline (its extractor's inline form, or the event's cache), any other called."""
+def binder(prefix: str) -> tuple[dict[str, Any], Callable[[Any], str]]:
+    """A generated function's namespace, and the `bind` that puts an object in it and returns the name it has there
+    (`prefix` and a number)."""
     namespace: dict[str, Any] = {}
 
     def bind(value: Any) -> str:
-        bound = f"_n{len(namespace)}"
-        namespace[bound] = value
-        return bound
+        name = f"{prefix}{len(namespace)}"
+        namespace[name] = value
+        return name
 
-    reads = GeneratedReads(bind)
-    values = [reads.read_getter(get) for get in getters]
-    lines = [f"def {name}(ev):", *(f"    {line}" for line in reads.prologue()), f"    return {result(values)}"]
-    exec(compile("\n".join(lines), f"<{name}>", "exec"), namespace)
-    function: Extractor = namespace[name]
-    return function
+    return namespace, bind
 
 
 def generated_read(get: Extractor) -> Extractor:
-    """`get`'s field read as generated conditions read it (`generated_reads` of it alone)."""
-    return generated_reads("read", (get,), lambda values: values[0])
+    """`get`'s field read as generated code reads it: a caching getter (`cached_extractor`) inline (its extractor's
+    inline form, or the event's cache), any other called."""
+    namespace, bind = binder("_n")
+    reads = GeneratedReads(bind)
+    value = reads.read_getter(get)
+    lines = ["def read(ev):", *(f"    {line}" for line in reads.prologue()), f"    return {value}"]
+    exec(compile("\n".join(lines), "<read>", "exec"), namespace)
+    function: Extractor = namespace["read"]
+    return function
 
 
 def cache_parts(get: Extractor) -> tuple[str, Extractor] | None:

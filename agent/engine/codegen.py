@@ -9,22 +9,18 @@ Conditions nested deeper than Python's parser allows fall back to closures (None
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent.engine.ast import And, Check, Expr, Not, Or
 from agent.event import Event
-from agent.fields import GeneratedReads
+from agent.fields import GeneratedReads, binder
 
 if TYPE_CHECKING:
     from agent.engine.compiler import CheckPlan
 
 #: Python's parser refuses deeply nested parentheses; stay well below its limit.
 MAX_GENERATED_DEPTH = 50
-#: Numbers the objects generated predicates name, process-wide, so that several predicates' texts can share one
-#: function (`generate_evaluator`) without a clash.
-_BOUND = itertools.count()
 
 
 class Builder:
@@ -33,15 +29,8 @@ class Builder:
     def __init__(self, plan: Callable[[Check], CheckPlan], *, held: Mapping[str, str] | None = None,
                  shared: Collection[str] = ()) -> None:
         self.plan = plan
-        self.namespace: dict[str, Any] = {}
-        self.count = 0
+        self.namespace, self.bind = binder("_k")
         self.reads = GeneratedReads(self.bind, held=held, shared=shared)
-
-    def bind(self, value: Any) -> str:
-        self.count += 1
-        name = f"_k{next(_BOUND)}"
-        self.namespace[name] = value
-        return name
 
     def value(self, plan: CheckPlan) -> str:
         """Expression reading the check's left-hand value: inline, or from the event's cache when cached."""
@@ -71,7 +60,7 @@ class Builder:
             return f"({value} == {self.bind(plan.value)})"
         if plan.kind == "in":
             return f"({value} in {self.bind(plan.value)})"
-        var = f"_w{self.count}"
+        var = f"_w{len(self.namespace)}"
         if plan.inline is None:
             return f"(({var} := {value}) is not None and {self.bind(plan.value)}({var}))"
         template, const = plan.inline

@@ -12,7 +12,7 @@ from agent.engine.compiler import CompileError, ConditionCompiler
 from agent.engine.parser import FIELD_RE, IDENT_RE, TRANSFORMERS, ConditionSyntaxError, Parser
 from agent.engine.transformers import Getter
 from agent.event import Event
-from agent.fields import AnyOf, FieldTable, GeneratedReads, buffer_text, field_key
+from agent.fields import AnyOf, FieldTable, GeneratedReads, binder, buffer_text, field_key
 from agent.priority import Priority
 
 NA = "<NA>"
@@ -267,13 +267,7 @@ def composition(fmt: OutputFormat, bind: Callable[[Any], str], reads: GeneratedR
 def generate_composer(fmt: OutputFormat) -> Composer:
     """A function giving the output text and output_fields of `fmt` for an event (`composition` alone), a value
     shown in both extracted once."""
-    namespace: dict[str, Any] = {}
-
-    def bind(value: Any) -> str:
-        name = f"_b{len(namespace)}"
-        namespace[name] = value
-        return name
-
+    namespace, bind = binder("_b")
     reads = GeneratedReads(bind)
     statements, text, fields = composition(fmt, bind, reads, "v")
     lines = ["def compose(ev):", *(f"    {line}" for line in (*reads.prologue(), *statements)),

@@ -18,7 +18,7 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import FieldFlag, GeneratedReads, cache_parts
+from agent.fields import FieldFlag, GeneratedReads, binder, cache_parts
 from agent.priority import Priority
 from agent.source import SourceSpec
 
@@ -257,14 +257,9 @@ class RuleSet(Generic[R]):
         their values, then its guard fields one at a time, each read inline, while a rule left is guarded by one.
         A guard field whose extraction fails leaves the rules it guards: their conditions meet the same error and
         count it. A value that is not hashable (not text) is judged, not memoised."""
-        namespace: dict[str, Any] = {"_E": EXTRACTION_ERRORS, "_memo_get": self._memo.get,
-                                     "_selection": self._selection, "_answer": self._answer, "_kept": self._kept}
-
-        def bind(value: Any) -> str:
-            name = f"_n{len(namespace)}"
-            namespace[name] = value
-            return name
-
+        namespace, bind = binder("_n")
+        namespace.update({"_E": EXTRACTION_ERRORS, "_memo_get": self._memo.get, "_selection": self._selection,
+                          "_answer": self._answer, "_kept": self._kept})
         reads = GeneratedReads(bind)
         key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
         guards = [reads.read_getter(get) for get in guard_getters]

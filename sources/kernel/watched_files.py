@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -27,6 +27,8 @@ log = structlog.get_logger(__name__)
 RESCAN_S = 60.0
 #: Trees no rule means by a prefix such as `/`: their entries are not files on disk.
 _PSEUDO_TREES = ("/proc", "/sys", "/dev")
+#: The inode of a file_key.
+_INODE_MASK = (1 << 64) - 1
 
 
 def file_key(dev: int, ino: int) -> int:
@@ -43,6 +45,14 @@ class WatchedFiles:
     exact: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
     incomplete: tuple[str, ...] = ()
+    #: `names` by inode, then device: what an open looks up, its (device, inode) pair not made one int.
+    by_inode: Mapping[int, Mapping[int, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_inode: dict[int, dict[int, str]] = {}
+        for key, path in self.names.items():
+            by_inode.setdefault(key & _INODE_MASK, {})[key >> 64] = path
+        object.__setattr__(self, "by_inode", by_inode)
 
     def made_in(self, dev: int, dir_ino: int, dirent: str) -> str | None:
         """The rules' path of a new file `dirent` made in watched directory `dir_ino`; None when not watched."""
@@ -56,7 +66,7 @@ class WatchedFiles:
 
     def ids(self) -> frozenset[tuple[int, int]]:
         """The (device, inode) pairs, as the probe's map holds them."""
-        return frozenset((key >> 64, key & ((1 << 64) - 1)) for key in self.names)
+        return frozenset((key >> 64, key & _INODE_MASK) for key in self.names)
 
 
 def scan(exact: Iterable[str], prefixes: Iterable[str], *, limit: int) -> WatchedFiles:

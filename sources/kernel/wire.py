@@ -19,7 +19,6 @@ from sources.kernel.syscalls import CLONE_TYPES, SCHED_TYPES, SYSCALLS, Copy, Pa
 #: Event type ids as the kernel writes them: the index in this tuple.
 TYPE_NAMES: tuple[str, ...] = (*SYSCALLS, *SCHED_TYPES)
 TYPE_IDS: dict[str, int] = {name: number for number, name in enumerate(TYPE_NAMES)}
-_TYPE_COUNT = len(TYPE_NAMES)
 
 MAX_ARGS = 6
 MAX_PARTS = 6
@@ -28,7 +27,9 @@ assert HEADER.size == 122
 _HEADER_SIZE = HEADER.size
 _UNPACK = HEADER.unpack_from
 
-_COMM_CACHE = 4096
+#: How many strings `_text` remembers, and the longest it remembers (a path is mostly far shorter).
+_TEXTS_KEPT = 4096
+_TEXT_LONGEST = 256
 _SIGN_BIT = 1 << 31
 _WRAP = 1 << 32
 _SIGNED_KINDS = frozenset({ParamKind.FD, ParamKind.INT, ParamKind.PID})
@@ -44,6 +45,14 @@ def _signed(value: int) -> int:
     """fds, pids and plain ints are C ints in the syscall ABI; the tracepoint slot may not sign-extend."""
     value &= _WRAP - 1
     return value - _WRAP if value & _SIGN_BIT else value
+
+
+def _signed_source(slot: str) -> str:
+    """`_signed(slot)` as an expression, inlined: a call per argument shows on the per-record path. The usual
+    values take no arithmetic on a big int: a descriptor or pid (below 2**31) is itself, and a negative int the
+    slot holds sign-extended to 64 bits (AT_FDCWD, mostly) is one subtraction away."""
+    return (f"({slot} if {slot} < 0x80000000 else {slot} - 0x10000000000000000 if {slot} >= 0xFFFFFFFF80000000 "
+            f"else ((({slot} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000))")
 
 
 def _argv(raw: bytes) -> list[str]:
@@ -71,6 +80,25 @@ def _local_addr(family_port: int, low: int, high: int) -> bytes:
     return b""
 
 
+#: C strings decoded lately (`_text`), by their bytes; at most _TEXTS_KEPT, none longer than _TEXT_LONGEST.
+_TEXTS: dict[bytes, str] = {}
+
+
+def _text(raw: bytes) -> str:
+    """The text of a C string (what comes before its first NUL: a process name, a string part), remembered in
+    _TEXTS: a host runs few programs, which open the same few paths again and again, and a lookup
+    (`_TEXTS.get(raw) or _text(raw)`) costs less than decoding one. The same string object each time also keeps
+    its hash for whatever looks it up next (the state, the rules)."""
+    # Decoding first is cheaper than finding the NUL in the bytes, and the same: a NUL byte decodes to a NUL and is
+    # part of no other character, escaped or not.
+    text = raw.decode("utf-8", "surrogateescape").partition("\0")[0]
+    if len(raw) <= _TEXT_LONGEST:
+        if len(_TEXTS) >= _TEXTS_KEPT:
+            _TEXTS.clear()
+        _TEXTS[raw] = text
+    return text
+
+
 def _args_source(spec: SyscallSpec) -> str:
     """A dict display building one event type's args from `res`, the slots `a0..a5` and the parts `p`."""
     part_indexes = {param.name: index for index, param in enumerate(user_params(spec))}
@@ -81,9 +109,7 @@ def _args_source(spec: SyscallSpec) -> str:
         if param.copy is Copy.RESULT:
             value = "res"
         elif not param.copy.is_part:  # a value the record carries in a slot
-            # `_signed` inlined: a call per argument shows on the per-record path.
-            value = (f"(((a{arg_index} & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000)" if param.kind in _SIGNED_KINDS
-                     else f"a{arg_index}")
+            value = _signed_source(f"a{arg_index}") if param.kind in _SIGNED_KINDS else f"a{arg_index}"
             arg_index += 1
         else:
             part_index = part_indexes[param.name]
@@ -97,10 +123,8 @@ def _args_source(spec: SyscallSpec) -> str:
             elif param.kind is ParamKind.FD_PAIR:
                 value = f"_fd_pair({part})"
             elif param.copy in (Copy.USER_STR, Copy.DIRENT_NAME):
-                # Inlined for the same reason: the text before the first NUL. Decoding first is cheaper, and the
-                # same: a NUL byte decodes to a NUL and is part of no other character, escaped or not.
-                value = f"{part}.decode('utf-8', 'surrogateescape').partition('\\0')[0]"
-                if param.copy is Copy.DIRENT_NAME:  # mostly absent: then no text to make
+                value = f"(_texts.get({part}) or _text({part}))"
+                if param.copy is Copy.DIRENT_NAME:  # mostly absent: then no text to look up
                     value = f"({value} if {part_index} < len(p) else '')"
             else:
                 value = part
@@ -111,15 +135,16 @@ def _args_source(spec: SyscallSpec) -> str:
     return "{" + ", ".join(items + merged) + "}"
 
 
-def _compile_args_builders() -> dict[int, Callable[..., dict[str, Any]]]:
-    """One generated function per captured syscall: no per-parameter loop on the hot path."""
-    namespace: dict[str, Any] = {"_argv": _argv, "_fd_pair": _fd_pair,
+def _compile_args_builders() -> tuple[Callable[..., dict[str, Any]] | None, ...]:
+    """One generated function per captured syscall, by type id (None for a scheduler event): no per-parameter loop
+    on the hot path."""
+    namespace: dict[str, Any] = {"_argv": _argv, "_fd_pair": _fd_pair, "_texts": _TEXTS, "_text": _text,
                                  "_open_how": _open_how, "_local_addr": _local_addr}
     lines = []
     for name, spec in SYSCALLS.items():
         lines.append(f"def build_{name}(res, a0, a1, a2, a3, a4, a5, p):\n    return {_args_source(spec)}\n")
     exec(compile("\n".join(lines), "<kernel-record-args>", "exec"), namespace)
-    return {TYPE_IDS[name]: namespace[f"build_{name}"] for name in SYSCALLS}
+    return tuple(namespace[f"build_{name}"] if name in SYSCALLS else None for name in TYPE_NAMES)
 
 
 _BUILDERS = _compile_args_builders()
@@ -151,26 +176,21 @@ class RecordDecoder:
 
     def __init__(self) -> None:
         self._wall_offset = _boot_to_wall_offset()
-        #: Process names decoded so far: a machine runs few distinct ones, and decoding one per record shows.
-        self._comms: dict[bytes, str] = {}
-
-    def _comm(self, comm: bytes) -> str:
-        nul = comm.find(0)
-        name = (comm[:nul] if nul >= 0 else comm).decode("utf-8", "surrogateescape")
-        if len(self._comms) >= _COMM_CACHE:
-            self._comms.clear()
-        self._comms[comm] = name
-        return name
 
     def decode(self, raw: bytes) -> SyscallRecord:
         """Raises ValueError (naming what is wrong) for a record too short or of an unknown type."""
-        if len(raw) < _HEADER_SIZE:
-            raise ValueError(f"kernel record of {len(raw)} bytes is shorter than its {_HEADER_SIZE}-byte header")
-        (ts, cgroup_id, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts,
-         l0, l1, l2, l3, l4, l5, comm, cpu) = _UNPACK(raw)
-        if type_id >= _TYPE_COUNT:
-            raise ValueError(f"kernel record has unknown event type id {type_id}")
-        build = _BUILDERS.get(type_id)
+        # A record too short or of an unknown type is told by the step it fails (a type id is unsigned: no index
+        # from the end), not by a test every record pays.
+        try:
+            (ts, cgroup_id, tid, pid, uid, gid, res, a0, a1, a2, a3, a4, a5, type_id, nparts,
+             l0, l1, l2, l3, l4, l5, comm, cpu) = _UNPACK(raw)
+        except struct.error:
+            raise ValueError(f"kernel record of {len(raw)} bytes is shorter than its {_HEADER_SIZE}-byte "
+                             "header") from None
+        try:
+            build = _BUILDERS[type_id]
+        except IndexError:
+            raise ValueError(f"kernel record has unknown event type id {type_id}") from None
         if build is None:
             args = _sched_args(TYPE_NAMES[type_id], pid, a0, a1)
         else:
@@ -183,10 +203,8 @@ class RecordDecoder:
                     parts.append(raw[offset:offset + length])
                     offset += length
             args = build(res, a0, a1, a2, a3, a4, a5, parts)
-        name = self._comms.get(comm)
-        if name is None:
-            name = self._comm(comm)
-        return SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid, name, res, args,
+        comm_text = _TEXTS.get(comm) or _text(comm)
+        return SyscallRecord(TYPE_NAMES[type_id], ts + self._wall_offset, tid, pid, uid, gid, comm_text, res, args,
                              cgroup_id, cpu)
 
 

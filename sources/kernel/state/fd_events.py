@@ -11,7 +11,7 @@ from sources.kernel.record import SyscallRecord
 from sources.kernel.state.context import StateContext
 from sources.kernel.state.fds import DIRECTORY, FILE, O_CLOEXEC, FdInfo, FdType, IpAddress, Role, socket_name
 from sources.kernel.state.host import FdPaths
-from sources.kernel.state.paths import AT_FDCWD, ProcLink, names_itself, path_through_proc
+from sources.kernel.state.paths import AT_FDCWD, PLAIN_PATHS, ProcLink, path_through_proc, plain_path
 from sources.kernel.state.payload import SyscallEvent
 from sources.kernel.state.sockaddr import AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, SockAddr, parse_sockaddr
 from sources.kernel.state.threads import ThreadInfo
@@ -93,8 +93,8 @@ def own_proc_link(thread: ThreadInfo, link: ProcLink) -> str | None:
 def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> SyscallEvent:
     args = rec.args
     raw = args.get("name", "") or ""
-    # Most opens pass an absolute path with nothing to resolve: it costs no call.
-    path = raw if raw and names_itself(raw) else resolve_at(ctx, thread, args.get("dirfd", AT_FDCWD), raw)
+    # Most opens pass an absolute path with nothing to resolve, of a path opened before: one lookup tells.
+    path = raw if raw in PLAIN_PATHS or plain_path(raw) else resolve_at(ctx, thread, args.get("dirfd", AT_FDCWD), raw)
     if rec.res < 0:
         event = _created(ctx, rec, thread, None)
         event.path, event.path_raw = path, raw
@@ -105,9 +105,9 @@ def on_open(ctx: StateContext, rec: SyscallRecord, thread: ThreadInfo) -> Syscal
     ino, dev = args.get("ino", 0), args.get("dev", 0)
     if ino:
         # A file the rules name, or one made in a directory they name, opened through a link or another mount:
-        # named as the rules name it. One lookup decides for most opens (file_key inlined: every open pays it).
+        # named as the rules name it. Its inode alone decides for most opens.
         watched = ctx.watched_files
-        named = watched.names.get(dev << 64 | ino)
+        named = watched.by_inode[ino].get(dev) if ino in watched.by_inode else None
         if named is None and args.get("dir_ino"):
             named = watched.made_in(dev, args["dir_ino"], args.get("dirent", ""))
         if named is not None and named != path and not watched.covers(path):

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 #: The dirfd value meaning "relative to the working directory".
 AT_FDCWD = -100
+#: Paths seen lately that name themselves (`plain_path`); at most _PLAIN_PATHS_KEPT, none longer than
+#: _PLAIN_PATH_LONGEST.
+PLAIN_PATHS: set[str] = set()
+_PLAIN_PATHS_KEPT = 4096
+_PLAIN_PATH_LONGEST = 256
 
 
 def absolute_path(base: str, path: str) -> str:
@@ -31,6 +36,19 @@ def names_itself(path: str) -> bool:
     callers skip resolving it)."""
     return (path[0] == "/" and "//" not in path and "/." not in path and path[-1] != "/" and "/proc" not in path
             and "/dev/fd" not in path)
+
+
+def plain_path(path: str) -> bool:
+    """`names_itself(path)`, False for the empty path; a path that names itself is remembered in PLAIN_PATHS, so
+    that the next open of it takes one set lookup (`path in PLAIN_PATHS or plain_path(path)`) instead of the
+    checks: a host opens the same few paths again and again."""
+    if not path or not names_itself(path):
+        return False
+    if len(path) <= _PLAIN_PATH_LONGEST:
+        if len(PLAIN_PATHS) >= _PLAIN_PATHS_KEPT:
+            PLAIN_PATHS.clear()
+        PLAIN_PATHS.add(path)
+    return True
 
 
 def directory_of(path: str) -> str:

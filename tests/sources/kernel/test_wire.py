@@ -40,11 +40,16 @@ def test_a_file_made_in_a_watched_directory_carries_its_name_there() -> None:
     (b"/tmp/a\0junk", "/tmp/a", 5),  # the text ends at the first NUL
     (b"/tmp/\xff\0", "/tmp/\udcff", 2**31 - 1),  # bytes that are not UTF-8 survive (surrogateescape)
     (b"/tmp/\xc3\0\xa9", "/tmp/\udcc3", 7),  # a character cut by the NUL is not joined across it
+    (b"/" + b"a" * 300 + b"\0", "/" + "a" * 300, 2**32 - 1),  # longer than the texts remembered
+    (b"/tmp/b\0", "/tmp/b", (1 << 64) - 2**31),  # the lowest int sign-extended
+    (b"/tmp/c\0", "/tmp/c", (1 << 64) - 2**31 - 1),  # not an int sign-extended: its low 32 bits count
 ])
 def test_a_path_is_the_text_before_its_first_nul(part: bytes, name: str, dirfd: int) -> None:
-    record = RecordDecoder().decode(_record("openat", args=(dirfd, 0, 0), parts=(part,), res=3))
-    assert record.args["name"] == name
-    assert record.args["dirfd"] == (dirfd if dirfd < 2**31 else dirfd - 2**32)
+    # Twice: decoded, then remembered (or not, past the longest kept).
+    for _ in range(2):
+        record = RecordDecoder().decode(_record("openat", args=(dirfd, 0, 0), parts=(part,), res=3))
+        assert record.args["name"] == name
+        assert record.args["dirfd"] == ((dirfd + 2**31) & (2**32 - 1)) - 2**31
 
 
 def test_failed_open_keeps_the_negative_errno() -> None:

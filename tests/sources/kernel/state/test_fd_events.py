@@ -110,6 +110,8 @@ class TestFiles:
         assert extract(s.record("read", 200, res=1, fd=3, size=1), "fd.name") == "/etc/shadow"
         other = s.record("openat", 200, res=4, dirfd=-100, name="/tmp/x", flags=0, mode=0, dev=dev, ino=740)
         assert extract(other, "fd.name") == "/tmp/x", "another file of that device keeps its path"
+        elsewhere = s.record("openat", 200, res=4, dirfd=-100, name="/mnt/y", flags=0, mode=0, dev=dev + 1, ino=ino)
+        assert extract(elsewhere, "fd.name") == "/mnt/y", "that inode on another device is another file"
         assert s.state.opens_named_by_inode == 1
         # A path the rules name themselves keeps its name: a rule on it must still see it.
         again = s.record("openat", 200, res=5, dirfd=-100, name="/usr/bin/shadow-copy", flags=0, mode=0, dev=dev,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sources.kernel.state import LiveHostView
-from sources.kernel.state.paths import ProcLink, names_itself, path_through_proc
+from sources.kernel.state.paths import PLAIN_PATHS, ProcLink, names_itself, path_through_proc, plain_path
 from tests.sources.kernel.state_fixtures import FakeHost, Stream, default_host, extract
 
 O_RDONLY, O_WRONLY, O_DIRECTORY, O_PATH = 0, 1, 0o200000, 0o10000000
@@ -56,6 +56,19 @@ def test_only_a_path_nothing_can_rename_skips_resolving(path: str, plain: bool) 
     assert names_itself(path) is plain
     if plain:
         assert path_through_proc("/home/alice", path, _LINKS.get) == path
+
+
+def test_remembered_paths_answer_as_names_itself() -> None:
+    """Asked again (remembered) or too long to remember, a path gets names_itself's answer; the empty path names
+    nothing. Only paths that name themselves are remembered, and all are forgotten at the bound."""
+    paths = ["/etc/shadow", "/etc/../etc/shadow", "/" + "a" * 300, "/" + "a" * 300 + "/", "etc/shadow"]
+    for _ in range(2):
+        assert [path in PLAIN_PATHS or plain_path(path) for path in paths] == [names_itself(path) for path in paths]
+    assert plain_path("") is False
+    assert "/etc/shadow" in PLAIN_PATHS and "etc/shadow" not in PLAIN_PATHS and "/" + "a" * 300 not in PLAIN_PATHS
+    for number in range(5000):
+        assert plain_path(f"/tmp/f{number}")
+    assert len(PLAIN_PATHS) <= 4096
 
 
 def test_a_relative_path_is_joined_to_its_base_first() -> None:

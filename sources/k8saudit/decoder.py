@@ -210,7 +210,8 @@ class K8sAuditDecoder:
 
     def _made(self, item: dict[str, Any], ts_ns: int) -> Event:
         verb = item.get("verb")
-        return Event(SOURCE_NAME, ts_ns, item, verb if isinstance(verb, str) else "", self.hostname)
+        # Its cache given, not made by the field's factory: a call less per event.
+        return Event(SOURCE_NAME, ts_ns, item, verb if verb.__class__ is str else "", self.hostname, 0, {})
 
     def _event(self, item: Any, origin: str, index: int) -> Event | DecodeError:
         problem = _problem(item)

@@ -117,6 +117,14 @@ MUTATIONS = (
              ' and "/proc" not in path', "",
              ("tests/sources/kernel/state/test_fd_links.py",),
              "a reopen through /proc/self/fd/N keeps the /proc name: rules on the file it reaches miss it"),
+    Mutation("never_rule_by_the_wrong_operator", "agent/engine/ruleset.py",
+             "decisive = isinstance(expr, Or)", "decisive = isinstance(expr, And)",
+             ("tests/agent/engine/test_ruleset.py",),
+             "a rule that may match is judged one no event can match, and is never evaluated"),
+    Mutation("evaluator_index_value_of_another_field", "agent/engine/evaluator.py",
+             '{local} = key[{local[2:]}]', '{local} = key[0]',
+             ("tests/agent/engine/test_evaluator.py",),
+             "a generated evaluator reads an index field's value from another field's place in the key"),
 )
 
 

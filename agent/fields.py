@@ -122,7 +122,7 @@ class FieldFlag(Flag):
     #: `append_output`'s `suggested_output` appends the field to the outputs of its source's rules, as
     #: `container_id=%container.id` (EPF_FORMAT_SUGGESTED; a plugin field's `addOutput`).
     FORMAT_SUGGESTED = auto()
-    #: Every event has a value for the field (the event's time, its number): `exists` on it always holds, so a rule
+    #: Every event has a value for the field (the event's time, its source): `exists` on it always holds, so a rule
     #: a user turned off with such a test (`not (jevt.rawtime exists)`) is never evaluated.
     ALWAYS = auto()
 
@@ -268,11 +268,6 @@ def inline_read(extract: Extractor) -> InlineRead | None:
     return read
 
 
-#: The local holding each guard's truth in generated functions: the same in all of them, so that the texts of
-#: several can share one function body.
-_GUARD_LOCALS: dict[str, str] = {}
-
-
 class GeneratedReads:
     """The field reads of one generated function over an event `ev`: an expression per read, and the lines that
     must open the function (`prologue`).
@@ -333,7 +328,7 @@ class GeneratedReads:
         if not inline.guard:
             return f"({value})"
         guard = inline.guard.format(payload="_p")
-        local = self._guards[guard] = _GUARD_LOCALS.setdefault(guard, f"_g{len(_GUARD_LOCALS)}")
+        local = self._guards.get(guard) or self._guards.setdefault(guard, f"_g{len(self._guards)}")
         return f"({value} if {local} else {fallback})"
 
     def read_getter(self, get: Extractor) -> str:

@@ -167,7 +167,7 @@ class Narrowing(Generic[R]):
     #: The guard field asked next, by its position among the source's guard fields.
     position: int
     by_value: dict[Any, Narrowing[R]]
-    #: How the engine evaluates `rules` once the narrowing is in use (agent.engine.codegen.generate_evaluator), and
+    #: How the engine evaluates `rules` once the narrowing is in use (agent.engine.evaluator.generate_evaluator), and
     #: how many events it met before.
     evaluator: Any = None
     uses: int = 0

@@ -18,6 +18,7 @@ from agent.fields import (
     GeneratedReads,
     InlineRead,
     Value,
+    binder,
     with_inline,
 )
 from agent.source import SourceSpec
@@ -120,13 +121,7 @@ class TestInlineFields:
 
 class TestGeneratedReads:
     def test_guard_hoisted_once_per_guard_text(self) -> None:
-        namespace: dict[str, Any] = {}
-
-        def bind(value: Any) -> str:
-            name = f"_x{len(namespace)}"
-            namespace[name] = value
-            return name
-
+        _namespace, bind = binder("_x")
         reads = GeneratedReads(bind)
         extract = with_inline(lambda ev: None, InlineRead("{payload} is not None", "{payload}"))
         first, second = reads.read("a", extract), reads.read("b", extract)

@@ -7,6 +7,7 @@ those. An extractor never returns an empty tuple: an empty list is "not availabl
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -279,7 +280,8 @@ class GeneratedReads:
 
     A function evaluating several conditions reads a field once: `held` names the locals that already hold some
     fields' values when it starts (by cache key), and a field of `shared` is kept in a local at its first read.
-    `reads` counts the reads of each cached field, to tell which are worth sharing.
+    `reads` counts the reads of each cached field, to tell which are worth sharing. Code that only some runs of the
+    function reach (an alert's composition) reads through a `branch`.
     """
 
     def __init__(self, bind: Callable[[Any], str], *, held: Mapping[str, str] | None = None,
@@ -287,6 +289,9 @@ class GeneratedReads:
         self._bind = bind
         self._miss = bind(CACHE_MISS)
         self._guards: dict[str, str] = {}  # guard text -> the local holding its truth
+        self._guard_prefix = "_g"
+        #: The reads of the function a branch is part of (None: these are the function's own).
+        self._trunk: GeneratedReads | None = None
         self._count = 0
         self._uses_cache = False
         self._uses_payload = False
@@ -328,7 +333,8 @@ class GeneratedReads:
         if not inline.guard:
             return f"({value})"
         guard = inline.guard.format(payload="_p")
-        local = self._guards.get(guard) or self._guards.setdefault(guard, f"_g{len(self._guards)}")
+        local = (self._trunk and self._trunk._guards.get(guard)) or self._guards.get(guard) or self._guards.setdefault(
+            guard, f"{self._guard_prefix}{len(self._guards)}")
         return f"({value} if {local} else {fallback})"
 
     def read_getter(self, get: Extractor) -> str:
@@ -351,11 +357,25 @@ class GeneratedReads:
         return f"({tmp} if ({tmp} := {cache}.get({key!r}, {self._miss})) is not {self._miss} else " \
                f"{cache}.setdefault({key!r}, {name}(ev)))"
 
+    def branch(self) -> GeneratedReads:
+        """The reads of code only some runs of this function reach, once this function's own reads are written: it
+        uses the locals the function opens, and opens what only it needs at its own start (its `prologue`), so a run
+        that never reaches it pays nothing for it. Fields it keeps (`shared`) and takes from the index key (`held`)
+        are the function's, opened at the function's start."""
+        branch = copy.copy(self)  # the same kept, held and counted reads, and bound names
+        branch._trunk = self
+        branch._guards = {}
+        branch._guard_prefix = "_gb"  # apart from the function's guards, which code after the branch still reads
+        branch._uses_cache = branch._uses_payload = False
+        return branch
+
     def prologue(self) -> list[str]:
-        """The statements the reads need, to open the function: the event's cache, its payload, the guards."""
-        lines = ["_c = ev.cache"] if self._uses_cache else []
-        lines += ["_p = ev.payload"] if self._uses_payload else []
-        lines += [f"{local} = {self._miss}" for local in self._kept.values()]
+        """The statements the reads need, to open the function (or the branch): the event's cache, its payload, the
+        kept fields, the guards."""
+        trunk = self._trunk
+        lines = ["_c = ev.cache"] if self._uses_cache and not (trunk and trunk._uses_cache) else []
+        lines += ["_p = ev.payload"] if self._uses_payload and not (trunk and trunk._uses_payload) else []
+        lines += [] if trunk else [f"{local} = {self._miss}" for local in self._kept.values()]
         return lines + [f"{local} = {guard}" for guard, local in self._guards.items()]
 
 

@@ -96,10 +96,13 @@ def _evaluator_text(rules: Sequence[CompiledRule], conditions: Sequence[Conditio
     errors, alert, host = bind(EXTRACTION_ERRORS), bind(Alert), bind(hostname)
     lines = []
     for position, (rule, body) in enumerate(zip(rules, bodies, strict=True)):
-        statements, text, fields = composition(rule.output, bind, builder.reads, f"_o{position}_")
+        # Read in a branch: what only the outputs read is opened when a rule matched, not on every event.
+        reads = builder.reads.branch()
+        statements, text, fields = composition(rule.output, bind, reads, f"_o{position}_")
         made = (f"{alert}({bind(rule.name)}, {bind(rule.priority)}, ev.source, ev.ts_ns, {text}, {fields}, "
                 f"ev.hostname or {host}, {bind(rule.tags)})")
-        lines += ["    try:", f"        if {body}:", *(f"            {line}" for line in statements),
+        lines += ["    try:", f"        if {body}:",
+                  *(f"            {line}" for line in (*reads.prologue(), *statements)),
                   f"            alerts.append({made})", "            if first_only:", "                return alerts",
                   f"    except {errors}:", "        counts.rule_errors += 1"]
     return builder, lines

@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 
-from agent.engine.engine import Engine, RuleMatching
+from agent.engine.engine import Engine, RuleMatching, RulesText
 from agent.engine.evaluator import EVALUATOR_AFTER_EVENTS
-from tests.agent.engine.conftest import sample_source
+from agent.event import Event
+from agent.fields import Extractor, FieldSpec, FieldTable, FieldType, InlineRead, with_inline
+from agent.source import SourceSpec
+from tests.agent.engine.conftest import rule, sample_source
 
 #: More events than a narrowing meets before it gets its generated evaluator.
 ROUNDS = 3 * EVALUATOR_AFTER_EVENTS
@@ -107,3 +110,36 @@ class TestFieldsReadOnce:
         # The name as three conditions read it (jevt.value[/name]) and as every output shows it (t.name), each kept
         # in one local.
         assert sum(name.startswith("_m") for name in names) == 2
+
+
+def _field(name: str, guard: str, value: str, extract: Extractor) -> FieldSpec:
+    return FieldSpec(name, FieldType.STRING, name, lambda _arg: with_inline(extract, InlineRead(guard, value)))
+
+
+class TestOutputsReadInTheirBranch:
+    """What only an alert's output reads is opened when its rule matched: a guard of the output's field never
+    stands in for one a later rule's condition reads."""
+
+    def engine(self) -> Engine:
+        fields = FieldTable([
+            FieldSpec("b.key", FieldType.STRING, "no inline form", lambda _arg: lambda ev: ev.payload.get("key")),
+            # Inline for a list payload only: a dict's value comes from the extractor.
+            _field("b.first", "{payload}.__class__ is list", "{payload}[0]",
+                   lambda ev: ev.payload[0] if ev.payload.__class__ is list else ev.payload.get("first")),
+            _field("b.shown", "{payload}.__class__ is dict", "{payload}.get('shown')",
+                   lambda ev: ev.payload.get("shown") if ev.payload.__class__ is dict else None),
+        ])
+        engine = Engine(rule_matching=RuleMatching.ALL)
+        engine.add_source(SourceSpec("b", fields, index_fields=("b.key",)))
+        text = (rule("b.key = go", name="shows", output="shown=%b.shown", source="b")
+                + rule("b.key = go and b.first = one", name="first", output="first", source="b"))
+        result = engine.load_rules([RulesText("b.yaml", text)])
+        assert result.successful, result.as_text()
+        return engine
+
+    def test_later_conditions_read_their_own_guards(self) -> None:
+        engine = self.engine()
+        for _ in range(ROUNDS):  # before and after the narrowing gets its generated evaluator
+            alerts = engine.process(Event("b", 1, {"key": "go", "shown": "yes", "first": "one"}))
+            assert [(alert.rule, alert.output) for alert in alerts] == [("shows", "shown=yes"), ("first", "first")]
+        assert engine.stats.rule_errors == 0

@@ -67,6 +67,14 @@ def json_text(value: Any) -> str:
         return value
     if value.__class__ is int:
         return str(value)  # what JSON writes for an integer (a status code, a port), without the encoder
+    # JSON's constants without the encoder: a pod's flags (`privileged`, `hostNetwork`) are booleans that rules read
+    # on every pod created.
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
     return compact_json(value).decode()
 
 
@@ -150,7 +158,7 @@ def _obj(_arg: str | None) -> Extractor:
 
 
 def _rawtime(_arg: str | None) -> Extractor:
-    return with_inline(lambda event: str(event.ts_ns), InlineRead("", "str({event}.ts_ns)"))
+    return with_inline(lambda event: str(event.ts_ns), InlineRead("", "str({event}.ts_ns)", decimal="{event}.ts_ns"))
 
 
 def json_fields() -> list[FieldSpec]:

@@ -89,21 +89,42 @@ Walker = Callable[[Any], list[Any] | None]
 
 
 @functools.cache
-def path_walker(keys: tuple[str, ...]) -> Walker:
+def path_walker(keys: tuple[str, ...], texts: Shaper | None = None) -> Walker:
     """`walk(node, keys, 0, None)` for one path, as code written for it: the steps unrolled, and each position an
     array may sit at with its own loop over the elements. An array met inside an element (rare) is walked by `walk`.
-    Paths with a `SELF` step are walked by `walk` itself."""
+    Paths with a `SELF` step are walked by `walk` itself.
+
+    With `texts` (`present_texts` or `all_texts`) the walk gives what that shaper gives of the values found, shaping
+    them as it finds them, with no list of them and no call per value to make first; an event's pod fields are read
+    this way."""
     if SELF in keys:
-        return lambda node: walk(node, keys, 0, None)
-    namespace: dict[str, Any] = {"_M": MISSING, "_walk": walk, "_keys": keys}
-    lines = [line for position in range(len(keys)) for line in _each_source(keys, position)]
+        return lambda node: walk(node, keys, 0, None) if texts is None else _shaped(walk(node, keys, 0, None), texts)
+    namespace: dict[str, Any] = {"_M": MISSING, "_walk": walk, "_keys": keys, "_text": json_text, "_shape": texts}
+    gap: tuple[str, ...]
+    below: tuple[str, ...]
+    if texts is None:
+        gap, found = ("found.append(_M)", "continue"), "found.append(node)"
+        below = ("found += [_M] if below is None else below", "continue")
+        last = "return [node]"
+    else:
+        # A gap is skipped (present_texts) or makes the whole field unavailable (all_texts).
+        gap = ("continue",) if texts is present_texts else ("return None",)
+        found = "found.append(node if node.__class__ is str else _text(node))"
+        below = ("below = _shape([_M] if below is None else below)", "if below is None:", "    return None",
+                 "found += below", "continue")
+        last = "return [node if node.__class__ is str else _text(node)]"
+    lines = [line for position in range(len(keys)) for line in _each_source(keys, position, gap, found, below)]
     lines.append("def walk_path(node):")
     for position, key in enumerate(keys):
         lines += _step(key, "    ", ("return None",), (f"return _each{position}(node)",))
-    lines.append("    return [node]")
+    lines.append(f"    {last}")
     exec(compile("\n".join(lines), f"<walk {'.'.join(keys)}>", "exec"), namespace)
     walker: Walker = namespace["walk_path"]
     return walker
+
+
+def _shaped(found: list[Any] | None, shape: Shaper) -> list[str] | None:
+    return None if found is None else shape(found)
 
 
 def walker(keys: tuple[str, ...], index: int | None) -> Walker:
@@ -125,14 +146,15 @@ def _step(key: str, indent: str, on_missing: tuple[str, ...], on_list: tuple[str
             *(line[4:] for line in missing)]
 
 
-def _each_source(keys: tuple[str, ...], position: int) -> list[str]:
-    """A function `_each<position>(items)`: `_each(items, keys, position)` unrolled."""
+def _each_source(keys: tuple[str, ...], position: int, gap: tuple[str, ...], found: str,
+                 below: tuple[str, ...]) -> list[str]:
+    """A function `_each<position>(items)`: `_each(items, keys, position)` unrolled, where an element lacking the
+    rest of the path runs `gap`, a value found runs `found`, and an array inside an element, walked into `below`,
+    runs the lines `below`."""
     lines = [f"def _each{position}(items):", "    found = []", "    for item in items:", "        node = item"]
     for key in keys[position:]:
-        lines += _step(key, "        ", ("found.append(_M)", "continue"),
-                       (f"below = _walk(item, _keys, {position}, None)", "found += [_M] if below is None else below",
-                        "continue"))
-    lines += ["        found.append(node)", "    return found"]
+        lines += _step(key, "        ", gap, (f"below = _walk(item, _keys, {position}, None)", *below))
+    lines += [f"        {found}", "    return found"]
     return lines
 
 
@@ -235,6 +257,17 @@ def collected(keys: tuple[str, ...], shape: Shaper) -> ExtractorFactory:
 
     def factory(arg: str | None) -> Extractor:
         index = None if arg is None else int(arg)
+        if index is None and shape in _WALKED_SHAPES:
+            walk_texts = path_walker(keys, shape)
+
+            def extract_texts(event: Event) -> Value:
+                payload = event.payload
+                if payload.__class__ is not dict or "auditID" not in payload:
+                    return None
+                values = walk_texts(payload)
+                return tuple(values) if values else None
+
+            return extract_texts
         walk_path = walker(keys, index)
 
         def extract(event: Event) -> Value:
@@ -271,6 +304,10 @@ def all_texts(found: list[Any]) -> list[str] | None:
             return None
         values.append(value if value.__class__ is str else json_text(value))
     return values
+
+
+#: The shapers a walk can apply as it goes (`path_walker`'s `texts`).
+_WALKED_SHAPES = (present_texts, all_texts)
 
 
 def flattened_texts(found: list[Any]) -> list[str]:

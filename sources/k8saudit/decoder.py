@@ -157,8 +157,14 @@ class K8sAuditDecoder:
         """
         if document.__class__ is dict and document.get("kind") == "Event":
             # What an API server sends, one event per document: neither an envelope nor an EventList, and no
-            # generator to make for it.
-            return (self._audit_event(document, origin),)
+            # generator to make for it. Only its time is checked on the way; `_event` says what is wrong with it.
+            stamp = document.get("stageTimestamp")
+            if stamp.__class__ is str:
+                try:
+                    return (self._made(document, parse_timestamp_ns(stamp)),)
+                except ValueError:
+                    pass
+            return (self._event(document, origin, 0),)
         return self._listed_events(document, origin)
 
     def _listed_events(self, document: Any, origin: str) -> Iterator[Event | DecodeError]:
@@ -195,18 +201,6 @@ class K8sAuditDecoder:
                     continue
                 item = unwrapped
             yield self._event(item, origin, index)
-
-    def _audit_event(self, item: dict[str, Any], origin: str) -> Event | DecodeError:
-        """`_event` of a lone document known to be an object of kind Event, checking only its time on the way."""
-        stamp = item.get("stageTimestamp")
-        if stamp.__class__ is str:
-            try:
-                ts_ns = parse_timestamp_ns(stamp)
-            except ValueError:
-                pass  # `_event` says what is wrong
-            else:
-                return self._made(item, ts_ns)
-        return self._event(item, origin, 0)
 
     def _made(self, item: dict[str, Any], ts_ns: int) -> Event:
         verb = item.get("verb")

@@ -244,12 +244,14 @@ class InlineRead:
     assign with `:=`, `{fallback}` the extractor's value read through the event's cache (for the values costly
     enough to keep there), and each name of `names` the object it is paired with (so literal braces are doubled).
     `guard` may use `{payload}` alone, and must not raise (it runs for reads a condition may never reach); an empty
-    `guard` always holds.
+    `guard` always holds. `decimal`, when set (with an empty `guard`), is an expression of the integer whose decimal
+    text `value` always is: generated code compares it with a decimal constant as a number, without writing the text.
     """
 
     guard: str
     value: str
     names: tuple[tuple[str, Any], ...] = ()
+    decimal: str = ""
 
 
 def template_literal(value: Any) -> str:
@@ -336,6 +338,14 @@ class GeneratedReads:
         local = (self._trunk and self._trunk._guards.get(guard)) or self._guards.get(guard) or self._guards.setdefault(
             guard, f"{self._guard_prefix}{len(self._guards)}")
         return f"({value} if {local} else {fallback})"
+
+    def decimal(self, extract: Extractor) -> str | None:
+        """Expression for the integer whose decimal text the field's value always is (InlineRead.decimal), if the
+        field declares one."""
+        inline = inline_read(extract)
+        if inline is None or not inline.decimal or inline.guard:
+            return None
+        return f"({inline.decimal.format(event='ev')})"
 
     def read_getter(self, get: Extractor) -> str:
         """Expression for the value of getter `get`: read as `read` does when it caches (`cached_extractor`), else

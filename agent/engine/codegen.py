@@ -53,6 +53,10 @@ class Builder:
     def check(self, plan: CheckPlan) -> str:
         if plan.kind == "call":
             return f"{self.bind(plan.value)}(ev)"
+        if plan.kind == "holds":
+            return "True"
+        if plan.kind == "eq" and (number := self._number_equal(plan)) is not None:
+            return number
         value = self.value(plan)
         if plan.kind == "exists":
             return f"({value} is not None)"
@@ -65,6 +69,21 @@ class Builder:
             return f"(({var} := {value}) is not None and {self.bind(plan.value)}({var}))"
         template, const = plan.inline
         return f"(({var} := {value}) is not None and {template.format(v=var, c=self.bind(const))})"
+
+    def _number_equal(self, plan: CheckPlan) -> str | None:
+        """`field = "N"` as a comparison of integers, for a field whose text is an integer's decimal form (Falco's
+        "never true" is `jevt.rawtime=0`, met on every audit event): None when the field or the constant is not."""
+        constant, extract = plan.value, plan.lhs.extract
+        if extract is None or not isinstance(constant, str) or not _is_decimal(constant):
+            return None
+        number = self.reads.decimal(extract)
+        return None if number is None else f"({number} == {int(constant)})"
+
+
+def _is_decimal(text: str) -> bool:
+    """Whether `text` is the decimal form Python writes for an integer of at most 20 digits (no sign, no leading
+    zero): the texts of 64-bit times and counters."""
+    return len(text) <= 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
 
 
 def generate_predicate(expr: Expr, plan: Callable[[Check], CheckPlan]) -> Callable[[Event], bool] | None:

@@ -56,9 +56,10 @@ def unsupported_field_message(name: str) -> str:
 class CheckPlan:
     """How one check runs once compiled.
 
-    `kind` is ``exists`` (value present), ``eq`` (value == `value`), ``in`` (value in the frozenset
-    `value`), ``pred`` (present and `value(v)`), or ``call`` (`value(event)` decides alone). A ``pred`` may also
-    have `inline`, the same check for generated code to write out (no call).
+    `kind` is ``exists`` (value present), ``holds`` (known true on every event: `exists` on a field every event
+    has), ``eq`` (value == `value`), ``in`` (value in the frozenset `value`), ``pred`` (present and `value(v)`), or
+    ``call`` (`value(event)` decides alone). A ``pred`` may also have `inline`, the same check for generated code to
+    write out (no call).
     """
 
     kind: str
@@ -70,6 +71,8 @@ class CheckPlan:
         get, value = self.lhs.get, self.value
         if self.kind == "exists":
             return lambda ev: get(ev) is not None
+        if self.kind == "holds":
+            return _holds
         if self.kind == "eq":
             return lambda ev: get(ev) == value
         if self.kind == "in":
@@ -197,6 +200,10 @@ class ConditionCompiler:
             resolved = self.table.resolve(check.lhs.name, None)
             if resolved is not None and FieldFlag.ANY_OF in resolved[0].flags:
                 return _any_of_plan(plan)
+            if resolved is not None and FieldFlag.ALWAYS in resolved[0].flags and op == "exists":
+                # Falco's files write "always true" as `jevt.rawtime exists`, and the activity rules all test it:
+                # no read, and no conversion of the time to text, on every event they meet.
+                return CheckPlan("holds", lhs, None)
         return plan
 
     def _own_comparison(self, check: Check, lhs: Typed) -> CheckPlan | None:
@@ -279,6 +286,10 @@ class ConditionCompiler:
         if check.op == "regex" and isinstance(check.rhs, StrLit) and _is_plain(check.rhs.value):
             self.warnings.append(("LOAD_COMPILE_CONDITION",
                                   f"regex '{check.rhs.value}' has no special characters: use '=' instead"))
+
+
+def _holds(_event: Event) -> bool:
+    return True
 
 
 def _any_of_plan(plan: CheckPlan) -> CheckPlan:

@@ -12,6 +12,7 @@ from agent.engine.operators import LIST_OPS, convert, scalar_inline, scalar_pred
 from agent.event import Event
 from agent.fields import (
     Extractor,
+    FieldFlag,
     FieldSpec,
     FieldTable,
     FieldType,
@@ -185,3 +186,56 @@ class TestInlineOperators:
         assert scalar_inline("=", net) is None
         assert set_inline("pmatch", ["/a"], is_list=False) is None
         assert set_inline("in", [net], is_list=False) is None
+
+
+class TestTimeText:
+    """A field whose text is an integer's decimal form (`jevt.rawtime`), as Falco's files use it: `= 0` to turn a rule
+    off, `exists` to leave it on. Neither writes the text on the events it meets."""
+
+    def engine(self, rules: str) -> tuple[Engine, list[int]]:
+        written: list[int] = []
+
+        def text(number: int) -> str:
+            written.append(number)
+            return str(number)
+
+        def stamp(_arg: str | None) -> Extractor:
+            return with_inline(lambda event: text(event.ts_ns),
+                               InlineRead("", "{text}({event}.ts_ns)", (("text", text),), decimal="{event}.ts_ns"))
+
+        table = FieldTable([FieldSpec("i.name", FieldType.STRING, "a name", Counted().name),
+                            FieldSpec("i.stamp", FieldType.STRING, "the time", stamp, flags=FieldFlag.ALWAYS)])
+        engine = Engine(rule_matching="all")
+        engine.add_source(SourceSpec(SOURCE, table, index_fields=("i.name",)))
+        result = engine.load_rules([RulesText("r.yaml", rules)])
+        assert result.successful, result.as_text()
+        return engine, written
+
+    def fired(self, engine: Engine, ts_ns: int) -> list[str]:
+        return [alert.rule for alert in engine.process(Event(SOURCE, ts_ns, {"name": "a"}))]
+
+    def test_equal_to_a_number_compares_numbers(self) -> None:
+        engine, written = self.engine(rule("zero", "i.stamp = 0", "z") + rule("seven", "i.stamp = 7", "s"))
+        # Enough events that each set of candidates is evaluated by its generated evaluator too.
+        for _ in range(40):
+            assert self.fired(engine, 7) == ["seven"]
+            assert self.fired(engine, 0) == ["zero"]
+            assert self.fired(engine, 1540475929736141000) == []
+        assert written == []
+
+    def test_other_checks_compare_the_text(self) -> None:
+        """A constant no integer writes (`07`) never equals the time, and other operators see the text."""
+        engine, written = self.engine(rule("padded", "i.stamp = 07", "p") + rule("other", "i.stamp != 7", "o")
+                                      + rule("prefix", "i.stamp startswith 15", "b"))
+        for _ in range(40):
+            assert self.fired(engine, 7) == []
+            assert self.fired(engine, 0) == ["other"]
+            assert self.fired(engine, 1540475929736141000) == ["other", "prefix"]
+        assert written
+
+    def test_exists_on_a_field_every_event_has_holds_unread(self) -> None:
+        engine, written = self.engine(rule("on", "i.name = a and i.stamp exists", "on")
+                                      + rule("off", "i.name = a and not i.stamp exists", "off"))
+        for ts_ns in range(40):
+            assert self.fired(engine, ts_ns) == ["on"]
+        assert written == []

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agent.engine.engine import Engine, RulesText
+from agent.engine.engine import Engine, RuleMatching, RulesText
 from agent.engine.operators import LIST_OPS, convert, scalar_inline, scalar_pred, set_inline, set_pred
 from agent.event import Event
 from agent.fields import (
@@ -205,7 +205,7 @@ class TestTimeText:
 
         table = FieldTable([FieldSpec("i.name", FieldType.STRING, "a name", Counted().name),
                             FieldSpec("i.stamp", FieldType.STRING, "the time", stamp, flags=FieldFlag.ALWAYS)])
-        engine = Engine(rule_matching="all")
+        engine = Engine(rule_matching=RuleMatching.ALL)
         engine.add_source(SourceSpec(SOURCE, table, index_fields=("i.name",)))
         result = engine.load_rules([RulesText("r.yaml", rules)])
         assert result.successful, result.as_text()

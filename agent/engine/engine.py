@@ -215,5 +215,6 @@ class Engine:
             alerts = []
         if self._correlations.correlations:  # without any, nothing to feed (a call per event spared)
             alerts += self._correlations.process(event, index_key, stats)
-        stats.alerts += len(alerts)
+        if alerts:
+            stats.alerts += len(alerts)
         return alerts

@@ -258,7 +258,7 @@ class RuleSet(Generic[R]):
         A guard field whose extraction fails leaves the rules it guards: their conditions meet the same error and
         count it. A value that is not hashable (not text) is judged, not memoised."""
         namespace, bind = binder("_n")
-        namespace.update({"_E": EXTRACTION_ERRORS, "_memo_get": self._memo.get, "_selection": self._selection,
+        namespace.update({"_E": EXTRACTION_ERRORS, "_memo": self._memo, "_selection": self._selection,
                           "_answer": self._answer, "_kept": self._kept})
         reads = GeneratedReads(bind)
         key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
@@ -269,15 +269,16 @@ class RuleSet(Generic[R]):
             value = f"{read} if position == {position} else {value}"
         lines = ["def narrow(ev, key=None):", *(f"    {line}" for line in reads.prologue()),
                  "    if key is None:", f"        key = ({key})",
-                 "    node = _memo_get(key) or _selection(key)",
+                 # A subscript costs less than a call of `get`; a key met the first time is rare.
+                 "    try:", "        node = _memo[key]", "    except KeyError:", "        node = _selection(key)",
                  "    position = node.position",
                  "    while position >= 0:",
                  "        try:", f"            value = {value}",
                  "        except _E:", "            return key, node",
-                 "        try:", "            found = node.by_value.get(value)",
-                 "        except TypeError:", "            found = _answer(node, value)",
-                 "        else:", "            if found is None:", "                found = _kept(node, value)",
-                 "        node = found", "        position = node.position",
+                 "        try:", "            node = node.by_value[value]",
+                 "        except KeyError:", "            node = _kept(node, value)",
+                 "        except TypeError:", "            node = _answer(node, value)",
+                 "        position = node.position",
                  "    return key, node"]
         exec(compile("\n".join(lines), "<narrow>", "exec"), namespace)
         narrow: Callable[..., tuple[tuple[Any, ...], Narrowing[R]]] = namespace["narrow"]

@@ -161,9 +161,14 @@ class K8sAuditDecoder:
             stamp = document.get("stageTimestamp")
             if stamp.__class__ is str:
                 try:
-                    return (self._made(document, parse_timestamp_ns(stamp)),)
+                    ts_ns = parse_timestamp_ns(stamp)
                 except ValueError:
                     pass
+                else:
+                    verb = document.get("verb")
+                    # `_made`, written out: the one event of most documents, made without a call.
+                    return (Event(SOURCE_NAME, ts_ns, document, verb if verb.__class__ is str else "", self.hostname,
+                                  0, {}),)
             return (self._event(document, origin, 0),)
         return self._listed_events(document, origin)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,6 +24,7 @@ from agent.engine.rule_compiler import build_context, compile_rules, unused_warn
 from agent.engine.rule_guards import check_guard_fields
 from agent.engine.ruleset import CompiledRule, RuleSet
 from agent.event import Event
+from agent.fields import binder
 from agent.location import Location
 from agent.priority import Priority
 from agent.source import SourceSpec
@@ -55,6 +56,12 @@ class Engine:
     Loading is all-or-nothing: a load that reports an error leaves the running rules untouched.
     """
 
+    #: `process(event)`: the alerts for one event, the first matching rule or all of them with `rule_matching: all`,
+    #: then the correlations the event completes (they do not count as rule matches for `first`). A function
+    #: generated at each rebuild (`_process_function`), not a method: the narrowing of every source's rule set is
+    #: written into it, a call less per event.
+    process: Callable[[Event], list[Alert]]
+
     def __init__(self, *, rule_matching: RuleMatching = RuleMatching.FIRST,
                  min_priority: Priority = Priority.DEBUG, hostname: str = "",
                  append_output: Sequence[AppendOutput] = ()) -> None:
@@ -70,6 +77,7 @@ class Engine:
         self._rulesets: dict[str, RuleSet[CompiledRule]] = {}
         self._correlations = CorrelationSet([], hostname=hostname)
         self._parse_cache: dict[str, Expr] = {}
+        self.process = self._process_function()
 
     @property
     def rule_matching(self) -> RuleMatching:
@@ -192,29 +200,36 @@ class Engine:
         self._rulesets = {name: RuleSet.of_source(by_source.get(name, []), spec)
                           for name, spec in self._sources.items()}
         self._correlations.rebuild(self._sources, min_priority=self.min_priority)
+        self.process = self._process_function()
 
     def ruleset(self, source: str) -> RuleSet[CompiledRule] | None:
         return self._rulesets.get(source)
 
     # ----- evaluation -------------------------------------------------------------------------
-    def process(self, event: Event) -> list[Alert]:
-        """Alerts for one event: the first matching rule, or all of them with `rule_matching: all`, then the
-        correlations the event completes (they do not count as rule matches for `first`)."""
-        ruleset = self._rulesets.get(event.source)
-        stats = self.stats
-        stats.events += 1
-        if not event.num:
-            event.num = stats.events  # sources leave numbering to the engine (evt.num)
-        if ruleset is None:
-            return []
-        index_key, node = ruleset.narrow(event)
-        if node.rules:  # most events of a busy source leave none (an open of a file no rule names)
-            evaluate = node.evaluator or evaluator_of(node, ruleset, self.hostname)
-            alerts = evaluate(event, index_key, stats, self._first_only)
-        else:
-            alerts = []
-        if self._correlations.correlations:  # without any, nothing to feed (a call per event spared)
-            alerts += self._correlations.process(event, index_key, stats)
-        if alerts:
-            stats.alerts += len(alerts)
-        return alerts
+    def _process_function(self) -> Callable[[Event], list[Alert]]:
+        """The generated `process`: per source, its rule set's narrowing (RuleSet.narrowing_text), then the
+        evaluation of the rules it leaves, then the correlations."""
+        namespace, bind = binder("_e")
+        lines = ["def process(ev):", f"    stats = {bind(self)}.stats", "    stats.events += 1",
+                 # Sources leave numbering to the engine (evt.num).
+                 "    if not ev.num:", "        ev.num = stats.events", "    source = ev.source"]
+        for position, (name, ruleset) in enumerate(self._rulesets.items()):
+            lines += [f"    {'if' if position == 0 else 'elif'} source == {bind(name)}:",
+                      f"        ruleset = {bind(ruleset)}",
+                      *(f"        {line}" for line in ruleset.narrowing_text(bind))]
+        lines += [*(["    else:"] if self._rulesets else []), f"    {'    ' if self._rulesets else ''}return []"]
+        if self._rulesets:
+            lines += [
+                # Most events of a busy source leave no rule (an open of a file no rule names).
+                "    if node.rules:",
+                f"        evaluate = node.evaluator or {bind(evaluator_of)}(node, ruleset, {bind(self.hostname)})",
+                f"        alerts = evaluate(ev, key, stats, {bind(self)}._first_only)",
+                "    else:", "        alerts = []",
+                # Correlations change only with a rebuild: without any, nothing to feed and nothing to test.
+                *([f"    alerts += {bind(self._correlations)}.process(ev, key, stats)"]
+                  if self._correlations.correlations else []),
+                "    if alerts:", "        stats.alerts += len(alerts)",
+                "    return alerts"]
+        exec(compile("\n".join(lines), "<process>", "exec"), namespace)
+        process: Callable[[Event], list[Alert]] = namespace["process"]
+        return process

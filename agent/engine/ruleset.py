@@ -219,8 +219,8 @@ class RuleSet(Generic[R]):
         self._narrowings: dict[tuple[tuple[int, tuple[Guard, ...]], ...], Narrowing[R]] = {}
         #: `narrow(event)` gives the event's index values (its key) and the narrowing whose `rules` can match it;
         #: `narrow(event, key)` the same for an event whose key is already known.
-        self.narrow: Callable[..., tuple[tuple[Any, ...], Narrowing[R]]] = self._narrow_function(
-            [getter for getter, _guard in guard_getters.values()])
+        self._guard_getters = [getter for getter, _guard in guard_getters.values()]
+        self.narrow: Callable[..., tuple[tuple[Any, ...], Narrowing[R]]] = self._narrow_function()
 
     @classmethod
     def of_source(cls, rules: list[R], spec: SourceSpec) -> RuleSet[R]:
@@ -252,37 +252,45 @@ class RuleSet(Generic[R]):
         order."""
         return self._selection(key).rules
 
-    def _narrow_function(self, guard_getters: list[Getter]) -> Callable[..., tuple[tuple[Any, ...], Narrowing[R]]]:
-        """The generated `narrow`: the index fields read as the conditions read them, then the memoised narrowing of
-        their values, then its guard fields one at a time, each read inline, while a rule left is guarded by one.
-        A guard field whose extraction fails leaves the rules it guards: their conditions meet the same error and
-        count it. A value that is not hashable (not text) is judged, not memoised."""
+    def _narrow_function(self) -> Callable[..., tuple[tuple[Any, ...], Narrowing[R]]]:
+        """The generated `narrow` (see `narrowing_text`)."""
         namespace, bind = binder("_n")
-        namespace.update({"_E": EXTRACTION_ERRORS, "_memo": self._memo, "_selection": self._selection,
-                          "_answer": self._answer, "_kept": self._kept})
-        reads = GeneratedReads(bind)
-        key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
-        guards = [reads.read_getter(get) for get in guard_getters]
-        # The last guard field is read without a test of its position (a source with one reads it straight).
-        value = guards[-1] if guards else "None"
-        for position, read in reversed(list(enumerate(guards[:-1]))):
-            value = f"{read} if position == {position} else {value}"
-        lines = ["def narrow(ev, key=None):", *(f"    {line}" for line in reads.prologue()),
-                 "    if key is None:", f"        key = ({key})",
-                 # A subscript costs less than a call of `get`; a key met the first time is rare.
-                 "    try:", "        node = _memo[key]", "    except KeyError:", "        node = _selection(key)",
-                 "    position = node.position",
-                 "    while position >= 0:",
-                 "        try:", f"            value = {value}",
-                 "        except _E:", "            return key, node",
-                 "        try:", "            node = node.by_value[value]",
-                 "        except KeyError:", "            node = _kept(node, value)",
-                 "        except TypeError:", "            node = _answer(node, value)",
-                 "        position = node.position",
+        lines = ["def narrow(ev, key=None):", *(f"    {line}" for line in self.narrowing_text(bind, key_given=True)),
                  "    return key, node"]
         exec(compile("\n".join(lines), "<narrow>", "exec"), namespace)
         narrow: Callable[..., tuple[tuple[Any, ...], Narrowing[R]]] = namespace["narrow"]
         return narrow
+
+    def narrowing_text(self, bind: Callable[[Any], str], *, key_given: bool = False) -> list[str]:
+        """Statements of generated code that leave in `key` the index key of the event `ev` and in `node` its narrowing
+        (what `narrow` returns), the objects they use bound with `bind`: the body of `narrow`, and of the engine's
+        function per event. With `key_given` they read the index fields only when `key` is None.
+
+        The index fields are read as the conditions read them, then the memoised narrowing of their values is looked
+        up, then its guard fields one at a time, each read inline, while a rule left is guarded by one. A guard field
+        whose extraction fails leaves the rules it guards: their conditions meet the same error and count it. A value
+        that is not hashable (not text) is judged, not memoised."""
+        reads = GeneratedReads(bind)
+        errors, memo, selection = bind(EXTRACTION_ERRORS), bind(self._memo), bind(self._selection)
+        answer, kept = bind(self._answer), bind(self._kept)
+        key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
+        guards = [reads.read_getter(get) for get in self._guard_getters]
+        # The last guard field is read without a test of its position (a source with one reads it straight).
+        value = guards[-1] if guards else "None"
+        for position, read in reversed(list(enumerate(guards[:-1]))):
+            value = f"{read} if position == {position} else {value}"
+        compute = ["if key is None:", f"    key = ({key})"] if key_given else [f"key = ({key})"]
+        return [*reads.prologue(), *compute,
+                # A subscript costs less than a call of `get`; a key met the first time is rare.
+                "try:", f"    node = {memo}[key]", "except KeyError:", f"    node = {selection}(key)",
+                "position = node.position",
+                "while position >= 0:",
+                "    try:", f"        value = {value}",
+                f"    except {errors}:", "        break",
+                "    try:", "        node = node.by_value[value]",
+                "    except KeyError:", f"        node = {kept}(node, value)",
+                "    except TypeError:", f"        node = {answer}(node, value)",
+                "    position = node.position"]
 
     def _kept(self, node: Narrowing[R], value: Any) -> Narrowing[R]:
         """`_answer`, memoised on `node`."""

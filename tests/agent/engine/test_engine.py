@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.engine.engine import RuleMatching, RulesText
+from agent.engine.engine import EngineStats, RuleMatching, RulesText
 from agent.priority import Priority
 from tests.agent.engine.conftest import Lab
 
@@ -33,6 +33,17 @@ class TestRuleMatching:
         assert lab.fired(engine, name="x") == ["Alpha Rule", "beta", "gamma"]
         engine.rule_matching = RuleMatching.FIRST
         assert lab.fired(engine, name="x") == ["Alpha Rule"]
+
+    def test_counters_handed_over_after_a_load_count_what_follows(self, lab, three) -> None:
+        """A reload hands the running engine's counters to the new engine (agent.reload): the events and alerts
+        after it, those of a source without rules included, are counted there and numbered on from them."""
+        engine = lab.loaded(three)
+        kept = EngineStats(events=5, alerts=1)
+        engine.stats = kept
+        assert lab.fired(engine, name="x") == ["Alpha Rule"]
+        other = lab.event(source="nosuch", name="x")
+        assert engine.process(other) == []
+        assert (kept.events, kept.alerts, other.num) == (7, 2, 7)
 
     def test_other_source_events_meet_no_rules(self, lab, three) -> None:
         """Events of a source without rules produce nothing."""

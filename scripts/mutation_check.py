@@ -125,6 +125,14 @@ MUTATIONS = (
              '{local} = key[{local[2:]}]', '{local} = key[0]',
              ("tests/agent/engine/test_evaluator.py",),
              "a generated evaluator reads an index field's value from another field's place in the key"),
+    Mutation("time_compared_as_the_wrong_number", "agent/engine/codegen.py",
+             'f"({number} == {int(constant)})"', 'f"({number} == {int(constant) + 1})"',
+             ("tests/agent/engine/test_inline_reads.py",),
+             "`jevt.rawtime = N`, compared as a number, compares with another number"),
+    Mutation("walk_keeps_a_gap_all_texts_refuses", "sources/k8saudit/extraction.py",
+             'gap = ("continue",) if texts is present_texts else ("return None",)', 'gap = ("continue",)',
+             ("tests/sources/k8saudit/test_inline_fields.py",),
+             "a list field that needs every element's value skips an element lacking it"),
 )
 
 

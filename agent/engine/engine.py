@@ -210,20 +210,23 @@ class Engine:
         """The generated `process`: per source, its rule set's narrowing (RuleSet.narrowing_text), then the
         evaluation of the rules it leaves, then the correlations."""
         namespace, bind = binder("_e")
-        lines = ["def process(ev):", f"    stats = {bind(self)}.stats", "    stats.events += 1",
+        engine = bind(self)
+        lines = ["def process(ev):", f"    stats = {engine}.stats", "    stats.events += 1",
                  # Sources leave numbering to the engine (evt.num).
                  "    if not ev.num:", "        ev.num = stats.events", "    source = ev.source"]
         for position, (name, ruleset) in enumerate(self._rulesets.items()):
             lines += [f"    {'if' if position == 0 else 'elif'} source == {bind(name)}:",
                       f"        ruleset = {bind(ruleset)}",
                       *(f"        {line}" for line in ruleset.narrowing_text(bind))]
-        lines += [*(["    else:"] if self._rulesets else []), f"    {'    ' if self._rulesets else ''}return []"]
-        if self._rulesets:
+        if not self._rulesets:
+            lines.append("    return []")
+        else:
             lines += [
+                "    else:", "        return []",
                 # Most events of a busy source leave no rule (an open of a file no rule names).
                 "    if node.rules:",
                 f"        evaluate = node.evaluator or {bind(evaluator_of)}(node, ruleset, {bind(self.hostname)})",
-                f"        alerts = evaluate(ev, key, stats, {bind(self)}._first_only)",
+                f"        alerts = evaluate(ev, key, stats, {engine}._first_only)",
                 "    else:", "        alerts = []",
                 # Correlations change only with a rebuild: without any, nothing to feed and nothing to test.
                 *([f"    alerts += {bind(self._correlations)}.process(ev, key, stats)"]

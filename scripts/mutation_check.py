@@ -133,6 +133,11 @@ MUTATIONS = (
              'gap = ("continue",) if texts is present_texts else ("return None",)', 'gap = ("continue",)',
              ("tests/sources/k8saudit/test_inline_fields.py",),
              "a list field that needs every element's value skips an element lacking it"),
+    Mutation("index_implies_a_check_of_another_field", "agent/engine/ruleset.py",
+             "if values is None or values.cofinite or not values.values:",
+             "if values is not None and (values.cofinite or not values.values):",
+             ("tests/agent/engine/test_ruleset.py",),
+             "a check on a field the index does not hold is taken as decided by the index"),
 )
 
 

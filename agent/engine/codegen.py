@@ -31,6 +31,8 @@ class Builder:
         self.plan = plan
         self.namespace, self.bind = binder("_k")
         self.reads = GeneratedReads(self.bind, held=held, shared=shared)
+        #: The checks (ids of Check nodes) known to hold where the code runs: written as true, not tested.
+        self.implied: frozenset[int] = frozenset()
 
     def value(self, plan: CheckPlan) -> str:
         """Expression reading the check's left-hand value: inline, or from the event's cache when cached."""
@@ -43,12 +45,14 @@ class Builder:
         if depth > MAX_GENERATED_DEPTH:
             raise RecursionError
         if isinstance(node, Check):
-            return self.check(self.plan(node))
+            return "True" if id(node) in self.implied else self.check(self.plan(node))
         if isinstance(node, Not):
             return f"(not {self.expr(node.child, depth + 1)})"
         assert isinstance(node, (And, Or))
-        joiner = " and " if isinstance(node, And) else " or "
-        return "(" + joiner.join(self.expr(c, depth + 1) for c in node.children) + ")"
+        parts = [self.expr(c, depth + 1) for c in node.children]
+        if isinstance(node, And):
+            parts = [part for part in parts if part != "True"] or ["True"]
+        return "(" + (" and " if isinstance(node, And) else " or ").join(parts) + ")"
 
     def check(self, plan: CheckPlan) -> str:
         if plan.kind == "call":
@@ -119,12 +123,13 @@ def condition_of(predicate: Callable[[Event], bool]) -> Condition | None:
 
 
 def condition_bodies(conditions: Sequence[Condition], held: Mapping[str, str], shared: Collection[str],
-                     ) -> tuple[Builder, list[str]]:
-    """The expressions of `conditions` in one function's builder (see GeneratedReads for `held` and `shared`); the
-    builder goes on to write more of that function."""
+                     implied: Sequence[frozenset[int]]) -> tuple[Builder, list[str]]:
+    """The expressions of `conditions` in one function's builder (see GeneratedReads for `held` and `shared`), each
+    with the checks `implied` gives for it written as true; the builder goes on to write more of that function."""
     builder = Builder(conditions[0][1], held=held, shared=shared)
     bodies = []
-    for expr, plan in conditions:
-        builder.plan = plan
+    for (expr, plan), known in zip(conditions, implied, strict=True):
+        builder.plan, builder.implied = plan, known
         bodies.append(builder.expr(expr, 0))
+    builder.implied = frozenset()
     return builder, bodies

@@ -42,7 +42,7 @@ def evaluator_of(node: Narrowing[CompiledRule], ruleset: RuleSet[CompiledRule], 
     node.uses += 1
     if node.uses < EVALUATOR_AFTER_EVENTS:
         return partial(evaluate_in_turn, node.rules, hostname)
-    evaluator = generate_evaluator(node.rules, ruleset.index_cache_keys, hostname) or partial(
+    evaluator = generate_evaluator(node.rules, ruleset, hostname) or partial(
         evaluate_in_turn, node.rules, hostname)
     node.evaluator = evaluator
     return evaluator
@@ -65,21 +65,24 @@ def evaluate_in_turn(rules: tuple[CompiledRule, ...], hostname: str, event: Even
     return alerts
 
 
-def generate_evaluator(rules: Sequence[CompiledRule], held: Sequence[str | None], hostname: str) -> Evaluator | None:
-    """One function doing what `evaluate_in_turn` does, alerts in the same order (None when a rule's condition was
-    not generated). The fields whose cache keys `held` lists are given in the index key (`key[i]` the value of field
-    `held[i]`)."""
+def generate_evaluator(rules: Sequence[CompiledRule], ruleset: RuleSet[CompiledRule], hostname: str,
+                       ) -> Evaluator | None:
+    """One function doing what `evaluate_in_turn` does for `rules`, candidates of `ruleset` together, alerts in the
+    same order (None when a rule's condition was not generated). The index fields are given in the index key (`key[i]`
+    the value of the field whose cache key is `ruleset.index_cache_keys[i]`), and the checks the index already
+    decided (`RuleSet.implied`) are not tested."""
     conditions: list[Condition] = []
     for rule in rules:
         condition = condition_of(rule.predicate)
         if condition is None:
             return None
         conditions.append(condition)
-    given = {key: f"_i{position}" for position, key in enumerate(held) if key is not None}
-    builder, body = _evaluator_text(rules, conditions, given, set(), hostname)
+    given = {key: f"_i{position}" for position, key in enumerate(ruleset.index_cache_keys) if key is not None}
+    implied = [ruleset.implied(rule) for rule in rules]
+    builder, body = _evaluator_text(rules, conditions, given, set(), implied, hostname)
     shared = {key for key, count in builder.reads.reads.items() if count > 1 and key not in given}
     if shared:
-        builder, body = _evaluator_text(rules, conditions, given, shared, hostname)
+        builder, body = _evaluator_text(rules, conditions, given, shared, implied, hostname)
     lines = ["def evaluate(ev, key, counts, first_only):",
              *(f"    {local} = key[{local[2:]}]" for local in sorted(builder.reads.held_used)),
              *(f"    {line}" for line in builder.reads.prologue()), "    alerts = []", *body, "    return alerts"]
@@ -89,9 +92,9 @@ def generate_evaluator(rules: Sequence[CompiledRule], held: Sequence[str | None]
 
 
 def _evaluator_text(rules: Sequence[CompiledRule], conditions: Sequence[Condition], held: dict[str, str],
-                    shared: set[str], hostname: str) -> tuple[Builder, list[str]]:
+                    shared: set[str], implied: Sequence[frozenset[int]], hostname: str) -> tuple[Builder, list[str]]:
     """The body of the generated evaluator (after its opening statements), and the builder that wrote it."""
-    builder, bodies = condition_bodies(conditions, held, shared)
+    builder, bodies = condition_bodies(conditions, held, shared, implied)
     bind = builder.bind
     errors, alert, host = bind(EXTRACTION_ERRORS), bind(Alert), bind(hostname)
     lines = []

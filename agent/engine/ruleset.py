@@ -141,6 +141,19 @@ def _exact(check: Check, field: str) -> ValueSet | None:
     return None
 
 
+#: The operators of checks an index can imply: those whose values `_exact` gives exactly.
+_IMPLIED_OPS = frozenset({"=", "==", "in", "exists"})
+
+
+def _conjuncts(expr: Expr) -> list[Check]:
+    """The checks `expr` is the conjunction of (through `and` alone)."""
+    if isinstance(expr, Check):
+        return [expr]
+    if isinstance(expr, And):
+        return [check for child in expr.children for check in _conjuncts(child)]
+    return []
+
+
 class Indexed(Protocol):
     """What the index needs of a rule (or of a correlation step): a name, an order and a condition."""
 
@@ -203,6 +216,7 @@ class RuleSet(Generic[R]):
         self._names = tuple(index_getters)
         self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters))
                         for rule in self.rules if rule not in self.never]
+        self._admitted = {id(rule): sets for rule, sets in self._admits}
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
         self.narrowed_by = {
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
@@ -242,6 +256,23 @@ class RuleSet(Generic[R]):
             if among is None or among(rule):
                 admitted = admitted.union(sets[position])
         return None if admitted.cofinite else frozenset(v for v in admitted.values if v is not MISSING)
+
+    def implied(self, rule: R) -> frozenset[int]:
+        """The checks of `rule`'s condition (ids of its Check nodes) that hold on every event the rule is a candidate
+        for: conjuncts of the whole condition on an index field, surely true for every value of the field the index
+        admits for the rule (`ka.verb=create` in a rule only creates meet). An evaluator need not test them."""
+        admitted = dict(zip(self._names, self._admitted.get(id(rule), ()), strict=False))
+        implied = set()
+        for check in _conjuncts(rule.condition):
+            if check.op not in _IMPLIED_OPS or check.modifier or not isinstance(check.lhs, FieldRef):
+                continue
+            values = admitted.get(check.lhs.name)
+            if values is None or values.cofinite or not values.values:
+                continue
+            surely = _bounds(check, check.lhs.name)[1]
+            if all(surely.admits(value) for value in values.values):
+                implied.add(id(check))
+        return frozenset(implied)
 
     def candidates(self, event: Event) -> tuple[R, ...]:
         """Rules that can match this event, in evaluation order."""

@@ -48,7 +48,7 @@ def test_generated_alerts_equal_the_loops(reference: Path, source: str, rules_fi
             key, node = ruleset.narrow(looped_event)
             if not node.rules:
                 continue
-            evaluate = generate_evaluator(node.rules, ruleset.index_cache_keys, "agent-host")
+            evaluate = generate_evaluator(node.rules, ruleset, "agent-host")
             assert evaluate is not None
             looped_errors, generated_errors = EngineStats(), EngineStats()
             looped = evaluate_in_turn(node.rules, "agent-host", looped_event, key, looped_errors, first_only)

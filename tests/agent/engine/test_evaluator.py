@@ -74,7 +74,9 @@ class TestFieldsReadOnce:
         engine = Engine(rule_matching=matching)
         engine.add_source(sample_source(index_fields=("t.other", "t.type")))
         # `first_big` reads the name only when the number is big: on other events `named` reads it first.
-        _, result = lab.load(self.RULES + lab.rule("t.num > 5 and named_a", name="first_big")
+        # It reads the type only where the index did not decide it (in an `or`).
+        _, result = lab.load(self.RULES + lab.rule("t.num > 5 and named_a and (t.type = x or t.other = z)",
+                                                   name="first_big")
                              + lab.rule("t.type in (x, y) and named_a", name="named")
                              + lab.rule("jevt.value[/name] in (names) and t.type = x", name="listed")
                              + lab.rule("t.type = y and not named_a", name="other_name"), engine=engine)
@@ -106,7 +108,7 @@ class TestFieldsReadOnce:
         event = lab.event(type="x", name="a", num=7)
         evaluator = ruleset.narrow(event)[1].evaluator
         names = evaluator.__code__.co_varnames
-        assert "key" in names and "_i1" in names  # the event type comes from the index key
+        assert "key" in names and "_i1" in names  # the event type, where a check needs it, comes from the index key
         # The name as three conditions read it (jevt.value[/name]) and as every output shows it (t.name), each kept
         # in one local.
         assert sum(name.startswith("_m") for name in names) == 2

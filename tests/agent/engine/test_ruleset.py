@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from agent.engine.ast import Check
+from agent.engine.evaluator import EVALUATOR_AFTER_EVENTS
 from agent.engine.ruleset import MISSING, possible_values
 from agent.rules import parse_condition
 
@@ -131,6 +133,52 @@ class TestRulesThatCannotHold:
         """The rules left out are exactly those that match no event: evaluating every rule gives the same alerts."""
         assert [rule.name for rule in engine.rules if rule.predicate(lab.event(**payload))] == fired
         assert lab.fired(engine, **payload) == fired
+
+
+class TestChecksTheIndexDecided:
+    """A check of a rule's whole condition on an index field that holds for every value the index lets the rule meet
+    is not evaluated again: only those."""
+
+    RULES = (
+        ("pinned", "t.type = open and t.name = a"),
+        ("listed", "t.name = a and t.type in (open, close)"),
+        ("either", "(t.type = open or t.name = b) and t.name = a"),
+        ("negated", "not t.type = open and t.name = a"),
+        ("unequal", "t.type != open and t.name = a"),
+        ("prefixed", "t.type startswith op and t.name = a"),
+    )
+
+    def test_implied_are_the_conjuncts_the_index_decided(self, lab) -> None:
+        engine = lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES))
+        ruleset = engine.ruleset("test")
+
+        def implied(rule: Any) -> list[str]:
+            return sorted(f"{check.lhs.name} {check.op}" for check in _checks(rule.condition)
+                          if id(check) in ruleset.implied(rule))
+
+        assert {rule.name: implied(rule) for rule in engine.rules} == {
+            "pinned": ["t.type ="], "listed": ["t.type in"], "either": [], "negated": [], "unequal": [],
+            "prefixed": []}
+
+    @pytest.mark.parametrize(("payload", "fired"), [
+        ({"type": "open", "name": "a"}, ["pinned", "listed", "either", "prefixed"]),
+        ({"type": "close", "name": "a"}, ["listed", "negated", "unequal"]),
+        ({"type": "close", "name": "b"}, []),
+        ({"name": "a"}, ["negated"]),
+    ])
+    def test_alerts_as_brute_force(self, lab, payload: dict[str, Any], fired: list[str]) -> None:
+        """Before and after the candidates are evaluated by their generated function."""
+        engine = lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
+        for _ in range(EVALUATOR_AFTER_EVENTS + 2):
+            assert [rule.name for rule in engine.rules if rule.predicate(lab.event(**payload))] == fired
+            assert lab.fired(engine, **payload) == fired
+
+
+def _checks(expr: Any) -> list[Check]:
+    if isinstance(expr, Check):
+        return [expr]
+    return [check for child in getattr(expr, "children", (getattr(expr, "child", None),)) if child is not None
+            for check in _checks(child)]
 
 
 class TestFieldReads:

@@ -214,13 +214,13 @@ class RuleSet(Generic[R]):
         #: key gives them.
         self.index_cache_keys = tuple(parts[0] if (parts := cache_parts(get)) else None for get in self._getters)
         self._names = tuple(index_getters)
-        self._admits = [(rule, tuple(possible_values(rule.condition, f) for f in index_getters))
-                        for rule in self.rules if rule not in self.never]
-        self._admitted = {id(rule): sets for rule, sets in self._admits}
+        #: Per rule that may match (by identity, in evaluation order), the values of each index field it admits.
+        self._admits = {id(rule): (rule, tuple(possible_values(rule.condition, f) for f in index_getters))
+                        for rule in self.rules if rule not in self.never}
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
         self.narrowed_by = {
             rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
-            for rule, sets in self._admits
+            for rule, sets in self._admits.values()
         }
         guards = tuple(guard for _getter, guard in guard_getters.values())
         self._guards = {id(rule): guards_of(rule.condition, guards) for rule in self.rules}
@@ -252,7 +252,7 @@ class RuleSet(Generic[R]):
         syscalls in the `evt.type` values)."""
         position = list(self._names).index(field)
         admitted = ValueSet(frozenset(), False)
-        for rule, sets in self._admits:
+        for rule, sets in self._admits.values():
             if among is None or among(rule):
                 admitted = admitted.union(sets[position])
         return None if admitted.cofinite else frozenset(v for v in admitted.values if v is not MISSING)
@@ -261,7 +261,8 @@ class RuleSet(Generic[R]):
         """The checks of `rule`'s condition (ids of its Check nodes) that hold on every event the rule is a candidate
         for: conjuncts of the whole condition on an index field, surely true for every value of the field the index
         admits for the rule (`ka.verb=create` in a rule only creates meet). An evaluator need not test them."""
-        admitted = dict(zip(self._names, self._admitted.get(id(rule), ()), strict=False))
+        _rule, sets = self._admits.get(id(rule), (rule, ()))
+        admitted = dict(zip(self._names, sets, strict=False))
         implied = set()
         for check in _conjuncts(rule.condition):
             if check.op not in _IMPLIED_OPS or check.modifier or not isinstance(check.lhs, FieldRef):
@@ -335,7 +336,7 @@ class RuleSet(Generic[R]):
         found = self._memo.get(key)
         if found is None:
             values = [MISSING if isinstance(v, tuple) else v for v in key]
-            found = self._narrowing(tuple((rule, self._guards[id(rule)]) for rule, sets in self._admits if all(
+            found = self._narrowing(tuple((rule, self._guards[id(rule)]) for rule, sets in self._admits.values() if all(
                 s.admits(v) for s, v in zip(sets, values, strict=True))))
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agent.engine.ast import Check
+from agent.engine.ast import Check, walk
 from agent.engine.evaluator import EVALUATOR_AFTER_EVENTS
 from agent.engine.ruleset import MISSING, possible_values
 from agent.rules import parse_condition
@@ -153,8 +153,8 @@ class TestChecksTheIndexDecided:
         ruleset = engine.ruleset("test")
 
         def implied(rule: Any) -> list[str]:
-            return sorted(f"{check.lhs.name} {check.op}" for check in _checks(rule.condition)
-                          if id(check) in ruleset.implied(rule))
+            return sorted(f"{node.lhs.name} {node.op}" for node in walk(rule.condition)
+                          if isinstance(node, Check) and id(node) in ruleset.implied(rule))
 
         assert {rule.name: implied(rule) for rule in engine.rules} == {
             "pinned": ["t.type ="], "listed": ["t.type in"], "either": [], "negated": [], "unequal": [],
@@ -172,13 +172,6 @@ class TestChecksTheIndexDecided:
         for _ in range(EVALUATOR_AFTER_EVENTS + 2):
             assert [rule.name for rule in engine.rules if rule.predicate(lab.event(**payload))] == fired
             assert lab.fired(engine, **payload) == fired
-
-
-def _checks(expr: Any) -> list[Check]:
-    if isinstance(expr, Check):
-        return [expr]
-    return [check for child in getattr(expr, "children", (getattr(expr, "child", None),)) if child is not None
-            for check in _checks(child)]
 
 
 class TestFieldReads:

@@ -257,25 +257,19 @@ def collected(keys: tuple[str, ...], shape: Shaper) -> ExtractorFactory:
 
     def factory(arg: str | None) -> Extractor:
         index = None if arg is None else int(arg)
-        if index is None and shape in _WALKED_SHAPES:
-            walk_texts = path_walker(keys, shape)
-
-            def extract_texts(event: Event) -> Value:
-                payload = event.payload
-                if payload.__class__ is not dict or "auditID" not in payload:
-                    return None
-                values = walk_texts(payload)
-                return tuple(values) if values else None
-
-            return extract_texts
-        walk_path = walker(keys, index)
+        # The usual shapers run inside the walk (`path_walker`'s `texts`): no list of found values to shape after.
+        walked = index is None and shape in _WALKED_SHAPES
+        walk_path = path_walker(keys, shape) if walked else walker(keys, index)
+        after = None if walked else shape
 
         def extract(event: Event) -> Value:
             payload = event.payload
             if payload.__class__ is not dict or "auditID" not in payload:
                 return None
             found = walk_path(payload)
-            return None if found is None else finish(shape(found), index)
+            if found is None:
+                return None
+            return finish(found if after is None else after(found), index)
 
         return extract
 

@@ -98,7 +98,11 @@ def path_walker(keys: tuple[str, ...], texts: Shaper | None = None) -> Walker:
     them as it finds them, with no list of them and no call per value to make first; an event's pod fields are read
     this way."""
     if SELF in keys:
-        return lambda node: walk(node, keys, 0, None) if texts is None else _shaped(walk(node, keys, 0, None), texts)
+        def walk_with_self(node: Any) -> list[Any] | None:
+            found = walk(node, keys, 0, None)
+            return found if found is None or texts is None else texts(found)
+
+        return walk_with_self
     namespace: dict[str, Any] = {"_M": MISSING, "_walk": walk, "_keys": keys, "_text": json_text, "_shape": texts}
     gap: tuple[str, ...]
     below: tuple[str, ...]
@@ -121,10 +125,6 @@ def path_walker(keys: tuple[str, ...], texts: Shaper | None = None) -> Walker:
     exec(compile("\n".join(lines), f"<walk {'.'.join(keys)}>", "exec"), namespace)
     walker: Walker = namespace["walk_path"]
     return walker
-
-
-def _shaped(found: list[Any] | None, shape: Shaper) -> list[str] | None:
-    return None if found is None else shape(found)
 
 
 def walker(keys: tuple[str, ...], index: int | None) -> Walker:

@@ -11,7 +11,7 @@ import pytest
 
 from agent.event import Event
 from agent.fields import Extractor, FieldTable, Value, cached_extractor, generated_read, inline_read
-from sources.k8saudit.extraction import MISSING, Shaper, all_texts, path_walker, present_texts, walk
+from sources.k8saudit.extraction import MISSING, SELF, Shaper, all_texts, path_walker, present_texts, walk
 from sources.k8saudit.fields import k8s_audit_source
 
 
@@ -103,7 +103,8 @@ class TestPathWalker:
                 assert [v is MISSING for v in found] == [v is MISSING for v in expected]
 
     @pytest.mark.parametrize("shape", [present_texts, all_texts])
-    @pytest.mark.parametrize("keys", [("a",), ("a", "b"), ("a", "b", "c"), ("c", "b"), ("a", "b", "c", "a")])
+    @pytest.mark.parametrize("keys", [("a",), ("a", "b"), ("a", "b", "c"), ("c", "b"), ("a", "b", "c", "a"),
+                                      ("a", SELF), ("a", SELF, "c")])
     def test_shaping_as_it_walks_gives_what_shaping_after_gives(self, keys: tuple[str, ...], shape: Shaper) -> None:
         """Gaps skipped or making the field unavailable, values turned into text, arrays in arrays."""
         rng = random.Random(23)

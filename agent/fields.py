@@ -254,6 +254,12 @@ class InlineRead:
     decimal: str = ""
 
 
+def is_decimal_text(text: str) -> bool:
+    """Whether `text` is the decimal form Python writes for an integer of at most 20 digits (no sign, no leading
+    zero): the texts of 64-bit times and counters, the only texts a field with an InlineRead.decimal can have."""
+    return len(text) <= 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+
+
 def template_literal(value: Any) -> str:
     """`value`'s Python literal as text of an InlineRead template (its braces doubled)."""
     return repr(value).replace("{", "{{").replace("}", "}}")
@@ -269,6 +275,14 @@ def inline_read(extract: Extractor) -> InlineRead | None:
     """The inline form an extractor declares (`with_inline`), if any."""
     read: InlineRead | None = getattr(extract, "inline_read", None)
     return read
+
+
+def decimal_form(get: Extractor) -> str | None:
+    """The InlineRead.decimal template a field's extractor (or its caching getter, `cached_extractor`) declares, if
+    any."""
+    parts = cache_parts(get)
+    inline = inline_read(get if parts is None else parts[1])
+    return inline.decimal if inline is not None and inline.decimal and not inline.guard else None
 
 
 class GeneratedReads:
@@ -341,11 +355,9 @@ class GeneratedReads:
 
     def decimal(self, extract: Extractor) -> str | None:
         """Expression for the integer whose decimal text the field's value always is (InlineRead.decimal), if the
-        field declares one."""
-        inline = inline_read(extract)
-        if inline is None or not inline.decimal or inline.guard:
-            return None
-        return f"({inline.decimal.format(event='ev')})"
+        field declares one. `extract` is the field's extractor, or its caching getter (`cached_extractor`)."""
+        form = decimal_form(extract)
+        return None if form is None else f"({form.format(event='ev')})"
 
     def read_getter(self, get: Extractor) -> str:
         """Expression for the value of getter `get`: read as `read` does when it caches (`cached_extractor`), else

@@ -138,6 +138,15 @@ MUTATIONS = (
              "if values is not None and (values.cofinite or not values.values):",
              ("tests/agent/engine/test_ruleset.py",),
              "a check on a field the index does not hold is taken as decided by the index"),
+    Mutation("time_index_forgets_the_times_rules_refuse", "agent/engine/ruleset.py",
+             "for bound in bounds for v in bound.values\n",
+             "for bound in bounds if not bound.cofinite for v in bound.values\n",
+             ("tests/agent/engine/test_ruleset.py",),
+             "an event at a time a rule refuses (`jevt.rawtime != 5`) is indexed as any other time, and meets it"),
+    Mutation("given_key_kept_whole", "agent/engine/ruleset.py",
+             "f\"    key = key[:{len(self._getters)}]{f' + ({pins})' if pins else ''}\"", "\"    key = key\"",
+             ("tests/correlation/test_loader.py",),
+             "correlations narrow events by the index key of the engine's rule set, with its times, not their own"),
 )
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.engine.ast import And, Check, Expr, Not, Or
 from agent.event import Event
-from agent.fields import GeneratedReads, binder
+from agent.fields import GeneratedReads, binder, is_decimal_text
 
 if TYPE_CHECKING:
     from agent.engine.compiler import CheckPlan
@@ -78,16 +78,10 @@ class Builder:
         """`field = "N"` as a comparison of integers, for a field whose text is an integer's decimal form (Falco's
         "never true" is `jevt.rawtime=0`, met on every audit event): None when the field or the constant is not."""
         constant, extract = plan.value, plan.lhs.extract
-        if extract is None or not isinstance(constant, str) or not _is_decimal(constant):
+        if extract is None or not isinstance(constant, str) or not is_decimal_text(constant):
             return None
         number = self.reads.decimal(extract)
         return None if number is None else f"({number} == {int(constant)})"
-
-
-def _is_decimal(text: str) -> bool:
-    """Whether `text` is the decimal form Python writes for an integer of at most 20 digits (no sign, no leading
-    zero): the texts of 64-bit times and counters."""
-    return len(text) <= 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
 
 
 def generate_predicate(expr: Expr, plan: Callable[[Check], CheckPlan]) -> Callable[[Event], bool] | None:

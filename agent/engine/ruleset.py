@@ -18,12 +18,14 @@ from agent.engine.compiler import Predicate
 from agent.engine.output_format import EXTRACTION_ERRORS, OutputFormat
 from agent.engine.rule_guards import Guard, GuardField, guard_field, guards_of
 from agent.event import Event
-from agent.fields import FieldFlag, GeneratedReads, binder, cache_parts
+from agent.fields import FieldFlag, GeneratedReads, binder, cache_parts, decimal_form, is_decimal_text
 from agent.priority import Priority
 from agent.source import SourceSpec
 
 #: Stands for "the field has no value" among the index values.
 MISSING = None
+#: Stands, among the index values, for every value of a decimal field (RuleSet `decimals`) that no rule names.
+UNNAMED = object()
 _MEMO_LIMIT = 4096
 #: Values of its guard field remembered per narrowing: paths are many, and each entry holds its string.
 _GUARD_MEMO_LIMIT = 512
@@ -200,26 +202,36 @@ class RuleSet(Generic[R]):
 
     def __init__(self, rules: list[R], index_getters: dict[str, Getter],
                  guard_getters: dict[str, tuple[Getter, GuardField]] | None = None,
-                 always: frozenset[str] = frozenset()) -> None:
+                 always: frozenset[str] = frozenset(), decimals: dict[str, Getter] | None = None) -> None:
         """`guard_getters` maps each guard field to its getter and to how checks bound it; `always` names the fields
-        every event has (a rule whose condition cannot hold with them is never a candidate)."""
+        every event has (a rule whose condition cannot hold with them is never a candidate); `decimals` maps fields
+        whose text is always an integer's decimal form (InlineRead.decimal: an event's time) to their getters.
+
+        A decimal field some rule bounds joins the index after the index fields, read as its integer: a value some
+        rule names is the key's text of it, and every other value one and the same key part (UNNAMED), so that
+        Falco's "never true" (`jevt.rawtime=0`) keeps a rule from every event but those of that time, with neither
+        the text of each event's time nor a memo entry per time."""
         guard_getters = guard_getters or {}
         self.rules = sorted(rules, key=lambda r: r.index)
         #: The rules no event can match, left out of every candidate set.
         self.never = tuple(rule for rule in self.rules if _truth(rule.condition, always) is False)
         self._getters = tuple(index_getters.values())
+        #: The decimal fields in the index: each with its getter and the integers whose text some rule names.
+        self._pins = self._pinned(decimals or {})
+        fields = (*index_getters, *self._pins)
         #: The event's index values: equal for every rule set built on the same source's index fields (one
-        #: generated function reading them inline from the event's cache).
+        #: generated function reading them inline from the event's cache); the decimal fields' parts follow them.
         #: The cache key of each index field (None: not cached), telling generated evaluators which fields the index
         #: key gives them.
-        self.index_cache_keys = tuple(parts[0] if (parts := cache_parts(get)) else None for get in self._getters)
-        self._names = tuple(index_getters)
+        self.index_cache_keys = (*(parts[0] if (parts := cache_parts(get)) else None for get in self._getters),
+                                 *(None for _ in self._pins))
+        self._names = fields
         #: Per rule that may match (by identity, in evaluation order), the values of each index field it admits.
-        self._admits = {id(rule): (rule, tuple(possible_values(rule.condition, f) for f in index_getters))
+        self._admits = {id(rule): (rule, tuple(possible_values(rule.condition, f) for f in fields))
                         for rule in self.rules if rule not in self.never}
         #: Per rule, the index fields that narrow it down (empty: evaluated on every event).
         self.narrowed_by = {
-            rule.name: tuple(f for f, v in zip(index_getters, sets, strict=True) if v != ALL)
+            rule.name: tuple(f for f, v in zip(fields, sets, strict=True) if v != ALL)
             for rule, sets in self._admits.values()
         }
         guards = tuple(guard for _getter, guard in guard_getters.values())
@@ -242,7 +254,24 @@ class RuleSet(Generic[R]):
         getters = {name: get for name in spec.index_fields if (get := _getter(spec, name)) is not None}
         guards = {name: (get, guard_field(name, spec.guard_paths))
                   for name in spec.guard_fields if (get := _getter(spec, name)) is not None}
-        return cls(rules, getters, guards, frozenset(f.name for f in spec.fields if FieldFlag.ALWAYS in f.flags))
+        always = frozenset(f.name for f in spec.fields if FieldFlag.ALWAYS in f.flags)
+        decimals = {name: get for name in sorted(always)
+                    if (get := _getter(spec, name)) is not None and decimal_form(get) is not None}
+        return cls(rules, getters, guards, always, decimals)
+
+    def _pinned(self, decimals: dict[str, Getter]) -> dict[str, tuple[Getter, frozenset[int]]]:
+        """The decimal fields some rule bounds, each with its getter and the integers of the decimal texts any rule
+        names: an event whose value is none of them meets, in every rule's bounds, what any other such value meets.
+        A named text that is no integer's decimal form (`07`) is no value the field can have."""
+        pinned = {}
+        for name, get in decimals.items():
+            bounds = [possible_values(rule.condition, name) for rule in self.rules if rule not in self.never]
+            if all(bound.cofinite and bound.values <= {MISSING} for bound in bounds):
+                continue  # no rule bounds it (or only with `exists`, true of every value)
+            named = frozenset(int(v) for bound in bounds for v in bound.values
+                              if v is not MISSING and is_decimal_text(v))
+            pinned[name] = (get, named)
+        return pinned
 
     def index_values(self, field: str, *, among: Callable[[R], bool] | None = None) -> frozenset[Any] | None:
         """The values of index field `field` some rule here (of those `among` selects) can match; None when a
@@ -306,12 +335,17 @@ class RuleSet(Generic[R]):
         errors, memo, selection = bind(EXTRACTION_ERRORS), bind(self._memo), bind(self._selection)
         answer, kept = bind(self._answer), bind(self._kept)
         key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
+        pins = "".join(f"{self._pin_read(reads.decimal(get), named, position, bind)}, "
+                       for position, (get, named) in enumerate(self._pins.values()))
         guards = [reads.read_getter(get) for get in self._guard_getters]
         # The last guard field is read without a test of its position (a source with one reads it straight).
         value = guards[-1] if guards else "None"
         for position, read in reversed(list(enumerate(guards[:-1]))):
             value = f"{read} if position == {position} else {value}"
-        compute = ["if key is None:", f"    key = ({key})"] if key_given else [f"key = ({key})"]
+        # A key given is another rule set's of the same source: the same index fields, its own decimal fields.
+        compute = ["if key is None:", f"    key = ({key}{pins})", "else:",
+                   f"    key = key[:{len(self._getters)}]{f' + ({pins})' if pins else ''}"] \
+            if key_given else [f"key = ({key}{pins})"]
         return [*reads.prologue(), *compute,
                 # A subscript costs less than a call of `get`; a key met the first time is rare.
                 "try:", f"    node = {memo}[key]", "except KeyError:", f"    node = {selection}(key)",
@@ -323,6 +357,16 @@ class RuleSet(Generic[R]):
                 "    except KeyError:", f"        node = {kept}(node, value)",
                 "    except TypeError:", f"        node = {answer}(node, value)",
                 "    position = node.position"]
+
+    @staticmethod
+    def _pin_read(number: str | None, named: frozenset[int], position: int, bind: Callable[[Any], str]) -> str:
+        """Expression for the key part of a decimal field whose integer is the expression `number`: its text when some
+        rule names it (made only then), else UNNAMED. One named value (Falco's `0`) costs a comparison, no lookup."""
+        if len(named) == 1:
+            (only,) = named
+            return f"({bind(str(only))} if {number} == {only} else {bind(UNNAMED)})"
+        local = f"_pin{position}"
+        return f"(str({local}) if ({local} := {number}) in {bind(named)} else {bind(UNNAMED)})"
 
     def _kept(self, node: Narrowing[R], value: Any) -> Narrowing[R]:
         """`_answer`, memoised on `node`."""

@@ -107,6 +107,17 @@ class TestVerdict:
         assert explainer.explain("Turned Off", get).reason == (
             "never evaluated: its condition is false on every event (it negates a field every event has)")
 
+    def test_a_rule_pinned_to_another_time_says_so(self, tmp_path: Path) -> None:
+        """Falco's "never true" (`jevt.rawtime=0`) keeps a rule from the index of any event at another time."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(RULES.read_text() + "\n- rule: Never\n  desc: d\n  condition: ka.verb = get and "
+                                             "jevt.rawtime = 0\n  output: o\n  priority: WARNING\n"
+                                             "  source: k8s_audit\n")
+        explainer, reader = explainer_for([rules])
+        get = events_of(reader, EVENTS)[2]
+        assert explainer.explain("Never", get).reason == (
+            f"index: jevt.rawtime is '{get.ts_ns}'; the condition can only be true for (0)")
+
 
 class TestAgreesWithTheEngine:
     @staticmethod

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from agent.engine.engine import Engine, RulesText
 from agent.engine.load_result import LoadResult
+from agent.event import Event
 from agent.priority import Priority
 from tests.agent.engine.conftest import sample_source
-from tests.correlation.test_state import a, b, fired, sequence
+from tests.correlation.test_state import T0, a, b, fired, sequence
 
 
 def load(*texts: str, engine: Engine | None = None) -> tuple[Engine, LoadResult]:
@@ -115,3 +116,15 @@ class TestDefinitions:
         engine, result = load(sequence() + rule)
         assert result.successful, result.as_text()
         assert sorted(alert.rule for event in (a(0), b(1)) for alert in engine.process(event)) == ["A then B", "Act"]
+
+    def test_rules_and_correlations_naming_different_times_each_keep_their_own(self) -> None:
+        """The engine hands its index key to the correlations: a time a rule names, and one a step names, each
+        select their own, whatever the other's rule set names."""
+        pinned = sequence().replace("condition: t.type = login", f"condition: t.type = login and jevt.rawtime = {T0}")
+        rule = ("- rule: Late\n  desc: d\n  condition: t.type = act and jevt.rawtime = 0\n  output: late\n"
+                "  priority: INFO\n  source: b\n")
+        engine, result = load(pinned + rule)
+        assert result.successful, result.as_text()
+        assert fired(engine, a(1), b(2)) == []
+        assert fired(engine, a(0), b(2)) == ["k1 did /x"]
+        assert fired(engine, Event("b", 0, {"type": "act", "other": "zz"})) == ["late"]

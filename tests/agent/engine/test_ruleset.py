@@ -10,6 +10,7 @@ from agent.engine.ast import Check, walk
 from agent.engine.evaluator import EVALUATOR_AFTER_EVENTS
 from agent.engine.ruleset import MISSING, possible_values
 from agent.rules import parse_condition
+from tests.agent.engine.conftest import TS_NS
 
 
 class TestPossibleValues:
@@ -226,3 +227,59 @@ class TestFieldReads:
         assert [r.name for r in plain.candidates(lab.event(type="open", name="y"))] == ["c"]
         assert [r.name for r in plain.candidates(lab.event(type="close", name="x"))] == ["b"]
         assert RuleSet(engine.rules, {}).narrow(lab.event(type="open"))[0] == ()
+
+
+class TestTimesRulesName:
+    """A rule pinned to event times (Falco's "never true", `jevt.rawtime=0`) meets only events of those times: every
+    other time is one index value, with no text written and no memo entry per time."""
+
+    RULES = (
+        ("never_true", "t.type = open and jevt.rawtime = 0"),
+        ("listed", "jevt.rawtime in (0, 5) and t.name = x"),
+        ("unequal", "t.type = open and jevt.rawtime != 5"),
+        ("unwritable", "t.type = open and jevt.rawtime = 05"),
+        ("unbounded", "t.type = open and jevt.rawtime exists"),
+    )
+
+    @pytest.fixture
+    def engine(self, lab):
+        return lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
+
+    @pytest.mark.parametrize(("ts_ns", "payload", "candidates"), [
+        (TS_NS, {"type": "open", "name": "x"}, ["unequal", "unbounded"]),
+        (0, {"type": "open", "name": "x"}, ["never_true", "listed", "unequal", "unbounded"]),
+        (5, {"type": "open", "name": "x"}, ["listed", "unbounded"]),
+        (5, {"type": "close", "name": "x"}, ["listed"]),
+        (50, {"type": "open"}, ["unequal", "unbounded"]),
+    ])
+    def test_candidates(self, engine, lab, ts_ns: int, payload: dict[str, Any], candidates: list[str]) -> None:
+        assert [r.name for r in engine.ruleset("test").candidates(lab.event(ts_ns=ts_ns, **payload))] == candidates
+
+    @pytest.mark.parametrize("ts_ns", [0, 5, 50, 500, TS_NS])
+    @pytest.mark.parametrize("payload", [{"type": "open", "name": "x"}, {"type": "close", "name": "x"}, {}])
+    def test_alerts_as_brute_force(self, engine, lab, ts_ns: int, payload: dict[str, Any]) -> None:
+        """Before and after the candidates are evaluated by their generated function."""
+        expected = [rule.name for rule in engine.rules if rule.predicate(lab.event(ts_ns=ts_ns, **payload))]
+        for _ in range(EVALUATOR_AFTER_EVENTS + 2):
+            assert [alert.rule for alert in engine.process(lab.event(ts_ns=ts_ns, **payload))] == expected
+
+    def test_one_memo_entry_for_every_time_no_rule_names(self, engine, lab) -> None:
+        ruleset = engine.ruleset("test")
+        keys = {ruleset.narrow(lab.event(ts_ns=TS_NS + step, type="open"))[0] for step in range(100)}
+        assert len(keys) == 1
+        assert ruleset.narrow(lab.event(ts_ns=0, type="open"))[0] == ("open", "0")
+
+    def test_narrowed_by_the_time_where_the_condition_names_it(self, engine) -> None:
+        assert engine.ruleset("test").narrowed_by == {
+            "never_true": ("t.type", "jevt.rawtime"), "listed": ("jevt.rawtime",),
+            "unequal": ("t.type", "jevt.rawtime"), "unwritable": ("t.type", "jevt.rawtime"),
+            "unbounded": ("t.type", "jevt.rawtime")}
+
+    def test_a_time_only_refused_is_told_from_the_others(self, lab) -> None:
+        engine = lab.loaded(lab.rule("t.type = open and jevt.rawtime != 5", name="unequal"))
+        assert [r.name for r in engine.ruleset("test").candidates(lab.event(ts_ns=5, type="open"))] == []
+        assert [r.name for r in engine.ruleset("test").candidates(lab.event(ts_ns=6, type="open"))] == ["unequal"]
+
+    def test_a_rule_set_without_times_keeps_the_key_of_its_index_fields(self, lab) -> None:
+        engine = lab.loaded(lab.rule("t.type = open and jevt.rawtime exists"))
+        assert engine.ruleset("test").narrow(lab.event(type="open"))[0] == ("open",)

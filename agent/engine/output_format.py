@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -254,14 +254,21 @@ def composition(fmt: OutputFormat, bind: Callable[[Any], str], reads: GeneratedR
     `prefix`), then the expressions of the output text and of the output_fields. Straight-line code: no loop over
     the tokens, no test of a part's kind."""
     source = _ComposerSource(bind, reads, prefix)
-    pieces = [repr(part) if isinstance(part, str) else source.text_of(part) for part in fmt.parts]
+    text = _formatted(fmt.parts, source)
     entries = []
     for key, get in fmt.fields:
         slot = source.value_of(get)
         entries.append(f"{key!r}: ({slot} if {slot}.__class__ is str else {source.json}({slot}))")
     entries += [f"{key!r}: {bind(text.render)}(ev)" for key, text in fmt.texts]
-    text = f"''.join(({', '.join(pieces)},))" if pieces else "''"
     return source.lines, text, f"{{{', '.join(entries)}}}"
+
+
+def _formatted(parts: Sequence[str | _Token], source: _ComposerSource) -> str:
+    """An f-string expression of the output text: the interpreter builds it in one step, with no tuple to join and
+    no call. The token expressions hold no quote and no backslash, which an f-string's may not."""
+    body = "".join(part.replace("{", "{{").replace("}", "}}") if isinstance(part, str)
+                   else f"{{{source.text_of(part)}}}" for part in parts)
+    return f"f{body!r}"
 
 
 def generate_composer(fmt: OutputFormat) -> Composer:

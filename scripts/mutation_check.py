@@ -147,6 +147,11 @@ MUTATIONS = (
              "f\"    key = key[:{len(self._getters)}]{f' + ({pins})' if pins else ''}\"", "\"    key = key\"",
              ("tests/correlation/test_loader.py",),
              "correlations narrow events by the index key of the engine's rule set, with its times, not their own"),
+    Mutation("inline_list_field_empty_not_missing", "sources/k8saudit/extraction.py",
+             'inline = "(tuple({tmp}) if ({tmp} := {walk}({payload})) else None)"',
+             'inline = "(tuple({tmp}) if ({tmp} := {walk}({payload})) is not None else None)"',
+             ("tests/sources/k8saudit/test_inline_fields.py",),
+             "a k8s list field read inline is an empty list, not missing, when no element has the value"),
 )
 
 

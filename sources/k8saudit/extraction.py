@@ -271,7 +271,12 @@ def collected(keys: tuple[str, ...], shape: Shaper) -> ExtractorFactory:
                 return None
             return finish(found if after is None else after(found), index)
 
-        return extract
+        if not walked:
+            return extract
+        # `finish` without an index, written out: generated code calls the walk alone, with no call of `extract`
+        # and no test of the event's shape that its function has not made already.
+        inline = "(tuple({tmp}) if ({tmp} := {walk}({payload})) else None)"
+        return with_inline(extract, InlineRead(AUDIT_EVENT_GUARD, inline, (("walk", walk_path),)))
 
     return factory
 

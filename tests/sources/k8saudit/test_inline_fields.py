@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.event import Event
-from agent.fields import Extractor, FieldTable, Value, cached_extractor, generated_read, inline_read
+from agent.fields import ArgKind, Extractor, FieldTable, Value, cached_extractor, generated_read, inline_read
 from sources.k8saudit.extraction import MISSING, SELF, Shaper, all_texts, path_walker, present_texts, walk
 from sources.k8saudit.fields import k8s_audit_source
 
@@ -26,7 +26,7 @@ def read_inline(extract: Extractor, event: Event) -> Value:
 
 
 def inline_fields() -> list[str]:
-    return [spec.name for spec in table() if spec.is_implemented and spec.arg.label == "none"
+    return [spec.name for spec in table() if spec.is_implemented and ArgKind.REQUIRED not in spec.arg
             and inline_read(spec.bind_uncached(None)) is not None]
 
 
@@ -46,6 +46,13 @@ def payloads() -> list[Any]:
              "requestObject": {"roleRef": {"name": value}, "spec": {"type": value, "hostNetwork": value,
                                                                     "securityContext": {"runAsUser": value}}}},
             {**audit, "requestObject": {"roleRef": value, "spec": {"securityContext": value}}},
+            # The list fields: elements of every shape, values of every type.
+            {**audit, "requestObject": {
+                "spec": {"containers": value, "volumes": [{"hostPath": {"path": value}}, value, {}],
+                         "initContainers": [value, {"image": value, "securityContext": {"privileged": value},
+                                                    "ports": [{"hostPort": value}, value]}, {}]},
+                "rules": [{"verbs": value, "resources": [value, "pods"]}, value],
+                "subjects": [{"name": value}, value]}},
         ]
     return shapes
 
@@ -54,7 +61,8 @@ class TestInlineFields:
     def test_the_every_event_fields_are_inline(self) -> None:
         names = set(inline_fields())
         assert {"ka.verb", "ka.user.name", "ka.target.resource", "ka.target.subresource", "ka.response.code",
-                "ka.req.binding.role", "jevt.rawtime"} <= names
+                "ka.req.binding.role", "jevt.rawtime", "ka.req.pod.containers.privileged",
+                "ka.req.pod.initContainers.image", "ka.req.pod.volumes.hostpath"} <= names
 
     @pytest.mark.parametrize("name", inline_fields())
     def test_inline_value_is_the_extractors(self, name: str) -> None:

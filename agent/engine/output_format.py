@@ -224,6 +224,7 @@ class _ComposerSource:
         self.errors = bind(EXTRACTION_ERRORS)
         self.render = bind(render_value)
         self.json = bind(json_value)
+        self.na = bind(NA)
         self.lines: list[str] = []
         self._slots: dict[int, str] = {}  # id of a getter -> the variable holding its value
 
@@ -243,7 +244,8 @@ class _ComposerSource:
 
     def text_of(self, token: _Token) -> str:
         slot = self.value_of(token.get)
-        text = f"({slot} if {slot}.__class__ is str else {self.render}({slot}))"
+        # A missing value (common in outputs: a pod without init containers) is written without a call.
+        text = f"({slot} if {slot}.__class__ is str else {self.na} if {slot} is None else {self.render}({slot}))"
         return f"{text}[:{token.width}].ljust({token.width})" if token.width else text
 
 
@@ -258,7 +260,7 @@ def composition(fmt: OutputFormat, bind: Callable[[Any], str], reads: GeneratedR
     entries = []
     for key, get in fmt.fields:
         slot = source.value_of(get)
-        entries.append(f"{key!r}: ({slot} if {slot}.__class__ is str else {source.json}({slot}))")
+        entries.append(f"{key!r}: ({slot} if {slot}.__class__ is str or {slot} is None else {source.json}({slot}))")
     entries += [f"{key!r}: {bind(text.render)}(ev)" for key, text in fmt.texts]
     return source.lines, text, f"{{{', '.join(entries)}}}"
 

@@ -96,27 +96,25 @@ class TestVerdict:
         assert explainer.explain("Pod Created", kernel_event).reason == (
             "the rule is of source 'k8s_audit', the event of 'syscall'")
 
-    def test_a_rule_turned_off_says_so(self, tmp_path: Path) -> None:
-        """A rule negating a field every event has is never evaluated, and explain says why."""
+    @staticmethod
+    def reason_on_a_get(tmp_path: Path, condition: str) -> tuple[str, Event]:
+        """Why a k8s rule `Added` with this condition, loaded after the test rules, did not match the sample get."""
         rules = tmp_path / "rules.yaml"
-        rules.write_text(RULES.read_text() + "\n- rule: Turned Off\n  desc: d\n  condition: ka.verb = get and not "
-                                             "jevt.rawtime exists\n  output: o\n  priority: WARNING\n"
-                                             "  source: k8s_audit\n")
+        rules.write_text(RULES.read_text() + f"\n- rule: Added\n  desc: d\n  condition: {condition}\n  output: o\n"
+                                             "  priority: WARNING\n  source: k8s_audit\n")
         explainer, reader = explainer_for([rules])
         get = events_of(reader, EVENTS)[2]
-        assert explainer.explain("Turned Off", get).reason == (
+        return explainer.explain("Added", get).reason, get
+
+    def test_a_rule_turned_off_says_so(self, tmp_path: Path) -> None:
+        """A rule negating a field every event has is never evaluated, and explain says why."""
+        assert self.reason_on_a_get(tmp_path, "ka.verb = get and not jevt.rawtime exists")[0] == (
             "never evaluated: its condition is false on every event (it negates a field every event has)")
 
     def test_a_rule_pinned_to_another_time_says_so(self, tmp_path: Path) -> None:
         """Falco's "never true" (`jevt.rawtime=0`) keeps a rule from the index of any event at another time."""
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(RULES.read_text() + "\n- rule: Never\n  desc: d\n  condition: ka.verb = get and "
-                                             "jevt.rawtime = 0\n  output: o\n  priority: WARNING\n"
-                                             "  source: k8s_audit\n")
-        explainer, reader = explainer_for([rules])
-        get = events_of(reader, EVENTS)[2]
-        assert explainer.explain("Never", get).reason == (
-            f"index: jevt.rawtime is '{get.ts_ns}'; the condition can only be true for (0)")
+        reason, get = self.reason_on_a_get(tmp_path, "ka.verb = get and jevt.rawtime = 0")
+        assert reason == f"index: jevt.rawtime is '{get.ts_ns}'; the condition can only be true for (0)"
 
 
 class TestAgreesWithTheEngine:

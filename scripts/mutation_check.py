@@ -144,7 +144,7 @@ MUTATIONS = (
              ("tests/agent/engine/test_ruleset.py",),
              "an event at a time a rule refuses (`jevt.rawtime != 5`) is indexed as any other time, and meets it"),
     Mutation("given_key_kept_whole", "agent/engine/ruleset.py",
-             "f\"    key = key[:{len(self._getters)}]{f' + ({pins})' if pins else ''}\"", "\"    key = key\"",
+             'f"    key = {given}"', '"    key = key"',
              ("tests/correlation/test_loader.py",),
              "correlations narrow events by the index key of the engine's rule set, with its times, not their own"),
     Mutation("inline_list_field_empty_not_missing", "sources/k8saudit/extraction.py",

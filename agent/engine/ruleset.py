@@ -224,7 +224,7 @@ class RuleSet(Generic[R]):
         #: The cache key of each index field (None: not cached), telling generated evaluators which fields the index
         #: key gives them.
         self.index_cache_keys = (*(parts[0] if (parts := cache_parts(get)) else None for get in self._getters),
-                                 *(None for _ in self._pins))
+                                 *(None,) * len(self._pins))
         self._names = fields
         #: Per rule that may match (by identity, in evaluation order), the values of each index field it admits.
         self._admits = {id(rule): (rule, tuple(possible_values(rule.condition, f) for f in fields))
@@ -308,11 +308,6 @@ class RuleSet(Generic[R]):
         """Rules that can match this event, in evaluation order."""
         return self.narrow(event)[1].rules
 
-    def candidates_for(self, key: tuple[Any, ...]) -> tuple[R, ...]:
-        """Rules that can match an event with these index values (whatever its guard values), in evaluation
-        order."""
-        return self._selection(key).rules
-
     def _narrow_function(self) -> Callable[..., tuple[tuple[Any, ...], Narrowing[R]]]:
         """The generated `narrow` (see `narrowing_text`)."""
         namespace, bind = binder("_n")
@@ -335,7 +330,7 @@ class RuleSet(Generic[R]):
         errors, memo, selection = bind(EXTRACTION_ERRORS), bind(self._memo), bind(self._selection)
         answer, kept = bind(self._answer), bind(self._kept)
         key = "".join(f"{reads.read_getter(get)}, " for get in self._getters)
-        pins = "".join(f"{self._pin_read(reads.decimal(get), named, position, bind)}, "
+        pins = "".join(f"{self._pin_read(reads, get, named, position, bind)}, "
                        for position, (get, named) in enumerate(self._pins.values()))
         guards = [reads.read_getter(get) for get in self._guard_getters]
         # The last guard field is read without a test of its position (a source with one reads it straight).
@@ -343,9 +338,9 @@ class RuleSet(Generic[R]):
         for position, read in reversed(list(enumerate(guards[:-1]))):
             value = f"{read} if position == {position} else {value}"
         # A key given is another rule set's of the same source: the same index fields, its own decimal fields.
-        compute = ["if key is None:", f"    key = ({key}{pins})", "else:",
-                   f"    key = key[:{len(self._getters)}]{f' + ({pins})' if pins else ''}"] \
-            if key_given else [f"key = ({key}{pins})"]
+        own = f"key = ({key}{pins})"
+        given = f"key[:{len(self._getters)}] + ({pins})" if pins else f"key[:{len(self._getters)}]"
+        compute = ["if key is None:", f"    {own}", "else:", f"    key = {given}"] if key_given else [own]
         return [*reads.prologue(), *compute,
                 # A subscript costs less than a call of `get`; a key met the first time is rare.
                 "try:", f"    node = {memo}[key]", "except KeyError:", f"    node = {selection}(key)",
@@ -359,9 +354,12 @@ class RuleSet(Generic[R]):
                 "    position = node.position"]
 
     @staticmethod
-    def _pin_read(number: str | None, named: frozenset[int], position: int, bind: Callable[[Any], str]) -> str:
-        """Expression for the key part of a decimal field whose integer is the expression `number`: its text when some
-        rule names it (made only then), else UNNAMED. One named value (Falco's `0`) costs a comparison, no lookup."""
+    def _pin_read(reads: GeneratedReads, get: Getter, named: frozenset[int], position: int,
+                  bind: Callable[[Any], str]) -> str:
+        """Expression for the key part of the decimal field `get` reads: its text when some rule names it (made only
+        then), else UNNAMED. One named value (Falco's `0`) costs a comparison, no lookup."""
+        number = reads.decimal(get)
+        assert number is not None, "a decimal field declares its integer (InlineRead.decimal)"
         if len(named) == 1:
             (only,) = named
             return f"({bind(str(only))} if {number} == {only} else {bind(UNNAMED)})"

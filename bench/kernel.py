@@ -204,7 +204,7 @@ def _phase(agent: RunningAgent, fence: Fence, python: Path, files: tuple[str, ..
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="10000,50000,100000,200000", help="offered openat/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each phase")
     parser.add_argument("--exec-rate", type=float, default=50.0, help="execve of /bin/true per second alongside")

@@ -11,8 +11,10 @@ under another name must raise the rule's alert); `mixed` alternates both files u
 each. For each offered rate (default 10k, 50k, 100k, 200k openat/s) it prints what the agent's kernel source
 delivered to user space, the openat records the prefilter kept in the kernel, what the kernel dropped (ring
 buffer full), the agent's CPU, and alerts. The generator's unthrottled speed (the best of three runs) is measured
-without and with the agent: their ratio is the overhead the agent puts on the traced workload. Needs root and BCC.
-With --json the last line is one JSON object holding every figure.
+without and with the agent: their ratio is the overhead the agent puts on the traced workload. Its floor, measured in
+the same run, is the generator's speed with empty programs on the openat and close exit tracepoints: what any
+tracepoint probe of these syscalls costs them before it does any work (the agent's probe, given BTF, attaches these
+two and no enter program). Needs root and BCC. With --json the last line is one JSON object holding every figure.
 
 Losses at high rates are what this measures, so a phase need not evaluate all it offered, but must account
 for it (bench/agent_load.py, SyscallAccount), from the agent's /metrics once the engine evaluated an open of
@@ -44,6 +46,8 @@ from accounting import BenchmarkInvalid, main_guard, require_none
 from agent_load import RULE_ALERTS, Fence, SyscallAccount, drain
 from process_stats import BpfStats, Samples, bpf_run_ns, cpu_s, growth, memory_mb
 from running_agent import RunningAgent
+
+from sources.kernel import bcc_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RULES = ROOT.parent / "shared" / "reference" / "rules" / "falco_rules.yaml"
@@ -141,6 +145,23 @@ def _unthrottled(python: Path, files: tuple[str, ...], seconds: float) -> float:
     return max(_generate(python, files, 0, seconds, 0)[1] for _ in range(_SPEED_RUNS))
 
 
+#: Programs that do nothing, on the tracepoints the load's syscalls reach: the floor of any probe's cost to them.
+_EMPTY_PROBE = """
+TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_exit_close) { return 0; }
+"""
+
+
+def _with_empty_probe(python: Path, files: tuple[str, ...], seconds: float) -> float:
+    """The generator's best openat/s with _EMPTY_PROBE attached (and nothing else of this benchmark's running)."""
+    bcc, _headers, _available = bcc_setup.prepare()
+    probe = bcc.BPF(text=_EMPTY_PROBE.encode(), cflags=["-w"])
+    try:
+        return _unthrottled(python, files, seconds)
+    finally:
+        probe.cleanup()
+
+
 def _kernel_started(samples: Samples) -> bool:
     return any(name == "falco_agent_source_records" and labels.get("source") == "kernel"
                for name, labels, _value in samples)
@@ -229,7 +250,12 @@ def main() -> int:
     baseline = _unthrottled(python, shape.files, args.seconds)
     print(f"{workload} workload ({shape.name} opening {', '.join(shape.files)}), generator alone, unthrottled: "
           f"{baseline:,.0f} openat/s")
-    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, baseline, prefilter=prefilter)
+    with_empty_probe = _with_empty_probe(python, shape.files, args.seconds)
+    floor = baseline / with_empty_probe
+    print(f"  with empty programs on the openat and close exit tracepoints: {with_empty_probe:,.0f} openat/s "
+          f"(slowdown x{floor:.2f}, the floor of any tracepoint probe)")
+    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, (baseline, with_empty_probe),
+                                                 prefilter=prefilter)
             for prefilter in settings}
     if "on" in runs and "off" in runs:
         on, off = runs["on"], runs["off"]
@@ -239,13 +265,16 @@ def main() -> int:
                           for a, b in zip(on["phases"], off["phases"], strict=True)))
     if args.json:
         print(orjson.dumps({"workload": workload, "generator_name": shape.name, "opened_files": shape.files,
-                            "generator_alone_per_s": round(baseline), "runs": runs}).decode())
+                            "generator_alone_per_s": round(baseline),
+                            "generator_with_empty_probe_per_s": round(with_empty_probe),
+                            "empty_probe_slowdown": round(floor, 3), "runs": runs}).decode())
     return 0
 
 
-def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, baseline: float, *,
+def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, speeds: tuple[float, float], *,
          prefilter: bool) -> dict[str, Any]:
-    """The phases with the kernel prefilter on or off, in a fresh agent."""
+    """The phases with the kernel prefilter on or off, in a fresh agent; `speeds`: the generator's alone and with
+    empty programs."""
     folder = state / ("prefilter-on" if prefilter else "prefilter-off")
     folder.mkdir()
     fence, counter = Fence(folder / "fence"), folder / "load-counter.yaml"
@@ -281,12 +310,15 @@ def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, 
         peak_rss = memory_mb(agent.proc.pid)
     finally:
         agent.stop()
+    baseline, with_empty_probe = speeds
     overhead = baseline / with_agent if with_agent else float("inf")
+    beyond_floor = with_empty_probe / with_agent if with_agent else float("inf")
     print(f"  generator with the agent, unthrottled: {with_agent:,.0f} openat/s "
-          f"(slowdown x{overhead:.2f} against {baseline:,.0f} alone); agent peak RSS {peak_rss:.0f} MB")
+          f"(slowdown x{overhead:.2f} against {baseline:,.0f} alone, x{beyond_floor:.2f} against empty programs); "
+          f"agent peak RSS {peak_rss:.0f} MB")
     return {"kernel_prefilter": prefilter, "relevance_probe_alerts": probe_alerts, "phases": phases,
             "generator_with_agent_per_s": round(with_agent), "generator_slowdown": round(overhead, 3),
-            "agent_peak_rss_mb": round(peak_rss, 1)}
+            "slowdown_beyond_empty_probe": round(beyond_floor, 3), "agent_peak_rss_mb": round(peak_rss, 1)}
 
 
 if __name__ == "__main__":

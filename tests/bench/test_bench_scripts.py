@@ -50,17 +50,22 @@ def test_bench_script_prints_its_figures(script: str, args: list[str], keys: set
 @pytest.mark.bpf
 def test_kernel_bench_runs_the_mixed_workload(reference: Path) -> None:
     """The kernel benchmark's mixed workload reaches the sensitive-file rule (its probe alerted) and each phase
-    says what was offered, filtered in the kernel, delivered and lost, with the agent's CPU and the slowdown; with
-    the prefilter on, the half of the opens no rule can match (/etc/hostname) stay in the kernel, with it off none
-    do."""
+    says what was offered, filtered in the kernel, delivered and lost, with the agent's CPU and the slowdown, against
+    the generator alone and with empty programs on the same tracepoints; with the prefilter on, the half of the opens
+    no rule can match (/etc/hostname) stay in the kernel, with it off none do."""
     require_probe()
     figures = _figures("kernel.py", ["--workload", "mixed", "--rates", "2000", "--seconds", "1", "--exec-rate", "5"])
     assert figures["workload"] == "mixed"
     assert figures["opened_files"] == ["/etc/hostname", "/etc/shadow"]
+    assert figures["empty_probe_slowdown"] == pytest.approx(
+        figures["generator_alone_per_s"] / figures["generator_with_empty_probe_per_s"], abs=0.01)
     off, on = figures["runs"]["off"], figures["runs"]["on"]
     for run in (off, on):
         assert run["relevance_probe_alerts"] >= 1
-        assert {"kernel_prefilter", "generator_slowdown", "agent_peak_rss_mb"} <= set(run)
+        assert {"kernel_prefilter", "generator_slowdown", "slowdown_beyond_empty_probe",
+                "agent_peak_rss_mb"} <= set(run)
+        assert run["slowdown_beyond_empty_probe"] == pytest.approx(
+            figures["generator_with_empty_probe_per_s"] / run["generator_with_agent_per_s"], abs=0.01)
         [phase] = run["phases"]
         assert {"offered_events", "openat_filtered_in_kernel", "records_delivered", "records_lost",
                 "agent_cpu_percent", "bpf_ns_per_open_close"} <= set(phase)

@@ -226,34 +226,44 @@ def test_a_wakeup_ends_the_wait_with_every_record_written_before_it(probe: TinyP
 
 WRITER = """
 import os, sys
-sys.stdin.readline()  # traced from here on
-for _ in range(int(sys.argv[1]) // 2):
+sys.stdin.readline()  # traced from here on, until killed
+while True:
     os.getppid()
     os.getpgid(0)
 """
+#: Records the reader must take while the writers write, and the time it has to: a loaded machine gives the reader
+#: less of a CPU, so it reads for longer rather than fewer.
+READ_BESIDE_WRITERS = 1_000
+READ_BUDGET_S = 30.0
 
 
 def test_records_read_while_writers_hold_one_busy_come_whole_in_their_order(probe: TinyProbe) -> None:
     """Writers on the other CPUs (one CPU is left to the reader) keep a record BUSY ~50 µs now and then while the
     reader takes what is committed: every record comes whole, each writer's in its order, once; a record either
     arrives or was counted refused or discarded."""
-    per_writer = 20_000
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(per_writer)], stdin=subprocess.PIPE)
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER], stdin=subprocess.PIPE)
                for _ in range(max(1, len(os.sched_getaffinity(0)) - 1))]
     raws: list[bytes] = []
-    for writer in writers:
-        probe.trace(writer.pid)
-    for writer in writers:
-        assert writer.stdin is not None
-        writer.stdin.close()
-    while any(w.poll() is None for w in writers):
-        raws.extend(probe.reader.poll(0))
+    try:
+        for writer in writers:
+            probe.trace(writer.pid)
+        for writer in writers:
+            assert writer.stdin is not None
+            writer.stdin.close()
+        deadline = time.monotonic() + READ_BUDGET_S
+        while len(raws) < READ_BESIDE_WRITERS and time.monotonic() < deadline:
+            raws.extend(probe.reader.poll(0))
+    finally:
+        # A program run ends before the kill is delivered: every record numbered is written, refused or discarded.
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+    assert len(raws) >= READ_BESIDE_WRITERS, \
+        f"the reader took {len(raws)} records beside the writers in {READ_BUDGET_S:.0f} s: too few to test it"
     samples = [_sample(raw) for raw in raws] + _drain(probe.reader)
     written, refused, discarded = probe.counters()
-    assert written == per_writer * len(writers)
     assert len(samples) + refused + discarded == written and discarded > 0
     assert len({s.seq for s in samples}) == len(samples)
-    assert refused < written / 2, "the reader kept up with too few records to test reading beside the writers"
     for writer in writers:
         seqs = [s.seq for s in samples if s.pid == writer.pid]
         assert seqs == sorted(seqs), f"writer {writer.pid}: records out of order"

@@ -48,6 +48,7 @@ from process_stats import BpfStats, Samples, bpf_run_ns, cpu_s, growth, memory_m
 from running_agent import RunningAgent
 
 from sources.kernel import bcc_setup
+from sources.kernel.probe_program import EXIT_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_RULES = ROOT.parent / "shared" / "reference" / "rules" / "falco_rules.yaml"
@@ -145,11 +146,11 @@ def _unthrottled(python: Path, files: tuple[str, ...], seconds: float) -> float:
     return max(_generate(python, files, 0, seconds, 0)[1] for _ in range(_SPEED_RUNS))
 
 
+#: The syscalls of the generator's loop (`os.open`, `os.close`): the probe, given BTF, traces both at their exit alone.
+_LOAD_SYSCALLS = ("openat", "close")
+assert set(_LOAD_SYSCALLS) <= set(EXIT_ARGS)
 #: Programs that do nothing, on the tracepoints the load's syscalls reach: the floor of any probe's cost to them.
-_EMPTY_PROBE = """
-TRACEPOINT_PROBE(syscalls, sys_exit_openat) { return 0; }
-TRACEPOINT_PROBE(syscalls, sys_exit_close) { return 0; }
-"""
+_EMPTY_PROBE = "".join(f"TRACEPOINT_PROBE(syscalls, sys_exit_{name}) {{ return 0; }}\n" for name in _LOAD_SYSCALLS)
 
 
 def _with_empty_probe(python: Path, files: tuple[str, ...], seconds: float) -> float:
@@ -254,8 +255,8 @@ def main() -> int:
     floor = baseline / with_empty_probe
     print(f"  with empty programs on the openat and close exit tracepoints: {with_empty_probe:,.0f} openat/s "
           f"(slowdown x{floor:.2f}, the floor of any tracepoint probe)")
-    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, (baseline, with_empty_probe),
-                                                 prefilter=prefilter)
+    runs = {("on" if prefilter else "off"): _run(args, shape, state, python, prefilter=prefilter, alone=baseline,
+                                                 with_empty_probe=with_empty_probe)
             for prefilter in settings}
     if "on" in runs and "off" in runs:
         on, off = runs["on"], runs["off"]
@@ -271,10 +272,10 @@ def main() -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, speeds: tuple[float, float], *,
-         prefilter: bool) -> dict[str, Any]:
-    """The phases with the kernel prefilter on or off, in a fresh agent; `speeds`: the generator's alone and with
-    empty programs."""
+def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, *, prefilter: bool, alone: float,
+         with_empty_probe: float) -> dict[str, Any]:
+    """The phases with the kernel prefilter on or off, in a fresh agent, and the generator's speed with it against
+    its speed `alone` and `with_empty_probe`."""
     folder = state / ("prefilter-on" if prefilter else "prefilter-off")
     folder.mkdir()
     fence, counter = Fence(folder / "fence"), folder / "load-counter.yaml"
@@ -310,11 +311,10 @@ def _run(args: argparse.Namespace, shape: LoadShape, state: Path, python: Path, 
         peak_rss = memory_mb(agent.proc.pid)
     finally:
         agent.stop()
-    baseline, with_empty_probe = speeds
-    overhead = baseline / with_agent if with_agent else float("inf")
+    overhead = alone / with_agent if with_agent else float("inf")
     beyond_floor = with_empty_probe / with_agent if with_agent else float("inf")
     print(f"  generator with the agent, unthrottled: {with_agent:,.0f} openat/s "
-          f"(slowdown x{overhead:.2f} against {baseline:,.0f} alone, x{beyond_floor:.2f} against empty programs); "
+          f"(slowdown x{overhead:.2f} against {alone:,.0f} alone, x{beyond_floor:.2f} against empty programs); "
           f"agent peak RSS {peak_rss:.0f} MB")
     return {"kernel_prefilter": prefilter, "relevance_probe_alerts": probe_alerts, "phases": phases,
             "generator_with_agent_per_s": round(with_agent), "generator_slowdown": round(overhead, 3),

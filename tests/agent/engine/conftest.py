@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -117,6 +117,10 @@ class Lab:
         engine = engine or self.engine()
         result = engine.load_rules([RulesText(f"f{i}.yaml", text) for i, text in enumerate(texts, start=1)])
         return engine, result
+
+    def named_rules(self, rules: Iterable[tuple[str, str]]) -> str:
+        """The text of a rule per (name, condition)."""
+        return "".join(rule(condition, name=name) for name, condition in rules)
 
     def loaded(self, *texts: str, **kwargs: Any) -> Engine:
         """An engine with these texts loaded; the load must succeed."""

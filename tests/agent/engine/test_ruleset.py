@@ -49,7 +49,7 @@ class TestCandidates:
 
     @pytest.fixture
     def engine(self, lab):
-        return lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
+        return lab.loaded(lab.named_rules(self.RULES), rule_matching="all")
 
     @pytest.mark.parametrize(("payload", "candidates"), [
         ({"type": "open"}, ["pinned", "either", "unpinned"]),
@@ -115,8 +115,7 @@ class TestRulesThatCannotHold:
 
     @pytest.fixture
     def engine(self, lab):
-        return lab.loaded(self.PRELUDE + "".join(lab.rule(cond, name=name) for name, cond in self.RULES),
-                          rule_matching="all")
+        return lab.loaded(self.PRELUDE + lab.named_rules(self.RULES), rule_matching="all")
 
     def test_never_candidates(self, engine) -> None:
         ruleset = engine.ruleset("test")
@@ -150,7 +149,7 @@ class TestChecksTheIndexDecided:
     )
 
     def test_implied_are_the_conjuncts_the_index_decided(self, lab) -> None:
-        engine = lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES))
+        engine = lab.loaded(lab.named_rules(self.RULES))
         ruleset = engine.ruleset("test")
 
         def implied(rule: Any) -> list[str]:
@@ -169,7 +168,7 @@ class TestChecksTheIndexDecided:
     ])
     def test_alerts_as_brute_force(self, lab, payload: dict[str, Any], fired: list[str]) -> None:
         """Before and after the candidates are evaluated by their generated function."""
-        engine = lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
+        engine = lab.loaded(lab.named_rules(self.RULES), rule_matching="all")
         for _ in range(EVALUATOR_AFTER_EVENTS + 2):
             assert [rule.name for rule in engine.rules if rule.predicate(lab.event(**payload))] == fired
             assert lab.fired(engine, **payload) == fired
@@ -243,7 +242,7 @@ class TestTimesRulesName:
 
     @pytest.fixture
     def engine(self, lab):
-        return lab.loaded("".join(lab.rule(cond, name=name) for name, cond in self.RULES), rule_matching="all")
+        return lab.loaded(lab.named_rules(self.RULES), rule_matching="all")
 
     @pytest.mark.parametrize(("ts_ns", "payload", "candidates"), [
         (TS_NS, {"type": "open", "name": "x"}, ["unequal", "unbounded"]),
